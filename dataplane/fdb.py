@@ -1,0 +1,236 @@
+"""Forwarding database of one network (VNI), with the Linux kernel's semantics and no I/O.
+
+Docker's overlay has two tables: the bridge's (``br0``: MAC → local veth, learned) and the vxlan
+device's (``vxlan0``: MAC → remote VTEP, permanent entries pushed by Docker). vxdp collapses the
+bridge and the vxlan port into one switch, so one entry is either *local* (``port``: an endpoint
+TAP) or *remote* (``remotes``: one or more VTEP addresses).
+
+Semantics mirrored from ``drivers/net/vxlan/vxlan_core.c``:
+
+- ``add`` (NLM_F_CREATE|NLM_F_EXCL) fails when the MAC is present (EEXIST).
+- ``append`` (NLM_F_APPEND) adds a remote; extra remotes exist only on the all-zeros MAC and
+  multicast MACs — the head-end replication lists. An already-listed remote is a no-op.
+- ``replace`` (NLM_F_REPLACE) creates or rewrites a unicast entry's (first) remote; on the
+  all-zeros/multicast MACs it is refused (EOPNOTSUPP).
+- ``delete`` removes one remote (the entry goes with its last remote) or the whole entry.
+- learned entries age out ``ageing`` seconds after they were last refreshed by traffic from
+  that MAC (``vxlan_cleanup`` checks ``f->updated``); permanent and static entries never do.
+- learning never moves a permanent or static entry: the kernel drops the packet instead
+  (``vxlan_snoop``: "Don't migrate static entries, drop packets"); a learned one migrates.
+- ``maxaddress`` bounds the number of entries (``addrmax``: ENOSPC when full).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from typing import Literal
+
+from dataplane.errors import EntryExists, EntryNotFound, InvalidArgument, TableFull
+from dataplane.wire import ip4, is_multicast_mac, is_zero_mac, mac_str, mac_to_bytes
+
+FDB_STATES = ("permanent", "static", "learned")
+LearnResult = Literal["new", "refresh", "moved", "conflict", "full", "kept"]
+
+
+@dataclass(slots=True)
+class FdbEntry:
+    mac: bytes
+    state: str
+    port: int | None = None                       # local endpoint port id
+    remotes: list[IPv4Address] = field(default_factory=list)
+    updated: float = 0.0                          # last refresh by learning (ageing clock)
+
+    @property
+    def is_local(self) -> bool:
+        return self.port is not None
+
+    def location(self) -> str:
+        """Where the entry points, as events spell it: ``port:N`` or the first VTEP."""
+        return f"port:{self.port}" if self.port is not None else str(self.remotes[0])
+
+    def rows(self, vni: int) -> list[dict[str, object]]:
+        """One dict per (MAC, destination), like one ``bridge fdb show`` line each."""
+        base: dict[str, object] = {"vni": vni, "mac": mac_str(self.mac), "state": self.state,
+                                   "updated": self.updated}
+        if self.port is not None:
+            return [{**base, "port": self.port, "dst": None}]
+        return [{**base, "port": None, "dst": str(r)} for r in self.remotes]
+
+
+def _mac(mac: str | bytes) -> bytes:
+    try:
+        return mac_to_bytes(mac)
+    except ValueError as e:
+        raise InvalidArgument(str(e)) from None
+
+
+def _dst(dst: IPv4Address | str) -> IPv4Address:
+    try:
+        return ip4(dst)
+    except ValueError as e:
+        raise InvalidArgument(str(e)) from None
+
+
+def _state(state: str) -> str:
+    if state not in FDB_STATES:
+        raise InvalidArgument(f"FDB state {state!r} is not one of {', '.join(FDB_STATES)}")
+    return state
+
+
+def is_group_mac(mac: bytes) -> bool:
+    """The MACs that may carry several remotes: all-zeros (default flood) and multicast."""
+    return is_zero_mac(mac) or is_multicast_mac(mac)
+
+
+class Fdb:
+    def __init__(self, vni: int, maxaddress: int = 0, ageing: float = 300.0) -> None:
+        self.vni = vni
+        self.maxaddress = maxaddress
+        self.ageing = ageing
+        self._entries: dict[bytes, FdbEntry] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[FdbEntry]:
+        return iter(sorted(self._entries.values(), key=lambda e: e.mac))
+
+    def lookup(self, mac: bytes) -> FdbEntry | None:
+        return self._entries.get(mac)
+
+    def _check_room(self) -> None:
+        if self.maxaddress and len(self._entries) >= self.maxaddress:
+            raise TableFull(f"FDB of VNI {self.vni} is full ({self.maxaddress} entries)")
+
+    def _new(self, mac: bytes, state: str, now: float, port: int | None,
+             dst: IPv4Address | None) -> FdbEntry:
+        self._check_room()
+        e = FdbEntry(mac, state, port, [dst] if dst is not None else [], now)
+        self._entries[mac] = e
+        return e
+
+    # -- control-plane operations (bridge fdb add/append/replace/del/flush) --------------------
+
+    def add(self, mac: str | bytes, *, dst: IPv4Address | str | None = None,
+            port: int | None = None, state: str = "permanent", now: float = 0.0) -> None:
+        m = _mac(mac)
+        state = _state(state)
+        if (dst is None) == (port is None):
+            raise InvalidArgument("an FDB entry needs exactly one of dst (remote) or port (local)")
+        if port is not None and is_group_mac(m):
+            raise InvalidArgument(f"{mac_str(m)} is not a unicast MAC: cannot point at a port")
+        if m in self._entries:
+            raise EntryExists(f"FDB entry {mac_str(m)} already exists in VNI {self.vni}")
+        self._new(m, state, now, port, _dst(dst) if dst is not None else None)
+
+    def append(self, mac: str | bytes, dst: IPv4Address | str, state: str = "permanent",
+               now: float = 0.0) -> None:
+        m = _mac(mac)
+        d = _dst(dst)
+        state = _state(state)
+        e = self._entries.get(m)
+        if e is None:
+            self._new(m, state, now, None, d)
+            return
+        if not is_group_mac(m):
+            raise InvalidArgument(
+                f"append adds extra remotes only to 00:00:00:00:00:00 or a multicast MAC; "
+                f"use replace for {mac_str(m)}")
+        if e.port is not None:
+            raise InvalidArgument(f"{mac_str(m)} points at a local port")
+        if d not in e.remotes:   # the kernel ignores an already-listed remote
+            e.remotes.append(d)
+
+    def replace(self, mac: str | bytes, *, dst: IPv4Address | str | None = None,
+                port: int | None = None, state: str = "permanent", now: float = 0.0) -> None:
+        m = _mac(mac)
+        state = _state(state)
+        if (dst is None) == (port is None):
+            raise InvalidArgument("an FDB entry needs exactly one of dst (remote) or port (local)")
+        if is_group_mac(m):
+            raise InvalidArgument(
+                f"replace is not supported on {mac_str(m)} (kernel: EOPNOTSUPP); "
+                f"use append/del for flood lists")
+        d = _dst(dst) if dst is not None else None
+        e = self._entries.get(m)
+        if e is None:
+            self._new(m, state, now, port, d)
+            return
+        e.state = state
+        e.updated = now
+        e.port = port
+        e.remotes = [d] if d is not None else []
+
+    def delete(self, mac: str | bytes, dst: IPv4Address | str | None = None) -> None:
+        m = _mac(mac)
+        e = self._entries.get(m)
+        if e is None:
+            raise EntryNotFound(f"no FDB entry {mac_str(m)} in VNI {self.vni}")
+        if dst is None:
+            del self._entries[m]
+            return
+        d = _dst(dst)
+        if d not in e.remotes:
+            raise EntryNotFound(f"FDB entry {mac_str(m)} in VNI {self.vni} has no remote {d}")
+        e.remotes.remove(d)
+        if not e.remotes:
+            del self._entries[m]
+
+    def flush(self, *, keep_permanent: bool = True) -> int:
+        """``bridge fdb flush``: drop dynamic entries (all with ``keep_permanent=False``)."""
+        doomed = [m for m, e in self._entries.items()
+                  if not keep_permanent or e.state != "permanent"]
+        for m in doomed:
+            del self._entries[m]
+        return len(doomed)
+
+    def remove_port(self, port: int) -> int:
+        """A port went away: its entries go too (the bridge flushes a deleted port's entries)."""
+        doomed = [m for m, e in self._entries.items() if e.port == port]
+        for m in doomed:
+            del self._entries[m]
+        return len(doomed)
+
+    # -- data-plane operations ----------------------------------------------------------------
+
+    def learn(self, mac: bytes, now: float, *, port: int | None = None,
+              dst: IPv4Address | None = None) -> tuple[LearnResult, FdbEntry | None]:
+        """Source learning (``vxlan_snoop`` for the underlay, ``br_fdb_update`` for ports).
+
+        Returns what happened and, for ``moved``, a copy of the entry as it was before.
+        ``conflict`` — a permanent/static entry points elsewhere: remote traffic is dropped by
+        the caller (kernel behaviour); ``kept`` — same for a port, where the bridge forwards
+        the frame but keeps its static entry.
+        """
+        e = self._entries.get(mac)
+        if e is None:
+            if self.maxaddress and len(self._entries) >= self.maxaddress:
+                return "full", None
+            self._entries[mac] = FdbEntry(mac, "learned", port,
+                                          [dst] if dst is not None else [], now)
+            return "new", None
+        same = (e.port == port) if port is not None else (e.port is None and e.remotes[0] == dst)
+        if same:
+            if e.state == "learned":
+                e.updated = now
+            return "refresh", None
+        if e.state != "learned":
+            return ("conflict" if port is None else "kept"), None
+        old = FdbEntry(e.mac, e.state, e.port, list(e.remotes), e.updated)
+        e.port = port
+        e.remotes = [dst] if dst is not None else []
+        e.updated = now
+        return "moved", old
+
+    def age(self, now: float) -> list[FdbEntry]:
+        """Remove learned entries not refreshed for ``ageing`` seconds; return them."""
+        doomed = [e for e in self._entries.values()
+                  if e.state == "learned" and e.updated + self.ageing <= now]
+        for e in doomed:
+            del self._entries[e.mac]
+        return doomed
+
+    def rows(self) -> list[dict[str, object]]:
+        return [row for e in self for row in e.rows(self.vni)]

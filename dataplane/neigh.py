@@ -1,0 +1,88 @@
+"""Neighbour (ARP) table of one network, with ``ip neigh`` semantics and no I/O.
+
+It plays the part of the neighbour table Docker programs on ``vxlan0`` (``ip neigh add IP lladdr
+MAC dev vxlan0 nud permanent``), which the kernel's ARP proxy (``arp_reduce``) reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from dataplane.errors import EntryExists, EntryNotFound, InvalidArgument
+from dataplane.wire import ip4, is_multicast_mac, is_zero_mac, mac_str, mac_to_bytes
+
+NEIGH_STATES = ("permanent", "static", "reachable")
+
+
+@dataclass(slots=True)
+class NeighEntry:
+    ip: IPv4Address
+    lladdr: bytes
+    state: str
+
+    def as_dict(self, vni: int) -> dict[str, object]:
+        return {"vni": vni, "ip": str(self.ip), "lladdr": mac_str(self.lladdr),
+                "state": self.state}
+
+
+def _lladdr(mac: str | bytes) -> bytes:
+    try:
+        b = mac_to_bytes(mac)
+    except ValueError as e:
+        raise InvalidArgument(str(e)) from None
+    if is_zero_mac(b) or is_multicast_mac(b):
+        raise InvalidArgument(f"lladdr {mac_str(b)} is not a unicast MAC address")
+    return b
+
+
+def _ip(ip: IPv4Address | str) -> IPv4Address:
+    try:
+        return ip4(ip)
+    except ValueError as e:
+        raise InvalidArgument(str(e)) from None
+
+
+def _state(state: str) -> str:
+    if state not in NEIGH_STATES:
+        raise InvalidArgument(f"neighbour state {state!r} is not one of {', '.join(NEIGH_STATES)}")
+    return state
+
+
+class NeighTable:
+    def __init__(self, vni: int) -> None:
+        self.vni = vni
+        self._entries: dict[IPv4Address, NeighEntry] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[NeighEntry]:
+        return iter(sorted(self._entries.values(), key=lambda e: int(e.ip)))
+
+    def lookup(self, ip: IPv4Address) -> NeighEntry | None:
+        return self._entries.get(ip)
+
+    def add(self, ip: IPv4Address | str, lladdr: str | bytes, state: str = "permanent") -> None:
+        """``ip neigh add``: NLM_F_CREATE|NLM_F_EXCL — fails when the address is there."""
+        key = _ip(ip)
+        if key in self._entries:
+            raise EntryExists(f"neighbour {key} already exists in VNI {self.vni}")
+        self._entries[key] = NeighEntry(key, _lladdr(lladdr), _state(state))
+
+    def replace(self, ip: IPv4Address | str, lladdr: str | bytes,
+                state: str = "permanent") -> None:
+        """``ip neigh replace``: create or overwrite."""
+        key = _ip(ip)
+        self._entries[key] = NeighEntry(key, _lladdr(lladdr), _state(state))
+
+    def delete(self, ip: IPv4Address | str) -> None:
+        key = _ip(ip)
+        if self._entries.pop(key, None) is None:
+            raise EntryNotFound(f"no neighbour {key} in VNI {self.vni}")
+
+    def flush(self) -> int:
+        n = len(self._entries)
+        self._entries.clear()
+        return n

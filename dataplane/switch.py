@@ -1,0 +1,385 @@
+"""The forwarding core, readable pure-Python reference (DESIGN.md §2). I/O-free: frames in,
+actions out, ``now`` passed in. ``_fastpath.core.Switch`` is the same core in C structures and
+must produce identical actions, bytes, events and counters (the differential tests hold them to
+it).
+
+One ``Switch`` is one VTEP: it serves several networks (one VNI each) and owns the local ports
+(endpoint TAPs, identified by small integers). Per network it keeps an FDB (``fdb.Fdb``) and a
+neighbour table (``neigh.NeighTable``). It stands for Docker's ``br0`` + ``vxlan0`` pair: the
+bridge part floods/learns among local ports, the "vxlan port" part encapsulates, proxies ARP and
+replicates to the flood list.
+
+Actions (plain tuples, so both implementations can be compared with ``==``)::
+
+    ("port", port_id, frame)            write ``frame`` to local port ``port_id``
+    ("vtep", dst, sport, payload)        send UDP ``sport`` → ``dst``:dstport, ``payload`` =
+                                         VXLAN header + inner frame (the caller adds IPv4/UDP)
+
+Order of actions: local deliveries in ascending port id, then what the "vxlan port" does
+(encapsulations in remote-list order, or the proxy's ARP reply to the ingress port).
+
+Events (drained with ``events()``), tuples ``(kind, vni, key, old, new)``; locations are
+``"port:N"`` or a VTEP address:
+
+    ("l2miss", vni, mac, "", "")         unicast with no FDB entry and no flood list
+    ("l3miss", vni, ip, "", "")          ARP request with no neighbour entry
+    ("learned", vni, mac, "", loc)       new learned entry
+    ("moved", vni, mac, old_loc, loc)    learned entry migrated
+    ("aged", vni, mac, loc, "")          learned entry expired
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from typing import Union
+
+from dataplane.errors import EntryNotFound, InvalidArgument
+from dataplane.fdb import Fdb, FdbEntry
+from dataplane.neigh import NeighTable
+from dataplane.wire import (
+    ARPOP_REQUEST,
+    Arp,
+    DEFAULT_SRC_PORT_RANGE,
+    DROP_REASONS,
+    ETH_HLEN,
+    EVENT_COUNTERS,
+    ZERO_MAC,
+    arp_reply,
+    ip4,
+    is_multicast_mac,
+    is_valid_src_mac,
+    mac_str,
+    parse_arp,
+    parse_vxlan,
+    reserved_bits_set,
+    src_port,
+    vxlan_header,
+)
+
+PortAction = tuple[str, int, bytes]
+VtepAction = tuple[str, IPv4Address, int, bytes]
+Action = Union[PortAction, VtepAction]
+Event = tuple[str, int, str, str, str]
+
+MAX_VNI = 0xFFFFFF
+PORT_COUNTERS = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes")
+
+
+@dataclass
+class Network:
+    vni: int
+    mtu: int
+    proxy: bool
+    learning: bool
+    fdb: Fdb
+    neigh: NeighTable
+    ports: list[int] = field(default_factory=list)   # ascending
+    header: bytes = b""                               # prebuilt VXLAN header for this VNI
+
+
+@dataclass
+class PortCounters:
+    rx_packets: int = 0
+    rx_bytes: int = 0
+    tx_packets: int = 0
+    tx_bytes: int = 0
+
+
+def _loc(e: FdbEntry) -> str:
+    return e.location()
+
+
+class Switch:
+    """The pure-Python forwarding core. Not thread-safe; one per VTEP."""
+
+    def __init__(self, local: IPv4Address | str, *,
+                 src_port_range: tuple[int, int] = DEFAULT_SRC_PORT_RANGE,
+                 strict: bool = True,
+                 allow: tuple[IPv4Network | str, ...] | list[IPv4Network | str] = ()) -> None:
+        self.local = ip4(local)
+        lo, hi = src_port_range
+        if not 1 <= lo <= hi <= 65535:
+            raise InvalidArgument(f"source port range {lo}-{hi} is not within 1-65535")
+        self.src_port_range = (lo, hi)
+        self.strict = strict
+        self.allow = tuple(IPv4Network(a) for a in allow)
+        self._networks: dict[int, Network] = {}
+        self._port_vni: dict[int, int] = {}
+        self._port_counters: dict[int, PortCounters] = {}
+        self._underlay = PortCounters()
+        self._drops = dict.fromkeys(DROP_REASONS, 0)
+        self._counters = dict.fromkeys(EVENT_COUNTERS, 0)
+        self._events: list[Event] = []
+
+    # -- configuration ------------------------------------------------------------------------
+
+    def add_network(self, vni: int, *, mtu: int = 1450, proxy: bool = True,
+                    learning: bool = False, ageing: float = 300.0, maxaddress: int = 0) -> None:
+        if not 0 < vni <= MAX_VNI:
+            raise InvalidArgument(f"VNI {vni} is not within 1-{MAX_VNI}")
+        if vni in self._networks:
+            raise InvalidArgument(f"VNI {vni} is already served")
+        self._networks[vni] = Network(vni, mtu, proxy, learning, Fdb(vni, maxaddress, ageing),
+                                      NeighTable(vni), [], vxlan_header(vni))
+
+    def del_network(self, vni: int) -> None:
+        net = self._net(vni)
+        for p in list(net.ports):
+            self.del_port(p)
+        del self._networks[vni]
+
+    def add_port(self, port: int, vni: int, mac: str | bytes | None = None,
+                 now: float = 0.0) -> None:
+        """Attach local port ``port`` to network ``vni``; with ``mac``, a permanent FDB entry
+        for the endpoint (what the bridge keeps for a port it knows the address of)."""
+        net = self._net(vni)
+        if port < 0 or port in self._port_vni:
+            raise InvalidArgument(f"port {port} is already attached or invalid")
+        if mac is not None:
+            net.fdb.add(mac, port=port, state="permanent", now=now)
+        self._port_vni[port] = vni
+        self._port_counters[port] = PortCounters()
+        net.ports.append(port)
+        net.ports.sort()
+
+    def del_port(self, port: int) -> None:
+        vni = self._port_vni.pop(port, None)
+        if vni is None:
+            raise EntryNotFound(f"no port {port}")
+        net = self._networks[vni]
+        net.ports.remove(port)
+        net.fdb.remove_port(port)
+        del self._port_counters[port]
+
+    def _net(self, vni: int) -> Network:
+        net = self._networks.get(vni)
+        if net is None:
+            raise EntryNotFound(f"no network with VNI {vni}")
+        return net
+
+    # -- tables (control plane) ---------------------------------------------------------------
+
+    def fdb_add(self, vni: int, mac: str | bytes, dst: IPv4Address | str,
+                state: str = "permanent", now: float = 0.0) -> None:
+        self._net(vni).fdb.add(mac, dst=dst, state=state, now=now)
+
+    def fdb_append(self, vni: int, mac: str | bytes, dst: IPv4Address | str,
+                   state: str = "permanent", now: float = 0.0) -> None:
+        self._net(vni).fdb.append(mac, dst, state=state, now=now)
+
+    def fdb_replace(self, vni: int, mac: str | bytes, dst: IPv4Address | str,
+                    state: str = "permanent", now: float = 0.0) -> None:
+        self._net(vni).fdb.replace(mac, dst=dst, state=state, now=now)
+
+    def fdb_del(self, vni: int, mac: str | bytes, dst: IPv4Address | str | None = None) -> None:
+        self._net(vni).fdb.delete(mac, dst)
+
+    def fdb_flush(self, vni: int, keep_permanent: bool = True) -> int:
+        return self._net(vni).fdb.flush(keep_permanent=keep_permanent)
+
+    def fdb_dump(self) -> list[dict[str, object]]:
+        """All entries, one row per (MAC, destination), ordered by VNI then MAC."""
+        return [row for vni in sorted(self._networks) for row in self._networks[vni].fdb.rows()]
+
+    def neigh_add(self, vni: int, ip: IPv4Address | str, lladdr: str | bytes,
+                  state: str = "permanent") -> None:
+        self._net(vni).neigh.add(ip, lladdr, state)
+
+    def neigh_replace(self, vni: int, ip: IPv4Address | str, lladdr: str | bytes,
+                      state: str = "permanent") -> None:
+        self._net(vni).neigh.replace(ip, lladdr, state)
+
+    def neigh_del(self, vni: int, ip: IPv4Address | str) -> None:
+        self._net(vni).neigh.delete(ip)
+
+    def neigh_flush(self, vni: int) -> int:
+        return self._net(vni).neigh.flush()
+
+    def neigh_dump(self) -> list[dict[str, object]]:
+        return [e.as_dict(vni) for vni in sorted(self._networks) for e in self._networks[vni].neigh]
+
+    # -- observability ------------------------------------------------------------------------
+
+    def events(self) -> list[Event]:
+        """Drain the events raised since the last call."""
+        ev, self._events = self._events, []
+        return ev
+
+    def counters(self) -> dict[str, object]:
+        return {
+            "drops": dict(self._drops),
+            "counters": dict(self._counters),
+            "underlay": vars(self._underlay).copy(),
+            "ports": {p: vars(c).copy() for p, c in sorted(self._port_counters.items())},
+        }
+
+    def age(self, now: float) -> int:
+        """Expire learned entries everywhere; returns how many went."""
+        n = 0
+        for vni in sorted(self._networks):
+            for e in self._networks[vni].fdb.age(now):
+                self._counters["aged"] += 1
+                self._events.append(("aged", vni, mac_str(e.mac), _loc(e), ""))
+                n += 1
+        return n
+
+    # -- forwarding ---------------------------------------------------------------------------
+
+    def _drop(self, reason: str) -> list[Action]:
+        self._drops[reason] += 1
+        return []
+
+    def _to_port(self, out: list[Action], port: int, frame: bytes) -> None:
+        c = self._port_counters[port]
+        c.tx_packets += 1
+        c.tx_bytes += len(frame)
+        out.append(("port", port, frame))
+
+    def _to_vtep(self, out: list[Action], dst: IPv4Address, sport: int, payload: bytes) -> None:
+        self._underlay.tx_packets += 1
+        self._underlay.tx_bytes += len(payload)
+        out.append(("vtep", dst, sport, payload))
+
+    def from_port(self, port: int, frame: bytes, now: float) -> list[Action]:
+        """A frame a local endpoint sent (read from its TAP)."""
+        vni = self._port_vni.get(port)
+        if vni is None:
+            return self._drop("unknown_port")
+        net = self._networks[vni]
+        c = self._port_counters[port]
+        c.rx_packets += 1
+        c.rx_bytes += len(frame)
+        if len(frame) < ETH_HLEN:
+            return self._drop("runt")
+        if len(frame) > net.mtu + ETH_HLEN:
+            return self._drop("oversize")
+        dst, src = frame[0:6], frame[6:12]
+        if not is_valid_src_mac(src):
+            return self._drop("bad_src_mac")
+        is_arp = frame[12] == 0x08 and frame[13] == 0x06
+        arp = parse_arp(frame) if is_arp else None
+        if is_arp and arp is None:
+            return self._drop("bad_arp")
+
+        # Bridge learning: source MAC → ingress port (br_fdb_update).
+        result, old = net.fdb.learn(src, now, port=port)
+        self._note_learning(vni, src, result, old, f"port:{port}")
+
+        out: list[Action] = []
+        # Bridge part: which local ports, and does the frame reach the "vxlan port"?
+        to_vxlan = True
+        if is_multicast_mac(dst):
+            local = net.ports
+        else:
+            e = net.fdb.lookup(dst)
+            if e is not None and e.port is not None:
+                if e.port == port:
+                    return self._drop("hairpin")
+                local = [e.port]
+                to_vxlan = False
+            elif e is not None:
+                local = []          # known remote: straight to the vxlan port
+            else:
+                local = net.ports   # unknown unicast: flood
+        for p in local:
+            if p != port:
+                self._to_port(out, p, frame)
+        if not to_vxlan:
+            return out
+
+        # The "vxlan port" (vxlan_xmit).
+        if net.proxy and arp is not None and arp.op == ARPOP_REQUEST:
+            self._arp_reduce(net, port, arp, out)
+            return out
+        e = net.fdb.lookup(dst)
+        if e is None or e.port is not None:
+            e = net.fdb.lookup(ZERO_MAC)
+        if e is None:
+            if not is_multicast_mac(dst):
+                self._counters["l2miss"] += 1
+                self._events.append(("l2miss", vni, mac_str(dst), "", ""))
+            return out
+        lo, hi = self.src_port_range
+        sport = src_port(frame, lo, hi)
+        payload = net.header + frame
+        for r in e.remotes:
+            self._to_vtep(out, r, sport, payload)
+        return out
+
+    def _arp_reduce(self, net: Network, port: int, arp: Arp, out: list[Action]) -> None:
+        """The kernel's ``arp_reduce`` (vxlan ``proxy``): answer from the neighbour table and
+        never tunnel the request."""
+        tip = IPv4Address(arp.tpa)
+        if tip.is_loopback or tip.is_multicast:
+            return          # the kernel consumes these without a word
+        n = net.neigh.lookup(tip)
+        if n is None:
+            self._counters["l3miss"] += 1
+            self._events.append(("l3miss", net.vni, str(tip), "", ""))
+            return
+        f = net.fdb.lookup(n.lladdr)
+        if f is not None and f.port is not None:
+            return          # bridge-local neighbour: the endpoint itself answers
+        self._counters["proxy_replies"] += 1
+        self._to_port(out, port, arp_reply(arp, n.lladdr))
+
+    def _note_learning(self, vni: int, mac: bytes, result: str, old: FdbEntry | None,
+                       loc: str) -> None:
+        if result == "new":
+            self._counters["learned"] += 1
+            self._events.append(("learned", vni, mac_str(mac), "", loc))
+        elif result == "moved":
+            assert old is not None
+            self._counters["moved"] += 1
+            self._events.append(("moved", vni, mac_str(mac), _loc(old), loc))
+        elif result == "full":
+            self._counters["fdb_full"] += 1
+
+    def from_underlay(self, source: IPv4Address | str, datagram: bytes,
+                      now: float) -> list[Action]:
+        """A UDP payload received on the VXLAN port from ``source`` (the outer IPv4 source)."""
+        src_ip = ip4(source)
+        self._underlay.rx_packets += 1
+        self._underlay.rx_bytes += len(datagram)
+        if self.allow and not any(src_ip in n for n in self.allow):
+            return self._drop("not_allowed")
+        reason, vni = parse_vxlan(datagram)
+        if reason is not None:
+            return self._drop(reason)
+        net = self._networks.get(vni)
+        if net is None:
+            return self._drop("unknown_vni")
+        if self.strict and reserved_bits_set(datagram):
+            return self._drop("reserved_bits")
+        frame = datagram[8:]
+        if len(frame) < ETH_HLEN:
+            return self._drop("runt")
+        if len(frame) > net.mtu + ETH_HLEN:
+            return self._drop("oversize")
+        dst, src = frame[0:6], frame[6:12]
+        if not is_valid_src_mac(src):
+            return self._drop("bad_src_mac")
+        if frame[12] == 0x08 and frame[13] == 0x06 and parse_arp(frame) is None:
+            return self._drop("bad_arp")
+        if net.learning:
+            result, old = net.fdb.learn(src, now, dst=src_ip)
+            if result == "conflict":
+                return self._drop("fdb_conflict")
+            self._note_learning(vni, src, result, old, str(src_ip))
+
+        out: list[Action] = []
+        if is_multicast_mac(dst):
+            local = net.ports
+        else:
+            e = net.fdb.lookup(dst)
+            if e is not None and e.port is not None:
+                local = [e.port]
+            elif e is not None:
+                return self._drop("remote_dest")   # split horizon: never back to the underlay
+            else:
+                local = net.ports
+        for p in local:
+            self._to_port(out, p, frame)
+        return out
+

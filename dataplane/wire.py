@@ -1,0 +1,284 @@
+"""Wire formats, in readable pure Python: the reference the Cython fast path must equal byte for
+byte, and the oracle the tests hold both against (with scapy as the independent third opinion).
+
+Everything here is I/O-free and works on ``bytes``. Layouts:
+
+VXLAN header, RFC 7348 §5.1 (8 bytes, network byte order)::
+
+    |R|R|R|R|I|R|R|R|   Reserved (24 bits)  |
+    |        VNI (24 bits)      | Reserved  |
+
+The I flag (0x08) must be 1 for a valid VNI; every R bit is "set to zero on transmission and
+ignored on receipt" by the RFC, but Linux's vxlan drops a datagram with any unparsed flag or
+reserved bit (``vxlan_rcv``: "treat this as a malformed packet"). vxdp defaults to the kernel's
+strict behaviour and offers the RFC's lenient one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+VXLAN_PORT = 4789          # IANA-assigned, RFC 7348 §5
+VXLAN_HLEN = 8
+VXLAN_FLAG_I = 0x08
+ETH_HLEN = 14
+ETH_P_IP = 0x0800
+ETH_P_ARP = 0x0806
+ARP_HLEN = 28              # Ethernet/IPv4 ARP body (RFC 826)
+ARPOP_REQUEST = 1
+ARPOP_REPLY = 2
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+IPPROTO_SCTP = 132
+OUTER_OVERHEAD = 20 + 8 + VXLAN_HLEN + ETH_HLEN  # 50: why Docker's overlay MTU is 1450
+
+BROADCAST_MAC = b"\xff" * 6
+ZERO_MAC = b"\x00" * 6
+DEFAULT_SRC_PORT_RANGE = (49152, 65535)  # IANA dynamic range, RFC 7348 §5 recommends it
+
+# Drop reasons, in the order both implementations report them. One name per reason a frame
+# or datagram is discarded; `vxdp stats` shows all of them, zeros included.
+DROP_REASONS: tuple[str, ...] = (
+    "not_allowed",     # outer source outside [vtep] allow
+    "short_header",    # UDP payload shorter than the 8-byte VXLAN header
+    "bad_flags",       # I flag clear (RFC 7348 §5.1: VNI not valid)
+    "unknown_vni",     # no network with this VNI here
+    "reserved_bits",   # strict mode: a reserved flag/field bit set (kernel behaviour)
+    "runt",            # inner frame shorter than an Ethernet header
+    "oversize",        # inner frame longer than the endpoint MTU + 14
+    "bad_src_mac",     # source MAC multicast/broadcast or all-zeros (bridge drops these too)
+    "bad_arp",         # ARP frame that is not well-formed Ethernet/IPv4 ARP
+    "fdb_conflict",    # learning would move a permanent/static entry (kernel: drop)
+    "hairpin",         # unicast back to its ingress port (bridge never does that)
+    "remote_dest",     # from the underlay to a MAC that lives on another VTEP (split horizon)
+    "unknown_port",    # frame from a port the switch does not know (detached meanwhile)
+)
+
+# Other counters: decisions that are not drops.
+EVENT_COUNTERS: tuple[str, ...] = (
+    "proxy_replies",   # ARP requests answered from the neighbour table
+    "l2miss",          # unicast with no FDB entry and no flood list (kernel l2miss)
+    "l3miss",          # ARP request with no neighbour entry (kernel l3miss)
+    "learned",         # new FDB entries from learning
+    "moved",           # learned entries that moved (MAC migration)
+    "aged",            # learned entries removed by ageing
+    "fdb_full",        # learning refused: maxaddress reached
+)
+
+
+# --- addresses -------------------------------------------------------------------------------
+
+def mac_to_bytes(mac: str | bytes) -> bytes:
+    """Parse ``aa:bb:cc:dd:ee:ff`` (or ``-`` separated) into 6 bytes; bytes pass through."""
+    if isinstance(mac, (bytes, bytearray)):
+        if len(mac) != 6:
+            raise ValueError(f"a MAC address is 6 bytes, got {len(mac)}")
+        return bytes(mac)
+    parts = mac.replace("-", ":").split(":")
+    if len(parts) != 6 or not all(1 <= len(p) <= 2 for p in parts):
+        raise ValueError(f"{mac!r} is not a MAC address")
+    try:
+        return bytes(int(p, 16) for p in parts)
+    except ValueError:
+        raise ValueError(f"{mac!r} is not a MAC address") from None
+
+
+def mac_str(mac: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in mac)
+
+
+def is_multicast_mac(mac: bytes) -> bool:
+    """Group bit (I/G, the least significant bit of the first octet); broadcast included."""
+    return bool(mac[0] & 1)
+
+
+def is_zero_mac(mac: bytes) -> bool:
+    return mac == ZERO_MAC
+
+
+def is_valid_src_mac(mac: bytes) -> bool:
+    """The kernel's ``is_valid_ether_addr``: neither a group address nor all zeros."""
+    return not is_multicast_mac(mac) and not is_zero_mac(mac)
+
+
+def ip4(addr: IPv4Address | str | int) -> IPv4Address:
+    """Typed IPv4 address from any of the accepted spellings (IPv6 underlay is a later goal)."""
+    if isinstance(addr, IPv4Address):
+        return addr
+    try:
+        return IPv4Address(addr)
+    except (ipaddress.AddressValueError, ValueError):
+        raise ValueError(f"{addr!r} is not an IPv4 address") from None
+
+
+# --- VXLAN (RFC 7348 §5) ---------------------------------------------------------------------
+
+def vxlan_header(vni: int) -> bytes:
+    """The 8-byte header: I flag set, every reserved field zero (RFC 7348 §5.1)."""
+    if not 0 <= vni <= 0xFFFFFF:
+        raise ValueError(f"VNI {vni} does not fit in 24 bits")
+    return struct.pack("!II", VXLAN_FLAG_I << 24, vni << 8)
+
+
+def encapsulate(vni: int, frame: bytes) -> bytes:
+    """UDP payload for ``frame`` on ``vni``."""
+    return vxlan_header(vni) + frame
+
+
+def parse_vxlan(datagram: bytes, strict: bool = True) -> tuple[str | None, int]:
+    """Check a UDP payload's VXLAN header. Returns ``(drop_reason, vni)``; reason ``None`` when
+    the header is acceptable. The VNI is returned whenever it could be read (also for drops
+    detected after reading it), so the caller can look the network up before the strict check,
+    in the kernel's order (``vxlan_rcv``: length, I flag, VNI lookup, then leftover bits)."""
+    if len(datagram) < VXLAN_HLEN:
+        return "short_header", -1
+    flags = datagram[0]
+    vni = (datagram[4] << 16) | (datagram[5] << 8) | datagram[6]
+    if not flags & VXLAN_FLAG_I:
+        return "bad_flags", vni
+    return None, vni
+
+
+def reserved_bits_set(datagram: bytes) -> bool:
+    """Any bit other than I in the flags byte, the 24 reserved bits after it, or the reserved
+    byte after the VNI (RFC 7348 §5.1 "Reserved")."""
+    return bool((datagram[0] & ~VXLAN_FLAG_I) | datagram[1] | datagram[2] | datagram[3]
+                | datagram[7])
+
+
+# --- ARP (RFC 826, Ethernet/IPv4 only) -------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Arp:
+    op: int
+    sha: bytes     # sender hardware address
+    spa: bytes     # sender protocol address (4 bytes)
+    tha: bytes
+    tpa: bytes
+
+
+def parse_arp(frame: bytes) -> Arp | None:
+    """Ethernet/IPv4 ARP body of ``frame`` (which must carry ethertype ARP), or ``None`` when it
+    is not well-formed: short, or hardware/protocol type or length not Ethernet(1)/IPv4(4).
+    The kernel's ``arp_reduce`` applies the same checks before answering."""
+    if len(frame) < ETH_HLEN + ARP_HLEN:
+        return None
+    htype, ptype, hlen, plen, op = struct.unpack_from("!HHBBH", frame, ETH_HLEN)
+    if htype != 1 or ptype != ETH_P_IP or hlen != 6 or plen != 4:
+        return None
+    b = ETH_HLEN + 8
+    return Arp(op, frame[b:b + 6], frame[b + 6:b + 10], frame[b + 10:b + 16], frame[b + 16:b + 20])
+
+
+def arp_reply(request: Arp, answer_mac: bytes) -> bytes:
+    """The reply the kernel's ``arp_reduce`` synthesises for a proxied request:
+    ``arp_create(ARPOP_REPLY, ETH_P_ARP, sip, dev, tip, sha, n->ha, sha)`` — Ethernet from the
+    answered MAC to the requester, ARP sender = (answer MAC, target IP), target = requester.
+    42 bytes, unpadded (padding is a physical-link matter; a TAP takes short frames)."""
+    eth = request.sha + answer_mac + struct.pack("!H", ETH_P_ARP)
+    body = struct.pack("!HHBBH", 1, ETH_P_IP, 6, 4, ARPOP_REPLY)
+    return eth + body + answer_mac + request.tpa + request.sha + request.spa
+
+
+def arp_request(sha: bytes, spa: IPv4Address | str, tpa: IPv4Address | str,
+                dst: bytes = BROADCAST_MAC) -> bytes:
+    """An ARP who-has (for tests, benchmarks and the demo)."""
+    body = struct.pack("!HHBBH", 1, ETH_P_IP, 6, 4, ARPOP_REQUEST)
+    return (dst + sha + struct.pack("!H", ETH_P_ARP) + body + sha + ip4(spa).packed
+            + ZERO_MAC + ip4(tpa).packed)
+
+
+# --- flow hash → outer UDP source port (RFC 7348 §5: "hash of fields from the inner packet") --
+
+FNV_OFFSET = 0x811C9DC5
+FNV_PRIME = 0x01000193
+M32 = 0xFFFFFFFF
+
+
+def _fnv1a(key: bytes) -> int:
+    h = FNV_OFFSET
+    for b in key:
+        h = ((h ^ b) * FNV_PRIME) & M32
+    return h
+
+
+def _fmix32(h: int) -> int:
+    """MurmurHash3's finaliser: FNV alone spreads short keys poorly over a port range."""
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & M32
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & M32
+    h ^= h >> 16
+    return h
+
+
+def flow_key(frame: bytes) -> bytes:
+    """The inner-flow fields hashed for the source port, like the kernel's flow dissector:
+    IPv4 addresses + protocol, plus TCP/UDP/SCTP ports when the datagram is not a fragment;
+    otherwise (ARP, IPv6 for now, anything else) the two MAC addresses."""
+    n = len(frame)
+    if n >= ETH_HLEN + 20 and frame[12] == 0x08 and frame[13] == 0x00 and frame[14] >> 4 == 4:
+        ihl = (frame[14] & 0x0F) * 4
+        if ihl >= 20 and n >= ETH_HLEN + ihl:
+            proto = frame[23]
+            key = frame[26:34] + bytes((proto,))
+            frag = ((frame[20] << 8) | frame[21]) & 0x3FFF  # MF flag + fragment offset
+            l4 = ETH_HLEN + ihl
+            if (frag == 0 and proto in (IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP)
+                    and n >= l4 + 4):
+                key += frame[l4:l4 + 4]
+            return key
+    return frame[0:12]
+
+
+def flow_hash(frame: bytes) -> int:
+    return _fmix32(_fnv1a(flow_key(frame)))
+
+
+def src_port(frame: bytes, lo: int = DEFAULT_SRC_PORT_RANGE[0],
+             hi: int = DEFAULT_SRC_PORT_RANGE[1]) -> int:
+    """Outer UDP source port in ``[lo, hi]``: scaled like the kernel's ``udp_flow_src_port``
+    (multiply-shift, no modulo bias), so one flow keeps one port and ECMP spreads flows."""
+    return lo + ((flow_hash(frame) * (hi - lo + 1)) >> 32)
+
+
+# --- outer IPv4/UDP (what goes on the underlay) ----------------------------------------------
+
+def inet_checksum(data: bytes) -> int:
+    """RFC 1071 ones' complement sum."""
+    if len(data) % 2:
+        data += b"\x00"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def udp_header(src: IPv4Address, dst: IPv4Address, sport: int, dport: int,
+               payload: bytes) -> bytes:
+    """UDP header with the checksum filled in (the kernel's vxlan sends udpcsum by default for
+    IPv4; a zero checksum would be legal, but tshark-visible correctness is part of the job)."""
+    length = 8 + len(payload)
+    pseudo = src.packed + dst.packed + struct.pack("!BBH", 0, IPPROTO_UDP, length)
+    hdr = struct.pack("!HHHH", sport, dport, length, 0)
+    csum = inet_checksum(pseudo + hdr + payload)
+    if csum == 0:
+        csum = 0xFFFF  # RFC 768: a computed zero is sent as all ones
+    return struct.pack("!HHHH", sport, dport, length, csum)
+
+
+def ipv4_header(src: IPv4Address, dst: IPv4Address, payload_len: int, ident: int = 0,
+                ttl: int = 64, proto: int = IPPROTO_UDP) -> bytes:
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + payload_len, ident, 0, ttl, proto, 0,
+                      src.packed, dst.packed)
+    return hdr[:10] + struct.pack("!H", inet_checksum(hdr)) + hdr[12:]
+
+
+def outer_datagram(src: IPv4Address, dst: IPv4Address, sport: int, payload: bytes,
+                   dport: int = VXLAN_PORT, ident: int = 0, ttl: int = 64) -> bytes:
+    """IPv4 + UDP + ``payload`` (VXLAN header + inner frame), checksums complete."""
+    udp = udp_header(src, dst, sport, dport, payload)
+    return ipv4_header(src, dst, len(udp) + len(payload), ident, ttl) + udp + payload

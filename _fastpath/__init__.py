@@ -1,0 +1,1 @@
+"""Private compiled fast path; import it through dataplane.fastpath."""

@@ -1,0 +1,606 @@
+"""Namespace topologies for the demo, the functional tests and the benchmarks.
+
+The walkthrough (reference/docker-overlay-walkthrough.txt) on one machine::
+
+      <prefix>ul  (underlay: bridge br0, 198.18.0.0/24)
+        ├─ v-h1 ══ eth0 198.18.0.1/24  <prefix>h1  (a "node": vxdp run, or kernel br/vxlan)
+        └─ v-h2 ══ eth0 198.18.0.2/24  <prefix>h2
+                                         └─ veth/TAP ══ eth0 192.168.55.x  <prefix>c1 (container)
+
+Every namespace is ``<prefix><name>``; interfaces live *inside* those namespaces, so their
+names carry no prefix (and stay within 15 bytes) and nothing is ever created in the caller's
+own namespace. :meth:`Lab.close` (also run from ``atexit``) kills what the lab started and
+removes every namespace it made; :func:`cleanup_prefix` does the same from names alone, for a
+lab whose process died.
+
+Product code: pyroute2 for links, addresses, FDB and neighbours; programs run through
+:mod:`dataplane.netns` (setns in ``preexec_fn``), never ``ip netns exec``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import errno
+import os
+import select
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from typing import Any
+
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl import ndmsg
+
+from dataplane import netns as _netns
+from dataplane.errors import VxdpError
+from dataplane.ports import check_ifname
+
+__all__ = ["Capture", "ContainerInfo", "HostInfo", "KernelVtep", "Lab", "cleanup_prefix",
+           "disable_tx_checksum", "install_signal_exit", "UNDERLAY_SPACE"]
+
+#: The lab's underlay must stay inside the RFC 2544 benchmarking range (network safety: the
+#: lab never uses addresses that could be routed anywhere real).
+UNDERLAY_SPACE = IPv4Network("198.18.0.0/15")
+
+_ZERO_MAC = "00:00:00:00:00:00"
+_lock = threading.Lock()
+_instances = 0
+
+
+def _default_prefix() -> str:
+    """``vx<pid % 100000>-`` (or ``vx<pid>n<k>-`` for a further concurrent lab in one process).
+
+    The trailing ``-`` keeps ``cleanup_prefix("vx123-")`` from matching ``vx1234-h1``; a prefix
+    whose namespaces already exist (pid % 100000 can repeat) is skipped.
+    """
+    global _instances
+    pid = os.getpid() % 100000
+    existing = _netns.list_netns()
+    with _lock:
+        while True:
+            n = _instances
+            _instances += 1
+            prefix = f"vx{pid}-" if n == 0 else f"vx{pid}n{n}-"
+            if not any(name.startswith(prefix) for name in existing):
+                return prefix
+
+
+def _kill_pids(pids: Iterable[int], grace: float = 1.0) -> None:
+    """SIGTERM, wait up to ``grace`` seconds, then SIGKILL. Never ourselves."""
+    me = os.getpid()
+    pids = [p for p in pids if p != me]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if os.path.exists(f"/proc/{p}") and not _is_zombie(p)]
+        if alive:
+            time.sleep(0.02)
+    for pid in alive:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def cleanup_prefix(prefix: str) -> list[str]:
+    """Remove every namespace (and our-kind link in this namespace) whose name starts with prefix.
+
+    For leftovers of a lab whose process was killed: processes inside those namespaces are
+    terminated first (they would keep a namespace alive after its mount is gone). Safe to call
+    repeatedly, from ``atexit`` or after a signal. Returns the namespaces removed.
+    """
+    if len(prefix) < 4:
+        # "vx" would match the host's own vxlan0 and every other lab: refuse.
+        raise VxdpError(f"cleanup prefix {prefix!r} is too short to be unique")
+    removed: list[str] = []
+    for name in _netns.list_netns():
+        if not name.startswith(prefix):
+            continue
+        _kill_pids(_netns.pids_in_netns(name))
+        _netns.remove_netns(name)
+        removed.append(name)
+    # Links in the caller's namespace named with the prefix (e.g. TAPs a test created here).
+    # Only virtual kinds: a physical NIC is never deleted by name matching.
+    try:
+        with _netns.ns_iproute(None) as ipr:
+            for link in ipr.link("dump"):
+                ifname = link.get("ifname") or ""
+                info = link.get(("IFLA_LINKINFO", "IFLA_INFO_KIND"))
+                if ifname.startswith(prefix) and info in ("veth", "vxlan", "bridge", "tun", "dummy"):
+                    try:
+                        ipr.link("del", index=link["index"])
+                    except NetlinkError:
+                        pass
+    except VxdpError:
+        pass  # inside a running asyncio loop: namespaces are what matters
+    return removed
+
+
+def disable_tx_checksum(ns: str | None, ifname: str) -> dict[str, bool]:
+    """``ethtool -K IFNAME tx off`` inside ``ns`` through pyroute2's ethtool ioctls.
+
+    Why: veth/vxlan hand CHECKSUM_PARTIAL skbs across namespaces without filling the L4
+    checksum. A userspace reader of those bytes (a UDP socket receiving a kernel VTEP's
+    datagrams, or a TAP) then sees a wrong inner checksum. With tx checksum offload off the
+    kernel computes it in software before the frame leaves. Returns the resulting tx-checksum
+    feature states.
+    """
+    if ns is None:
+        return _disable_tx_checksum(ifname)
+    return _netns.call_in_netns(ns, _disable_tx_checksum, ifname)
+
+
+def _disable_tx_checksum(ifname: str) -> dict[str, bool]:
+    from pyroute2.ethtool.ethtool import Ethtool
+
+    with Ethtool() as et:
+        feats = et.get_features(ifname)
+        names = [k for k in feats.features.keys() if k.startswith("tx-checksum")]
+        for k in names:
+            feats.features[k].enable = False
+        et.set_features(ifname, feats)
+        after = et.get_features(ifname)
+        return {k: bool(after.features[k].enable) for k in names}
+
+
+@dataclass
+class HostInfo:
+    name: str
+    ns: str
+    address: IPv4Interface
+    ifname: str = "eth0"
+    next_veth: int = 0
+
+
+@dataclass
+class ContainerInfo:
+    name: str
+    ns: str
+    host: str
+    mac: str
+    address: IPv4Interface
+    mtu: int
+
+
+@dataclass
+class KernelVtep:
+    """What :meth:`Lab.kernel_vtep` built in a host namespace (names are in ``ns``)."""
+    host: str
+    ns: str
+    network: str
+    vni: int
+    local: IPv4Address
+    bridge: str
+    vxlan: str
+    mtu: int
+    dstport: int
+    ports: dict[str, str] = field(default_factory=dict)  # container name -> host-side veth
+
+
+class Capture:
+    """A running tcpdump; :meth:`stop` returns what it printed (one line per packet)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.stderr = b""
+
+    def wait_listening(self, timeout: float = 5.0) -> None:
+        """Block until tcpdump has attached to the interface ("listening on" on stderr)."""
+        assert self.proc.stderr is not None
+        fd = self.proc.stderr.fileno()
+        deadline = time.monotonic() + timeout
+        while b"listening on" not in self.stderr:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise VxdpError("tcpdump did not start listening in time: "
+                                + self.stderr.decode(errors="replace").strip())
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    raise VxdpError("tcpdump exited: " + self.stderr.decode(errors="replace").strip())
+                self.stderr += chunk
+
+    def stop(self, timeout: float = 5.0) -> str:
+        """Stop (SIGINT, so tcpdump flushes) unless it already exited after ``-c``; its stdout."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+        self.stderr += err or b""
+        return (out or b"").decode(errors="replace")
+
+    def wait(self, timeout: float = 5.0) -> str:
+        """Wait for a ``-c COUNT`` capture to finish by itself; its stdout (stop on timeout)."""
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        return self.stop()
+
+
+class Lab:
+    """A set of namespaces (underlay, hosts, containers) and processes, all removed at close.
+
+    Use as a context manager. ``ipv6=False`` (default) disables IPv6 in every namespace the lab
+    makes, so captures show only the traffic a test sends (no RS/MLD/DAD), as Docker containers
+    on IPv4-only networks.
+    """
+
+    def __init__(self, prefix: str | None = None, *, ipv6: bool = False,
+                 handle_signals: bool = False) -> None:
+        _netns.require_root("building a namespace lab")
+        if prefix is not None and len(prefix) < 4:
+            raise VxdpError(f"lab prefix {prefix!r} is too short to be unique")
+        self.prefix = prefix if prefix is not None else _default_prefix()
+        self.ipv6 = ipv6
+        self.underlay_ns: str | None = None
+        self.subnet: IPv4Network | None = None
+        self.hosts: dict[str, HostInfo] = {}
+        self.containers: dict[str, ContainerInfo] = {}
+        self.vteps: dict[tuple[str, int], KernelVtep] = {}
+        self._netns: list[str] = []            # creation order
+        self._procs: list[subprocess.Popen[Any]] = []
+        self._closed = False
+        # atexit covers normal exit and uncaught exceptions, not SIGTERM/SIGHUP (their default
+        # action kills without unwinding); handle_signals turns those into SystemExit.
+        atexit.register(self.close)
+        if handle_signals:
+            install_signal_exit()
+
+    # ------------------------------------------------------------------ naming
+    def ns(self, name: str) -> str:
+        """Full netns name for a lab-made namespace given its short (or full) name."""
+        if name in self._netns:
+            return name
+        full = self.prefix + name
+        if full in self._netns:
+            return full
+        raise VxdpError(f"no namespace {name!r} in lab {self.prefix}")
+
+    @property
+    def namespaces(self) -> list[str]:
+        return list(self._netns)
+
+    def _new_ns(self, short: str) -> str:
+        if self._closed:
+            raise VxdpError("lab is closed")
+        full = self.prefix + short
+        if full in self._netns or _netns.netns_exists(full):
+            raise VxdpError(f"netns {full} already exists")
+        _netns.ensure_netns(full)
+        self._netns.append(full)
+        if not self.ipv6:
+            _netns.call_in_netns(full, _disable_ipv6_defaults)
+        with _netns.ns_iproute(full) as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        return full
+
+    # ------------------------------------------------------------------ topology
+    def underlay(self, subnet: str | IPv4Network = "198.18.0.0/24") -> str:
+        """Create ``<prefix>ul`` with bridge ``br0`` (up): the wire between the hosts."""
+        net = IPv4Network(subnet)
+        if not net.subnet_of(UNDERLAY_SPACE):
+            raise VxdpError(f"underlay {net} is outside {UNDERLAY_SPACE} (lab safety rule)")
+        if self.underlay_ns is not None:
+            raise VxdpError("the lab already has an underlay")
+        ns = self._new_ns("ul")
+        with _netns.ns_iproute(ns) as ipr:
+            # STP is off by default, so ports forward as soon as they are up.
+            ipr.link("add", ifname="br0", kind="bridge")
+            ipr.link("set", index=ipr.link_lookup(ifname="br0")[0], state="up")
+        self.underlay_ns = ns
+        self.subnet = net
+        return ns
+
+    def host(self, name: str, address: str | IPv4Address | IPv4Interface, *,
+             tx_csum_off: bool = False) -> str:
+        """Namespace ``<prefix><name>`` with ``eth0`` = ``address`` on the underlay bridge.
+
+        The bridge side is ``v-<name>`` in the underlay namespace. ``tx_csum_off`` turns tx
+        checksum offload off on ``eth0`` (see :func:`disable_tx_checksum`).
+        """
+        if self.underlay_ns is None or self.subnet is None:
+            self.underlay()
+        assert self.underlay_ns is not None and self.subnet is not None
+        iface = self._underlay_address(address)
+        port = f"v-{name}"
+        check_ifname(port, "host name (as bridge port v-NAME)")
+        ns = self._new_ns(name)
+        try:
+            with _netns.ns_iproute(ns) as ipr:
+                # Created inside the host namespace, peer born directly in the underlay one:
+                # nothing transits the caller's namespace.
+                ipr.link("add", ifname="eth0", kind="veth",
+                         peer={"ifname": port, "net_ns_fd": self.underlay_ns})
+                idx = ipr.link_lookup(ifname="eth0")[0]
+                ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+                ipr.link("set", index=idx, state="up")
+            with _netns.ns_iproute(self.underlay_ns) as ipr:
+                br = ipr.link_lookup(ifname="br0")[0]
+                pidx = ipr.link_lookup(ifname=port)[0]
+                ipr.link("set", index=pidx, master=br, state="up")
+        except NetlinkError as exc:
+            raise VxdpError(f"lab host {name}: {os.strerror(exc.code)}") from exc
+        if tx_csum_off:
+            disable_tx_checksum(ns, "eth0")
+        self.hosts[name] = HostInfo(name=name, ns=ns, address=iface)
+        return ns
+
+    def _underlay_address(self, address: str | IPv4Address | IPv4Interface) -> IPv4Interface:
+        assert self.subnet is not None
+        if isinstance(address, IPv4Interface):
+            iface = address
+        elif isinstance(address, str) and "/" in address:
+            iface = IPv4Interface(address)
+        else:
+            iface = IPv4Interface(f"{address}/{self.subnet.prefixlen}")
+        if iface.ip not in self.subnet:
+            raise VxdpError(f"host address {iface.ip} is not in the underlay {self.subnet}")
+        return iface
+
+    def container(self, host: str, name: str, mac: str, address: IPv4Interface | str,
+                  mtu: int = 1450) -> str:
+        """Docker-style container namespace ``<prefix><name>`` (lo up, no eth0 yet).
+
+        Its ``eth0`` comes from whoever attaches it: a vxdp VTEP (TAP, ``netns`` = the returned
+        name) or :meth:`kernel_vtep`. The MAC/address/MTU are recorded for the latter.
+        """
+        if host not in self.hosts:
+            raise VxdpError(f"no host {host!r} in lab {self.prefix}")
+        ns = self._new_ns(name)
+        self.containers[name] = ContainerInfo(name=name, ns=ns, host=host, mac=mac.lower(),
+                                              address=IPv4Interface(address), mtu=mtu)
+        return ns
+
+    def kernel_vtep(self, host: str, vni: int, local: str | IPv4Address | None = None, *,
+                    network: str = "mynet", mtu: int = 1450, dstport: int = 4789,
+                    containers: Sequence[tuple[str, str, IPv4Interface | str]] = (),
+                    peers: Sequence[tuple[str, IPv4Address | str, IPv4Address | str]] = (),
+                    flood: Sequence[IPv4Address | str] = (),
+                    tx_csum_off: bool = False) -> KernelVtep:
+        """Docker's kernel overlay (walkthrough) inside host namespace ``host``.
+
+        Bridge ``br<vni>`` + ``vxlan<vni>`` (id vni, dstport, local, proxy, nolearning, l2miss,
+        l3miss, ageing 300, MTU ``mtu``), one veth per container (host side ``veth<k>`` on the
+        bridge, container side ``eth0`` with the container's MAC/address/MTU), each peer as a
+        permanent ``self`` FDB entry plus a permanent neighbour on the vxlan device (Docker's
+        peerAdd), and each flood VTEP as an all-zeros FDB entry. Docker keeps br0/vxlan0 in a
+        per-network namespace; here they live in the host namespace (names carry the VNI so
+        several networks can coexist). ``tx_csum_off`` disables tx checksum offload on the
+        container veths (see :func:`disable_tx_checksum`).
+
+        ``containers`` items are (name, mac, address); a name already made with
+        :meth:`container` reuses that namespace.
+        """
+        if host not in self.hosts:
+            raise VxdpError(f"no host {host!r} in lab {self.prefix}")
+        if not 0 < vni < 1 << 24:
+            raise VxdpError(f"vni {vni} out of range 1..16777215")
+        h = self.hosts[host]
+        if (host, vni) in self.vteps:
+            raise VxdpError(f"host {host} already has a kernel vtep for vni {vni}")
+        local_ip = IPv4Address(local) if local is not None else h.address.ip
+        kv = KernelVtep(host=host, ns=h.ns, network=network, vni=vni, local=local_ip,
+                        bridge=f"br{vni}", vxlan=f"vxlan{vni}", mtu=mtu, dstport=dstport)
+        try:
+            with _netns.ns_iproute(h.ns) as ipr:
+                ipr.link("add", ifname=kv.bridge, kind="bridge")
+                br = ipr.link_lookup(ifname=kv.bridge)[0]
+                ipr.link("set", index=br, mtu=mtu)
+                ipr.link("add", ifname=kv.vxlan, kind="vxlan",
+                         vxlan_id=vni, vxlan_port=dstport, vxlan_local=str(local_ip),
+                         vxlan_learning=0, vxlan_proxy=1, vxlan_l2miss=1, vxlan_l3miss=1,
+                         vxlan_ageing=300)
+                vx = ipr.link_lookup(ifname=kv.vxlan)[0]
+                ipr.link("set", index=vx, mtu=mtu, master=br)
+                ipr.link("set", index=vx, state="up")
+                ipr.link("set", index=br, state="up")
+            self.vteps[(host, vni)] = kv
+        except NetlinkError as exc:
+            raise VxdpError(f"kernel vtep {host}/{vni}: {os.strerror(exc.code)}") from exc
+        for cname, mac, address in containers:
+            self.kernel_attach(host, vni, cname, mac, address, tx_csum_off=tx_csum_off)
+        for mac, ip, vtep in peers:
+            self.kernel_peer_add(host, vni, mac, ip, vtep)
+        for vtep in flood:
+            self.kernel_flood_add(host, vni, vtep)
+        return kv
+
+    def kernel_attach(self, host: str, vni: int, name: str, mac: str,
+                      address: IPv4Interface | str, *, tx_csum_off: bool = False) -> str:
+        """Plug container ``name`` into the kernel vtep: veth, eth0 in the container netns."""
+        kv = self._vtep(host, vni)
+        h = self.hosts[host]
+        iface = IPv4Interface(address)
+        if name in self.containers:
+            cns = self.containers[name].ns
+        else:
+            cns = self.container(host, name, mac, iface, kv.mtu)
+        veth = f"veth{h.next_veth}"
+        h.next_veth += 1
+        try:
+            with _netns.ns_iproute(h.ns) as ipr:
+                # The peer is created directly in the container namespace under its final name.
+                ipr.link("add", ifname=veth, kind="veth", peer={"ifname": "eth0", "net_ns_fd": cns})
+                vidx = ipr.link_lookup(ifname=veth)[0]
+                br = ipr.link_lookup(ifname=kv.bridge)[0]
+                ipr.link("set", index=vidx, mtu=kv.mtu, master=br)
+                ipr.link("set", index=vidx, state="up")
+            with _netns.ns_iproute(cns) as ipr:
+                idx = ipr.link_lookup(ifname="eth0")[0]
+                ipr.link("set", index=idx, address=mac, mtu=kv.mtu)
+                ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+                ipr.link("set", index=idx, state="up")
+        except NetlinkError as exc:
+            raise VxdpError(f"kernel vtep {host}/{vni}: attach {name}: {os.strerror(exc.code)}") from exc
+        if tx_csum_off:
+            disable_tx_checksum(cns, "eth0")
+            disable_tx_checksum(h.ns, veth)
+        kv.ports[name] = veth
+        return cns
+
+    def kernel_peer_add(self, host: str, vni: int, mac: str, ip: IPv4Address | str,
+                        vtep: IPv4Address | str) -> None:
+        """Docker's peerAdd: ``bridge fdb add MAC dev vxlan dst VTEP self permanent`` and
+        ``ip neigh add IP lladdr MAC dev vxlan nud permanent``."""
+        kv = self._vtep(host, vni)
+        with _netns.ns_iproute(kv.ns) as ipr:
+            vx = ipr.link_lookup(ifname=kv.vxlan)[0]
+            try:
+                # pyroute2 adds NUD_NOARP|NUD_PERMANENT and NTF_SELF by default for fdb().
+                ipr.fdb("append", ifindex=vx, lladdr=mac.lower(), dst=str(IPv4Address(vtep)))
+                ipr.neigh("add", ifindex=vx, dst=str(IPv4Address(ip)), lladdr=mac.lower(),
+                          state=ndmsg.states["permanent"])
+            except NetlinkError as exc:
+                raise VxdpError(f"kernel vtep {host}/{vni}: peer {mac} {ip} via {vtep}: "
+                                f"{os.strerror(exc.code)}") from exc
+
+    def kernel_flood_add(self, host: str, vni: int, vtep: IPv4Address | str) -> None:
+        """``bridge fdb append 00:00:00:00:00:00 dev vxlan dst VTEP``: head-end replication."""
+        kv = self._vtep(host, vni)
+        with _netns.ns_iproute(kv.ns) as ipr:
+            vx = ipr.link_lookup(ifname=kv.vxlan)[0]
+            try:
+                ipr.fdb("append", ifindex=vx, lladdr=_ZERO_MAC, dst=str(IPv4Address(vtep)))
+            except NetlinkError as exc:
+                raise VxdpError(f"kernel vtep {host}/{vni}: flood {vtep}: "
+                                f"{os.strerror(exc.code)}") from exc
+
+    def _vtep(self, host: str, vni: int) -> KernelVtep:
+        try:
+            return self.vteps[(host, vni)]
+        except KeyError:
+            raise VxdpError(f"no kernel vtep for vni {vni} on host {host!r}") from None
+
+    # ------------------------------------------------------------------ processes
+    def _resolve(self, ns: str | None) -> str | None:
+        # Only namespaces of this lab (or None = ours, explicitly): a typo must not end up
+        # running traffic generators somewhere else.
+        return None if ns is None else self.ns(ns)
+
+    def run(self, ns: str | None, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[Any]:
+        """:func:`dataplane.netns.run_in_netns` in a lab namespace (short or full name)."""
+        return _netns.run_in_netns(self._resolve(ns), argv, **kwargs)
+
+    def popen(self, ns: str | None, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        """Start ``argv`` in a lab namespace; terminated (then killed) by :meth:`close`."""
+        if self._closed:
+            raise VxdpError("lab is closed")
+        proc = _netns.popen_in_netns(self._resolve(ns), argv, **kwargs)
+        self._procs.append(proc)
+        return proc
+
+    def tcpdump(self, ns: str, iface: str, filter: str = "", count: int | None = None,
+                extra: Sequence[str] = ("-q",), wait: bool = True) -> Capture:
+        """``tcpdump -l -nn -i IFACE [EXTRA] [-c COUNT] FILTER`` in ``ns``; returns once it listens."""
+        argv = ["tcpdump", "-l", "-nn", "-i", iface, *extra]
+        if count is not None:
+            argv += ["-c", str(count)]
+        if filter:
+            argv += filter.split()
+        cap = Capture(self.popen(ns, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        if wait:
+            cap.wait_listening()
+        return cap
+
+    # ------------------------------------------------------------------ teardown
+    def close(self) -> None:
+        """Kill the lab's processes and remove its namespaces (reverse order). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            atexit.unregister(self.close)
+        except Exception:
+            pass
+        errors: list[str] = []
+        for proc in reversed(self._procs):
+            try:
+                if proc.poll() is None:
+                    proc.terminate()
+                    try:
+                        proc.wait(timeout=1.0)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait(timeout=2.0)
+                for stream in (proc.stdin, proc.stdout, proc.stderr):
+                    if stream is not None:
+                        stream.close()
+            except Exception as exc:  # keep tearing down
+                errors.append(f"process {proc.args!r}: {exc}")
+        self._procs.clear()
+        for ns in reversed(self._netns):
+            try:
+                # Processes someone else started in our namespaces (vxdp run, iperf3...) would
+                # keep the namespace alive after its mount is gone.
+                _kill_pids(_netns.pids_in_netns(ns))
+                _netns.remove_netns(ns)
+            except Exception as exc:
+                errors.append(f"netns {ns}: {exc}")
+        self._netns.clear()
+        if errors:
+            raise VxdpError("lab cleanup incomplete: " + "; ".join(errors))
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # Last resort only; close() is the contract.
+        if not getattr(self, "_closed", True):
+            try:
+                self.close()
+            except Exception:
+                pass
+
+
+def _signal_exit(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def install_signal_exit(signals: Sequence[int] = (signal.SIGTERM, signal.SIGHUP)) -> None:
+    """Make SIGTERM/SIGHUP raise SystemExit so ``with Lab()`` blocks and atexit still clean up.
+
+    Only on the main thread and only where the handler is still the default: an application
+    (``vxdp run``) that handles its signals itself keeps its handlers.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in signals:
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            signal.signal(sig, _signal_exit)
+
+
+def _disable_ipv6_defaults() -> None:
+    # Runs in a child inside the namespace: "default" covers interfaces created or moved in
+    # later (TAPs, veths), "all"/"lo" the ones already there.
+    for key in ("default", "all", "lo"):
+        try:
+            with open(f"/proc/sys/net/ipv6/conf/{key}/disable_ipv6", "w") as f:
+                f.write("1")
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:  # no IPv6 in this kernel: nothing to disable
+                raise

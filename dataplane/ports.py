@@ -1,0 +1,283 @@
+"""TAP endpoints: a container's ``eth0`` whose other end is a file descriptor in the VTEP.
+
+DESIGN.md §1 "endpoint": the VTEP opens a TAP (python-pytun), gives it the container's MAC and
+MTU, moves it into the container's network namespace under its final name (``eth0``) with the
+container's address, and keeps the fd. Reading the fd yields the frames the container transmits;
+writing it delivers frames to the container. Docker's ``veth`` + ``br0`` collapse into this fd.
+
+Kernel behaviour the VTEP must know (measured on Linux 6.x, see tests/functional/test_ports.py):
+
+* The TAP is *not* persistent: closing the last fd unregisters the device at once (the close
+  returns after the device is gone). The fd is opened O_CLOEXEC here so child processes
+  (tcpdump, iperf3...) never inherit it and keep a "closed" port alive.
+* Deleting the container's namespace (or ``ip link del eth0`` in it) unregisters the device while
+  our fd stays open: ``read``/``write``/TUNGETIFF then fail with **EBADFD**, and poll/epoll report
+  POLLERR (not POLLIN) -- epoll-based loops (asyncio, uvloop/libuv) still call the reader, whose
+  read raises EBADFD. That is :data:`TAP_GONE_ERRNOS`: treat it as "port removed", close the fd.
+* The container setting its ``eth0`` down is *not* removal: writes fail with **EIO** while the
+  link is down, reads just return EAGAIN. Count those as drops.
+* Namespace deletion is asynchronous in the kernel (cleanup_net runs in a workqueue), so EBADFD
+  appears some milliseconds after ``ip netns del`` returns, not synchronously.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import struct
+from ipaddress import IPv4Interface
+from typing import Any
+
+import pytun
+from pyroute2.netlink.exceptions import NetlinkError
+
+from dataplane import netns as _netns
+from dataplane.errors import PrivilegeError, VxdpError
+
+__all__ = ["TAP_GONE_ERRNOS", "TAP_DOWN_ERRNOS", "IFNAMSIZ", "VNET_HDR_LEN", "TapPort",
+           "check_ifname"]
+
+#: errno values from read/write on a TAP fd meaning the device no longer exists (netns deleted,
+#: link deleted): the kernel's tun_get() finds no device and returns -EBADFD.
+TAP_GONE_ERRNOS: frozenset[int] = frozenset({errno.EBADFD})
+
+#: errno values from *write* meaning the interface exists but is administratively down
+#: (tun_get_user: "if (!(tun->dev->flags & IFF_UP)) return -EIO"). Not a removal.
+TAP_DOWN_ERRNOS: frozenset[int] = frozenset({errno.EIO})
+
+#: Linux interface names are at most IFNAMSIZ - 1 = 15 bytes.
+IFNAMSIZ = 16
+
+#: struct virtio_net_hdr_mrg_rxbuf: 12 bytes in front of every frame when vnet_hdr is on.
+VNET_HDR_LEN = 12
+
+# <linux/if_tun.h>: _IOR('T', 210, unsigned int) and _IOW('T', 216, int).
+_TUNGETIFF = 0x800454D2
+_TUNSETVNETHDRSZ = 0x400454D8
+# python-pytun exposes IFF_VNET_HDR, but keep the literal as a fallback for older builds.
+_IFF_VNET_HDR: int = getattr(pytun, "IFF_VNET_HDR", 0x4000)
+
+
+def check_ifname(name: str, what: str = "interface name") -> None:
+    """Raise VxdpError unless ``name`` is a valid Linux interface name (1..15 bytes, no / or space)."""
+    raw = name.encode()
+    if not raw or len(raw) >= IFNAMSIZ:
+        raise VxdpError(f"{what} {name!r} must be 1 to {IFNAMSIZ - 1} bytes long")
+    if any(c in name for c in "/: \t\n\0") or name in (".", ".."):
+        raise VxdpError(f"{what} {name!r} contains a character Linux refuses")
+
+
+def _nl_error(exc: NetlinkError, doing: str) -> VxdpError:
+    code = exc.code if isinstance(exc.code, int) else 0
+    if code in (errno.EPERM, errno.EACCES):
+        return PrivilegeError(f"{doing}: needs root (CAP_NET_ADMIN)")
+    return VxdpError(f"{doing}: {os.strerror(code) if code else exc}")
+
+
+class TapPort:
+    """One endpoint: a TAP device (maybe moved into a container netns) and its fd.
+
+    Use :meth:`create`; the constructor only records state. ``close()`` closes the fd (the
+    kernel deletes the device) and removes the namespace *only* if :meth:`create` made it for
+    this port; a namespace that already existed is never removed.
+    """
+
+    def __init__(self, *, name: str, dev: Any, mac: str, mtu: int,
+                 address: IPv4Interface | None, netns: str | None, ifname: str,
+                 ifindex: int, vnet_hdr: bool, created_netns: bool) -> None:
+        self.name = name                  # name the TAP was created with (host side)
+        self._dev = dev                   # pytun.TunTapDevice, owns the fd
+        self.fd: int = dev.fileno()
+        self.mac = mac.lower()
+        self.mtu = mtu
+        self.address = address
+        self.netns = netns                # None: stays in the creator's namespace
+        self.ifname = ifname              # final name (in ``netns`` if set)
+        self.ifindex = ifindex            # in the final namespace
+        self.vnet_hdr = vnet_hdr
+        self.created_netns = created_netns
+        self._closed = False
+
+    # ------------------------------------------------------------------ creation
+    @classmethod
+    def create(cls, name: str, mac: str, mtu: int, address: IPv4Interface | None,
+               netns: str | None = None, ifname: str | None = None, *,
+               vnet_hdr: bool = False, ipv6: bool = False) -> TapPort:
+        """Open TAP ``name``, set MAC/MTU, optionally move it into ``netns`` as ``ifname``.
+
+        The device ends up up, with ``address`` (if any); ``lo`` of ``netns`` is brought up too.
+        The fd is non-blocking and close-on-exec. ``vnet_hdr`` adds IFF_VNET_HDR with a 12-byte
+        header (every read/write then starts with a struct virtio_net_hdr).
+
+        ``ipv6=False`` (default) sets ``disable_ipv6`` on the interface before it goes up, as
+        Docker does for networks without IPv6: otherwise the kernel immediately emits router
+        solicitations, MLD reports and DAD probes that show up as unexpected frames on the fd.
+
+        Raises PrivilegeError without root, VxdpError for a bad/in-use name or a failed netlink
+        step (the half-built device and any namespace made here are removed again).
+        """
+        check_ifname(name, "TAP name")
+        final = ifname or name
+        check_ifname(final, "interface name")
+        if os.geteuid() != 0:
+            raise PrivilegeError("creating TAP devices needs root (CAP_NET_ADMIN)")
+        if netns is not None:
+            _netns.netns_path(netns)  # validates the name before anything is created
+
+        with _netns.ns_iproute(None) as ipr:
+            # TUNSETIFF on an existing *persistent* TAP of that name would silently attach to
+            # it; refuse any existing device instead (EBUSY/EINVAL below cover races).
+            if ipr.link_lookup(ifname=name):
+                raise VxdpError(f"cannot create TAP {name}: an interface with that name exists")
+
+        flags = pytun.IFF_TAP | pytun.IFF_NO_PI | (_IFF_VNET_HDR if vnet_hdr else 0)
+        try:
+            dev = pytun.TunTapDevice(name=name, flags=flags)
+        except pytun.Error as exc:
+            code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+            if code in (errno.EPERM, errno.EACCES):
+                raise PrivilegeError("creating TAP devices needs root (CAP_NET_ADMIN)") from exc
+            if code == errno.EBUSY:
+                raise VxdpError(f"cannot create TAP {name}: name in use") from exc
+            if code == errno.EINVAL:
+                raise VxdpError(f"cannot create TAP {name}: name in use by a non-TAP "
+                                "interface or invalid") from exc
+            raise VxdpError(f"cannot create TAP {name}: {exc}") from exc
+
+        created_netns = False
+        try:
+            fd = dev.fileno()
+            os.set_blocking(fd, False)
+            # pytun opens /dev/net/tun without O_CLOEXEC: an exec'd child would inherit the fd
+            # and keep the device alive after we close it.
+            os.set_inheritable(fd, False)
+            if vnet_hdr:
+                fcntl.ioctl(fd, _TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
+            if netns is not None:
+                created_netns = _netns.ensure_netns(netns)
+            ifindex = cls._configure(name, final, mac, mtu, address, netns, ipv6)
+        except BaseException:
+            dev.close()
+            if created_netns and netns is not None:
+                _netns.remove_netns(netns)
+            raise
+        return cls(name=name, dev=dev, mac=mac, mtu=mtu, address=address, netns=netns,
+                   ifname=final, ifindex=ifindex, vnet_hdr=vnet_hdr, created_netns=created_netns)
+
+    @staticmethod
+    def _configure(name: str, final: str, mac: str, mtu: int, address: IPv4Interface | None,
+                   netns: str | None, ipv6: bool) -> int:
+        doing = f"TAP {name}"
+        with _netns.ns_iproute(None) as ipr:
+            try:
+                (index,) = ipr.link_lookup(ifname=name)
+                # MAC and MTU while still down and in our namespace.
+                ipr.link("set", index=index, address=mac, mtu=mtu)
+            except NetlinkError as exc:
+                raise _nl_error(exc, f"{doing}: set mac {mac} mtu {mtu}") from exc
+            except ValueError as exc:
+                raise VxdpError(f"{doing}: vanished while being configured") from exc
+            if netns is not None:
+                try:
+                    # One request moves *and* renames (do_setlink passes IFLA_IFNAME as the
+                    # name pattern to dev_change_net_namespace), so a same-named device in
+                    # either namespace never collides with the intermediate name.
+                    ipr.link("set", index=index, net_ns_fd=netns, ifname=final)
+                except NetlinkError as exc:
+                    raise _nl_error(exc, f"{doing}: move into netns {netns} as {final}") from exc
+            elif final != name:
+                try:
+                    ipr.link("set", index=index, ifname=final)
+                except NetlinkError as exc:
+                    raise _nl_error(exc, f"{doing}: rename to {final}") from exc
+        if not ipv6:
+            try:
+                _netns.set_sysctl(netns, f"net/ipv6/conf/{final}/disable_ipv6", 1)
+            except VxdpError as exc:
+                # No /proc/sys/net/ipv6 at all (kernel booted with ipv6.disable=1): nothing to do.
+                if not (isinstance(exc.__cause__, OSError) and exc.__cause__.errno == errno.ENOENT):
+                    raise
+        with _netns.ns_iproute(netns) as ipr:
+            try:
+                found = ipr.link_lookup(ifname=final)
+                if not found:
+                    raise VxdpError(f"{doing}: {final} not found in netns {netns} after the move")
+                index = found[0]
+                if address is not None:
+                    ipr.addr("add", index=index, address=str(address.ip),
+                             prefixlen=address.network.prefixlen)
+                ipr.link("set", index=index, state="up")
+                if netns is not None:
+                    lo = ipr.link_lookup(ifname="lo")
+                    if lo:
+                        ipr.link("set", index=lo[0], state="up")
+            except NetlinkError as exc:
+                raise _nl_error(exc, f"{doing}: address/up in netns {netns or '(current)'}") from exc
+        return int(index)
+
+    @classmethod
+    async def create_async(cls, *args: Any, **kwargs: Any) -> TapPort:
+        """:meth:`create` from a coroutine: pyroute2's sync API cannot run on a loop thread."""
+        import asyncio
+        return await asyncio.to_thread(cls.create, *args, **kwargs)
+
+    # ------------------------------------------------------------------ state
+    def fileno(self) -> int:
+        return self.fd
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def alive(self) -> bool:
+        """True while the fd is open and the device still exists.
+
+        Uses TUNGETIFF, which fails with EBADFD once the device is unregistered, so nothing is
+        read (no frame is consumed) by the check.
+        """
+        if self._closed:
+            return False
+        try:
+            fcntl.ioctl(self.fd, _TUNGETIFF, bytes(40))
+        except OSError as exc:
+            if exc.errno in TAP_GONE_ERRNOS or exc.errno == errno.EBADF:
+                return False
+            raise
+        return True
+
+    def read(self, size: int = 65536) -> bytes | None:
+        """One frame, or None if none is queued (EAGAIN). OSError(EBADFD) once the port is gone."""
+        try:
+            return os.read(self.fd, size)
+        except BlockingIOError:
+            return None
+
+    def write(self, frame: bytes | bytearray | memoryview) -> int:
+        """Deliver one frame to the container (a vnet header first if ``vnet_hdr``)."""
+        return os.write(self.fd, frame)
+
+    def close(self) -> None:
+        """Close the fd (the kernel deletes the TAP) and remove the netns if we created it.
+
+        Idempotent. A namespace that existed before :meth:`create` is left alone.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._dev.close()
+        finally:
+            if self.created_netns and self.netns is not None:
+                _netns.remove_netns(self.netns)
+
+    def __enter__(self) -> TapPort:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = f" netns={self.netns} ifname={self.ifname}" if self.netns else ""
+        return (f"<TapPort {self.name} fd={self.fd} mac={self.mac} mtu={self.mtu}"
+                f"{where} ifindex={self.ifindex}{' closed' if self._closed else ''}>")

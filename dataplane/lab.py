@@ -577,7 +577,14 @@ class Lab:
                 pass
 
 
+_MAIN_PID = os.getpid()
+
+
 def _signal_exit(signum: int, frame: object) -> None:
+    # pyroute2 forks helpers (netns sockets) that inherit this handler and are stopped with
+    # SIGTERM: a fork must just vanish, never unwind into the parent's cleanup code.
+    if os.getpid() != _MAIN_PID:
+        os._exit(0)
     raise SystemExit(128 + signum)
 
 

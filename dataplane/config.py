@@ -1,0 +1,823 @@
+"""TOML configuration → typed, frozen dataclasses (DESIGN.md §4).
+
+The file format is a contract driven by external tests, so this module only *reads* it: every
+key is checked for type and range, unknown keys are refused (a typo such as ``learnig = true``
+must not silently leave learning off), and every error is one line that names the file, the line
+and the key, e.g. ``cfg.toml:12: network[0].endpoint[1].mac: "02:42:zz" is not a MAC address``.
+
+tomllib does not report where a parsed value came from, so line numbers are recovered
+best-effort by :class:`_Locator`, which re-scans the raw text for table headers (counting
+``[[array]]`` occurrences) and ``key =`` lines.
+
+The value parsers (:func:`parse_mac`, :func:`parse_underlay_ip`, :func:`parse_vni`...) are public:
+the CLI validates its arguments with exactly the same rules, and raise :class:`ValueError` with a
+message that never includes the key (callers add it).
+"""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+import ipaddress
+import json
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+from dataplane.errors import ConfigError
+
+# RFC 7348 §5: the VNI is a 24-bit field. VNI 0 is legal on the wire but Linux refuses it for a
+# vxlan device's id in practice (and Docker starts at 4096), so 1.. keeps configs unambiguous.
+VNI_MIN = 1
+VNI_MAX = (1 << 24) - 1
+# 68 is the IPv4 minimum MTU (RFC 791); 9000 is the usual jumbo-frame ceiling.
+MTU_MIN = 68
+MTU_MAX = 9000
+DEFAULT_MTU = 1450  # 1500 - 50 bytes of outer Ethernet/IPv4/UDP/VXLAN headers (RFC 7348 §4)
+DEFAULT_PORT = 4789  # IANA-assigned VXLAN port (RFC 7348 §5)
+DEFAULT_SRC_PORT_RANGE = (49152, 65535)  # IANA dynamic range, RFC 7348 §5 recommendation
+DEFAULT_AGEING = 300.0  # kernel vxlan default ageing time, seconds
+DEFAULT_BURST = 64
+BURST_MAX = 1024
+IFNAME_MAX = 15  # IFNAMSIZ - 1: the kernel keeps a trailing NUL
+UNIX_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1
+DEFAULT_STORE_PREFIX = "/vxdp"
+DEFAULT_STORE_TTL = 10
+ZERO_MAC = "00:00:00:00:00:00"
+
+
+# --------------------------------------------------------------------------------------------
+# Typed configuration
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    """A local container interface: a TAP the VTEP creates (optionally moved into ``netns``)."""
+
+    name: str  # TAP name on the host, <= 15 bytes
+    mac: str  # lower-case aa:bb:cc:dd:ee:ff, unicast
+    address: IPv4Interface  # address/prefix configured on the interface
+    netns: str | None = None  # named netns (ip netns add) to move the TAP into
+    ifname: str | None = None  # name inside netns (e.g. eth0); None keeps ``name``
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """A remote endpoint: one permanent FDB entry + one permanent neighbour entry."""
+
+    mac: str
+    address: IPv4Address  # overlay address (neighbour entry)
+    vtep: IPv4Address  # underlay address of the VTEP that hosts it (FDB dst)
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """One overlay network = one VNI."""
+
+    name: str
+    vni: int
+    mtu: int = DEFAULT_MTU
+    proxy: bool = True
+    learning: bool = False
+    ageing: float = DEFAULT_AGEING
+    maxaddress: int = 0  # 0 = unlimited (kernel vxlan semantics)
+    flood: tuple[IPv4Address, ...] = ()
+    endpoints: tuple[EndpointConfig, ...] = ()
+    peers: tuple[PeerConfig, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class VtepConfig:
+    """The ``[vtep]`` table. Keyword-only because ``name`` has a default but ``local`` does not."""
+
+    name: str = "vxdp"
+    local: IPv4Address
+    port: int = DEFAULT_PORT
+    control: str = ""  # "" → /run/vxdp/<name>.sock (filled in by __post_init__)
+    allow: tuple[IPv4Network, ...] = ()  # empty = accept VXLAN from any source
+    src_port_range: tuple[int, int] = DEFAULT_SRC_PORT_RANGE
+    strict: bool = True  # drop datagrams with reserved bits set (kernel default)
+    metrics: str | None = None  # "host:port" for a metrics listener, if any
+    burst: int = DEFAULT_BURST
+
+    def __post_init__(self) -> None:
+        if not self.control:
+            # frozen dataclass: the default depends on another field, so set it once here
+            object.__setattr__(self, "control", default_control_path(self.name))
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """The optional ``[store]`` table (multi-host state in etcd)."""
+
+    etcd: tuple[str, ...]
+    prefix: str = DEFAULT_STORE_PREFIX
+    ttl: int = DEFAULT_STORE_TTL
+
+
+@dataclass(frozen=True)
+class Config:
+    vtep: VtepConfig
+    networks: tuple[NetworkConfig, ...]
+    store: StoreConfig | None = None
+    path: str | None = None  # file it was read from, for messages
+
+    def network(self, name: str) -> NetworkConfig | None:
+        """The network called ``name``, or None."""
+        for net in self.networks:
+            if net.name == name:
+                return net
+        return None
+
+    def network_by_vni(self, vni: int) -> NetworkConfig | None:
+        for net in self.networks:
+            if net.vni == vni:
+                return net
+        return None
+
+
+def default_control_path(vtep_name: str) -> str:
+    return f"/run/vxdp/{vtep_name}.sock"
+
+
+# --------------------------------------------------------------------------------------------
+# Value parsers shared with the CLI (raise ValueError without the key; callers add it)
+# --------------------------------------------------------------------------------------------
+
+_MAC_RE = re.compile(r"^[0-9A-Fa-f]{1,2}([:-])[0-9A-Fa-f]{1,2}(?:\1[0-9A-Fa-f]{1,2}){4}$")
+
+
+def show(value: Any) -> str:
+    """Render a value for an error message the way it would be written in TOML/JSON."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
+
+
+def parse_mac(value: Any) -> str:
+    """``aa:bb:cc:dd:ee:ff`` (also ``-`` separated, one-digit groups) → lower-case canonical."""
+    if not isinstance(value, str) or not _MAC_RE.match(value.strip()):
+        raise ValueError(f"{show(value)} is not a MAC address (expected aa:bb:cc:dd:ee:ff)")
+    parts = re.split(r"[:-]", value.strip())
+    return ":".join(f"{int(p, 16):02x}" for p in parts)
+
+
+def parse_unicast_mac(value: Any) -> str:
+    """A MAC usable as an endpoint's own address: unicast (I/G bit clear) and not all-zeros."""
+    mac = parse_mac(value)
+    if int(mac[:2], 16) & 1:
+        raise ValueError(f"{show(value)} is a multicast MAC address (first octet is odd); "
+                         "an interface needs a unicast MAC")
+    if mac == ZERO_MAC:
+        raise ValueError(f"{show(value)} is the all-zeros MAC address; an interface needs a "
+                         "unicast MAC")
+    return mac
+
+
+def _looks_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Interface(text)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_ipv4(value: Any, *, ipv6_hint: str = "IPv6 is not supported yet") -> IPv4Address:
+    """A plain IPv4 address (no prefix length)."""
+    if not isinstance(value, str):
+        raise ValueError(f"{show(value)} is not an IPv4 address")
+    text = value.strip()
+    if "/" in text:
+        raise ValueError(f"{show(value)} must be a plain IPv4 address without a prefix length")
+    try:
+        return IPv4Address(text)
+    except ValueError:
+        if _looks_ipv6(text):
+            raise ValueError(f"{show(value)}: {ipv6_hint}") from None
+        raise ValueError(f"{show(value)} is not an IPv4 address") from None
+
+
+def parse_underlay_ip(value: Any, *, allow_unspecified: bool = False) -> IPv4Address:
+    """An underlay (VTEP) IPv4 address: something a UDP datagram can be sent to or bound on."""
+    addr = parse_ipv4(value, ipv6_hint="IPv6 underlay is not supported yet")
+    if addr.is_unspecified and not allow_unspecified:
+        raise ValueError(f"{show(value)} is the unspecified address; a VTEP needs a real one")
+    if addr == IPv4Address("255.255.255.255"):
+        raise ValueError(f"{show(value)} is the limited broadcast address, not a VTEP")
+    return addr
+
+
+def parse_overlay_ip(value: Any) -> IPv4Address:
+    """An overlay (container) IPv4 address without prefix, as in a neighbour entry."""
+    addr = parse_ipv4(value, ipv6_hint="IPv6 overlay addresses are not supported yet")
+    if addr.is_unspecified or addr.is_multicast or addr == IPv4Address("255.255.255.255"):
+        raise ValueError(f"{show(value)} is not a unicast IPv4 address")
+    return addr
+
+
+def parse_interface(value: Any) -> IPv4Interface:
+    """An endpoint address ``A.B.C.D/P``: the prefix length is required (it sets the route)."""
+    if not isinstance(value, str):
+        raise ValueError(f"{show(value)} is not an IPv4 address with prefix length "
+                         "(expected A.B.C.D/P, e.g. 192.168.55.4/24)")
+    text = value.strip()
+    if "/" not in text:
+        raise ValueError(f"{show(value)} needs a prefix length (e.g. {text}/24)")
+    try:
+        iface = IPv4Interface(text)
+    except ValueError:
+        if _looks_ipv6(text):
+            raise ValueError(f"{show(value)}: IPv6 overlay addresses are not supported yet") \
+                from None
+        raise ValueError(f"{show(value)} is not an IPv4 address with prefix length "
+                         "(expected A.B.C.D/P, e.g. 192.168.55.4/24)") from None
+    if iface.network.prefixlen == 0:
+        raise ValueError(f"{show(value)}: a /0 prefix is not a usable endpoint network")
+    ip = iface.ip
+    if ip.is_unspecified or ip.is_multicast or ip == IPv4Address("255.255.255.255"):
+        raise ValueError(f"{show(value)} is not a unicast IPv4 address")
+    return iface
+
+
+def parse_allow(value: Any) -> IPv4Network:
+    """A source filter network. Host bits are refused: "198.18.0.1/24" is almost always a typo
+    for either the network or a /32, and silently picking one would hide it."""
+    if not isinstance(value, str):
+        raise ValueError(f"{show(value)} is not an IPv4 network")
+    text = value.strip()
+    try:
+        return IPv4Network(text)
+    except ValueError as exc:
+        try:
+            loose = IPv4Network(text, strict=False)
+        except ValueError:
+            if _looks_ipv6(text):
+                raise ValueError(f"{show(value)}: IPv6 underlay is not supported yet") from None
+            raise ValueError(f"{show(value)} is not an IPv4 network (expected A.B.C.D/P)") \
+                from exc
+        raise ValueError(f"{show(value)} has host bits set (did you mean \"{loose}\"?)") from None
+
+
+def parse_vni(value: Any) -> int:
+    """RFC 7348 §5: 24-bit VXLAN Network Identifier (0 excluded, see VNI_MIN)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value.strip())
+        else:
+            raise ValueError(f"{show(value)} is not a VNI (an integer {VNI_MIN}..{VNI_MAX})")
+    if not VNI_MIN <= value <= VNI_MAX:
+        raise ValueError(f"{value} is out of range: a VNI is {VNI_MIN}..{VNI_MAX} (24 bits)")
+    return value
+
+
+def check_ifname(value: Any) -> str:
+    """Linux interface name rules (net/core/dev.c dev_valid_name)."""
+    if not isinstance(value, str):
+        raise ValueError(f"{show(value)} is not an interface name")
+    if not value:
+        raise ValueError("an interface name cannot be empty")
+    if len(value.encode()) > IFNAME_MAX:
+        raise ValueError(f"{show(value)} is too long for an interface name "
+                         f"(at most {IFNAME_MAX} bytes)")
+    if value in (".", "..") or re.search(r"[\s/:\x00]", value):
+        raise ValueError(f"{show(value)} is not a valid interface name "
+                         "(no '/', ':' or whitespace, not '.' or '..')")
+    return value
+
+
+def check_netns(value: Any) -> str:
+    """A named network namespace: a file name under /run/netns."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{show(value)} is not a network namespace name")
+    if value in (".", "..") or "/" in value or "\x00" in value or re.search(r"\s", value) \
+            or len(value.encode()) > 255:
+        raise ValueError(f"{show(value)} is not a valid network namespace name "
+                         "(a file name under /run/netns)")
+    return value
+
+
+def check_network_name(value: Any) -> str:
+    """Network names appear as ``dev NAME`` in fdb/neigh output and in store keys."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{show(value)} is not a network name")
+    if len(value) > 64 or re.search(r"[\s/\x00-\x1f]", value):
+        raise ValueError(f"{show(value)} is not a valid network name "
+                         "(1..64 characters, no '/' or whitespace)")
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Line locator
+# --------------------------------------------------------------------------------------------
+
+Ctx = tuple[str | int, ...]
+_HEADER_RE = re.compile(r"""^\s*(\[\[|\[)\s*([A-Za-z0-9_\-."' ]+?)\s*(\]\]|\])\s*(?:#.*)?$""")
+
+
+def _dotted(ctx: Ctx, key: str | int | None = None) -> str:
+    """("network", 0, "endpoint", 1) + "mac" → "network[0].endpoint[1].mac"."""
+    out = ""
+    for part in (*ctx, *(() if key is None else (key,))):
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+class _Locator:
+    """Maps (table context, key) back to a 1-based line of the raw TOML text, best-effort."""
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+        self.ctx_of_line: list[Ctx] = []
+        self.header_line: dict[Ctx, int] = {}
+        aot_count: dict[Ctx, int] = {}
+        ctx: Ctx = ()
+        in_multiline: str | None = None
+        for lineno, line in enumerate(self.lines, 1):
+            if in_multiline is None:
+                m = _HEADER_RE.match(line)
+                if m and len(m.group(1)) == len(m.group(3)):
+                    ctx = self._resolve(m.group(2), len(m.group(1)) == 2, aot_count)
+                    self.header_line.setdefault(ctx, lineno)
+            self.ctx_of_line.append(ctx)
+            # Skip header detection inside multi-line strings (a `[x]` line there is text).
+            for quote in ('"""', "'''"):
+                if in_multiline in (None, quote) and line.count(quote) % 2 == 1:
+                    in_multiline = quote if in_multiline is None else None
+
+    @staticmethod
+    def _resolve(name: str, is_array: bool, aot_count: dict[Ctx, int]) -> Ctx:
+        parts = [p.strip().strip("\"'") for p in name.split(".")]
+        resolved: list[str | int] = []
+        for part in parts[:-1]:
+            resolved.append(part)
+            key = tuple(resolved)
+            if key in aot_count:  # [[network]] then [network.x]: x belongs to the last element
+                resolved.append(aot_count[key])
+        resolved.append(parts[-1])
+        if is_array:
+            key = tuple(resolved)
+            aot_count[key] = aot_count.get(key, -1) + 1
+            resolved.append(aot_count[key])
+        return tuple(resolved)
+
+    def line_for(self, ctx: Ctx, key: str | int | None = None,
+                 needle: str | None = None) -> int | None:
+        if isinstance(key, str):
+            pattern = re.compile(r"""^\s*(?:%s|"%s"|'%s')\s*=""" % ((re.escape(key),) * 3))
+            for idx, line in enumerate(self.lines):
+                if self.ctx_of_line[idx] == ctx and pattern.match(line):
+                    if needle:
+                        for j in range(idx, len(self.lines)):
+                            if self.ctx_of_line[j] != ctx:
+                                break
+                            if needle in self.lines[j]:
+                                return j + 1
+                    return idx + 1
+            # Not a key line: maybe a sub-table header ([vtpe], [[network.endpiont]]).
+            for sub in ((*ctx, key), (*ctx, key, 0)):
+                if sub in self.header_line:
+                    return self.header_line[sub]
+        return self.header_line.get(ctx)
+
+
+# --------------------------------------------------------------------------------------------
+# Parser
+# --------------------------------------------------------------------------------------------
+
+_TYPE_NAMES: dict[type, str] = {
+    bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
+    dict: "a table", datetime.datetime: "a date-time", datetime.date: "a date",
+    datetime.time: "a time",
+}
+
+_VTEP_KEYS = ("name", "local", "port", "control", "allow", "src_port_range", "strict", "metrics",
+              "burst")
+_NETWORK_KEYS = ("name", "vni", "mtu", "proxy", "learning", "ageing", "maxaddress", "flood",
+                 "endpoint", "peer")
+_ENDPOINT_KEYS = ("name", "mac", "address", "netns", "ifname")
+_PEER_KEYS = ("mac", "address", "vtep")
+_STORE_KEYS = ("etcd", "prefix", "ttl")
+_TOP_KEYS = ("vtep", "network", "store")
+
+
+def _type_name(value: Any) -> str:
+    for typ, name in _TYPE_NAMES.items():
+        if type(value) is typ:
+            return name
+    return type(value).__name__
+
+
+class _Parser:
+    def __init__(self, text: str, path: str) -> None:
+        self.path = path
+        self.loc = _Locator(text)
+
+    # -- errors -------------------------------------------------------------------------------
+
+    def fail(self, ctx: Ctx, key: str | int | None, message: str,
+             needle: str | None = None) -> NoReturn:
+        line = self.loc.line_for(ctx, key if isinstance(key, str) else None, needle)
+        raise ConfigError(message, path=self.path, line=line, key=_dotted(ctx, key) or None)
+
+    def fail_item(self, ctx: Ctx, key: str, index: int, message: str, value: Any) -> NoReturn:
+        """Error about element ``index`` of array ``key``: point at the line holding it."""
+        needle = value if isinstance(value, str) and value else None
+        line = self.loc.line_for(ctx, key, needle)
+        raise ConfigError(message, path=self.path, line=line, key=_dotted(ctx, key) + f"[{index}]")
+
+    # -- typed getters ------------------------------------------------------------------------
+
+    def check_keys(self, ctx: Ctx, table: Mapping[str, Any], allowed: Iterable[str]) -> None:
+        allowed = tuple(allowed)
+        for key in table:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+                hint = (f' (did you mean "{close[0]}"?)' if close
+                        else f" (known keys: {', '.join(allowed)})")
+                value = table[key]
+                is_table = isinstance(value, dict) or (
+                    isinstance(value, list) and bool(value)
+                    and all(isinstance(v, dict) for v in value))
+                self.fail(ctx, key, ("unknown table" if is_table else "unknown key") + hint)
+
+    def table(self, ctx: Ctx, parent: Mapping[str, Any], key: str) -> dict[str, Any] | None:
+        value = parent.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            self.fail(ctx, key, f"must be a table ([{_dotted(ctx, key)}]), "
+                                f"not {_type_name(value)}")
+        return value
+
+    def array_of_tables(self, ctx: Ctx, parent: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
+        value = parent.get(key)
+        if value is None:
+            return []
+        header = _dotted(tuple(p for p in ctx if isinstance(p, str)), key)
+        if isinstance(value, dict):
+            self.fail(ctx, key, f"must be an array of tables: write [[{header}]], not [{header}]")
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            self.fail(ctx, key, f"must be an array of tables ([[{header}]])")
+        return value
+
+    def get(self, ctx: Ctx, table: Mapping[str, Any], key: str, types: type | tuple[type, ...],
+            required: bool = False) -> Any:
+        if key not in table:
+            if required:
+                self.fail(ctx, key, "missing required key")
+            return None
+        value = table[key]
+        types_t = types if isinstance(types, tuple) else (types,)
+        # bool is an int subclass in Python; TOML keeps them apart, so must we.
+        ok = isinstance(value, types_t) and not (isinstance(value, bool) and bool not in types_t)
+        if not ok:
+            want = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types_t)
+            self.fail(ctx, key, f"must be {want}, not {_type_name(value)} ({show(value)})",
+                      needle=None)
+        return value
+
+    def convert(self, ctx: Ctx, table: Mapping[str, Any], key: str, parser: Any,
+                required: bool = False) -> Any:
+        """Fetch a string value and run one of the public parsers on it, keyed errors."""
+        value = self.get(ctx, table, key, str, required)
+        if value is None:
+            return None
+        try:
+            return parser(value)
+        except ValueError as exc:
+            self.fail(ctx, key, str(exc), needle=value)
+
+    def int_range(self, ctx: Ctx, table: Mapping[str, Any], key: str, lo: int, hi: int | None,
+                  default: int, why: str = "") -> int:
+        value = self.get(ctx, table, key, int)
+        if value is None:
+            return default
+        if value < lo or (hi is not None and value > hi):
+            rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+            self.fail(ctx, key, f"{value} is out of range (must be {rng}{why})")
+        return int(value)
+
+    # -- sections -----------------------------------------------------------------------------
+
+    def parse(self, data: dict[str, Any], config_path: str | None) -> Config:
+        self.check_keys((), data, _TOP_KEYS)
+        vtep_tbl = self.table((), data, "vtep")
+        if vtep_tbl is None:
+            raise ConfigError("missing required table [vtep] (it needs at least local = ...)",
+                              path=self.path, key="vtep")
+        vtep = self.vtep(vtep_tbl)
+        nets_raw = self.array_of_tables((), data, "network")
+        if not nets_raw:
+            raise ConfigError("no [[network]] defined (at least one is required)",
+                              path=self.path, key="network")
+        networks: list[NetworkConfig] = []
+        seen_names: dict[str, int] = {}
+        seen_vnis: dict[int, int] = {}
+        seen_endpoints: dict[str, str] = {}
+        seen_netns_if: dict[tuple[str, str], str] = {}
+        for i, raw in enumerate(nets_raw):
+            ctx: Ctx = ("network", i)
+            networks.append(self.network(ctx, raw, vtep, seen_names, seen_vnis, seen_endpoints,
+                                         seen_netns_if))
+        store_tbl = self.table((), data, "store")
+        store = self.store(store_tbl) if store_tbl is not None else None
+        return Config(vtep=vtep, networks=tuple(networks), store=store, path=config_path)
+
+    def vtep(self, tbl: dict[str, Any]) -> VtepConfig:
+        ctx: Ctx = ("vtep",)
+        self.check_keys(ctx, tbl, _VTEP_KEYS)
+        name = self.get(ctx, tbl, "name", str)
+        if name is None:
+            name = "vxdp"
+        elif not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}", name):
+            self.fail(ctx, "name", f"{show(name)} is not a valid VTEP name (1..64 of "
+                                   "letters, digits, '_', '.', '-'; it names the socket file)",
+                      needle=name)
+        local = self.convert(ctx, tbl, "local", parse_underlay_ip, required=True)
+        if local.is_multicast:
+            self.fail(ctx, "local", f"{show(str(local))} is a multicast address; local must be "
+                                    "an address of this host", needle=str(local))
+        port = self.int_range(ctx, tbl, "port", 1, 65535, DEFAULT_PORT)
+        control = self.get(ctx, tbl, "control", str)
+        if control is not None:
+            if not control.strip():
+                self.fail(ctx, "control", "must not be empty")
+            if len(control.encode()) > UNIX_PATH_MAX:
+                self.fail(ctx, "control", f"{show(control)} is too long for a unix socket path "
+                                          f"(at most {UNIX_PATH_MAX} bytes)")
+        allow: list[IPv4Network] = []
+        allow_raw = self.get(ctx, tbl, "allow", list)
+        for j, item in enumerate(allow_raw or ()):
+            try:
+                allow.append(parse_allow(item))
+            except ValueError as exc:
+                self.fail_item(ctx, "allow", j, str(exc), item)
+        spr = self.get(ctx, tbl, "src_port_range", list)
+        src_port_range = DEFAULT_SRC_PORT_RANGE
+        if spr is not None:
+            if (len(spr) != 2 or not all(isinstance(p, int) and not isinstance(p, bool)
+                                         for p in spr)):
+                self.fail(ctx, "src_port_range", f"{show(spr)} must be two integers [low, high]")
+            lo, hi = spr
+            if not (1 <= lo <= 65535 and 1 <= hi <= 65535):
+                self.fail(ctx, "src_port_range", f"{show(spr)}: ports must be 1..65535")
+            if lo > hi:
+                self.fail(ctx, "src_port_range", f"{show(spr)}: low port is above high port")
+            src_port_range = (lo, hi)
+        strict = self.get(ctx, tbl, "strict", bool)
+        metrics = self.get(ctx, tbl, "metrics", str)
+        if metrics is not None:
+            try:
+                check_host_port(metrics)
+            except ValueError as exc:
+                self.fail(ctx, "metrics", str(exc), needle=metrics)
+        burst = self.int_range(ctx, tbl, "burst", 1, BURST_MAX, DEFAULT_BURST)
+        return VtepConfig(name=name, local=local, port=port, control=control or "",
+                          allow=tuple(allow), src_port_range=src_port_range,
+                          strict=True if strict is None else strict, metrics=metrics,
+                          burst=burst)
+
+    def network(self, ctx: Ctx, tbl: dict[str, Any], vtep: VtepConfig,
+                seen_names: dict[str, int], seen_vnis: dict[int, int],
+                seen_endpoints: dict[str, str],
+                seen_netns_if: dict[tuple[str, str], str]) -> NetworkConfig:
+        self.check_keys(ctx, tbl, _NETWORK_KEYS)
+        index = ctx[-1]
+        assert isinstance(index, int)
+        name = self.convert(ctx, tbl, "name", check_network_name, required=True)
+        if name in seen_names:
+            self.fail(ctx, "name", f"duplicate network name {show(name)} "
+                                   f"(also network[{seen_names[name]}])", needle=name)
+        seen_names[name] = index
+        vni_raw = self.get(ctx, tbl, "vni", int, required=True)
+        try:
+            vni = parse_vni(vni_raw)
+        except ValueError as exc:
+            self.fail(ctx, "vni", str(exc))
+        if vni in seen_vnis:
+            self.fail(ctx, "vni", f"duplicate VNI {vni} (also network[{seen_vnis[vni]}])")
+        seen_vnis[vni] = index
+        mtu = self.int_range(ctx, tbl, "mtu", MTU_MIN, MTU_MAX, DEFAULT_MTU)
+        proxy = self.get(ctx, tbl, "proxy", bool)
+        learning = self.get(ctx, tbl, "learning", bool)
+        ageing = self.get(ctx, tbl, "ageing", (int, float))
+        if ageing is not None and not ageing > 0:  # also rejects nan
+            self.fail(ctx, "ageing", f"{show(ageing)} must be a positive number of seconds")
+        if ageing is not None and ageing == float("inf"):
+            self.fail(ctx, "ageing", "must be finite")
+        maxaddress = self.int_range(ctx, tbl, "maxaddress", 0, None, 0, " (0 = unlimited)")
+        flood: list[IPv4Address] = []
+        for j, item in enumerate(self.get(ctx, tbl, "flood", list) or ()):
+            try:
+                addr = parse_underlay_ip(item)
+            except ValueError as exc:
+                self.fail_item(ctx, "flood", j, str(exc), item)
+            if addr == vtep.local:
+                self.fail_item(ctx, "flood", j, f"{show(item)} is this VTEP's own local "
+                                                "address", item)
+            if addr in flood:
+                self.fail_item(ctx, "flood", j, f"{show(item)} is listed twice", item)
+            flood.append(addr)
+
+        macs: dict[str, str] = {}
+        ips: dict[IPv4Address, str] = {}
+        endpoints: list[EndpointConfig] = []
+        for j, raw in enumerate(self.array_of_tables(ctx, tbl, "endpoint")):
+            ectx: Ctx = (*ctx, "endpoint", j)
+            ep = self.endpoint(ectx, raw)
+            here = _dotted(ectx)
+            if ep.name in seen_endpoints:
+                self.fail(ectx, "name", f"duplicate endpoint name {show(ep.name)} "
+                                        f"(also {seen_endpoints[ep.name]})", needle=ep.name)
+            seen_endpoints[ep.name] = here
+            if ep.netns is not None:
+                inner = (ep.netns, ep.ifname or ep.name)
+                if inner in seen_netns_if:
+                    self.fail(ectx, "ifname" if ep.ifname else "name",
+                              f"interface {show(inner[1])} in netns {show(inner[0])} is "
+                              f"already used by {seen_netns_if[inner]}")
+                seen_netns_if[inner] = here
+            self._unique(ectx, "mac", ep.mac, macs, here)
+            self._unique(ectx, "address", ep.address.ip, ips, here)
+            endpoints.append(ep)
+        peers: list[PeerConfig] = []
+        for j, raw in enumerate(self.array_of_tables(ctx, tbl, "peer")):
+            pctx: Ctx = (*ctx, "peer", j)
+            peer = self.peer(pctx, raw)
+            if peer.vtep == vtep.local:
+                self.fail(pctx, "vtep", f"{show(str(peer.vtep))} is this VTEP's own local "
+                                        "address; list local containers as [[network.endpoint]]",
+                          needle=str(peer.vtep))
+            here = _dotted(pctx)
+            self._unique(pctx, "mac", peer.mac, macs, here)
+            self._unique(pctx, "address", peer.address, ips, here)
+            peers.append(peer)
+        return NetworkConfig(
+            name=name, vni=vni, mtu=mtu, proxy=True if proxy is None else proxy,
+            learning=False if learning is None else learning,
+            ageing=DEFAULT_AGEING if ageing is None else float(ageing), maxaddress=maxaddress,
+            flood=tuple(flood), endpoints=tuple(endpoints), peers=tuple(peers))
+
+    def _unique(self, ctx: Ctx, key: str, value: Any, seen: dict[Any, str], here: str) -> None:
+        """One MAC (FDB) and one IP (neighbour table) per network, across endpoints and peers:
+        two owners would make forwarding or the ARP proxy answer depend on table order."""
+        if value in seen:
+            what = "MAC" if key == "mac" else "address"
+            self.fail(ctx, key, f"duplicate {what} {show(str(value))} in this network "
+                                f"(also {seen[value]})")
+        seen[value] = here
+
+    def endpoint(self, ctx: Ctx, tbl: dict[str, Any]) -> EndpointConfig:
+        self.check_keys(ctx, tbl, _ENDPOINT_KEYS)
+        name = self.convert(ctx, tbl, "name", check_ifname, required=True)
+        mac = self.convert(ctx, tbl, "mac", parse_unicast_mac, required=True)
+        address = self.convert(ctx, tbl, "address", parse_interface, required=True)
+        netns = self.convert(ctx, tbl, "netns", check_netns)
+        ifname = self.convert(ctx, tbl, "ifname", check_ifname)
+        if ifname is not None and netns is None:
+            self.fail(ctx, "ifname", "ifname needs netns (without netns the TAP keeps its "
+                                     f"host name {show(name)})")
+        return EndpointConfig(name=name, mac=mac, address=address, netns=netns, ifname=ifname)
+
+    def peer(self, ctx: Ctx, tbl: dict[str, Any]) -> PeerConfig:
+        self.check_keys(ctx, tbl, _PEER_KEYS)
+        mac = self.convert(ctx, tbl, "mac", parse_unicast_mac, required=True)
+        address = self.convert(ctx, tbl, "address", parse_overlay_ip, required=True)
+        vtep = self.convert(ctx, tbl, "vtep", parse_underlay_ip, required=True)
+        if vtep.is_multicast:
+            self.fail(ctx, "vtep", f"{show(str(vtep))} is a multicast address, not a VTEP")
+        return PeerConfig(mac=mac, address=address, vtep=vtep)
+
+    def store(self, tbl: dict[str, Any]) -> StoreConfig:
+        ctx: Ctx = ("store",)
+        self.check_keys(ctx, tbl, _STORE_KEYS)
+        etcd_raw = self.get(ctx, tbl, "etcd", list, required=True)
+        if not etcd_raw:
+            self.fail(ctx, "etcd", "needs at least one URL (e.g. \"http://198.18.0.100:2379\")")
+        urls: list[str] = []
+        for j, item in enumerate(etcd_raw):
+            try:
+                urls.append(check_etcd_url(item))
+            except ValueError as exc:
+                self.fail_item(ctx, "etcd", j, str(exc), item)
+        prefix = self.get(ctx, tbl, "prefix", str)
+        if prefix is None:
+            prefix = DEFAULT_STORE_PREFIX
+        elif not prefix.startswith("/") or re.search(r"\s", prefix):
+            self.fail(ctx, "prefix", f"{show(prefix)} must start with '/' and contain no "
+                                     "whitespace", needle=prefix)
+        elif len(prefix) > 1:
+            prefix = prefix.rstrip("/") or "/"
+        ttl = self.int_range(ctx, tbl, "ttl", 1, None, DEFAULT_STORE_TTL, " seconds")
+        return StoreConfig(etcd=tuple(urls), prefix=prefix, ttl=ttl)
+
+
+def check_host_port(value: str) -> tuple[str, int]:
+    """``host:port`` / ``[v6]:port`` → (host, port)."""
+    host, sep, port_s = value.rpartition(":")
+    if not sep or not host or not port_s.isdigit():
+        raise ValueError(f"{show(value)} is not host:port (e.g. \"127.0.0.1:9477\")")
+    port = int(port_s)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{show(value)}: port {port} is out of range (1..65535)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or re.search(r"[\s/]", host):
+        raise ValueError(f"{show(value)} is not host:port (e.g. \"127.0.0.1:9477\")")
+    return host, port
+
+
+def check_etcd_url(value: Any) -> str:
+    """An etcd client URL ``http://host:port``; returned without a trailing slash."""
+    if not isinstance(value, str):
+        raise ValueError(f"{show(value)} is not a URL")
+    try:
+        parts = urlsplit(value.strip())
+        _ = parts.port  # raises ValueError on a bad port
+    except ValueError:
+        raise ValueError(f"{show(value)} is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{show(value)} is not an http URL (e.g. \"http://198.18.0.100:2379\")")
+    if parts.query or parts.fragment or parts.path not in ("", "/"):
+        raise ValueError(f"{show(value)}: give only scheme, host and port")
+    return value.strip().rstrip("/")
+
+
+# --------------------------------------------------------------------------------------------
+# Entry points
+# --------------------------------------------------------------------------------------------
+
+_TOML_POS_RE = re.compile(r"^(.*) \(at line (\d+), column (\d+)\)$")
+
+
+def parse_config(text: str, path: str = "<config>") -> Config:
+    """Parse and validate TOML ``text``; ``path`` is only used in messages (and Config.path)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        msg = str(exc)
+        m = _TOML_POS_RE.match(msg)
+        if m:
+            line: int | None = int(m.group(2))
+            msg = f"{m.group(1)} (column {m.group(3)})"
+        else:
+            # "(at end of document)": point at the last line
+            msg = msg.replace(" (at end of document)", " at end of document")
+            line = max(1, len(text.splitlines()))
+        raise ConfigError(f"TOML syntax error: {msg}", path=path, line=line) from None
+    config_path = None if path == "<config>" else path
+    return _Parser(text, path).parse(data, config_path)
+
+
+def load_config(path: str) -> Config:
+    """Read and validate the TOML file at ``path``. Every problem is a one-line ConfigError."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError("not valid UTF-8 (TOML files must be UTF-8)", path=path,
+                          line=line) from None
+    return parse_config(text, path)
+
+
+def endpoint_from_args(network: str, name: str, mac: str, address: str,
+                       netns: str | None = None, ifname: str | None = None) -> EndpointConfig:
+    """Validate ``vxdp endpoint add`` arguments with the config file's rules.
+
+    Errors name the command-line option (``--mac: ...``) since that is what the user typed; the
+    server may reuse this for the ``endpoint.add`` control command with the same result.
+    """
+    def check(option: str, fn: Any, value: Any) -> Any:
+        try:
+            return fn(value)
+        except ValueError as exc:
+            raise ConfigError(str(exc), key=option) from None
+
+    check("--network", check_network_name, network)
+    ep_name = check("--name", check_ifname, name)
+    ep_mac = check("--mac", parse_unicast_mac, mac)
+    ep_address = check("--address", parse_interface, address)
+    ep_netns = check("--netns", check_netns, netns) if netns is not None else None
+    ep_ifname = check("--ifname", check_ifname, ifname) if ifname is not None else None
+    if ep_ifname is not None and ep_netns is None:
+        raise ConfigError("--ifname needs --netns (without a netns the TAP keeps its host name)",
+                          key=None)
+    return EndpointConfig(name=ep_name, mac=ep_mac, address=ep_address, netns=ep_netns,
+                          ifname=ep_ifname)

@@ -1,0 +1,427 @@
+"""Control socket: JSON lines over a unix stream socket (server on asyncio/uvloop, blocking client).
+
+Protocol (one connection per request, so a stuck or dead client can only ever hold its own
+connection):
+
+    client → ``{"cmd": "fdb.show", "args": {...}}\\n``
+    server → ``{"ok": true, "result": ...}\\n`` or ``{"ok": false, "error": "one line"}\\n``, close
+
+Streaming commands (``trace``, ``capture``, ``events``) answer ``{"ok": true, "stream": true}\\n``,
+then ``{"record": {...}}\\n`` lines, then ``{"end": true, ...stats}\\n`` (``"error"`` in the end
+line when the stream failed). The stream stops when the producer ends it or the client closes
+its side, whichever comes first, so an abandoned ``vxdp trace`` does not keep a subscription.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import enum
+import ipaddress
+import json
+import logging
+import os
+import socket
+import stat
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+from dataplane.errors import ControlError, VxdpError
+
+log = logging.getLogger("vxdp.control")
+
+MAX_REQUEST = 1 << 20  # 1 MiB: the largest request is an endpoint or fdb entry, far smaller
+REQUEST_TIMEOUT = 5.0  # seconds a client has to send its request line
+REPLY_TIMEOUT = 5.0  # seconds a (non-stream) reply may take to drain to the client
+CLIENT_TIMEOUT = 10.0  # seconds the blocking client waits for connect and the reply
+PROBE_TIMEOUT = 1.0  # seconds to decide whether an existing socket has a live server
+
+Handler = Callable[[str, dict[str, Any]], Awaitable[Any]]
+StreamFactory = Callable[[dict[str, Any]], AsyncIterator[dict[str, Any]]]
+
+
+class StreamEnd(dict):  # type: ignore[type-arg]
+    """Yield one of these from a stream to end it with statistics: ``{"end": true, **self}``."""
+
+
+def unknown_command(cmd: str, known: Iterable[str]) -> VxdpError:
+    """The error a handler should raise for a command it does not know (lists the known ones)."""
+    return VxdpError(f"unknown command {cmd!r} (known: {', '.join(sorted(known))})")
+
+
+def _json_default(obj: Any) -> Any:
+    """Let handlers return the project's typed values (addresses, dataclasses...) as they are."""
+    if isinstance(obj, (ipaddress.IPv4Address, ipaddress.IPv6Address, ipaddress.IPv4Network,
+                        ipaddress.IPv6Network, ipaddress.IPv4Interface,
+                        ipaddress.IPv6Interface)):
+        return str(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def encode(message: Any) -> bytes:
+    """One protocol line. ensure_ascii keeps every line plain ASCII, whatever names contain."""
+    return json.dumps(message, default=_json_default, separators=(",", ":")).encode() + b"\n"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split()) or "error"
+
+
+class ControlServer:
+    """Serves ``handler(cmd, args)`` and ``streams[cmd](args)`` on a unix socket at ``path``."""
+
+    def __init__(self, path: str, handler: Handler,
+                 streams: Mapping[str, StreamFactory] | None = None) -> None:
+        self.path = path
+        self._handler = handler
+        self._streams: dict[str, StreamFactory] = dict(streams or {})
+        self._server: asyncio.AbstractServer | None = None
+        self._conns: set[asyncio.Task[Any]] = set()
+        self._inode: tuple[int, int] | None = None
+
+    @property
+    def stream_commands(self) -> tuple[str, ...]:
+        return tuple(self._streams)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._server is not None:
+            raise RuntimeError("ControlServer already started")
+        self._claim_path()
+        parent = os.path.dirname(os.path.abspath(self.path))
+        try:
+            os.makedirs(parent, mode=0o755, exist_ok=True)
+        except OSError as exc:
+            raise VxdpError(f"cannot create {parent}: {exc.strerror or exc}") from None
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            # Linux gives the inode bind() creates the socket inode's mode, so setting 0600 here
+            # closes the window in which the socket would be reachable with umask permissions.
+            os.fchmod(sock.fileno(), 0o600)
+            sock.bind(self.path)
+            os.chmod(self.path, 0o600)  # and again for kernels/filesystems that ignore the above
+            sock.listen(64)
+            sock.setblocking(False)
+            st = os.stat(self.path)
+            self._inode = (st.st_dev, st.st_ino)
+            self._server = await asyncio.start_unix_server(
+                self._on_client, sock=sock, limit=MAX_REQUEST + 1)
+        except OSError as exc:
+            sock.close()
+            raise VxdpError(f"cannot listen on {self.path}: {exc.strerror or exc}") from None
+        log.debug("control socket listening on %s", self.path)
+
+    def _claim_path(self) -> None:
+        """Refuse to steal a live server's socket; remove a stale one left by a crash."""
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise VxdpError(f"cannot use {self.path}: {exc.strerror or exc}") from None
+        if not stat.S_ISSOCK(st.st_mode):
+            raise VxdpError(f"{self.path} exists and is not a socket; refusing to replace it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(PROBE_TIMEOUT)
+        try:
+            probe.connect(self.path)
+        except ConnectionRefusedError:
+            pass  # nobody listening: stale
+        except TimeoutError:
+            # A full backlog means someone is there, just busy.
+            raise VxdpError(f"another vxdp is already serving {self.path}") from None
+        except OSError as exc:
+            raise VxdpError(f"cannot check {self.path}: {exc.strerror or exc}") from None
+        else:
+            raise VxdpError(f"another vxdp is already serving {self.path}")
+        finally:
+            probe.close()
+        log.info("removing stale control socket %s", self.path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    async def close(self) -> None:
+        """Stop listening, end open connections (streams included) and remove the socket."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        me = asyncio.current_task()
+        conns = [t for t in self._conns if t is not me]
+        for task in conns:
+            task.cancel()
+        if conns:
+            await asyncio.gather(*conns, return_exceptions=True)
+        if server is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+        self._unlink()
+
+    def _unlink(self) -> None:
+        # Only remove the file we bound: a successor may already have replaced it.
+        if self._inode is None:
+            return
+        try:
+            st = os.lstat(self.path)
+            if (st.st_dev, st.st_ino) == self._inode:
+                os.unlink(self.path)
+        except OSError:
+            pass
+        self._inode = None
+
+    async def __aenter__(self) -> ControlServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- connections --------------------------------------------------------------------------
+
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._conns.add(task)
+        try:
+            await self._serve(reader, writer)
+        except (ConnectionError, asyncio.TimeoutError):
+            pass  # the client went away or stopped reading: its problem, not the server's
+        except Exception:  # noqa: BLE001 - one bad connection must never take the server down
+            log.exception("control connection failed")
+        finally:
+            if task is not None:
+                self._conns.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    async def _send(self, writer: asyncio.StreamWriter, message: Any,
+                    timeout: float | None = REPLY_TIMEOUT) -> None:
+        writer.write(encode(message))
+        if timeout is None:
+            await writer.drain()  # streams: back-pressure, the producer sees a slow reader
+        else:
+            await asyncio.wait_for(writer.drain(), timeout)
+
+    async def _error(self, writer: asyncio.StreamWriter, message: str) -> None:
+        await self._send(writer, {"ok": False, "error": _one_line(message)})
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT)
+        except asyncio.TimeoutError:
+            await self._error(writer, f"timed out waiting for the request ({REQUEST_TIMEOUT:g} s)")
+            return
+        except ValueError:  # StreamReader limit overrun: a line longer than MAX_REQUEST
+            await self._error(writer, f"request too large (limit {MAX_REQUEST // (1 << 20)} MiB)")
+            return
+        if not line.strip():
+            return  # connect-and-close (e.g. another server probing for liveness)
+        try:
+            request = json.loads(line)
+        except (ValueError, UnicodeDecodeError) as exc:
+            await self._error(writer, f"malformed request: not JSON ({exc})")
+            return
+        if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
+            await self._error(writer, 'malformed request: expected {"cmd": "NAME", "args": {...}}')
+            return
+        cmd: str = request["cmd"]
+        args = request.get("args")
+        if args is None:
+            args = {}
+        if not isinstance(args, dict):
+            await self._error(writer, 'malformed request: "args" must be an object')
+            return
+        if cmd in self._streams:
+            await self._serve_stream(cmd, args, reader, writer)
+            return
+        try:
+            result = await self._handler(cmd, args)
+        except VxdpError as exc:
+            await self._error(writer, str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001
+            log.exception("control command %r failed", cmd)
+            await self._error(writer, f"internal error: {type(exc).__name__}: {exc}")
+            return
+        try:
+            data = encode({"ok": True, "result": result})
+        except (TypeError, ValueError) as exc:
+            log.error("control command %r returned a non-JSON result: %s", cmd, exc)
+            await self._error(writer, f"internal error: {type(exc).__name__}: {exc}")
+            return
+        writer.write(data)
+        await asyncio.wait_for(writer.drain(), REPLY_TIMEOUT)
+
+    async def _serve_stream(self, cmd: str, args: dict[str, Any], reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter) -> None:
+        try:
+            records = self._streams[cmd](args)
+        except VxdpError as exc:
+            await self._error(writer, str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001
+            log.exception("control stream %r failed to start", cmd)
+            await self._error(writer, f"internal error: {type(exc).__name__}: {exc}")
+            return
+        pump: asyncio.Task[None] | None = None
+        watch: asyncio.Task[None] | None = None
+        try:
+            await self._send(writer, {"ok": True, "stream": True})
+            pump = asyncio.ensure_future(self._pump(cmd, records, writer))
+            watch = asyncio.ensure_future(self._wait_eof(reader))
+            await asyncio.wait({pump, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (pump, watch):
+                if task is not None and not task.done():
+                    task.cancel()
+            for task in (pump, watch):
+                if task is not None:
+                    with contextlib.suppress(BaseException):
+                        await task
+            # Run the producer's cleanup (unsubscribe) even if it never got to start.
+            aclose = getattr(records, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+    @staticmethod
+    async def _wait_eof(reader: asyncio.StreamReader) -> None:
+        """Returns when the client closes its side: the stream has nobody left to feed."""
+        while await reader.read(4096):
+            pass
+
+    async def _pump(self, cmd: str, records: AsyncIterator[dict[str, Any]],
+                    writer: asyncio.StreamWriter) -> None:
+        try:
+            async for record in records:
+                if isinstance(record, StreamEnd):
+                    await self._send(writer, {**record, "end": True}, timeout=None)
+                    return
+                await self._send(writer, {"record": record}, timeout=None)
+        except ConnectionError:
+            return
+        except VxdpError as exc:
+            await self._send(writer, {"end": True, "error": _one_line(str(exc))}, timeout=None)
+            return
+        except Exception as exc:  # noqa: BLE001
+            log.exception("control stream %r failed", cmd)
+            await self._send(writer, {"end": True, "error": _one_line(
+                f"internal error: {type(exc).__name__}: {exc}")}, timeout=None)
+            return
+        await self._send(writer, {"end": True}, timeout=None)
+
+
+class ControlClient:
+    """Blocking client for the CLI (plain ``socket``: no event loop needed for one request)."""
+
+    def __init__(self, path: str, timeout: float = CLIENT_TIMEOUT) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.end: dict[str, Any] | None = None  # the last stream's {"end": true, ...} line
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            raise ControlError(f"no vxdp is listening on {self.path} (is 'vxdp run' running? "
+                               "use -s PATH or VXDP_SOCKET)") from None
+        except PermissionError:
+            sock.close()
+            raise ControlError(f"permission denied on {self.path} (the control socket belongs "
+                               "to the user running vxdp: try sudo)") from None
+        except TimeoutError:
+            sock.close()
+            raise ControlError(f"timed out connecting to {self.path}") from None
+        except OSError as exc:
+            sock.close()
+            raise ControlError(f"cannot connect to {self.path}: {exc.strerror or exc}") from None
+        return sock
+
+    def _send(self, sock: socket.socket, cmd: str, args: dict[str, Any]) -> None:
+        # Absent and None mean the same thing to every command; keep requests minimal.
+        payload = {"cmd": cmd, "args": {k: v for k, v in args.items() if v is not None}}
+        try:
+            sock.sendall(encode(payload))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server may have answered early (e.g. request too large): read it
+        except TimeoutError:
+            raise ControlError(f"timed out sending to vxdp on {self.path}") from None
+
+    def _read(self, reader: Any) -> dict[str, Any] | None:
+        try:
+            line = reader.readline()
+        except TimeoutError:
+            raise ControlError(f"vxdp on {self.path} did not answer within "
+                               f"{self.timeout:g} s") from None
+        except OSError as exc:
+            raise ControlError(f"connection to {self.path} failed: "
+                               f"{exc.strerror or exc}") from None
+        if not line:
+            return None
+        try:
+            message = json.loads(line)
+        except ValueError:
+            raise ControlError(f"garbled reply from vxdp on {self.path}") from None
+        if not isinstance(message, dict):
+            raise ControlError(f"garbled reply from vxdp on {self.path}")
+        return message
+
+    def request(self, cmd: str, **args: Any) -> Any:
+        """Send one command and return its result; server-side errors raise ControlError."""
+        sock = self._connect()
+        try:
+            self._send(sock, cmd, args)
+            with sock.makefile("rb") as reader:
+                reply = self._read(reader)
+        finally:
+            sock.close()
+        if reply is None:
+            raise ControlError(f"vxdp on {self.path} closed the connection without answering")
+        if not reply.get("ok"):
+            raise ControlError(str(reply.get("error") or "request failed"))
+        if reply.get("stream"):
+            raise ControlError(f"{cmd!r} is a streaming command")
+        return reply.get("result")
+
+    def stream(self, cmd: str, **args: Any) -> Iterator[dict[str, Any]]:
+        """Yield the records of streaming command ``cmd`` until the server ends the stream or
+        closes; the final ``end`` line is kept in ``self.end``. Closing the iterator closes the
+        connection, which ends the stream on the server side."""
+        self.end = None
+        sock = self._connect()
+        try:
+            self._send(sock, cmd, args)
+            with sock.makefile("rb") as reader:
+                header = self._read(reader)
+                if header is None:
+                    raise ControlError(f"vxdp on {self.path} closed the connection without "
+                                       "answering")
+                if not header.get("ok"):
+                    raise ControlError(str(header.get("error") or "request failed"))
+                if not header.get("stream"):
+                    raise ControlError(f"{cmd!r} is not a streaming command")
+                sock.settimeout(None)  # records arrive when packets do: wait as long as needed
+                while True:
+                    message = self._read(reader)
+                    if message is None:
+                        return
+                    if "record" in message:
+                        yield message["record"]
+                    elif message.get("end"):
+                        self.end = message
+                        if message.get("error"):
+                            raise ControlError(str(message["error"]))
+                        return
+        finally:
+            sock.close()

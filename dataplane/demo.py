@@ -1,0 +1,301 @@
+"""``vxdp demo``: the Docker overlay walkthrough (shared/reference/) rebuilt in userspace.
+
+Two nodes, ``manager`` and ``worker``, on an underlay (198.18.0.0/24); overlay network ``mynet``
+(192.168.55.0/24, VNI 4097); two containers on manager and one on worker, with Docker-style MACs
+(02:42 + the IPv4 address). One ``vxdp run`` per node plays Docker's ``br0`` + ``vxlan0``. Every
+observation of the walkthrough is then made with the real tools and their real output.
+
+Everything lives in network namespaces this command creates (unique prefix) and removes on the
+way out, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass
+
+from dataplane.control import ControlClient
+from dataplane.errors import ControlError, VxdpError
+
+VNI = 4097
+UNDERLAY = "198.18.0.0/24"
+NODES = {"manager": "198.18.0.1", "worker": "198.18.0.2"}
+
+
+@dataclass(frozen=True)
+class Container:
+    name: str
+    node: str
+    ip: str
+
+    @property
+    def mac(self) -> str:
+        # Docker derives a container's MAC from its IPv4 address: 02:42 + the four octets.
+        return "02:42:" + ":".join(f"{int(o):02x}" for o in self.ip.split("."))
+
+
+CONTAINERS = (
+    Container("c1", "manager", "192.168.55.4"),
+    Container("c3", "manager", "192.168.55.5"),
+    Container("c2", "worker", "192.168.55.3"),
+)
+
+
+def node_config(node: str, prefix: str, sock: str) -> str:
+    """The TOML a node's VTEP runs with: its own containers as endpoints, the others as peers
+    (what Docker's peerAdd pushes), the other node in the flood list."""
+    lines = [
+        "[vtep]",
+        f'name = "{node}"',
+        f'local = "{NODES[node]}"',
+        f'control = "{sock}"',
+        f'allow = ["{UNDERLAY}"]',
+        "",
+        "[[network]]",
+        'name = "mynet"',
+        f"vni = {VNI}",
+        "mtu = 1450",
+        "proxy = true",
+        "learning = false",
+        "flood = [" + ", ".join(f'"{a}"' for n, a in NODES.items() if n != node) + "]",
+    ]
+    for c in CONTAINERS:
+        if c.node == node:
+            lines += ["", "[[network.endpoint]]", f'name = "{prefix}{c.name}"',
+                      f'mac = "{c.mac}"', f'address = "{c.ip}/24"',
+                      f'netns = "{prefix}{c.name}"', 'ifname = "eth0"']
+        else:
+            lines += ["", "[[network.peer]]", f'mac = "{c.mac}"', f'address = "{c.ip}"',
+                      f'vtep = "{NODES[c.node]}"']
+    return "\n".join(lines) + "\n"
+
+
+class Walkthrough:
+    def __init__(self, interactive: bool) -> None:
+        from dataplane.lab import Lab  # needs root; imported late for a clean error
+
+        self.interactive = interactive
+        self.lab = Lab(prefix=f"vxd{os.getpid() % 10000}-")
+        self.prefix = self.lab.prefix
+        self.tmp = tempfile.TemporaryDirectory(prefix="vxdp-demo-")
+        self.socks: dict[str, str] = {}
+        self.vteps: dict[str, subprocess.Popen[bytes]] = {}
+        self.step_no = 0
+
+    # -- presentation -------------------------------------------------------------------------
+
+    def say(self, text: str) -> None:
+        print(textwrap.fill(textwrap.dedent(text).strip(), width=96))
+        print()
+
+    def step(self, title: str, text: str) -> None:
+        self.step_no += 1
+        if self.interactive and self.step_no > 1:
+            try:
+                input("[press Enter for the next step, Ctrl-C to stop] ")
+            except EOFError:
+                self.interactive = False
+        bar = f"── {self.step_no}. {title} "
+        print("\n" + bar + "─" * max(0, 96 - len(bar)))
+        self.say(text)
+
+    def show(self, where: str, argv: list[str], output: str) -> None:
+        shown = " ".join(shlex.quote(a) for a in argv)
+        print(f"[{where}]$ {shown}")
+        out = output.rstrip()
+        if out:
+            print(textwrap.indent(out, "    "))
+        print()
+
+    def vxdp(self, node: str, *args: str) -> str:
+        argv = [sys.executable, "-m", "dataplane", "-s", self.socks[node], *args]
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+        self.show(f"{node}", ["vxdp", "-s", self.socks[node], *args], p.stdout + p.stderr)
+        if p.returncode != 0:
+            raise VxdpError(f"vxdp {' '.join(args)} failed on {node}: {p.stderr.strip()}")
+        return p.stdout
+
+    def run(self, ns_short: str, argv: list[str], timeout: float = 20) -> str:
+        p = self.lab.run(ns_short, argv, timeout=timeout, check=False)
+        # tshark's "Running as user root ... could be dangerous" is noise here.
+        err = "\n".join(line for line in (p.stderr or "").splitlines()
+                        if "Running as user" not in line)
+        self.show(ns_short, argv, (p.stdout or "") + err)
+        return p.stdout or ""
+
+    # -- world --------------------------------------------------------------------------------
+
+    def build(self) -> None:
+        self.step("The world", f"""
+            Namespaces stand in for the walkthrough's machines: nodes manager and worker on an
+            underlay {UNDERLAY}, and Docker-style container namespaces. Each node runs one
+            'vxdp run' process that plays Docker's br0 + vxlan0 pair in userspace: a TAP device
+            per container (its eth0) and one UDP socket on port 4789. Namespace prefix:
+            {self.prefix}""")
+        self.lab.underlay(UNDERLAY)
+        for node, addr in NODES.items():
+            self.lab.host(node, addr)
+        for c in CONTAINERS:
+            self.lab.container(c.node, c.name, c.mac, f"{c.ip}/24")
+        for node in NODES:
+            sock = os.path.join(self.tmp.name, f"{node}.sock")
+            cfg = os.path.join(self.tmp.name, f"{node}.toml")
+            with open(cfg, "w") as f:
+                f.write(node_config(node, self.prefix, sock))
+            self.socks[node] = sock
+            self.vteps[node] = self.lab.popen(
+                node, [sys.executable, "-m", "dataplane", "run", cfg],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for node in NODES:
+            self._wait_ready(node)
+        for c in CONTAINERS:
+            print(f"  {c.name:3} on {c.node:8} eth0 {c.mac}  {c.ip}/24   (netns {self.prefix}{c.name})")
+        print(f"  VTEPs: manager {NODES['manager']}, worker {NODES['worker']}, VNI {VNI}, UDP 4789\n")
+
+    def _wait_ready(self, node: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        proc = self.vteps[node]
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                raise VxdpError(f"vxdp run on {node} exited: {err.strip()}")
+            try:
+                ControlClient(self.socks[node]).request("stats")
+                return
+            except ControlError:
+                time.sleep(0.1)
+        raise VxdpError(f"vxdp run on {node} did not come up within {timeout:.0f}s")
+
+    # -- the walkthrough's observations -------------------------------------------------------
+
+    def tables(self) -> None:
+        self.step("FDB and ARP tables", """
+            Docker pushes one permanent FDB entry and one permanent neighbour entry per remote
+            container (its peerAdd). vxdp holds the same tables in memory: remote MACs point
+            at the other node's VTEP ('dst ... self permanent'), local containers at their TAP
+            port; the all-zeros entry is the flood list for broadcasts. Compare with
+            'bridge fdb show' and 'ip neigh show' in the walkthrough.""")
+        self.vxdp("manager", "fdb", "show")
+        self.vxdp("manager", "neigh", "show")
+
+    def ping(self) -> None:
+        self.step("Ping across nodes", """
+            c1 (manager) pings c2 (worker). The frame leaves c1's eth0 (a TAP), the manager's
+            VTEP finds c2's MAC in its FDB and encapsulates it in VXLAN (VNI 4097) to the
+            worker's VTEP, which decapsulates it into c2's TAP.""")
+        self.run("c1", ["ping", "-c", "3", "-i", "0.2", "-W", "2", "192.168.55.3"])
+
+    def arp_proxy(self) -> None:
+        self.step("ARP is answered locally (proxy)", """
+            c1 arpings c2 while tcpdump listens for ARP inside c2. Replies come back, yet c2
+            sees nothing: the manager's VTEP answers from its neighbour table (the vxlan
+            'proxy' flag) and an ARP request never crosses the underlay.""")
+        cap = self.lab.tcpdump("c2", "eth0", "arp")
+        self.run("c1", ["arping", "-c", "3", "-W", "0.2", "-i", "eth0", "192.168.55.3"])
+        time.sleep(0.3)
+        seen = cap.stop()
+        self.show("c2", ["tcpdump", "-qlni", "eth0", "arp"],
+                  seen if seen.strip() else "# nothing here: no ARP reached c2")
+        stats = ControlClient(self.socks["manager"]).request("stats")
+        replies = stats.get("counters", {}).get("proxy_replies", 0)
+        self.say(f"The manager's VTEP counts {replies} proxy replies ('vxdp stats').")
+
+    def arp_same_node(self) -> None:
+        self.step("ARP between containers on one node", """
+            c3 and c1 both live on manager. c3 arpings c1 while tcpdump listens in c1: the
+            broadcast request is flooded to every local port (as br0 does) and c1 answers
+            itself; the VTEP's proxy stays silent for a neighbour that is local.""")
+        cap = self.lab.tcpdump("c1", "eth0", "arp")
+        self.run("c3", ["arping", "-c", "2", "-W", "0.2", "-i", "eth0", "192.168.55.4"])
+        time.sleep(0.3)
+        self.show("c1", ["tcpdump", "-qlni", "eth0", "arp"], cap.stop())
+
+    def underlay(self) -> None:
+        self.step("One VXLAN datagram on the underlay", """
+            On the worker's underlay link, one datagram of c1's ping, decoded by tshark:
+            outer IPv4 198.18.0.1 > 198.18.0.2, UDP to 4789 from a source port hashed from
+            the inner flow (RFC 7348 §5), the 8-byte VXLAN header (I flag, VNI 4097) and the
+            untouched inner Ethernet frame.""")
+        pcap = os.path.join(self.tmp.name, "underlay.pcap")
+        cap = self.lab.tcpdump("worker", "eth0", "udp port 4789", count=1,
+                               extra=("-q", "-w", pcap))
+        self.lab.run("c1", ["ping", "-c", "2", "-i", "0.2", "-W", "2", "192.168.55.3"],
+                     check=False)
+        cap.wait(timeout=5)
+        self.run("worker", ["tshark", "-r", pcap, "-d", "udp.port==4789,vxlan", "-O", "vxlan"])
+
+    def counters(self) -> None:
+        self.step("Counters", """
+            Every port's traffic, every drop by reason, and the proxy's replies, as the
+            manager's VTEP saw them.""")
+        self.vxdp("manager", "stats")
+
+    # -- teardown -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        for node, proc in self.vteps.items():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for node, proc in self.vteps.items():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.lab.close()
+        self.tmp.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vxdp demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--store", choices=["static", "etcd"], default="static",
+                        help="where the VTEPs get their peers from (default: static config)")
+    args = parser.parse_args(argv)
+    if args.store == "etcd":
+        print("vxdp demo: --store etcd is not available yet (the etcd store is a later "
+              "milestone); run 'vxdp demo' for the static walkthrough", file=sys.stderr)
+        return 2
+    if os.geteuid() != 0:
+        print("vxdp demo: needs root to build network namespaces and TAP devices "
+              "(try: sudo make demo)", file=sys.stderr)
+        return 1
+    interactive = sys.stdin.isatty()
+    # SIGTERM → SystemExit, so the finally below tears the world down. pyroute2's forked netns
+    # helpers inherit the handler and get SIGTERM when done: they must leave, not tear down.
+    main_pid = os.getpid()
+
+    def on_sigterm(*_: object) -> None:
+        if os.getpid() != main_pid:
+            os._exit(0)
+        sys.exit(143)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    w: Walkthrough | None = None
+    try:
+        w = Walkthrough(interactive)
+        w.build()
+        w.tables()
+        w.ping()
+        w.arp_proxy()
+        w.arp_same_node()
+        w.underlay()
+        w.counters()
+        print("\nDone: the walkthrough's observations, reproduced without the kernel's vxlan.")
+        return 0
+    except KeyboardInterrupt:
+        print("\nvxdp demo: interrupted, cleaning up", file=sys.stderr)
+        return 130
+    except VxdpError as e:
+        print(f"vxdp demo: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if w is not None:
+            w.close()
+

@@ -1,0 +1,201 @@
+"""Text rendering of control-socket results (pure functions: no I/O, no state).
+
+The shapes copy the kernel tools on purpose (DESIGN.md §4), so that anyone who has debugged a
+Docker overlay with ``bridge fdb show`` and ``ip neigh show`` can read vxdp's tables unchanged:
+
+    02:42:c0:a8:37:04 dev c1 vni 4097 master mynet permanent          (local port)
+    02:42:c0:a8:37:03 dev mynet dst 198.18.0.2 vni 4097 self permanent  (remote VTEP)
+    192.168.55.3 dev mynet lladdr 02:42:c0:a8:37:03 PERMANENT
+
+Every function tolerates missing keys and ignores unknown ones: the server may add fields
+(``age``, ``offloads``...) without breaking older clients.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+# States for which, like the kernel, no state word is printed (dynamic entries).
+_SILENT_STATES = frozenset({"", "learned", "dynamic", "reachable_dynamic"})
+
+
+def _network_name(entry: Mapping[str, Any]) -> str:
+    network = entry.get("network")
+    if network:
+        return str(network)
+    vni = entry.get("vni")
+    return f"vni{vni}" if vni is not None else "?"
+
+
+def format_fdb_entry(entry: Mapping[str, Any]) -> str:
+    """One ``bridge fdb show`` line. Local entries hang off the port (``dev c1 ... master NET``,
+    like a bridge port entry); remote ones off the network's "vxlan device" (``dev NET dst IP
+    ... self``, like an entry on vxlan0 itself). Learned entries carry no state word."""
+    parts = [str(entry.get("mac", "?"))]
+    vni = entry.get("vni")
+    ifname = entry.get("ifname")
+    if ifname:
+        parts += ["dev", str(ifname)]
+        if vni is not None:
+            parts += ["vni", str(vni)]
+        parts += ["master", _network_name(entry)]
+    else:
+        parts += ["dev", _network_name(entry)]
+        if entry.get("dst"):
+            parts += ["dst", str(entry["dst"])]
+        if vni is not None:
+            parts += ["vni", str(vni)]
+        parts.append("self")
+    state = str(entry.get("state") or "")
+    if state not in _SILENT_STATES:
+        parts.append(state)
+    return " ".join(parts)
+
+
+def format_fdb(entries: Iterable[Mapping[str, Any]]) -> list[str]:
+    return [format_fdb_entry(e) for e in entries]
+
+
+def format_neigh_entry(entry: Mapping[str, Any]) -> str:
+    """One ``ip neigh show`` line: ``IP dev NET lladdr MAC STATE`` (state upper-cased as the
+    kernel prints NUD states; lladdr omitted when unknown, as for FAILED/INCOMPLETE)."""
+    parts = [str(entry.get("ip", "?")), "dev", _network_name(entry)]
+    if entry.get("lladdr"):
+        parts += ["lladdr", str(entry["lladdr"])]
+    state = str(entry.get("state") or "")
+    if state:
+        parts.append(state.upper())
+    return " ".join(parts)
+
+
+def format_neigh(entries: Iterable[Mapping[str, Any]]) -> list[str]:
+    return [format_neigh_entry(e) for e in entries]
+
+
+def format_endpoint(entry: Mapping[str, Any]) -> str:
+    """``endpoint show`` line: ``c1 network mynet vni 4097 mac M address A/P [netns NS ifname IF]``."""
+    parts = [str(entry.get("name", "?"))]
+    for key in ("network", "vni", "mac", "address", "netns", "ifname"):
+        if entry.get(key) is not None and entry.get(key) != "":
+            parts += [key, str(entry[key])]
+    return " ".join(parts)
+
+
+def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]],
+                 right: Iterable[int] = (), indent: str = "") -> list[str]:
+    """Columns padded to their widest cell; indices in ``right`` are right-aligned (numbers)."""
+    right_cols = set(right)
+    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
+    ncols = max(len(r) for r in cells)
+    for r in cells:
+        r.extend([""] * (ncols - len(r)))
+    widths = [max(len(r[i]) for r in cells) for i in range(ncols)]
+    out = []
+    for r in cells:
+        padded = [c.rjust(widths[i]) if i in right_cols else c.ljust(widths[i])
+                  for i, c in enumerate(r)]
+        out.append((indent + "  ".join(padded)).rstrip())
+    return out
+
+
+def _num(value: Any) -> str:
+    return str(value) if value is not None else "-"
+
+
+def _kv_lines(title: str, values: Mapping[str, Any], total: bool = False) -> list[str]:
+    lines = [title]
+    if not values:
+        lines.append("  (none)")
+        return lines
+    items = [(str(k), _num(v)) for k, v in values.items()]
+    if total and all(isinstance(v, int) and not isinstance(v, bool) for v in values.values()):
+        items.append(("total", str(sum(values.values()))))
+    kw = max(len(k) for k, _ in items)
+    vw = max(len(v) for _, v in items)
+    lines += [f"  {k.ljust(kw)}  {v.rjust(vw)}" for k, v in items]
+    return lines
+
+
+_PORT_COLUMNS = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes")
+
+
+def format_stats(stats: Mapping[str, Any]) -> str:
+    """Aligned summary of the ``stats`` result: ports (+ underlay) table, drops by reason (all
+    reasons the server lists, zeros included, so a counter to watch is always visible),
+    counters, offloads. Missing sections are skipped."""
+    blocks: list[list[str]] = []
+    vtep = stats.get("vtep")
+    if isinstance(vtep, Mapping):
+        head = f"vtep {vtep.get('name', '?')}"
+        if vtep.get("local") is not None:
+            head += f" {vtep['local']}"
+            if vtep.get("port") is not None:
+                head += f":{vtep['port']}"
+        blocks.append([head])
+    ports = stats.get("ports")
+    underlay = stats.get("underlay")
+    if isinstance(ports, Mapping) or isinstance(underlay, Mapping):
+        port_maps = [p if isinstance(p, Mapping) else {} for p in (ports or {}).values()]
+        if isinstance(underlay, Mapping):
+            port_maps.append(underlay)
+        # Extra integer counters (e.g. tx_errors) get their own columns after the standard ones.
+        columns = list(_PORT_COLUMNS)
+        for pm in port_maps:
+            for key, value in pm.items():
+                if (key not in columns and key not in ("network", "vni")
+                        and isinstance(value, int) and not isinstance(value, bool)):
+                    columns.append(key)
+        rows: list[list[str]] = []
+        for name, port in (ports or {}).items():
+            port = port if isinstance(port, Mapping) else {}
+            rows.append([str(name), str(port.get("network", "-")), _num(port.get("vni")),
+                         *(_num(port.get(c)) for c in columns)])
+        if isinstance(underlay, Mapping):
+            rows.append(["(underlay)", "-", "-", *(_num(underlay.get(c)) for c in columns)])
+        headers = ["PORT", "NETWORK", "VNI", *(c.upper() for c in columns)]
+        blocks.append(format_table(headers, rows, right=range(2, len(headers))))
+    drops = stats.get("drops")
+    if isinstance(drops, Mapping):
+        blocks.append(_kv_lines("drops:", drops, total=True))
+    counters = stats.get("counters")
+    if isinstance(counters, Mapping):
+        blocks.append(_kv_lines("counters:", counters))
+    offloads = stats.get("offloads")
+    if isinstance(offloads, Mapping) and offloads:
+        blocks.append(_kv_lines("offloads:", {k: _scalar(v) for k, v in offloads.items()}))
+    return "\n\n".join("\n".join(b) for b in blocks)
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def format_record(record: Mapping[str, Any]) -> str:
+    """A trace/events record: its ready-made ``line`` if the server sent one, else a compact
+    ``key=value`` rendering (time first, when present) so nothing is ever lost."""
+    line = record.get("line")
+    if isinstance(line, str):
+        return line
+    keys = [k for k in ("time", "ts") if k in record]
+    keys += [k for k in record if k not in keys]
+    return " ".join(f"{k}={_scalar(record[k])}" for k in keys)
+
+
+def format_explain(result: Any) -> list[str]:
+    """``explain`` result → numbered steps (``1. ...``), right-aligned numbers past 9 steps.
+    A ``verdict`` string, if the server adds one, is printed last."""
+    if not isinstance(result, Mapping):
+        return [json.dumps(result)]
+    steps = [str(s) for s in result.get("steps") or ()]
+    width = len(str(len(steps)))
+    lines = [f"{str(i).rjust(width)}. {step}" for i, step in enumerate(steps, 1)]
+    verdict = result.get("verdict")
+    if isinstance(verdict, str) and verdict:
+        lines.append(f"=> {verdict}")
+    return lines

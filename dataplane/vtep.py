@@ -1,0 +1,472 @@
+"""One VTEP process: config → switch + TAP endpoints + underlay sockets, wired on uvloop.
+
+Per-packet work: with the compiled fast path, each readiness callback makes ONE call into
+Cython (``rx_tap_burst`` / ``rx_udp_burst``), which reads a burst, forwards it and transmits in
+batches; Python only drains events afterwards. With ``VXDP_NO_EXTENSIONS=1`` the same callbacks
+run the readable reference (``dataplane.switch``) frame by frame — slow, but the same decisions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dataplane import fastpath
+from dataplane.config import Config, EndpointConfig, NetworkConfig, endpoint_from_args, load_config
+from dataplane.control import ControlServer
+from dataplane.errors import ConfigError, EntryNotFound, InvalidArgument, VxdpError
+from dataplane.ports import TAP_GONE_ERRNOS, TapPort
+from dataplane.underlay import Underlay
+from dataplane.wire import ZERO_MAC
+
+log = logging.getLogger("vxdp")
+
+AGEING_INTERVAL = 1.0      # seconds between ageing sweeps (the kernel's vxlan sweeps every ~10s)
+EVENT_QUEUE = 4096         # per subscriber; a slow reader loses events, the dataplane never waits
+
+
+@dataclass
+class Endpoint:
+    cfg: EndpointConfig
+    network: NetworkConfig
+    port_id: int
+    tap: TapPort
+    tx_errors: int = 0
+
+
+@dataclass
+class Subscriber:
+    queue: asyncio.Queue[dict[str, Any]]
+    lost: int = 0
+
+
+@dataclass
+class Vtep:
+    config: Config
+    switch: Any = field(init=False)
+    underlay: Underlay = field(init=False)
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    networks: dict[str, NetworkConfig] = field(default_factory=dict)
+    by_vni: dict[int, NetworkConfig] = field(default_factory=dict)
+    control: ControlServer | None = None
+    impl: str = fastpath.NAME
+    _ports: dict[int, Endpoint] = field(default_factory=dict)
+    _next_port: int = 0
+    _subscribers: list[Subscriber] = field(default_factory=list)
+    _loop: asyncio.AbstractEventLoop | None = None
+    _ageing: asyncio.TimerHandle | None = None
+    _stopped: bool = False
+    tx_errors: int = 0
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        v = self.config.vtep
+        kwargs: dict[str, Any] = {"src_port_range": v.src_port_range, "strict": v.strict,
+                                  "allow": v.allow}
+        if self.impl == "c":
+            kwargs.update(burst=v.burst, dstport=v.port)
+        self.switch = fastpath.Switch(v.local, **kwargs)
+        for net in self.config.networks:
+            self._add_network(net)
+        self.underlay = Underlay(v.local, v.port)
+        self.underlay.open()
+        if self.impl == "c":
+            if self.underlay.tx is not None:
+                self.switch.set_tx_socket(self.underlay.tx.fileno())
+            else:
+                self.switch.set_tx_socket(self.underlay.rx.fileno())
+        try:
+            for net in self.config.networks:
+                for ep in net.endpoints:
+                    await self._attach(ep, net)
+            self.control = ControlServer(v.control, self.handle, self.streams())
+            await self.control.start()
+        except BaseException:
+            await self.stop()
+            raise
+        self._loop.add_reader(self.underlay.rx.fileno(), self._on_underlay)
+        self._ageing = self._loop.call_later(AGEING_INTERVAL, self._age)
+        log.info("vxdp %s: serving %d network(s) on %s:%d (%s fast path)", v.name,
+                 len(self.config.networks), v.local, v.port, self.impl)
+
+    async def stop(self) -> None:
+        """Remove everything this process created: TAPs, control socket, sockets."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._ageing is not None:
+            self._ageing.cancel()
+        loop = self._loop
+        if loop is not None and hasattr(self, "underlay") and getattr(self.underlay, "rx", None):
+            loop.remove_reader(self.underlay.rx.fileno())
+        for name in list(self.endpoints):
+            self._detach(name)
+        if self.control is not None:
+            await self.control.close()
+        if hasattr(self, "underlay"):
+            self.underlay.close()
+        for s in self._subscribers:
+            s.queue.put_nowait({"end": True})
+
+    def _add_network(self, net: NetworkConfig) -> None:
+        sw = self.switch
+        sw.add_network(net.vni, mtu=net.mtu, proxy=net.proxy, learning=net.learning,
+                       ageing=net.ageing, maxaddress=net.maxaddress)
+        # Docker's peerAdd: one permanent FDB entry + one permanent neighbour entry per peer.
+        for p in net.peers:
+            sw.fdb_add(net.vni, p.mac, p.vtep, "permanent")
+            sw.neigh_add(net.vni, p.address, p.mac, "permanent")
+        # The flood list: all-zeros entries, one remote each (bridge fdb append 00:00:..).
+        for vtep in net.flood:
+            sw.fdb_append(net.vni, ZERO_MAC, vtep, "permanent")
+        self.networks[net.name] = net
+        self.by_vni[net.vni] = net
+
+    async def _attach(self, ep: EndpointConfig, net: NetworkConfig) -> Endpoint:
+        if ep.name in self.endpoints:
+            raise InvalidArgument(f"endpoint {ep.name} already exists")
+        # pyroute2's synchronous IPRoute refuses to run on a thread with a running loop:
+        # create_async does the netlink work in a worker thread.
+        tap = await TapPort.create_async(ep.name, ep.mac, net.mtu, ep.address, ep.netns,
+                                         ep.ifname)
+        pid = self._next_port
+        self._next_port += 1
+        try:
+            self.switch.add_port(pid, net.vni, ep.mac, time.monotonic())
+        except BaseException:
+            tap.close()
+            raise
+        e = Endpoint(ep, net, pid, tap)
+        self.endpoints[ep.name] = e
+        self._ports[pid] = e
+        if self.impl == "c":
+            self.switch.set_port_fd(pid, tap.fd)
+        if self._loop is not None:
+            self._loop.add_reader(tap.fd, self._on_tap, pid)
+        return e
+
+    def _detach(self, name: str) -> None:
+        e = self.endpoints.pop(name, None)
+        if e is None:
+            raise EntryNotFound(f"no endpoint {name}")
+        self._ports.pop(e.port_id, None)
+        if self._loop is not None:
+            self._loop.remove_reader(e.tap.fd)
+        try:
+            self.switch.del_port(e.port_id)
+        except EntryNotFound:
+            pass
+        e.tap.close()
+
+    # -- data path ----------------------------------------------------------------------------
+
+    def _on_tap(self, pid: int) -> None:
+        now = time.monotonic()
+        if self.impl == "c":
+            self.switch.rx_tap_burst(pid, self._ports[pid].tap.fd, now)
+            for gone in self.switch.gone_ports():
+                self._port_gone(gone)
+        else:
+            self._py_tap_burst(pid, now)
+        self._publish_events()
+
+    def _on_underlay(self) -> None:
+        now = time.monotonic()
+        if self.impl == "c":
+            self.switch.rx_udp_burst(self.underlay.rx.fileno(), now)
+            for gone in self.switch.gone_ports():
+                self._port_gone(gone)
+        else:
+            self._py_udp_burst(now)
+        self._publish_events()
+
+    def _py_tap_burst(self, pid: int, now: float) -> None:
+        e = self._ports.get(pid)
+        if e is None:
+            return
+        for _ in range(self.config.vtep.burst):
+            try:
+                frame = os.read(e.tap.fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError as err:
+                if err.errno in TAP_GONE_ERRNOS:
+                    self._port_gone(pid)
+                return
+            self._py_execute(self.switch.from_port(pid, frame, now))
+
+    def _py_udp_burst(self, now: float) -> None:
+        rx = self.underlay.rx
+        for _ in range(self.config.vtep.burst):
+            try:
+                data, (src, _sport) = rx.recvfrom(65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                return
+            self._py_execute(self.switch.from_underlay(src, data, now))
+
+    def _py_execute(self, actions: list[tuple[Any, ...]]) -> None:
+        for a in actions:
+            if a[0] == "port":
+                e = self._ports.get(a[1])
+                if e is None:
+                    continue
+                try:
+                    os.write(e.tap.fd, a[2])
+                except OSError:
+                    e.tx_errors += 1
+            else:
+                if not self.underlay.send(a[1], a[2], a[3], self.config.vtep.port):
+                    self.tx_errors += 1
+
+    def _port_gone(self, pid: int) -> None:
+        """The container (its netns) went away with our TAP in it: drop the port, keep going."""
+        e = self._ports.get(pid)
+        if e is None:
+            return
+        log.warning("endpoint %s disappeared; removing its port", e.cfg.name)
+        self._detach(e.cfg.name)
+        self._emit({"kind": "port_gone", "network": e.network.name, "vni": e.network.vni,
+                    "endpoint": e.cfg.name,
+                    "line": f"endpoint {e.cfg.name} gone (network {e.network.name})"})
+
+    def _age(self) -> None:
+        self.switch.age(time.monotonic())
+        self._publish_events()
+        if self._loop is not None and not self._stopped:
+            self._ageing = self._loop.call_later(AGEING_INTERVAL, self._age)
+
+    # -- events -------------------------------------------------------------------------------
+
+    def _location(self, loc: str) -> str:
+        if loc.startswith("port:"):
+            e = self._ports.get(int(loc[5:]))
+            return f"port {e.cfg.name}" if e else loc
+        return f"dst {loc}" if loc else ""
+
+    def event_record(self, ev: tuple[str, int, str, str, str]) -> dict[str, Any]:
+        kind, vni, key, old, new = ev
+        net = self.by_vni.get(vni)
+        name = net.name if net else str(vni)
+        rec: dict[str, Any] = {"kind": kind, "vni": vni, "network": name, "time": time.time()}
+        if kind == "l3miss":
+            rec["ip"] = key
+        else:
+            rec["mac"] = key
+        where = ""
+        if kind == "learned":
+            rec["new"] = self._location(new)
+            where = " " + rec["new"]
+        elif kind == "moved":
+            rec["old"], rec["new"] = self._location(old), self._location(new)
+            where = f" from {rec['old']} to {rec['new']}"
+        elif kind == "aged":
+            rec["old"] = self._location(old)
+            where = " " + rec["old"]
+        rec["line"] = f"{kind} {key} dev {name} vni {vni}{where}"
+        return rec
+
+    def _publish_events(self) -> None:
+        evs = self.switch.events()
+        if not evs:
+            return
+        for ev in evs:
+            rec = self.event_record(ev)
+            log.debug("event: %s", rec["line"])
+            self._emit(rec)
+
+    def _emit(self, rec: dict[str, Any]) -> None:
+        for s in self._subscribers:
+            try:
+                s.queue.put_nowait(rec)
+            except asyncio.QueueFull:
+                s.lost += 1
+
+    async def _events_stream(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        sub = Subscriber(asyncio.Queue(EVENT_QUEUE))
+        self._subscribers.append(sub)
+        count = int(args.get("count") or 0)
+        sent = 0
+        try:
+            while not count or sent < count:
+                rec = await sub.queue.get()
+                if rec.get("end"):
+                    return
+                yield rec
+                sent += 1
+        finally:
+            self._subscribers.remove(sub)
+
+    def streams(self) -> dict[str, Callable[[dict[str, Any]], AsyncIterator[dict[str, Any]]]]:
+        return {"events": self._events_stream}
+
+    # -- control ------------------------------------------------------------------------------
+
+    def _vni(self, args: dict[str, Any]) -> int:
+        vni = args.get("vni")
+        if vni is None:
+            if len(self.by_vni) == 1:
+                return next(iter(self.by_vni))
+            raise InvalidArgument("this VTEP serves several networks: say which with 'vni N' "
+                                  f"(one of {', '.join(str(v) for v in sorted(self.by_vni))})")
+        vni = int(vni)
+        if vni not in self.by_vni:
+            raise InvalidArgument(f"no network with VNI {vni} here "
+                                  f"(serving {', '.join(str(v) for v in sorted(self.by_vni))})")
+        return vni
+
+    def fdb_rows(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        out = []
+        for r in self.switch.fdb_dump():
+            net = self.by_vni.get(r["vni"])
+            row: dict[str, Any] = {"mac": r["mac"], "vni": r["vni"],
+                                   "network": net.name if net else str(r["vni"]),
+                                   "state": r["state"]}
+            if r["port"] is not None:
+                e = self._ports.get(r["port"])
+                row["ifname"] = e.cfg.name if e else f"port{r['port']}"
+            else:
+                row["dst"] = r["dst"]
+            if r["state"] == "learned":
+                row["age"] = round(now - r["updated"], 1)
+            out.append(row)
+        return out
+
+    def neigh_rows(self) -> list[dict[str, Any]]:
+        out = []
+        for r in self.switch.neigh_dump():
+            net = self.by_vni.get(r["vni"])
+            out.append({"ip": r["ip"], "lladdr": r["lladdr"], "vni": r["vni"],
+                        "network": net.name if net else str(r["vni"]), "state": r["state"]})
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        c = self.switch.counters()
+        v = self.config.vtep
+        ports: dict[str, Any] = {}
+        for pid, pc in c["ports"].items():
+            e = self._ports.get(pid)
+            if e is None:
+                continue
+            ports[e.cfg.name] = {"network": e.network.name, "vni": e.network.vni, **pc}
+            if self.impl == "py":
+                ports[e.cfg.name]["tx_errors"] = e.tx_errors
+        underlay = dict(c["underlay"])
+        if self.impl == "py":
+            underlay["tx_errors"] = self.tx_errors
+        return {
+            "vtep": {"name": v.name, "local": str(v.local), "port": v.port,
+                     "fastpath": self.impl,
+                     "flow_src_ports": self.underlay.flow_src_ports},
+            "ports": ports,
+            "underlay": underlay,
+            "drops": c["drops"],
+            "counters": c["counters"],
+        }
+
+    async def handle(self, cmd: str, args: dict[str, Any]) -> Any:
+        now = time.monotonic()
+        sw = self.switch
+        if cmd == "fdb.show":
+            return self.fdb_rows()
+        if cmd in ("fdb.add", "fdb.append", "fdb.replace"):
+            vni = self._vni(args)
+            op = getattr(sw, "fdb_" + cmd.split(".")[1])
+            op(vni, args["mac"], args["dst"], args.get("state", "permanent"), now)
+            return {"ok": True}
+        if cmd == "fdb.del":
+            sw.fdb_del(self._vni(args), args["mac"], args.get("dst"))
+            return {"ok": True}
+        if cmd == "neigh.show":
+            return self.neigh_rows()
+        if cmd in ("neigh.add", "neigh.replace"):
+            op = getattr(sw, "neigh_" + cmd.split(".")[1])
+            op(self._vni(args), args["ip"], args["lladdr"], args.get("state", "permanent"))
+            return {"ok": True}
+        if cmd == "neigh.del":
+            sw.neigh_del(self._vni(args), args["ip"])
+            return {"ok": True}
+        if cmd == "stats":
+            return self.stats()
+        if cmd == "endpoint.add":
+            net = self.networks.get(args.get("network", ""))
+            if net is None:
+                raise InvalidArgument(f"no network {args.get('network')!r} here "
+                                      f"(have: {', '.join(sorted(self.networks))})")
+            try:
+                ep = endpoint_from_args(net.name, args["name"], args["mac"], args["address"],
+                                        args.get("netns"), args.get("ifname"))
+            except ConfigError as e:
+                raise InvalidArgument(e.detail if e.key is None else f"{e.key}: {e.detail}") from None
+            e = await self._attach(ep, net)
+            return {"name": ep.name, "network": net.name, "vni": net.vni, "port": e.port_id}
+        if cmd == "endpoint.del":
+            self._detach(args["name"])
+            return {"ok": True}
+        if cmd == "endpoint.show":
+            return [{"name": n, "network": e.network.name, "vni": e.network.vni,
+                     "mac": e.cfg.mac, "address": str(e.cfg.address), "netns": e.cfg.netns,
+                     "ifname": e.cfg.ifname or n} for n, e in sorted(self.endpoints.items())]
+        raise InvalidArgument(f"unknown command {cmd!r}")
+
+
+async def serve(config: Config) -> int:
+    vtep = Vtep(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    main_pid = os.getpid()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        # Not loop.add_signal_handler: pyroute2 forks netns helpers (TAP set-up) and stops them
+        # with SIGTERM; a fork inherits the loop's signal wakeup fd, so with add_signal_handler
+        # a helper's SIGTERM reads as ours. A plain handler runs in the process that got the
+        # signal, and a fork just leaves.
+        if os.getpid() != main_pid:
+            os._exit(0)
+        log.info("%s: stopping", signal.Signals(signum).name)
+        loop.call_soon_threadsafe(stop.set)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    await vtep.start()
+    try:
+        await stop.wait()
+    finally:
+        await vtep.stop()
+    return 0
+
+
+def run_main(config_path: str) -> int:
+    """``vxdp run CONFIG``: foreground until SIGTERM/SIGINT; exit 0 after a clean teardown."""
+    logging.basicConfig(level=logging.WARNING, format="vxdp: %(message)s", stream=sys.stderr)
+    log.setLevel(os.environ.get("VXDP_LOG", "INFO").upper())
+    try:
+        config = load_config(config_path)
+    except ConfigError as e:
+        print(f"vxdp: {e}", file=sys.stderr)
+        return 2
+    if os.geteuid() != 0:
+        print("vxdp: 'vxdp run' needs root (it creates TAP devices and binds the VXLAN port)",
+              file=sys.stderr)
+        return 1
+    try:
+        import uvloop
+        return uvloop.run(serve(config))
+    except VxdpError as e:
+        print(f"vxdp: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+

@@ -1,0 +1,245 @@
+# Declarations of _fastpath/core.pyx: the C structures of the forwarding core and the Switch
+# class, so that a later Cython module (the VTEP's I/O glue) can `cimport _fastpath.core` and
+# call the burst hooks without a Python call per burst.
+
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+
+from _fastpath.includes.libc_net cimport iovec, mmsghdr, sockaddr_in
+
+cdef enum:
+    # Buffer geometry. A frame sits HEADROOM bytes into its rx slot so that the outer
+    # IPv4 (20) + UDP (8) + VXLAN (8) headers can be written in front of it: a unicast
+    # encapsulation sends the rx slot itself and never copies the inner frame.
+    HEADROOM = 64
+    OUTER_HLEN = 36              # IPv4 + UDP + VXLAN, what encapsulation prepends
+    IPUDP_HLEN = 28              # IPv4 + UDP, what the raw socket needs in front of VXLAN
+    MAX_FRAME = 65535            # largest frame a TAP read or a UDP datagram can carry
+    SLOT_STRIDE = 65664          # HEADROOM + 65536 + 64 spare, a multiple of 64
+    SCRATCH_STRIDE = 64          # per-frame scratch (synthesised ARP reply: 42 bytes)
+    MAX_PORT = 65535             # port ids are small integers 0..MAX_PORT
+    MAX_NETS = 65535             # network slots: the FDB key carries slot+1 in 16 bits
+    N_DROPS = 13                 # len(wire.DROP_REASONS)
+    N_EVC = 7                    # len(wire.EVENT_COUNTERS)
+
+    # FDB entry state (fdb.FDB_STATES order) and flags
+    ST_PERMANENT = 0
+    ST_STATIC = 1
+    ST_LEARNED = 2
+    FL_LIST = 1                  # `remote` is an index into the remote-list pool
+
+cdef enum:  # drop reasons, wire.DROP_REASONS order
+    DR_NOT_ALLOWED = 0
+    DR_SHORT_HEADER = 1
+    DR_BAD_FLAGS = 2
+    DR_UNKNOWN_VNI = 3
+    DR_RESERVED_BITS = 4
+    DR_RUNT = 5
+    DR_OVERSIZE = 6
+    DR_BAD_SRC_MAC = 7
+    DR_BAD_ARP = 8
+    DR_FDB_CONFLICT = 9
+    DR_HAIRPIN = 10
+    DR_REMOTE_DEST = 11
+    DR_UNKNOWN_PORT = 12
+
+cdef enum:  # event counters, wire.EVENT_COUNTERS order
+    EC_PROXY_REPLIES = 0
+    EC_L2MISS = 1
+    EC_L3MISS = 2
+    EC_LEARNED = 3
+    EC_MOVED = 4
+    EC_AGED = 5
+    EC_FDB_FULL = 6
+
+cdef enum:  # event kinds
+    EV_L2MISS = 0
+    EV_L3MISS = 1
+    EV_LEARNED = 2
+    EV_MOVED = 3
+    EV_AGED = 4
+
+cdef enum:  # event location kinds
+    LOC_NONE = 0
+    LOC_PORT = 1
+    LOC_IP = 2
+
+# One FDB entry: 32 bytes, two per cache line. The key packs the network *slot* (+1, so that
+# key 0 marks an empty bucket) in the top 16 bits and the MAC in the low 48: a VNI (24 bits)
+# and a MAC (48) do not fit in 64 bits together, a slot index does.
+ctypedef struct fdb_ent:
+    uint64_t key
+    double updated               # ageing clock (`now` of the last refresh)
+    uint32_t remote              # first remote IPv4, network order; or list index (FL_LIST)
+    int32_t port                 # local port id, -1 = remote entry
+    uint32_t seq                 # creation order: ageing reports in the reference's dict order
+    uint8_t state
+    uint8_t flags
+    uint16_t _pad
+
+ctypedef struct fdb_tab:
+    fdb_ent *slots
+    uint64_t cap                 # power of two
+    uint64_t mask
+    uint32_t shift               # 64 - log2(cap): index = mix64(key) >> shift
+    uint64_t count
+
+# Remote lists of the all-zeros / multicast MACs that have more than one remote (HER lists).
+ctypedef struct rlist:
+    uint32_t n
+    uint32_t cap                 # 0 = free pool slot
+    uint32_t *a                  # network order, append order
+
+# Neighbour entry: 16 bytes. key = (slot+1) << 32 | IPv4 (host order).
+ctypedef struct nb_ent:
+    uint64_t key
+    uint8_t mac[6]
+    uint8_t state
+    uint8_t _pad
+
+ctypedef struct nb_tab:
+    nb_ent *slots
+    uint64_t cap
+    uint64_t mask
+    uint32_t shift
+    uint64_t count
+
+ctypedef struct net_t:
+    uint32_t vni
+    uint8_t used
+    uint8_t proxy
+    uint8_t learning
+    uint8_t limited              # maxaddress set (truthy)
+    int64_t maxlen               # mtu + 14, clamped to int64
+    int64_t maxaddress           # meaningful when limited
+    double ageing
+    uint64_t count               # FDB entries of this network
+    uint64_t ncount              # neighbour entries of this network
+    int32_t *ports               # ascending
+    uint32_t nports
+    uint32_t ports_cap
+    uint8_t hdr[8]               # prebuilt VXLAN header (RFC 7348 §5.1)
+
+ctypedef struct port_t:
+    int32_t net                  # network slot, -1 = not attached
+    int32_t fd                   # TAP fd for burst I/O, -1 = none
+    uint64_t rx_packets
+    uint64_t rx_bytes
+    uint64_t tx_packets
+    uint64_t tx_bytes
+    uint64_t tx_errors           # write() failed (burst I/O only)
+    uint64_t tx_dropped          # write() said EAGAIN (burst I/O only)
+    uint8_t gone                 # fd reported EBADF/EBADFD/EIO/ENODEV; see gone_ports()
+
+# Fixed-size event record, turned into the reference's tuples only in Switch.events().
+ctypedef struct event_t:
+    uint8_t kind
+    uint8_t okind
+    uint8_t nkind
+    uint8_t _pad
+    uint32_t vni
+    uint64_t key                 # MAC (48 bits) or IPv4 (host order)
+    uint32_t oval                # old location: port id or IPv4 (network order)
+    uint32_t nval                # new location
+
+# One output of the core. Port outputs: `data`/`len` is the frame. Underlay outputs: `data`
+# points at the VXLAN header, `len` is the UDP payload length, and the 28-byte IPv4+UDP
+# header is either right in front of `data` (contiguous: the first copy, written into the
+# rx slot's headroom) or in `hdr` (further head-end-replication copies share the payload).
+ctypedef struct txrec:
+    uint8_t *data
+    uint32_t len
+    int32_t port                 # >= 0: local port; -1: underlay
+    uint32_t dst                 # underlay destination, network order
+    uint16_t sport
+    uint8_t inline_hdr           # 1: IPv4+UDP header in `hdr`, 0: at data - 28
+    uint8_t _pad
+    uint8_t hdr[28]
+
+ctypedef struct sw_t:
+    # configuration
+    uint32_t local               # network order
+    uint32_t sport_lo
+    uint64_t sport_span          # hi - lo + 1
+    uint16_t dport               # host order
+    uint8_t strict
+    uint32_t n_allow
+    uint32_t *allow_net          # host order
+    uint32_t *allow_mask
+    # networks, VNI -> slot map (open addressing, rebuilt by the control plane)
+    net_t *nets
+    uint32_t nets_cap
+    uint64_t *vmap               # (vni << 32) | slot; 0 = empty (VNI 0 is never served)
+    uint32_t vmap_mask
+    uint32_t vmap_shift
+    # ports, indexed by port id
+    port_t *ports
+    uint32_t ports_cap
+    # tables
+    fdb_tab fdb
+    nb_tab nb
+    rlist *rl
+    uint32_t rl_cap
+    uint32_t seq
+    # counters (wire.DROP_REASONS / wire.EVENT_COUNTERS order)
+    uint64_t drops[13]
+    uint64_t evc[7]
+    uint64_t ul_rx_packets
+    uint64_t ul_rx_bytes
+    uint64_t ul_tx_packets
+    uint64_t ul_tx_bytes
+    uint64_t ul_tx_errors        # burst I/O only
+    uint64_t ul_tx_dropped       # burst I/O only (EAGAIN / ENOBUFS)
+    uint64_t ul_rx_errors        # burst I/O only
+    # events ring
+    event_t *ev
+    uint32_t ev_cap              # power of two
+    uint32_t ev_head
+    uint32_t ev_count
+    uint64_t ev_lost
+    # burst buffers
+    uint32_t burst
+    uint8_t *rx                  # burst * SLOT_STRIDE
+    uint32_t *rx_len
+    uint32_t *rx_src             # underlay sources, network order
+    uint8_t *scratch             # burst * SCRATCH_STRIDE
+    txrec *out
+    uint32_t n_out
+    uint32_t out_cap
+    # burst I/O
+    int tx_fd                    # raw IPPROTO_RAW socket, -1 = none
+    mmsghdr *rx_msgs             # burst
+    iovec *rx_iov                # burst
+    sockaddr_in *rx_addr         # burst
+    mmsghdr *tx_msgs             # tx_cap
+    iovec *tx_iov                # 2 * tx_cap
+    sockaddr_in *tx_addr         # tx_cap
+    uint32_t tx_cap
+
+
+cdef class Switch:
+    cdef sw_t *s
+    # Python-side mirrors of the reference's attributes (returned as given)
+    cdef object _local
+    cdef object _src_port_range
+    cdef object _strict
+    cdef object _allow
+    cdef dict _networks          # VNI (as given to add_network) -> slot
+    cdef list _pynet             # slot -> (vni, maxaddress) as given, for messages; or None
+    cdef list _pending           # events already converted to tuples (ageing, drained ring)
+    cdef dict _ipcache           # u32 (network order) -> IPv4Address
+    cdef list _gone
+
+    # Burst hooks (the VTEP's I/O glue calls these; rx_tap_burst/rx_udp_burst use them too).
+    # Process rx slots 0..n-1 (lengths in s.rx_len; underlay sources in s.rx_src) and append
+    # output records to s.out; return the number of records now in s.out.
+    cdef uint32_t process_port_burst(self, int32_t port, uint32_t n, double now) noexcept nogil
+    cdef uint32_t process_underlay_burst(self, uint32_t n, double now) noexcept nogil
+    # Write/send every record in s.out (TAP write() per port record, one sendmmsg() batch for
+    # the underlay), count errors, and empty s.out.
+    cdef void transmit(self) noexcept nogil
+
+    cdef object _ip(self, uint32_t addr)
+    cdef int _net(self, object vni) except -1
+    cdef void _drain(self)
+    cdef object _loc(self, uint8_t kind, uint32_t val)
+    cdef list _collect(self, uint32_t n, bint outer)

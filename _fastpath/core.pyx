@@ -1,0 +1,2145 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The forwarding core of ``dataplane/switch.py`` in C structures (DESIGN.md §2, §3).
+
+``Switch`` has exactly the reference's public API and results (actions, events, counters,
+dumps, exceptions and their messages); the differential tests hold the two to ``==``. What is
+different is underneath:
+
+* one open-addressing hash table (linear probing, backward-shift deletion, power-of-two
+  capacity, grown at 70% load) holds the FDB entries of *all* networks, 32 bytes each, keyed
+  on ``(network slot + 1) << 48 | MAC``; the neighbour table is the same scheme keyed on
+  ``(slot + 1) << 32 | IPv4``, 16 bytes an entry;
+* counters are C arrays, events are fixed-size records in a bounded ring, turned into the
+  reference's tuples only when ``events()`` is called;
+* frames live in preallocated rx slots with ``HEADROOM`` bytes in front, so encapsulation
+  (RFC 7348 §5) writes the VXLAN, UDP and IPv4 headers in place and a unicast encapsulation
+  transmits the rx slot itself; head-end replication shares one payload between copies.
+
+The per-frame work (``core_from_port``, ``core_from_underlay``) is C only (``nogil``); the
+single-frame methods ``from_port``/``from_underlay`` copy the frame into rx slot 0, call the
+same function the burst path calls, and convert its output records into tuples. Control-plane
+methods parse their arguments with the reference's own helpers so that errors match.
+"""
+
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+from libc.string cimport memcpy, memset
+from libc.stdlib cimport malloc, calloc, realloc, free, qsort
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+
+from _fastpath.includes.vxbits cimport (
+    vx_likely, vx_unlikely, vx_prefetch, vx_mac48, vx_put_mac48, vx_be32, vx_be16,
+    vx_put_be16, vx_put_be32, vx_mix64, vx_csum_add, vx_csum_fold, vx_native16,
+    vx_flow_hash, vx_now_ns, vx_table_alloc, vx_table_free,
+)
+from _fastpath.includes.libc_net cimport (
+    ssize_t, iovec, msghdr, mmsghdr, sockaddr_in, recvmmsg, sendmmsg, read, write,
+    htonl, htons, ntohl, errno, AF_INET, MSG_DONTWAIT, MSG_TRUNC,
+    EAGAIN, EINTR, EBADF, EBADFD, EIO, ENODEV, ENXIO, ENOBUFS,
+)
+
+import math
+from ipaddress import IPv4Address, IPv4Network
+
+from dataplane.errors import EntryExists, EntryNotFound, InvalidArgument, TableFull
+from dataplane.fdb import _dst, _mac, _state as _fdb_state, FDB_STATES, is_group_mac
+from dataplane.neigh import _ip, _lladdr, _state as _neigh_state, NEIGH_STATES
+from dataplane.wire import (
+    DEFAULT_SRC_PORT_RANGE,
+    DROP_REASONS,
+    EVENT_COUNTERS,
+    VXLAN_PORT,
+    ip4,
+    mac_str,
+    vxlan_header,
+)
+
+MAX_VNI = 0xFFFFFF
+PORT_COUNTERS = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes")
+EVENTS_MAX = 65536
+BURST_MAX = 1024
+
+# The C enums in core.pxd index these tuples; a reordering in wire.py must not go unnoticed.
+if len(DROP_REASONS) != N_DROPS or DROP_REASONS[DR_UNKNOWN_PORT] != "unknown_port" \
+        or DROP_REASONS[DR_NOT_ALLOWED] != "not_allowed" or DROP_REASONS[DR_HAIRPIN] != "hairpin":
+    raise ImportError("_fastpath.core: wire.DROP_REASONS changed; update core.pxd")
+if len(EVENT_COUNTERS) != N_EVC or EVENT_COUNTERS[EC_FDB_FULL] != "fdb_full" \
+        or EVENT_COUNTERS[EC_PROXY_REPLIES] != "proxy_replies":
+    raise ImportError("_fastpath.core: wire.EVENT_COUNTERS changed; update core.pxd")
+if FDB_STATES != ("permanent", "static", "learned") \
+        or NEIGH_STATES != ("permanent", "static", "reachable"):
+    raise ImportError("_fastpath.core: table states changed; update core.pxd")
+
+cdef tuple _EV_KINDS = ("l2miss", "l3miss", "learned", "moved", "aged")
+cdef uint64_t FDB_MIN_CAP = 64
+cdef uint64_t NB_MIN_CAP = 16
+cdef uint64_t MAC_MASK = 0xFFFFFFFFFFFF
+
+# learn() results (fdb.LearnResult)
+cdef enum:
+    LR_NEW = 0
+    LR_REFRESH = 1
+    LR_MOVED = 2
+    LR_CONFLICT = 3
+    LR_FULL = 4
+    LR_KEPT = 5
+
+
+# =============================================================================== hash tables
+
+cdef inline uint64_t fdb_key(uint32_t slot, uint64_t mac) noexcept nogil:
+    return (<uint64_t>(slot + 1) << 48) | mac
+
+
+cdef inline uint64_t nb_key(uint32_t slot, uint32_t ip) noexcept nogil:
+    return (<uint64_t>(slot + 1) << 32) | ip
+
+
+cdef inline uint32_t log2u(uint64_t cap) noexcept nogil:
+    cdef uint32_t k = 0
+    while (<uint64_t>1 << k) < cap:
+        k += 1
+    return k
+
+
+cdef int fdb_alloc(fdb_tab *t, uint64_t cap) noexcept nogil:
+    """Point `t` at a fresh, empty array of `cap` buckets (old array not freed)."""
+    cdef fdb_ent *a = <fdb_ent*>vx_table_alloc(cap * sizeof(fdb_ent))
+    if a == NULL:
+        return -1
+    t.slots = a
+    t.cap = cap
+    t.mask = cap - 1
+    t.shift = 64 - log2u(cap)
+    return 0
+
+
+cdef inline fdb_ent *fdb_find(fdb_tab *t, uint64_t key) noexcept nogil:
+    cdef uint64_t i = vx_mix64(key) >> t.shift
+    cdef fdb_ent *e
+    while True:
+        e = &t.slots[i]
+        if e.key == key:
+            return e
+        if e.key == 0:
+            return NULL
+        i = (i + 1) & t.mask
+
+
+cdef inline fdb_ent *fdb_place(fdb_tab *t, uint64_t key) noexcept nogil:
+    """First free bucket on `key`'s probe sequence (the key must be absent)."""
+    cdef uint64_t i = vx_mix64(key) >> t.shift
+    while t.slots[i].key != 0:
+        i = (i + 1) & t.mask
+    return &t.slots[i]
+
+
+cdef int fdb_resize(fdb_tab *t, uint64_t cap) noexcept nogil:
+    cdef fdb_ent *old = t.slots
+    cdef uint64_t oldcap = t.cap, i
+    cdef fdb_ent *d
+    if fdb_alloc(t, cap) < 0:
+        t.slots = old
+        return -1
+    for i in range(oldcap):
+        if old[i].key != 0:
+            d = fdb_place(t, old[i].key)
+            d[0] = old[i]
+    vx_table_free(old, oldcap * sizeof(fdb_ent))
+    return 0
+
+
+cdef inline uint64_t cap_for(uint64_t n, uint64_t mincap) noexcept nogil:
+    """Smallest power of two >= mincap keeping n entries at most 35% full (room to grow)."""
+    cdef uint64_t cap = mincap
+    while n * 20 > cap * 7:
+        cap <<= 1
+    return cap
+
+
+cdef fdb_ent *fdb_insert(fdb_tab *t, uint64_t key) noexcept nogil:
+    """Add `key` (absent) and return its zeroed entry; NULL when memory ran out. Grows the
+    table at 70% load, so probe sequences stay short whatever the number of entries.
+    Invalidates entry pointers taken before."""
+    cdef fdb_ent *e
+    if (t.count + 1) * 10 > t.cap * 7:
+        if fdb_resize(t, t.cap * 2) < 0:
+            return NULL
+    e = fdb_place(t, key)
+    memset(e, 0, sizeof(fdb_ent))
+    e.key = key
+    t.count += 1
+    return e
+
+
+cdef void fdb_remove(fdb_tab *t, fdb_ent *e) noexcept nogil:
+    """Backward-shift deletion (no tombstones): pull later members of the cluster into the
+    hole when their home bucket allows it, so lookups never probe past dead buckets."""
+    cdef uint64_t i = <uint64_t>(e - t.slots)
+    cdef uint64_t j = i, k
+    while True:
+        j = (j + 1) & t.mask
+        if t.slots[j].key == 0:
+            break
+        k = vx_mix64(t.slots[j].key) >> t.shift
+        if (j > i and (k <= i or k > j)) or (j < i and k <= i and k > j):
+            t.slots[i] = t.slots[j]
+            i = j
+    t.slots[i].key = 0
+    t.count -= 1
+
+
+cdef void fdb_maybe_shrink(fdb_tab *t) noexcept nogil:
+    """After bulk removals (flush, ageing, del_network): give memory back below 1/8 load."""
+    cdef uint64_t cap
+    if t.cap > FDB_MIN_CAP and t.count * 8 < t.cap:
+        cap = cap_for(t.count, FDB_MIN_CAP)
+        if cap < t.cap:
+            fdb_resize(t, cap)
+
+
+cdef int nb_alloc(nb_tab *t, uint64_t cap) noexcept nogil:
+    cdef nb_ent *a = <nb_ent*>vx_table_alloc(cap * sizeof(nb_ent))
+    if a == NULL:
+        return -1
+    t.slots = a
+    t.cap = cap
+    t.mask = cap - 1
+    t.shift = 64 - log2u(cap)
+    return 0
+
+
+cdef inline nb_ent *nb_find(nb_tab *t, uint64_t key) noexcept nogil:
+    cdef uint64_t i = vx_mix64(key) >> t.shift
+    cdef nb_ent *e
+    while True:
+        e = &t.slots[i]
+        if e.key == key:
+            return e
+        if e.key == 0:
+            return NULL
+        i = (i + 1) & t.mask
+
+
+cdef inline nb_ent *nb_place(nb_tab *t, uint64_t key) noexcept nogil:
+    cdef uint64_t i = vx_mix64(key) >> t.shift
+    while t.slots[i].key != 0:
+        i = (i + 1) & t.mask
+    return &t.slots[i]
+
+
+cdef int nb_resize(nb_tab *t, uint64_t cap) noexcept nogil:
+    cdef nb_ent *old = t.slots
+    cdef uint64_t oldcap = t.cap, i
+    cdef nb_ent *d
+    if nb_alloc(t, cap) < 0:
+        t.slots = old
+        return -1
+    for i in range(oldcap):
+        if old[i].key != 0:
+            d = nb_place(t, old[i].key)
+            d[0] = old[i]
+    vx_table_free(old, oldcap * sizeof(nb_ent))
+    return 0
+
+
+cdef nb_ent *nb_insert(nb_tab *t, uint64_t key) noexcept nogil:
+    cdef nb_ent *e
+    if (t.count + 1) * 10 > t.cap * 7:
+        if nb_resize(t, t.cap * 2) < 0:
+            return NULL
+    e = nb_place(t, key)
+    memset(e, 0, sizeof(nb_ent))
+    e.key = key
+    t.count += 1
+    return e
+
+
+cdef void nb_remove(nb_tab *t, nb_ent *e) noexcept nogil:
+    cdef uint64_t i = <uint64_t>(e - t.slots)
+    cdef uint64_t j = i, k
+    while True:
+        j = (j + 1) & t.mask
+        if t.slots[j].key == 0:
+            break
+        k = vx_mix64(t.slots[j].key) >> t.shift
+        if (j > i and (k <= i or k > j)) or (j < i and k <= i and k > j):
+            t.slots[i] = t.slots[j]
+            i = j
+    t.slots[i].key = 0
+    t.count -= 1
+
+
+cdef void nb_maybe_shrink(nb_tab *t) noexcept nogil:
+    cdef uint64_t cap
+    if t.cap > NB_MIN_CAP and t.count * 8 < t.cap:
+        cap = cap_for(t.count, NB_MIN_CAP)
+        if cap < t.cap:
+            nb_resize(t, cap)
+
+
+cdef int cmp_u64(const void *a, const void *b) noexcept nogil:
+    cdef uint64_t x = (<const uint64_t*>a)[0], y = (<const uint64_t*>b)[0]
+    return (x > y) - (x < y)
+
+
+cdef int cmp_pair(const void *a, const void *b) noexcept nogil:
+    """Order of (sort key, payload) pairs by sort key."""
+    cdef uint64_t x = (<const uint64_t*>a)[0], y = (<const uint64_t*>b)[0]
+    return (x > y) - (x < y)
+
+
+# =============================================================================== FDB entries
+
+cdef inline uint32_t ent_nremotes(sw_t *s, fdb_ent *e) noexcept nogil:
+    if e.port >= 0:
+        return 0
+    if e.flags & FL_LIST:
+        return s.rl[e.remote].n
+    return 1
+
+
+cdef inline uint32_t *ent_remotes(sw_t *s, fdb_ent *e) noexcept nogil:
+    if e.flags & FL_LIST:
+        return s.rl[e.remote].a
+    return &e.remote
+
+
+cdef inline uint32_t ent_first_remote(sw_t *s, fdb_ent *e) noexcept nogil:
+    if e.flags & FL_LIST:
+        return s.rl[e.remote].a[0]
+    return e.remote
+
+
+cdef void ent_drop_list(sw_t *s, fdb_ent *e) noexcept nogil:
+    """Give an entry's remote list back to the pool (the entry keeps its first remote)."""
+    cdef rlist *l
+    if e.flags & FL_LIST:
+        l = &s.rl[e.remote]
+        e.remote = l.a[0]
+        free(l.a)
+        l.a = NULL
+        l.n = 0
+        l.cap = 0
+        e.flags &= ~FL_LIST
+
+
+cdef int ent_add_remote(sw_t *s, fdb_ent *e, uint32_t addr) noexcept nogil:
+    """Append a remote (the caller checked it is not listed): a second remote moves the
+    entry's remotes into a pool list. -1 when memory ran out."""
+    cdef uint32_t i, idx, ncap
+    cdef rlist *l
+    cdef rlist *grown
+    cdef uint32_t *a
+    if not (e.flags & FL_LIST):
+        idx = s.rl_cap
+        for i in range(s.rl_cap):
+            if s.rl[i].cap == 0:
+                idx = i
+                break
+        if idx == s.rl_cap:
+            ncap = s.rl_cap * 2 if s.rl_cap else 8
+            grown = <rlist*>realloc(s.rl, ncap * sizeof(rlist))
+            if grown == NULL:
+                return -1
+            memset(grown + s.rl_cap, 0, (ncap - s.rl_cap) * sizeof(rlist))
+            s.rl = grown
+            s.rl_cap = ncap
+        a = <uint32_t*>malloc(4 * sizeof(uint32_t))
+        if a == NULL:
+            return -1
+        l = &s.rl[idx]
+        l.a = a
+        l.cap = 4
+        l.n = 2
+        a[0] = e.remote
+        a[1] = addr
+        e.remote = idx
+        e.flags |= FL_LIST
+        return 0
+    l = &s.rl[e.remote]
+    if l.n == l.cap:
+        a = <uint32_t*>realloc(l.a, l.cap * 2 * sizeof(uint32_t))
+        if a == NULL:
+            return -1
+        l.a = a
+        l.cap *= 2
+    l.a[l.n] = addr
+    l.n += 1
+    return 0
+
+
+cdef int ent_del_remote(sw_t *s, fdb_ent *e, uint32_t addr) noexcept nogil:
+    """Remove one listed remote, keeping the others' order. Returns the number of remotes
+    left, or -1 when `addr` is not listed."""
+    cdef uint32_t i, j
+    cdef rlist *l
+    if e.port >= 0:
+        return -1
+    if not (e.flags & FL_LIST):
+        return 0 if e.remote == addr else -1
+    l = &s.rl[e.remote]
+    for i in range(l.n):
+        if l.a[i] == addr:
+            for j in range(i + 1, l.n):
+                l.a[j - 1] = l.a[j]
+            l.n -= 1
+            if l.n == 1:
+                ent_drop_list(s, e)
+            return <int>l.n if (e.flags & FL_LIST) else 1
+    return -1
+
+
+cdef void renumber(sw_t *s) noexcept nogil:
+    """The 32-bit creation counter wrapped: renumber live entries 1..n in creation order."""
+    cdef fdb_tab *t = &s.fdb
+    cdef uint64_t i, n = 0
+    cdef uint64_t *pairs = <uint64_t*>malloc((t.count + 1) * 2 * sizeof(uint64_t))
+    if pairs == NULL:
+        return
+    for i in range(t.cap):
+        if t.slots[i].key != 0:
+            pairs[2 * n] = t.slots[i].seq
+            pairs[2 * n + 1] = i
+            n += 1
+    qsort(pairs, n, 2 * sizeof(uint64_t), cmp_pair)
+    for i in range(n):
+        t.slots[pairs[2 * i + 1]].seq = <uint32_t>(i + 1)
+    s.seq = <uint32_t>(n + 1)
+    free(pairs)
+
+
+cdef inline uint32_t next_seq(sw_t *s) noexcept nogil:
+    if vx_unlikely(s.seq == 0xFFFFFFFFu):
+        renumber(s)
+    s.seq += 1
+    return s.seq - 1
+
+
+cdef fdb_ent *fdb_new(sw_t *s, uint32_t slot, uint64_t mac, uint8_t state, int32_t port,
+                      uint32_t remote, double now) noexcept nogil:
+    """Create an entry (the caller checked absence and room). NULL when out of memory."""
+    cdef fdb_ent *e = fdb_insert(&s.fdb, fdb_key(slot, mac))
+    if e == NULL:
+        return NULL
+    e.state = state
+    e.port = port
+    e.remote = remote if port < 0 else 0
+    e.updated = now
+    e.seq = next_seq(s)
+    s.nets[slot].count += 1
+    return e
+
+
+cdef void fdb_delete(sw_t *s, fdb_ent *e) noexcept nogil:
+    cdef uint32_t slot = <uint32_t>(e.key >> 48) - 1
+    ent_drop_list(s, e)
+    s.nets[slot].count -= 1
+    fdb_remove(&s.fdb, e)
+
+
+cdef uint64_t *fdb_keys(sw_t *s, int64_t slot, uint64_t *n) noexcept nogil:
+    """Keys of the entries of network `slot` (all networks when -1), unsorted; malloc'd."""
+    cdef fdb_tab *t = &s.fdb
+    cdef uint64_t i, k = 0, key
+    cdef uint64_t *out = <uint64_t*>malloc((t.count + 1) * sizeof(uint64_t))
+    if out == NULL:
+        n[0] = 0
+        return NULL
+    for i in range(t.cap):
+        key = t.slots[i].key
+        if key != 0 and (slot < 0 or (key >> 48) == <uint64_t>(slot + 1)):
+            out[k] = key
+            k += 1
+    n[0] = k
+    return out
+
+
+# =============================================================================== events, outputs
+
+cdef inline void ev_push(sw_t *s, uint8_t kind, uint32_t vni, uint64_t key, uint8_t okind,
+                         uint32_t oval, uint8_t nkind, uint32_t nval) noexcept nogil:
+    """Record an event; a full ring loses it (counted in events_lost), never blocks."""
+    cdef event_t *ev
+    if vx_unlikely(s.ev_count == s.ev_cap):
+        s.ev_lost += 1
+        return
+    ev = &s.ev[(s.ev_head + s.ev_count) & (s.ev_cap - 1)]
+    ev.kind = kind
+    ev.okind = okind
+    ev.nkind = nkind
+    ev.vni = vni
+    ev.key = key
+    ev.oval = oval
+    ev.nval = nval
+    s.ev_count += 1
+
+
+cdef inline txrec *out_push(sw_t *s) noexcept nogil:
+    cdef txrec *grown
+    cdef uint32_t ncap
+    if vx_unlikely(s.n_out == s.out_cap):
+        ncap = s.out_cap * 2
+        grown = <txrec*>realloc(s.out, ncap * sizeof(txrec))
+        if grown == NULL:
+            return NULL
+        s.out = grown
+        s.out_cap = ncap
+    s.n_out += 1
+    return &s.out[s.n_out - 1]
+
+
+cdef inline void emit_port(sw_t *s, int32_t p, uint8_t *data, uint32_t n) noexcept nogil:
+    """Switch._to_port: one frame to a local port (shared buffer, no copy)."""
+    cdef txrec *r = out_push(s)
+    cdef port_t *pt
+    if r == NULL:
+        return
+    r.data = data
+    r.len = n
+    r.port = p
+    pt = &s.ports[p]
+    pt.tx_packets += 1
+    pt.tx_bytes += n
+
+
+cdef inline void build_ipudp(uint8_t *h, uint32_t src, uint32_t dst, uint16_t sport,
+                             uint16_t dport, uint32_t plen, uint64_t psum) noexcept nogil:
+    """IPv4 + UDP headers in front of a `plen`-byte UDP payload whose ones' complement sum is
+    `psum`: byte for byte wire.outer_datagram() (ID 0, DF clear, TTL 64, UDP checksum over
+    the RFC 768 pseudo-header, a computed 0 sent as 0xFFFF)."""
+    cdef uint32_t ulen = plen + 8
+    cdef uint16_t c
+    cdef uint64_t acc
+    h[0] = 0x45
+    h[1] = 0
+    vx_put_be16(h + 2, ulen + 20)
+    h[4] = 0
+    h[5] = 0
+    h[6] = 0
+    h[7] = 0
+    h[8] = 64
+    h[9] = 17
+    h[10] = 0
+    h[11] = 0
+    memcpy(h + 12, &src, 4)
+    memcpy(h + 16, &dst, 4)
+    c = <uint16_t>(~vx_csum_fold(vx_csum_add(0, h, 20)))
+    memcpy(h + 10, &c, 2)
+    vx_put_be16(h + 20, sport)
+    vx_put_be16(h + 22, dport)
+    vx_put_be16(h + 24, ulen)
+    h[26] = 0
+    h[27] = 0
+    # pseudo-header: src, dst, zero, protocol, UDP length; then the UDP header and payload
+    acc = psum + vx_csum_add(0, h + 12, 8) + vx_native16(0, 17) + vx_native16(h[24], h[25])
+    acc = vx_csum_add(acc, h + 20, 8)
+    c = <uint16_t>(~vx_csum_fold(acc))
+    if c == 0:
+        c = 0xFFFF
+    memcpy(h + 26, &c, 2)
+
+
+cdef inline uint16_t flow_sport(sw_t *s, const uint8_t *f, uint32_t n) noexcept nogil:
+    """wire.src_port: multiply-shift of the flow hash into [lo, hi] (udp_flow_src_port)."""
+    return <uint16_t>(s.sport_lo + ((<uint64_t>vx_flow_hash(f, n) * s.sport_span) >> 32))
+
+
+cdef void encap(sw_t *s, net_t *net, fdb_ent *e, uint8_t *f, uint32_t n) noexcept nogil:
+    """The vxlan port's transmit (vxlan_xmit → vxlan_xmit_one, per remote): VXLAN header
+    (RFC 7348 §5.1) written in the headroom in front of the frame, one UDP checksum sum over
+    the payload shared by every copy, IPv4+UDP headers per destination. The first copy's
+    headers go into the headroom too (contiguous datagram = the rx slot), later copies carry
+    theirs in the output record and share the payload."""
+    cdef uint8_t *payload = f - 8
+    cdef uint32_t plen = n + 8
+    cdef uint32_t cnt = ent_nremotes(s, e), i
+    cdef uint32_t *rem = ent_remotes(s, e)
+    cdef uint64_t psum
+    cdef uint16_t sport
+    cdef txrec *r
+    memcpy(payload, net.hdr, 8)
+    psum = vx_csum_add(0, payload, plen)
+    sport = flow_sport(s, f, n)
+    for i in range(cnt):
+        r = out_push(s)
+        if r == NULL:
+            return
+        r.data = payload
+        r.len = plen
+        r.port = -1
+        r.dst = rem[i]
+        r.sport = sport
+        if i == 0:
+            r.inline_hdr = 0
+            build_ipudp(payload - IPUDP_HLEN, s.local, rem[i], sport, s.dport, plen, psum)
+        else:
+            r.inline_hdr = 1
+            build_ipudp(r.hdr, s.local, rem[i], sport, s.dport, plen, psum)
+        s.ul_tx_packets += 1
+        s.ul_tx_bytes += plen
+
+
+# =============================================================================== forwarding
+
+cdef inline bint arp_ok(const uint8_t *f, uint32_t n) noexcept nogil:
+    """wire.parse_arp: long enough, Ethernet(1)/IPv4(0x0800), hlen 6, plen 4."""
+    return (n >= 42 and f[14] == 0 and f[15] == 1 and f[16] == 0x08 and f[17] == 0
+            and f[18] == 6 and f[19] == 4)
+
+
+cdef int learn(sw_t *s, uint32_t slot, uint64_t mac, double now, int32_t port,
+               uint32_t dst) noexcept nogil:
+    """Fdb.learn + Switch._note_learning (br_fdb_update for ports, vxlan_snoop for the
+    underlay): `port` >= 0 learns a local port, else the remote `dst` (network order)."""
+    cdef net_t *net = &s.nets[slot]
+    cdef fdb_ent *e = fdb_find(&s.fdb, fdb_key(slot, mac))
+    cdef bint same
+    cdef uint8_t okind, nkind
+    cdef uint32_t oval, nval
+    nkind = LOC_PORT if port >= 0 else LOC_IP
+    nval = <uint32_t>port if port >= 0 else dst
+    if e == NULL:
+        if net.limited and <int64_t>net.count >= net.maxaddress:
+            s.evc[EC_FDB_FULL] += 1
+            return LR_FULL
+        if fdb_new(s, slot, mac, ST_LEARNED, port, dst, now) == NULL:
+            s.evc[EC_FDB_FULL] += 1          # out of memory: refuse like a full table
+            return LR_FULL
+        s.evc[EC_LEARNED] += 1
+        ev_push(s, EV_LEARNED, net.vni, mac, LOC_NONE, 0, nkind, nval)
+        return LR_NEW
+    if port >= 0:
+        same = e.port == port
+    else:
+        same = e.port < 0 and ent_first_remote(s, e) == dst
+    if same:
+        if e.state == ST_LEARNED:
+            e.updated = now
+        return LR_REFRESH
+    if e.state != ST_LEARNED:
+        # kernel: a permanent/static entry never migrates (vxlan_snoop drops the packet;
+        # the bridge forwards but keeps its entry)
+        return LR_KEPT if port >= 0 else LR_CONFLICT
+    if e.port >= 0:
+        okind = LOC_PORT
+        oval = <uint32_t>e.port
+    else:
+        okind = LOC_IP
+        oval = ent_first_remote(s, e)
+    ent_drop_list(s, e)
+    e.port = port
+    e.remote = dst if port < 0 else 0
+    e.updated = now
+    s.evc[EC_MOVED] += 1
+    ev_push(s, EV_MOVED, net.vni, mac, okind, oval, nkind, nval)
+    return LR_MOVED
+
+
+cdef void arp_reduce(sw_t *s, uint32_t slot, net_t *net, int32_t port, const uint8_t *f,
+                     uint8_t *scratch) noexcept nogil:
+    """The kernel's arp_reduce (vxlan `proxy`): answer an ARP request from the neighbour
+    table with arp_create(ARPOP_REPLY, ...) and never tunnel it (wire.arp_reply layout)."""
+    cdef uint32_t tip = vx_be32(f + 38)
+    cdef nb_ent *nb
+    cdef fdb_ent *fe
+    if (tip >> 24) == 127 or (tip >> 28) == 14:
+        return                  # loopback or multicast target: consumed without a word
+    nb = nb_find(&s.nb, nb_key(slot, tip))
+    if nb == NULL:
+        s.evc[EC_L3MISS] += 1
+        ev_push(s, EV_L3MISS, net.vni, tip, LOC_NONE, 0, LOC_NONE, 0)
+        return
+    fe = fdb_find(&s.fdb, fdb_key(slot, vx_mac48(nb.mac)))
+    if fe != NULL and fe.port >= 0:
+        return                  # bridge-local neighbour: the endpoint itself answers
+    s.evc[EC_PROXY_REPLIES] += 1
+    # Ethernet: to the requester (ARP sha), from the answered MAC, type ARP
+    memcpy(scratch, f + 22, 6)
+    memcpy(scratch + 6, nb.mac, 6)
+    scratch[12] = 0x08
+    scratch[13] = 0x06
+    # htype 1, ptype IPv4, hlen 6, plen 4, op reply
+    scratch[14] = 0
+    scratch[15] = 1
+    scratch[16] = 0x08
+    scratch[17] = 0
+    scratch[18] = 6
+    scratch[19] = 4
+    scratch[20] = 0
+    scratch[21] = 2
+    memcpy(scratch + 22, nb.mac, 6)       # sha = answer
+    memcpy(scratch + 28, f + 38, 4)       # spa = requested IP
+    memcpy(scratch + 32, f + 22, 6)       # tha = requester
+    memcpy(scratch + 38, f + 28, 4)       # tpa = requester's IP
+    emit_port(s, port, scratch, 42)
+
+
+cdef void core_from_port(sw_t *s, int32_t port, uint8_t *f, uint32_t n, double now,
+                         uint8_t *scratch) noexcept nogil:
+    """Switch.from_port in C. `f` must have OUTER_HLEN writable bytes in front of it and
+    `scratch` 42 bytes for an ARP reply; outputs are appended to s.out."""
+    cdef port_t *pt
+    cdef uint32_t slot, i
+    cdef net_t *net
+    cdef uint64_t dst, src
+    cdef bint mcast, is_arp, flood
+    cdef fdb_ent *e
+    cdef int32_t p
+    if port < 0 or <uint32_t>port >= s.ports_cap or s.ports[port].net < 0:
+        s.drops[DR_UNKNOWN_PORT] += 1
+        return
+    pt = &s.ports[port]
+    slot = <uint32_t>pt.net
+    net = &s.nets[slot]
+    pt.rx_packets += 1
+    pt.rx_bytes += n
+    if n < 14:
+        s.drops[DR_RUNT] += 1
+        return
+    if <int64_t>n > net.maxlen:
+        s.drops[DR_OVERSIZE] += 1
+        return
+    src = vx_mac48(f + 6)
+    if (f[6] & 1) or src == 0:          # is_valid_ether_addr
+        s.drops[DR_BAD_SRC_MAC] += 1
+        return
+    is_arp = f[12] == 0x08 and f[13] == 0x06
+    if is_arp and not arp_ok(f, n):
+        s.drops[DR_BAD_ARP] += 1
+        return
+
+    # Bridge learning: source MAC -> ingress port (br_fdb_update).
+    learn(s, slot, src, now, port, 0)
+
+    # Bridge part: which local ports, and does the frame reach the "vxlan port"?
+    dst = vx_mac48(f)
+    mcast = f[0] & 1
+    e = fdb_find(&s.fdb, fdb_key(slot, dst))
+    flood = True
+    if not mcast and e != NULL:
+        if e.port >= 0:
+            if e.port == port:
+                s.drops[DR_HAIRPIN] += 1
+                return
+            emit_port(s, e.port, f, n)
+            return
+        flood = False                   # known remote: straight to the vxlan port
+    if flood:
+        for i in range(net.nports):
+            p = net.ports[i]
+            if p != port:
+                emit_port(s, p, f, n)
+
+    # The "vxlan port" (vxlan_xmit).
+    if net.proxy and is_arp and f[20] == 0 and f[21] == 1:
+        arp_reduce(s, slot, net, port, f, scratch)
+        return
+    if e == NULL or e.port >= 0:
+        e = fdb_find(&s.fdb, fdb_key(slot, 0))   # all-zeros entry: the flood list
+    if e == NULL:
+        if not mcast:
+            s.evc[EC_L2MISS] += 1
+            ev_push(s, EV_L2MISS, net.vni, dst, LOC_NONE, 0, LOC_NONE, 0)
+        return
+    encap(s, net, e, f, n)
+
+
+cdef inline bint allowed(sw_t *s, uint32_t src) noexcept nogil:
+    cdef uint32_t h = ntohl(src), i
+    for i in range(s.n_allow):
+        if (h & s.allow_mask[i]) == s.allow_net[i]:
+            return True
+    return False
+
+
+cdef inline int32_t vmap_find(sw_t *s, uint32_t vni) noexcept nogil:
+    cdef uint32_t i
+    cdef uint64_t v
+    if vni == 0:
+        return -1
+    i = (vni * <uint32_t>0x9E3779B1) >> s.vmap_shift
+    while True:
+        v = s.vmap[i]
+        if v == 0:
+            return -1
+        if (v >> 32) == vni:
+            return <int32_t>(v & 0xFFFFFFFFu)
+        i = (i + 1) & s.vmap_mask
+
+
+cdef void core_from_underlay(sw_t *s, uint32_t src, uint8_t *d, uint32_t n,
+                             double now) noexcept nogil:
+    """Switch.from_underlay in C: `d` is the UDP payload (VXLAN header + frame) received
+    from `src` (network order); outputs are appended to s.out. Checks in vxlan_rcv's order
+    (RFC 7348 §5.1, §4.1: decapsulate, learn, deliver; never back to the underlay)."""
+    cdef int32_t sl
+    cdef uint32_t slot, i, fl
+    cdef net_t *net
+    cdef uint8_t *f
+    cdef uint64_t dst, smac
+    cdef fdb_ent *e
+    s.ul_rx_packets += 1
+    s.ul_rx_bytes += n
+    if s.n_allow and not allowed(s, src):
+        s.drops[DR_NOT_ALLOWED] += 1
+        return
+    if n < 8:
+        s.drops[DR_SHORT_HEADER] += 1
+        return
+    if not (d[0] & 0x08):
+        s.drops[DR_BAD_FLAGS] += 1
+        return
+    sl = vmap_find(s, (<uint32_t>d[4] << 16) | (<uint32_t>d[5] << 8) | d[6])
+    if sl < 0:
+        s.drops[DR_UNKNOWN_VNI] += 1
+        return
+    if s.strict and ((d[0] & ~0x08) | d[1] | d[2] | d[3] | d[7]):
+        s.drops[DR_RESERVED_BITS] += 1
+        return
+    slot = <uint32_t>sl
+    net = &s.nets[slot]
+    f = d + 8
+    fl = n - 8
+    if fl < 14:
+        s.drops[DR_RUNT] += 1
+        return
+    if <int64_t>fl > net.maxlen:
+        s.drops[DR_OVERSIZE] += 1
+        return
+    smac = vx_mac48(f + 6)
+    if (f[6] & 1) or smac == 0:
+        s.drops[DR_BAD_SRC_MAC] += 1
+        return
+    if f[12] == 0x08 and f[13] == 0x06 and not arp_ok(f, fl):
+        s.drops[DR_BAD_ARP] += 1
+        return
+    if net.learning:
+        if learn(s, slot, smac, now, -1, src) == LR_CONFLICT:
+            s.drops[DR_FDB_CONFLICT] += 1
+            return
+    if not (f[0] & 1):
+        dst = vx_mac48(f)
+        e = fdb_find(&s.fdb, fdb_key(slot, dst))
+        if e != NULL:
+            if e.port >= 0:
+                emit_port(s, e.port, f, fl)
+                return
+            s.drops[DR_REMOTE_DEST] += 1    # split horizon: never back to the underlay
+            return
+    for i in range(net.nports):
+        emit_port(s, net.ports[i], f, fl)
+
+
+# =============================================================================== helpers
+
+cdef inline str mac48_str(uint64_t m):
+    return "%02x:%02x:%02x:%02x:%02x:%02x" % (
+        (m >> 40) & 0xFF, (m >> 32) & 0xFF, (m >> 24) & 0xFF,
+        (m >> 16) & 0xFF, (m >> 8) & 0xFF, m & 0xFF)
+
+
+cdef inline uint64_t mac_bytes48(bytes m):
+    cdef const unsigned char *p = m
+    return vx_mac48(p)
+
+
+cdef int64_t clamp64(object x) except? -1:
+    if x > 4611686018427387904:
+        return 4611686018427387904
+    if x < -4611686018427387904:
+        return -4611686018427387904
+    return int(x)
+
+
+cdef uint32_t u32_addr(object addr) except? 0:
+    """IPv4Address -> network-order u32."""
+    return htonl(<uint32_t>int(addr))
+
+
+cdef bint port_id(object port, int32_t *out):
+    """A port argument as a C port id when it can name one (an int 0..MAX_PORT)."""
+    if isinstance(port, int) and 0 <= port <= MAX_PORT:
+        out[0] = <int32_t>port
+        return True
+    return False
+
+
+def flow_hash(frame) -> int:
+    """wire.flow_hash computed by the C code the fast path uses (for tests)."""
+    cdef bytes b = bytes(frame)
+    cdef const unsigned char *p = b
+    return vx_flow_hash(p, len(b))
+
+
+# =============================================================================== Switch
+
+cdef class Switch:
+    """The forwarding core in C structures; the API and results of dataplane.switch.Switch.
+
+    Extra keyword arguments: ``burst`` (rx/tx slots, default 64), ``dstport`` (outer UDP
+    destination, default 4789), ``events_max`` (event ring bound, default 65536; events past
+    it are counted in ``events_lost``). Not thread-safe; one per VTEP.
+    """
+
+    def __cinit__(self, *args, **kwargs):
+        self.s = <sw_t*>calloc(1, sizeof(sw_t))
+        if self.s == NULL:
+            raise MemoryError()
+        self.s.tx_fd = -1
+        self._networks = {}
+        self._pynet = []
+        self._pending = []
+        self._ipcache = {}
+        self._gone = []
+
+    def __init__(self, local, *, src_port_range=DEFAULT_SRC_PORT_RANGE, strict=True,
+                 allow=(), burst=64, dstport=VXLAN_PORT, events_max=EVENTS_MAX):
+        cdef sw_t *s = self.s
+        cdef uint32_t i, cap
+        self.local = ip4(local)
+        lo, hi = src_port_range
+        if not 1 <= lo <= hi <= 65535:
+            raise InvalidArgument(f"source port range {lo}-{hi} is not within 1-65535")
+        self.src_port_range = (lo, hi)
+        self.strict = strict
+        self.allow = tuple(IPv4Network(a) for a in allow)
+        if not 1 <= burst <= BURST_MAX:
+            raise InvalidArgument(f"burst {burst} is not within 1-{BURST_MAX}")
+        if not 1 <= dstport <= 65535:
+            raise InvalidArgument(f"destination port {dstport} is not within 1-65535")
+        if not 1 <= events_max <= 1 << 24:
+            raise InvalidArgument(f"events_max {events_max} is not within 1-{1 << 24}")
+        if s.rx != NULL:
+            raise RuntimeError("Switch.__init__ called twice")
+        s.dport = <uint16_t>dstport
+        s.burst = <uint32_t>burst
+        cap = 1
+        while cap < <uint32_t>events_max:
+            cap <<= 1
+        s.ev_cap = cap
+        s.ev = <event_t*>malloc(cap * sizeof(event_t))
+        # rx slots: pages are only touched as far as frames reach (huge pages from 2 MiB)
+        s.rx = <uint8_t*>vx_table_alloc(<size_t>s.burst * SLOT_STRIDE)
+        s.rx_len = <uint32_t*>calloc(s.burst, sizeof(uint32_t))
+        s.rx_src = <uint32_t*>calloc(s.burst, sizeof(uint32_t))
+        s.scratch = <uint8_t*>calloc(s.burst, SCRATCH_STRIDE)
+        s.out_cap = 4 * s.burst
+        s.out = <txrec*>malloc(s.out_cap * sizeof(txrec))
+        s.rx_msgs = <mmsghdr*>calloc(s.burst, sizeof(mmsghdr))
+        s.rx_iov = <iovec*>calloc(s.burst, sizeof(iovec))
+        s.rx_addr = <sockaddr_in*>calloc(s.burst, sizeof(sockaddr_in))
+        s.nets_cap = 8
+        s.nets = <net_t*>calloc(s.nets_cap, sizeof(net_t))
+        s.ports_cap = 64
+        s.ports = <port_t*>calloc(s.ports_cap, sizeof(port_t))
+        if (s.ev == NULL or s.rx == NULL or s.rx_len == NULL or s.rx_src == NULL
+                or s.scratch == NULL or s.out == NULL or s.rx_msgs == NULL
+                or s.rx_iov == NULL or s.rx_addr == NULL or s.nets == NULL
+                or s.ports == NULL):
+            raise MemoryError()
+        for i in range(s.ports_cap):
+            s.ports[i].net = -1
+            s.ports[i].fd = -1
+        if fdb_alloc(&s.fdb, FDB_MIN_CAP) < 0 or nb_alloc(&s.nb, NB_MIN_CAP) < 0:
+            raise MemoryError()
+        s.seq = 1
+        self._rebuild_vmap()
+
+    def __dealloc__(self):
+        cdef sw_t *s = self.s
+        cdef uint32_t i
+        if s == NULL:
+            return
+        if s.nets != NULL:
+            for i in range(s.nets_cap):
+                free(s.nets[i].ports)
+        if s.rl != NULL:
+            for i in range(s.rl_cap):
+                free(s.rl[i].a)
+        free(s.rl)
+        free(s.nets)
+        free(s.vmap)
+        free(s.ports)
+        vx_table_free(s.fdb.slots, s.fdb.cap * sizeof(fdb_ent))
+        vx_table_free(s.nb.slots, s.nb.cap * sizeof(nb_ent))
+        free(s.allow_net)
+        free(s.allow_mask)
+        free(s.ev)
+        vx_table_free(s.rx, <size_t>s.burst * SLOT_STRIDE)
+        free(s.rx_len)
+        free(s.rx_src)
+        free(s.scratch)
+        free(s.out)
+        free(s.rx_msgs)
+        free(s.rx_iov)
+        free(s.rx_addr)
+        free(s.tx_msgs)
+        free(s.tx_iov)
+        free(s.tx_addr)
+        free(s)
+        self.s = NULL
+
+    # -- attributes (plain attributes in the reference: kept as given, mirrored into C) ----
+
+    @property
+    def local(self):
+        return self._local
+
+    @local.setter
+    def local(self, value):
+        self.s.local = u32_addr(ip4(value))
+        self._local = value
+
+    @property
+    def src_port_range(self):
+        return self._src_port_range
+
+    @src_port_range.setter
+    def src_port_range(self, value):
+        lo, hi = value
+        if not 1 <= lo <= hi <= 65535:
+            raise InvalidArgument(f"source port range {lo}-{hi} is not within 1-65535")
+        self.s.sport_lo = <uint32_t>lo
+        self.s.sport_span = <uint64_t>(hi - lo + 1)
+        self._src_port_range = value
+
+    @property
+    def strict(self):
+        return self._strict
+
+    @strict.setter
+    def strict(self, value):
+        self.s.strict = 1 if value else 0
+        self._strict = value
+
+    @property
+    def allow(self):
+        return self._allow
+
+    @allow.setter
+    def allow(self, value):
+        cdef sw_t *s = self.s
+        cdef uint32_t i, n
+        nets = [IPv4Network(a) for a in value]
+        n = len(nets)
+        free(s.allow_net)
+        free(s.allow_mask)
+        s.allow_net = <uint32_t*>malloc((n + 1) * sizeof(uint32_t))
+        s.allow_mask = <uint32_t*>malloc((n + 1) * sizeof(uint32_t))
+        s.n_allow = 0
+        if s.allow_net == NULL or s.allow_mask == NULL:
+            raise MemoryError()
+        for i in range(n):
+            s.allow_net[i] = <uint32_t>int(nets[i].network_address)
+            s.allow_mask[i] = <uint32_t>int(nets[i].netmask)
+        s.n_allow = n
+        self._allow = value
+
+    @property
+    def burst(self) -> int:
+        return self.s.burst
+
+    @property
+    def dstport(self) -> int:
+        return self.s.dport
+
+    @property
+    def events_lost(self) -> int:
+        """Events dropped because the ring (``events_max``) was full when they happened."""
+        return self.s.ev_lost
+
+    # -- configuration ------------------------------------------------------------------------
+
+    def _rebuild_vmap(self):
+        cdef sw_t *s = self.s
+        cdef uint32_t cap = 16, bits, i, k, n = 0
+        cdef uint64_t *m
+        for i in range(s.nets_cap):
+            if s.nets[i].used:
+                n += 1
+        while cap < 2 * n:
+            cap <<= 1
+        bits = log2u(cap)
+        m = <uint64_t*>calloc(cap, sizeof(uint64_t))
+        if m == NULL:
+            raise MemoryError()
+        for i in range(s.nets_cap):
+            if s.nets[i].used:
+                k = (s.nets[i].vni * <uint32_t>0x9E3779B1) >> (32 - bits)
+                while m[k] != 0:
+                    k = (k + 1) & (cap - 1)
+                m[k] = (<uint64_t>s.nets[i].vni << 32) | i
+        free(s.vmap)
+        s.vmap = m
+        s.vmap_mask = cap - 1
+        s.vmap_shift = 32 - bits
+
+    def add_network(self, vni, *, mtu=1450, proxy=True, learning=False, ageing=300.0,
+                    maxaddress=0):
+        cdef sw_t *s = self.s
+        cdef uint32_t slot, i, ncap
+        cdef net_t *grown
+        cdef net_t *net
+        cdef bytes hdr
+        if not 0 < vni <= MAX_VNI:
+            raise InvalidArgument(f"VNI {vni} is not within 1-{MAX_VNI}")
+        if vni in self._networks:
+            raise InvalidArgument(f"VNI {vni} is already served")
+        hdr = vxlan_header(vni)
+        maxlen = clamp64(math.floor(mtu + 14))
+        limited = bool(maxaddress)
+        maxaddr = clamp64(math.ceil(maxaddress)) if limited else 0
+        age_s = float(ageing)
+        slot = s.nets_cap
+        for i in range(s.nets_cap):
+            if not s.nets[i].used:
+                slot = i
+                break
+        if slot == s.nets_cap:
+            if s.nets_cap >= MAX_NETS:
+                raise InvalidArgument(f"too many networks (at most {MAX_NETS})")
+            ncap = min(s.nets_cap * 2, <uint32_t>MAX_NETS)
+            grown = <net_t*>realloc(s.nets, ncap * sizeof(net_t))
+            if grown == NULL:
+                raise MemoryError()
+            memset(grown + s.nets_cap, 0, (ncap - s.nets_cap) * sizeof(net_t))
+            s.nets = grown
+            s.nets_cap = ncap
+        net = &s.nets[slot]
+        memset(net, 0, sizeof(net_t))
+        net.vni = <uint32_t>int(vni)
+        net.maxlen = maxlen
+        net.proxy = 1 if proxy else 0
+        net.learning = 1 if learning else 0
+        net.limited = 1 if limited else 0
+        net.maxaddress = maxaddr
+        net.ageing = age_s
+        memcpy(net.hdr, <const unsigned char*>hdr, 8)
+        net.used = 1
+        while len(self._pynet) <= slot:
+            self._pynet.append(None)
+        self._pynet[slot] = (vni, maxaddress)
+        self._networks[vni] = slot
+        self._rebuild_vmap()
+
+    def del_network(self, vni):
+        cdef sw_t *s = self.s
+        cdef uint32_t slot = self._net(vni)
+        cdef net_t *net = &s.nets[slot]
+        cdef uint64_t i, n
+        cdef uint64_t *keys
+        cdef fdb_ent *e
+        cdef nb_ent *ne
+        for p in [net.ports[i] for i in range(net.nports)]:
+            self.del_port(p)
+        net = &s.nets[slot]
+        keys = fdb_keys(s, slot, &n)
+        if keys == NULL:
+            raise MemoryError()
+        for i in range(n):
+            e = fdb_find(&s.fdb, keys[i])
+            if e != NULL:
+                fdb_delete(s, e)
+        free(keys)
+        fdb_maybe_shrink(&s.fdb)
+        self._nb_purge(slot)
+        free(net.ports)
+        memset(net, 0, sizeof(net_t))
+        del self._networks[vni]
+        self._pynet[slot] = None
+        self._rebuild_vmap()
+
+    def _nb_purge(self, uint32_t slot):
+        cdef sw_t *s = self.s
+        cdef uint64_t i, n = 0
+        cdef uint64_t *keys = <uint64_t*>malloc((s.nb.count + 1) * sizeof(uint64_t))
+        cdef nb_ent *ne
+        if keys == NULL:
+            raise MemoryError()
+        for i in range(s.nb.cap):
+            if s.nb.slots[i].key != 0 and (s.nb.slots[i].key >> 32) == slot + 1:
+                keys[n] = s.nb.slots[i].key
+                n += 1
+        for i in range(n):
+            ne = nb_find(&s.nb, keys[i])
+            if ne != NULL:
+                nb_remove(&s.nb, ne)
+        free(keys)
+        s.nets[slot].ncount = 0
+        nb_maybe_shrink(&s.nb)
+        return n
+
+    def add_port(self, port, vni, mac=None, now=0.0):
+        """Attach local port ``port`` to network ``vni``; with ``mac``, a permanent FDB entry
+        for the endpoint (what the bridge keeps for a port it knows the address of)."""
+        cdef sw_t *s = self.s
+        cdef uint32_t slot = self._net(vni)
+        cdef int32_t p
+        cdef uint32_t i, ncap
+        cdef port_t *grown
+        cdef net_t *net
+        cdef int32_t *pl
+        # Port ids index C arrays: the reference accepts any int >= 0, vxdp 0..MAX_PORT.
+        if port < 0 or port > MAX_PORT or (port < s.ports_cap and s.ports[port].net >= 0):
+            raise InvalidArgument(f"port {port} is already attached or invalid")
+        p = <int32_t>port
+        if mac is not None:
+            self._fdb_add(slot, mac, None, port, "permanent", now)
+        if <uint32_t>p >= s.ports_cap:
+            ncap = s.ports_cap
+            while ncap <= <uint32_t>p:
+                ncap *= 2
+            grown = <port_t*>realloc(s.ports, ncap * sizeof(port_t))
+            if grown == NULL:
+                raise MemoryError()
+            memset(grown + s.ports_cap, 0, (ncap - s.ports_cap) * sizeof(port_t))
+            for i in range(s.ports_cap, ncap):
+                grown[i].net = -1
+                grown[i].fd = -1
+            s.ports = grown
+            s.ports_cap = ncap
+        net = &s.nets[slot]
+        if net.nports == net.ports_cap:
+            ncap = net.ports_cap * 2 if net.ports_cap else 8
+            pl = <int32_t*>realloc(net.ports, ncap * sizeof(int32_t))
+            if pl == NULL:
+                raise MemoryError()
+            net.ports = pl
+            net.ports_cap = ncap
+        memset(&s.ports[p], 0, sizeof(port_t))
+        s.ports[p].net = <int32_t>slot
+        s.ports[p].fd = -1
+        # keep ascending order: local deliveries go out in port order
+        i = net.nports
+        while i > 0 and net.ports[i - 1] > p:
+            net.ports[i] = net.ports[i - 1]
+            i -= 1
+        net.ports[i] = p
+        net.nports += 1
+
+    def del_port(self, port):
+        cdef sw_t *s = self.s
+        cdef int32_t p
+        cdef uint32_t slot, i, j
+        cdef net_t *net
+        cdef uint64_t k, n
+        cdef uint64_t *keys
+        cdef fdb_ent *e
+        if not port_id(port, &p) or <uint32_t>p >= s.ports_cap or s.ports[p].net < 0:
+            hash(port)      # an unhashable argument fails like the reference's dict.pop
+            raise EntryNotFound(f"no port {port}")
+        slot = <uint32_t>s.ports[p].net
+        net = &s.nets[slot]
+        j = 0
+        for i in range(net.nports):
+            if net.ports[i] != p:
+                net.ports[j] = net.ports[i]
+                j += 1
+        net.nports = j
+        # the bridge flushes a deleted port's entries (Fdb.remove_port)
+        keys = fdb_keys(s, slot, &n)
+        if keys == NULL:
+            raise MemoryError()
+        for k in range(n):
+            e = fdb_find(&s.fdb, keys[k])
+            if e != NULL and e.port == p:
+                fdb_delete(s, e)
+        free(keys)
+        fdb_maybe_shrink(&s.fdb)
+        memset(&s.ports[p], 0, sizeof(port_t))
+        s.ports[p].net = -1
+        s.ports[p].fd = -1
+
+    cdef int _net(self, object vni) except -1:
+        slot = self._networks.get(vni)
+        if slot is None:
+            raise EntryNotFound(f"no network with VNI {vni}")
+        return slot
+
+    # -- tables (control plane) ---------------------------------------------------------------
+
+    def _check_room(self, uint32_t slot):
+        cdef net_t *net = &self.s.nets[slot]
+        if net.limited and <int64_t>net.count >= net.maxaddress:
+            vni, maxaddress = self._pynet[slot]
+            raise TableFull(f"FDB of VNI {vni} is full ({maxaddress} entries)")
+
+    def _fdb_add(self, uint32_t slot, mac, dst, port, state, now):
+        """Fdb.add, with its checks in its order."""
+        cdef sw_t *s = self.s
+        m = _mac(mac)
+        state = _fdb_state(state)
+        if (dst is None) == (port is None):
+            raise InvalidArgument("an FDB entry needs exactly one of dst (remote) or port (local)")
+        if port is not None and is_group_mac(m):
+            raise InvalidArgument(f"{mac_str(m)} is not a unicast MAC: cannot point at a port")
+        if fdb_find(&s.fdb, fdb_key(slot, mac_bytes48(m))) != NULL:
+            raise EntryExists(
+                f"FDB entry {mac_str(m)} already exists in VNI {self._pynet[slot][0]}")
+        d = _dst(dst) if dst is not None else None
+        self._check_room(slot)
+        if fdb_new(s, slot, mac_bytes48(m), FDB_STATES.index(state),
+                   <int32_t>port if port is not None else -1,
+                   u32_addr(d) if d is not None else 0, now) == NULL:
+            raise MemoryError()
+
+    def fdb_add(self, vni, mac, dst, state="permanent", now=0.0):
+        self._fdb_add(self._net(vni), mac, dst, None, state, now)
+
+    def fdb_append(self, vni, mac, dst, state="permanent", now=0.0):
+        cdef sw_t *s = self.s
+        cdef uint32_t slot = self._net(vni)
+        cdef fdb_ent *e
+        cdef uint32_t a, i, cnt
+        cdef uint32_t *rem
+        m = _mac(mac)
+        d = _dst(dst)
+        state = _fdb_state(state)
+        e = fdb_find(&s.fdb, fdb_key(slot, mac_bytes48(m)))
+        if e == NULL:
+            self._check_room(slot)
+            if fdb_new(s, slot, mac_bytes48(m), FDB_STATES.index(state), -1, u32_addr(d),
+                       now) == NULL:
+                raise MemoryError()
+            return
+        if not is_group_mac(m):
+            raise InvalidArgument(
+                f"append adds extra remotes only to 00:00:00:00:00:00 or a multicast MAC; "
+                f"use replace for {mac_str(m)}")
+        if e.port >= 0:
+            raise InvalidArgument(f"{mac_str(m)} points at a local port")
+        a = u32_addr(d)
+        cnt = ent_nremotes(s, e)
+        rem = ent_remotes(s, e)
+        for i in range(cnt):
+            if rem[i] == a:
+                return          # the kernel ignores an already-listed remote
+        if ent_add_remote(s, e, a) < 0:
+            raise MemoryError()
+
+    def fdb_replace(self, vni, mac, dst, state="permanent", now=0.0):
+        cdef sw_t *s = self.s
+        cdef uint32_t slot = self._net(vni)
+        cdef fdb_ent *e
+        m = _mac(mac)
+        state = _fdb_state(state)
+        if dst is None:
+            raise InvalidArgument("an FDB entry needs exactly one of dst (remote) or port (local)")
+        if is_group_mac(m):
+            raise InvalidArgument(
+                f"replace is not supported on {mac_str(m)} (kernel: EOPNOTSUPP); "
+                f"use append/del for flood lists")
+        d = _dst(dst)
+        e = fdb_find(&s.fdb, fdb_key(slot, mac_bytes48(m)))
+        if e == NULL:
+            self._check_room(slot)
+            if fdb_new(s, slot, mac_bytes48(m), FDB_STATES.index(state), -1, u32_addr(d),
+                       now) == NULL:
+                raise MemoryError()
+            return
+        e.state = FDB_STATES.index(state)
+        e.updated = now
+        ent_drop_list(s, e)
+        e.port = -1
+        e.remote = u32_addr(d)
+
+    def fdb_del(self, vni, mac, dst=None):
+        cdef sw_t *s = self.s
+        cdef uint32_t slot = self._net(vni)
+        cdef fdb_ent *e
+        cdef int left
+        m = _mac(mac)
+        e = fdb_find(&s.fdb, fdb_key(slot, mac_bytes48(m)))
+        if e == NULL:
+            raise EntryNotFound(f"no FDB entry {mac_str(m)} in VNI {self._pynet[slot][0]}")
+        if dst is None:
+            fdb_delete(s, e)
+            return
+        d = _dst(dst)
+        left = ent_del_remote(s, e, u32_addr(d))
+        if left < 0:
+            raise EntryNotFound(
+                f"FDB entry {mac_str(m)} in VNI {self._pynet[slot][0]} has no remote {d}")
+        if left == 0:
+            fdb_delete(s, e)
+
+    def fdb_flush(self, vni, keep_permanent=True):
+        """``bridge fdb flush``: drop dynamic entries (all with ``keep_permanent=False``)."""
+        cdef sw_t *s = self.s
+        cdef uint32_t slot = self._net(vni)
+        cdef bint keep = True if keep_permanent else False
+        cdef uint64_t i, n, gone = 0
+        cdef uint64_t *keys = fdb_keys(s, slot, &n)
+        cdef fdb_ent *e
+        if keys == NULL:
+            raise MemoryError()
+        for i in range(n):
+            e = fdb_find(&s.fdb, keys[i])
+            if e != NULL and (not keep or e.state != ST_PERMANENT):
+                fdb_delete(s, e)
+                gone += 1
+        free(keys)
+        fdb_maybe_shrink(&s.fdb)
+        return gone
+
+    def fdb_dump(self):
+        """All entries, one row per (MAC, destination), ordered by VNI then MAC."""
+        cdef sw_t *s = self.s
+        cdef uint64_t i, n, start
+        cdef uint32_t j, cnt
+        cdef uint32_t *rem
+        cdef fdb_ent *e
+        cdef uint64_t *keys = fdb_keys(s, -1, &n)
+        if keys == NULL:
+            raise MemoryError()
+        # sorting the packed keys groups them by slot, and by MAC within a slot
+        qsort(keys, n, sizeof(uint64_t), cmp_u64)
+        bounds = {}
+        start = 0
+        for i in range(1, n + 1):
+            if i == n or (keys[i] >> 48) != (keys[start] >> 48):
+                bounds[<uint32_t>(keys[start] >> 48) - 1] = (start, i)
+                start = i
+        rows = []
+        try:
+            for vni in sorted(self._networks):
+                b = bounds.get(self._networks[vni])
+                if b is None:
+                    continue
+                for i in range(<uint64_t>b[0], <uint64_t>b[1]):
+                    e = fdb_find(&s.fdb, keys[i])
+                    mac = mac48_str(keys[i] & MAC_MASK)
+                    state = FDB_STATES[e.state]
+                    if e.port >= 0:
+                        rows.append({"vni": vni, "mac": mac, "state": state,
+                                     "updated": e.updated, "port": e.port, "dst": None})
+                        continue
+                    cnt = ent_nremotes(s, e)
+                    rem = ent_remotes(s, e)
+                    for j in range(cnt):
+                        rows.append({"vni": vni, "mac": mac, "state": state,
+                                     "updated": e.updated, "port": None,
+                                     "dst": str(self._ip(rem[j]))})
+        finally:
+            free(keys)
+        return rows
+
+    def neigh_add(self, vni, ip, lladdr, state="permanent"):
+        """``ip neigh add``: NLM_F_CREATE|NLM_F_EXCL — fails when the address is there."""
+        cdef sw_t *s = self.s
+        cdef uint32_t slot = self._net(vni)
+        key = _ip(ip)
+        if nb_find(&s.nb, nb_key(slot, int(key))) != NULL:
+            raise EntryExists(f"neighbour {key} already exists in VNI {self._pynet[slot][0]}")
+        self._nb_set(slot, key, _lladdr(lladdr), _neigh_state(state))
+
+    def neigh_replace(self, vni, ip, lladdr, state="permanent"):
+        """``ip neigh replace``: create or overwrite."""
+        cdef uint32_t slot = self._net(vni)
+        key = _ip(ip)
+        self._nb_set(slot, key, _lladdr(lladdr), _neigh_state(state))
+
+    def _nb_set(self, uint32_t slot, key, bytes lladdr, str state):
+        cdef sw_t *s = self.s
+        cdef uint64_t k = nb_key(slot, int(key))
+        cdef nb_ent *e = nb_find(&s.nb, k)
+        if e == NULL:
+            e = nb_insert(&s.nb, k)
+            if e == NULL:
+                raise MemoryError()
+            s.nets[slot].ncount += 1
+        memcpy(e.mac, <const unsigned char*>lladdr, 6)
+        e.state = NEIGH_STATES.index(state)
+
+    def neigh_del(self, vni, ip):
+        cdef sw_t *s = self.s
+        cdef uint32_t slot = self._net(vni)
+        cdef nb_ent *e
+        key = _ip(ip)
+        e = nb_find(&s.nb, nb_key(slot, int(key)))
+        if e == NULL:
+            raise EntryNotFound(f"no neighbour {key} in VNI {self._pynet[slot][0]}")
+        nb_remove(&s.nb, e)
+        s.nets[slot].ncount -= 1
+
+    def neigh_flush(self, vni):
+        return self._nb_purge(self._net(vni))
+
+    def neigh_dump(self):
+        cdef sw_t *s = self.s
+        cdef uint64_t i, n = 0, start
+        cdef nb_ent *e
+        cdef uint64_t *keys = <uint64_t*>malloc((s.nb.count + 1) * sizeof(uint64_t))
+        if keys == NULL:
+            raise MemoryError()
+        for i in range(s.nb.cap):
+            if s.nb.slots[i].key != 0:
+                keys[n] = s.nb.slots[i].key
+                n += 1
+        qsort(keys, n, sizeof(uint64_t), cmp_u64)
+        bounds = {}
+        start = 0
+        for i in range(1, n + 1):
+            if i == n or (keys[i] >> 32) != (keys[start] >> 32):
+                bounds[<uint32_t>(keys[start] >> 32) - 1] = (start, i)
+                start = i
+        rows = []
+        try:
+            for vni in sorted(self._networks):
+                b = bounds.get(self._networks[vni])
+                if b is None:
+                    continue
+                for i in range(<uint64_t>b[0], <uint64_t>b[1]):
+                    e = nb_find(&s.nb, keys[i])
+                    rows.append({"vni": vni,
+                                 "ip": str(self._ip(htonl(<uint32_t>(keys[i] & 0xFFFFFFFF)))),
+                                 "lladdr": mac48_str(vx_mac48(e.mac)),
+                                 "state": NEIGH_STATES[e.state]})
+        finally:
+            free(keys)
+        return rows
+
+    # -- observability ------------------------------------------------------------------------
+
+    cdef object _ip(self, uint32_t addr):
+        """IPv4Address for a network-order u32, cached (actions and dumps repeat few VTEPs)."""
+        a = self._ipcache.get(addr)
+        if a is None:
+            if len(self._ipcache) >= 4096:
+                self._ipcache.clear()
+            a = IPv4Address(ntohl(addr))
+            self._ipcache[addr] = a
+        return a
+
+    cdef object _loc(self, uint8_t kind, uint32_t val):
+        if kind == LOC_PORT:
+            return f"port:{<int32_t>val}"
+        if kind == LOC_IP:
+            return str(self._ip(val))
+        return ""
+
+    cdef void _drain(self):
+        """Move the C event ring into the Python list, in order."""
+        cdef sw_t *s = self.s
+        cdef uint32_t i
+        cdef event_t *ev
+        for i in range(s.ev_count):
+            ev = &s.ev[(s.ev_head + i) & (s.ev_cap - 1)]
+            if ev.kind == EV_L3MISS:
+                key = str(self._ip(htonl(<uint32_t>ev.key)))
+            else:
+                key = mac48_str(ev.key)
+            self._pending.append((_EV_KINDS[ev.kind], ev.vni, key,
+                                  self._loc(ev.okind, ev.oval), self._loc(ev.nkind, ev.nval)))
+        s.ev_head = (s.ev_head + s.ev_count) & (s.ev_cap - 1)
+        s.ev_count = 0
+
+    def events(self):
+        """Drain the events raised since the last call."""
+        self._drain()
+        ev = self._pending
+        self._pending = []
+        return ev
+
+    def counters(self):
+        cdef sw_t *s = self.s
+        cdef uint32_t i
+        cdef port_t *pt
+        ports = {}
+        for i in range(s.ports_cap):
+            pt = &s.ports[i]
+            if pt.net >= 0:
+                ports[i] = {"rx_packets": pt.rx_packets, "rx_bytes": pt.rx_bytes,
+                            "tx_packets": pt.tx_packets, "tx_bytes": pt.tx_bytes}
+        return {
+            "drops": {DROP_REASONS[i]: s.drops[i] for i in range(N_DROPS)},
+            "counters": {EVENT_COUNTERS[i]: s.evc[i] for i in range(N_EVC)},
+            "underlay": {"rx_packets": s.ul_rx_packets, "rx_bytes": s.ul_rx_bytes,
+                         "tx_packets": s.ul_tx_packets, "tx_bytes": s.ul_tx_bytes},
+            "ports": ports,
+        }
+
+    def io_counters(self):
+        """Burst-I/O-only counters (not in the reference): write/send failures, EAGAIN drops,
+        lost events."""
+        cdef sw_t *s = self.s
+        cdef uint32_t i
+        cdef port_t *pt
+        ports = {}
+        for i in range(s.ports_cap):
+            pt = &s.ports[i]
+            if pt.net >= 0:
+                ports[i] = {"tx_errors": pt.tx_errors, "tx_dropped": pt.tx_dropped}
+        return {"events_lost": s.ev_lost,
+                "underlay": {"rx_errors": s.ul_rx_errors, "tx_errors": s.ul_tx_errors,
+                             "tx_dropped": s.ul_tx_dropped},
+                "ports": ports}
+
+    def age(self, now):
+        """Expire learned entries everywhere; returns how many went. Reported per VNI in
+        ascending order, and within a VNI in creation order (the reference's dict order)."""
+        cdef sw_t *s = self.s
+        cdef fdb_tab *t = &s.fdb
+        cdef double tnow = now
+        cdef uint64_t i, n = 0, key
+        cdef uint32_t slot
+        cdef fdb_ent *e
+        cdef uint64_t *pairs
+        cdef uint64_t *rank = <uint64_t*>calloc(s.nets_cap + 1, sizeof(uint64_t))
+        if rank == NULL:
+            raise MemoryError()
+        self._drain()       # packet events so far come before the ageing events
+        order = sorted(self._networks)
+        for i, vni in enumerate(order):
+            rank[<uint32_t>self._networks[vni]] = i
+        pairs = <uint64_t*>malloc((t.count + 1) * 2 * sizeof(uint64_t))
+        if pairs == NULL:
+            free(rank)
+            raise MemoryError()
+        for i in range(t.cap):
+            e = &t.slots[i]
+            if e.key != 0 and e.state == ST_LEARNED:
+                slot = <uint32_t>(e.key >> 48) - 1
+                if e.updated + s.nets[slot].ageing <= tnow:
+                    pairs[2 * n] = (rank[slot] << 32) | e.seq
+                    pairs[2 * n + 1] = e.key
+                    n += 1
+        free(rank)
+        qsort(pairs, n, 2 * sizeof(uint64_t), cmp_pair)
+        try:
+            for i in range(n):
+                key = pairs[2 * i + 1]
+                e = fdb_find(t, key)
+                loc = (f"port:{e.port}" if e.port >= 0
+                       else str(self._ip(ent_first_remote(s, e))))
+                self._pending.append(("aged", order[pairs[2 * i] >> 32],
+                                      mac48_str(key & MAC_MASK), loc, ""))
+                fdb_delete(s, e)
+                s.evc[EC_AGED] += 1
+        finally:
+            free(pairs)
+        fdb_maybe_shrink(t)
+        return n
+
+    # -- forwarding (single frame: tests and the control plane) ------------------------------
+
+    cdef list _collect(self, uint32_t n, bint outer):
+        """Output records -> the reference's action tuples. With ``outer``, underlay actions
+        carry the complete IPv4 datagram the burst path built instead of the UDP payload."""
+        cdef sw_t *s = self.s
+        cdef uint32_t i
+        cdef txrec *r
+        cdef bytes data
+        out = []
+        for i in range(n):
+            r = &s.out[i]
+            if r.port >= 0:
+                out.append(("port", r.port, PyBytes_FromStringAndSize(<char*>r.data, r.len)))
+                continue
+            if not outer:
+                data = PyBytes_FromStringAndSize(<char*>r.data, r.len)
+            elif r.inline_hdr:
+                data = (PyBytes_FromStringAndSize(<char*>r.hdr, IPUDP_HLEN)
+                        + PyBytes_FromStringAndSize(<char*>r.data, r.len))
+            else:
+                data = PyBytes_FromStringAndSize(<char*>(r.data - IPUDP_HLEN),
+                                                 r.len + IPUDP_HLEN)
+            out.append(("vtep", self._ip(r.dst), r.sport, data))
+        return out
+
+    def from_port(self, port, frame, now):
+        """A frame a local endpoint sent (read from its TAP)."""
+        cdef sw_t *s = self.s
+        cdef bytes b = frame if type(frame) is bytes else bytes(frame)
+        cdef size_t n = len(b)
+        cdef int32_t p = -1
+        cdef double t = now
+        cdef uint8_t *base = s.rx
+        cdef uint8_t *tmp = NULL
+        if not port_id(port, &p):
+            p = -1
+        if n > MAX_FRAME:       # the reference takes any length; burst slots stop at 64 KiB
+            tmp = <uint8_t*>malloc(n + HEADROOM)
+            if tmp == NULL:
+                raise MemoryError()
+            base = tmp
+        memcpy(base + HEADROOM, <const unsigned char*>b, n)
+        s.n_out = 0
+        core_from_port(s, p, base + HEADROOM, <uint32_t>n, t, s.scratch)
+        try:
+            return self._collect(s.n_out, False)
+        finally:
+            s.n_out = 0
+            free(tmp)
+
+    def from_underlay(self, source, datagram, now):
+        """A UDP payload received on the VXLAN port from ``source`` (the outer IPv4 source)."""
+        cdef sw_t *s = self.s
+        cdef uint32_t src = u32_addr(ip4(source))
+        cdef bytes b = datagram if type(datagram) is bytes else bytes(datagram)
+        cdef size_t n = len(b)
+        cdef double t = now
+        cdef uint8_t *base = s.rx
+        cdef uint8_t *tmp = NULL
+        if n > MAX_FRAME + 8:
+            tmp = <uint8_t*>malloc(n + HEADROOM)
+            if tmp == NULL:
+                raise MemoryError()
+            base = tmp
+        memcpy(base + HEADROOM - 8, <const unsigned char*>b, n)
+        s.n_out = 0
+        core_from_underlay(s, src, base + HEADROOM - 8, <uint32_t>n, t)
+        try:
+            return self._collect(s.n_out, False)
+        finally:
+            s.n_out = 0
+            free(tmp)
+
+    def from_port_burst(self, port, frames, now, *, outer=False):
+        """``from_port`` for several frames through the burst path (rx slots, one
+        process_port_burst() per ``burst`` frames): the same actions as calling from_port
+        on each frame in turn. ``outer=True`` returns complete outer IPv4 datagrams in the
+        "vtep" actions (what the raw socket would send)."""
+        cdef sw_t *s = self.s
+        cdef int32_t p = -1
+        cdef double t = now
+        cdef uint32_t k = 0
+        cdef bytes b
+        if not port_id(port, &p):
+            p = -1
+        out = []
+        s.n_out = 0
+        try:
+            for fr in frames:
+                b = fr if type(fr) is bytes else bytes(fr)
+                if len(b) > MAX_FRAME:
+                    raise ValueError(f"frame longer than {MAX_FRAME} bytes")
+                memcpy(s.rx + <size_t>k * SLOT_STRIDE + HEADROOM, <const unsigned char*>b,
+                       len(b))
+                s.rx_len[k] = len(b)
+                k += 1
+                if k == s.burst:
+                    self.process_port_burst(p, k, t)
+                    out.extend(self._collect(s.n_out, outer))
+                    s.n_out = 0
+                    k = 0
+            if k:
+                self.process_port_burst(p, k, t)
+                out.extend(self._collect(s.n_out, outer))
+        finally:
+            s.n_out = 0
+        return out
+
+    def from_underlay_burst(self, datagrams, now, *, outer=False):
+        """``from_underlay`` for several ``(source, datagram)`` pairs through the burst path."""
+        cdef sw_t *s = self.s
+        cdef double t = now
+        cdef uint32_t k = 0
+        cdef bytes b
+        out = []
+        s.n_out = 0
+        try:
+            for source, dg in datagrams:
+                s.rx_src[k] = u32_addr(ip4(source))
+                b = dg if type(dg) is bytes else bytes(dg)
+                if len(b) > MAX_FRAME + 8:
+                    raise ValueError(f"datagram longer than {MAX_FRAME + 8} bytes")
+                memcpy(s.rx + <size_t>k * SLOT_STRIDE + HEADROOM - 8,
+                       <const unsigned char*>b, len(b))
+                s.rx_len[k] = len(b)
+                k += 1
+                if k == s.burst:
+                    self.process_underlay_burst(k, t)
+                    out.extend(self._collect(s.n_out, outer))
+                    s.n_out = 0
+                    k = 0
+            if k:
+                self.process_underlay_burst(k, t)
+                out.extend(self._collect(s.n_out, outer))
+        finally:
+            s.n_out = 0
+        return out
+
+    def build_outer(self, dst, sport, payload) -> bytes:
+        """IPv4 + UDP + ``payload`` from ``local`` to ``dst``, built by the C encapsulation
+        code: equal to ``wire.outer_datagram(local, dst, sport, payload, dstport)``."""
+        cdef bytes b = bytes(payload)
+        cdef size_t n = len(b)
+        cdef uint32_t d = u32_addr(ip4(dst))
+        cdef uint16_t sp
+        cdef bytes out
+        cdef uint8_t *p
+        if not 0 <= sport <= 65535:
+            raise ValueError(f"source port {sport} is not within 0-65535")
+        if n + IPUDP_HLEN > 65535:
+            raise ValueError(f"a {n}-byte payload does not fit in an IPv4 datagram")
+        sp = sport
+        out = PyBytes_FromStringAndSize(NULL, n + IPUDP_HLEN)
+        p = <uint8_t*>PyBytes_AS_STRING(out)
+        memcpy(p + IPUDP_HLEN, <const unsigned char*>b, n)
+        build_ipudp(p, self.s.local, d, sp, self.s.dport, <uint32_t>n,
+                    vx_csum_add(0, p + IPUDP_HLEN, n))
+        return out
+
+    # -- burst path ---------------------------------------------------------------------------
+
+    cdef uint32_t process_port_burst(self, int32_t port, uint32_t n, double now) noexcept nogil:
+        cdef sw_t *s = self.s
+        cdef uint32_t i
+        for i in range(n):
+            core_from_port(s, port, s.rx + <size_t>i * SLOT_STRIDE + HEADROOM, s.rx_len[i],
+                           now, s.scratch + <size_t>i * SCRATCH_STRIDE)
+        return s.n_out
+
+    cdef uint32_t process_underlay_burst(self, uint32_t n, double now) noexcept nogil:
+        cdef sw_t *s = self.s
+        cdef uint32_t i
+        for i in range(n):
+            core_from_underlay(s, s.rx_src[i], s.rx + <size_t>i * SLOT_STRIDE + HEADROOM - 8,
+                               s.rx_len[i], now)
+        return s.n_out
+
+    def bench_port(self, port, frame, long count, double now) -> int:
+        """Process ``count`` copies of ``frame`` from ``port`` in bursts, as rx_tap_burst
+        would (copy into the rx slot, classify, look up, encapsulate with checksums), and
+        discard the outputs. Returns the number of output records produced."""
+        cdef sw_t *s = self.s
+        cdef bytes b = bytes(frame)
+        cdef const unsigned char *src = b
+        cdef uint32_t n = len(b), k, i
+        cdef int32_t p = -1
+        cdef long done = 0
+        cdef uint64_t total = 0
+        if n > MAX_FRAME:
+            raise ValueError(f"frame longer than {MAX_FRAME} bytes")
+        if not port_id(port, &p):
+            p = -1
+        s.n_out = 0
+        while done < count:
+            k = <uint32_t>min(<long>s.burst, count - done)
+            for i in range(k):
+                memcpy(s.rx + <size_t>i * SLOT_STRIDE + HEADROOM, src, n)
+                s.rx_len[i] = n
+            total += self.process_port_burst(p, k, now)
+            s.n_out = 0
+            done += k
+        return total
+
+    def bench_underlay(self, source, datagram, long count, double now) -> int:
+        """Like bench_port for UDP payloads (VXLAN header + frame) from ``source``."""
+        cdef sw_t *s = self.s
+        cdef bytes b = bytes(datagram)
+        cdef const unsigned char *src = b
+        cdef uint32_t n = len(b), k, i
+        cdef uint32_t a = u32_addr(ip4(source))
+        cdef long done = 0
+        cdef uint64_t total = 0
+        if n > MAX_FRAME + 8:
+            raise ValueError(f"datagram longer than {MAX_FRAME + 8} bytes")
+        s.n_out = 0
+        while done < count:
+            k = <uint32_t>min(<long>s.burst, count - done)
+            for i in range(k):
+                memcpy(s.rx + <size_t>i * SLOT_STRIDE + HEADROOM - 8, src, n)
+                s.rx_len[i] = n
+                s.rx_src[i] = a
+            total += self.process_underlay_burst(k, now)
+            s.n_out = 0
+            done += k
+        return total
+
+    # -- table introspection (benchmarks, internals tests) -----------------------------------
+
+    def fdb_bytes_per_entry(self) -> int:
+        """Honest memory cost: bucket array (+ remote lists) divided by live entries."""
+        cdef sw_t *s = self.s
+        cdef uint64_t total = s.fdb.cap * sizeof(fdb_ent) + s.rl_cap * sizeof(rlist)
+        cdef uint32_t i
+        for i in range(s.rl_cap):
+            total += s.rl[i].cap * sizeof(uint32_t)
+        return total // s.fdb.count if s.fdb.count else total
+
+    def fdb_stats(self) -> dict:
+        """Sizes and probe lengths of the FDB and neighbour hash tables."""
+        cdef sw_t *s = self.s
+        cdef fdb_tab *t = &s.fdb
+        cdef uint64_t i, home, dist, total = 0, worst = 0
+        for i in range(t.cap):
+            if t.slots[i].key != 0:
+                home = vx_mix64(t.slots[i].key) >> t.shift
+                dist = (i - home) & t.mask
+                total += dist + 1
+                worst = max(worst, dist + 1)
+        return {"entries": t.count, "capacity": t.cap, "entry_bytes": sizeof(fdb_ent),
+                "table_bytes": t.cap * sizeof(fdb_ent),
+                "load": t.count / <double>t.cap,
+                "avg_probe": total / <double>t.count if t.count else 0.0,
+                "max_probe": worst,
+                "neigh_entries": s.nb.count, "neigh_capacity": s.nb.cap,
+                "neigh_entry_bytes": sizeof(nb_ent),
+                "remote_lists": sum(1 for i in range(s.rl_cap) if s.rl[i].cap)}
+
+    @staticmethod
+    def bench_fdb_lookup(uint64_t n_entries, uint64_t n_lookups, uint64_t working_set=0,
+                         uint32_t batch=0) -> dict:
+        """Time FDB lookups in C on a private table of ``n_entries`` random MACs (one
+        network), growing it exactly as learning would. Lookups pick uniformly random keys
+        among all entries (``working_set`` = 0) or among the first ``working_set`` ones;
+        ``batch`` > 0 hashes and prefetches that many keys before probing them (how a burst
+        can hide cache misses). Returns ns per lookup and the table's geometry."""
+        cdef fdb_tab t
+        cdef uint64_t i, j, k, hits = 0, ws, rng = 0x9E3779B97F4A7C15, inserted = 0
+        cdef uint64_t keys[64]
+        cdef double t0, t1
+        cdef fdb_ent *e
+        if n_entries < 1 or batch > 64:
+            raise ValueError("n_entries >= 1 and batch <= 64")
+        if fdb_alloc(&t, FDB_MIN_CAP) < 0:
+            raise MemoryError()
+        t.count = 0
+        i = 0
+        while inserted < n_entries:
+            k = fdb_key(0, vx_mix64(i + 1) & MAC_MASK)
+            i += 1
+            if fdb_find(&t, k) != NULL:
+                continue
+            e = fdb_insert(&t, k)
+            if e == NULL:
+                vx_table_free(t.slots, t.cap * sizeof(fdb_ent))
+                raise MemoryError()
+            e.port = <int32_t>(inserted & 0xFFFF)
+            inserted += 1
+        ws = working_set if 0 < working_set < n_entries else n_entries
+        # the i-th inserted key is the i-th distinct value of the generator; with 48-bit MACs
+        # collisions are vanishingly rare, so index -> key is recomputed, not stored
+        t0 = vx_now_ns()
+        if batch == 0:
+            for i in range(n_lookups):
+                rng ^= rng << 13
+                rng ^= rng >> 7
+                rng ^= rng << 17
+                k = fdb_key(0, vx_mix64(((rng >> 32) * ws >> 32) + 1) & MAC_MASK)
+                if fdb_find(&t, k) != NULL:
+                    hits += 1
+        else:
+            i = 0
+            while i < n_lookups:
+                for j in range(batch):
+                    rng ^= rng << 13
+                    rng ^= rng >> 7
+                    rng ^= rng << 17
+                    keys[j] = fdb_key(0, vx_mix64(((rng >> 32) * ws >> 32) + 1) & MAC_MASK)
+                    vx_prefetch(&t.slots[vx_mix64(keys[j]) >> t.shift])
+                for j in range(batch):
+                    if fdb_find(&t, keys[j]) != NULL:
+                        hits += 1
+                i += batch
+        t1 = vx_now_ns()
+        n_done = n_lookups if batch == 0 else ((n_lookups + batch - 1) // batch) * batch
+        result = {"ns_per_lookup": (t1 - t0) / n_done if n_done else 0.0,
+                  "lookups": n_done, "hits": hits, "entries": t.count, "capacity": t.cap,
+                  "bytes_per_entry": t.cap * sizeof(fdb_ent) / <double>t.count}
+        vx_table_free(t.slots, t.cap * sizeof(fdb_ent))
+        return result
+
+    def _debug_set_seq(self, uint32_t seq):
+        """Internals tests: move the creation counter (to exercise its wrap-around)."""
+        self.s.seq = seq
+
+    # -- burst I/O ------------------------------------------------------------------------------
+
+    def set_port_fd(self, port, int fd):
+        """Register the TAP fd (non-blocking, IFF_TAP|IFF_NO_PI) that frames to ``port`` are
+        written to; -1 unregisters. The fd stays owned by the caller."""
+        cdef int32_t p
+        if not port_id(port, &p) or <uint32_t>p >= self.s.ports_cap or self.s.ports[p].net < 0:
+            raise EntryNotFound(f"no port {port}")
+        self.s.ports[p].fd = fd
+        self.s.ports[p].gone = 0
+
+    def set_tx_socket(self, int fd):
+        """Register the raw IPPROTO_RAW socket (IP_HDRINCL) that outer datagrams are sent on
+        with sendmmsg(); -1 unregisters. The fd stays owned by the caller."""
+        self.s.tx_fd = fd
+
+    def gone_ports(self):
+        """Ports whose TAP fd failed with EBADF/EBADFD/EIO/ENODEV/ENXIO since the last call:
+        the caller should del_port() them. Their fd is unregistered."""
+        cdef uint32_t i
+        gone = []
+        for i in range(self.s.ports_cap):
+            if self.s.ports[i].gone:
+                self.s.ports[i].gone = 0
+                gone.append(i)
+        return gone
+
+    cdef void transmit(self) noexcept nogil:
+        cdef sw_t *s = self.s
+        cdef uint32_t i, nv = 0, ncap, sent
+        cdef txrec *r
+        cdef port_t *pt
+        cdef ssize_t w
+        cdef int rc, err
+        cdef mmsghdr *m
+        cdef iovec *v
+        for i in range(s.n_out):
+            r = &s.out[i]
+            if r.port < 0:
+                nv += 1
+                continue
+            pt = &s.ports[r.port]
+            if pt.fd < 0 or pt.gone:
+                pt.tx_dropped += 1
+                continue
+            while True:
+                w = write(pt.fd, r.data, r.len)
+                if w >= 0 or errno != EINTR:
+                    break
+            if w >= 0:
+                continue
+            err = errno
+            if err == EAGAIN:                 # == EWOULDBLOCK on Linux
+                pt.tx_dropped += 1          # TAP queue full: a drop, like a full qdisc
+            elif err == EBADF or err == EBADFD or err == EIO or err == ENODEV or err == ENXIO:
+                pt.tx_errors += 1
+                pt.gone = 1                 # endpoint went away: Python removes the port
+                pt.fd = -1
+            else:
+                pt.tx_errors += 1
+        if nv and s.tx_fd < 0:
+            s.ul_tx_dropped += nv
+        elif nv:
+            if nv > s.tx_cap:
+                ncap = nv if nv > 2 * s.tx_cap else 2 * s.tx_cap
+                free(s.tx_msgs)
+                free(s.tx_iov)
+                free(s.tx_addr)
+                s.tx_msgs = <mmsghdr*>calloc(ncap, sizeof(mmsghdr))
+                s.tx_iov = <iovec*>calloc(2 * ncap, sizeof(iovec))
+                s.tx_addr = <sockaddr_in*>calloc(ncap, sizeof(sockaddr_in))
+                if s.tx_msgs == NULL or s.tx_iov == NULL or s.tx_addr == NULL:
+                    free(s.tx_msgs)
+                    free(s.tx_iov)
+                    free(s.tx_addr)
+                    s.tx_msgs = NULL
+                    s.tx_iov = NULL
+                    s.tx_addr = NULL
+                    s.tx_cap = 0
+                    s.ul_tx_dropped += nv
+                    s.n_out = 0
+                    return
+                s.tx_cap = ncap
+            nv = 0
+            for i in range(s.n_out):
+                r = &s.out[i]
+                if r.port >= 0:
+                    continue
+                m = &s.tx_msgs[nv]
+                v = &s.tx_iov[2 * nv]
+                s.tx_addr[nv].sin_family = AF_INET
+                s.tx_addr[nv].sin_port = 0
+                s.tx_addr[nv].sin_addr.s_addr = r.dst
+                memset(&m.msg_hdr, 0, sizeof(msghdr))
+                m.msg_hdr.msg_name = &s.tx_addr[nv]
+                m.msg_hdr.msg_namelen = sizeof(sockaddr_in)
+                m.msg_hdr.msg_iov = v
+                if r.inline_hdr:
+                    v[0].iov_base = r.hdr
+                    v[0].iov_len = IPUDP_HLEN
+                    v[1].iov_base = r.data
+                    v[1].iov_len = r.len
+                    m.msg_hdr.msg_iovlen = 2
+                else:
+                    v[0].iov_base = r.data - IPUDP_HLEN
+                    v[0].iov_len = r.len + IPUDP_HLEN
+                    m.msg_hdr.msg_iovlen = 1
+                nv += 1
+            sent = 0
+            while sent < nv:
+                rc = sendmmsg(s.tx_fd, s.tx_msgs + sent, nv - sent, MSG_DONTWAIT)
+                if rc > 0:
+                    sent += <uint32_t>rc
+                    continue
+                err = errno
+                if rc < 0 and err == EINTR:
+                    continue
+                if rc < 0 and (err == EAGAIN or err == ENOBUFS):
+                    s.ul_tx_dropped += nv - sent
+                    break
+                s.ul_tx_errors += 1     # this datagram failed (EMSGSIZE, unreachable...)
+                sent += 1
+        s.n_out = 0
+
+    def rx_tap_burst(self, port, int fd, double now) -> int:
+        """Read up to ``burst`` frames from the TAP ``fd`` of ``port`` (until EAGAIN),
+        forward them and transmit the outputs. Returns the number of frames read; never
+        raises for I/O errors (a dead fd marks the port in gone_ports())."""
+        cdef sw_t *s = self.s
+        cdef int32_t p = -1
+        cdef uint32_t n = 0
+        cdef ssize_t r
+        cdef int err
+        if not port_id(port, &p):
+            p = -1
+        while n < s.burst:
+            r = read(fd, s.rx + <size_t>n * SLOT_STRIDE + HEADROOM, MAX_FRAME)
+            if r > 0:
+                s.rx_len[n] = <uint32_t>r
+                n += 1
+                continue
+            if r == 0:
+                break
+            err = errno
+            if err == EINTR:
+                continue
+            if err != EAGAIN and 0 <= p < <int32_t>s.ports_cap \
+                    and s.ports[p].net >= 0:
+                if err == EBADF or err == EBADFD or err == EIO or err == ENODEV or err == ENXIO:
+                    s.ports[p].gone = 1
+                    s.ports[p].fd = -1
+            break
+        if n:
+            self.process_port_burst(p, n, now)
+            self.transmit()
+        return n
+
+    def rx_udp_burst(self, int sock_fd, double now) -> int:
+        """recvmmsg() up to ``burst`` VXLAN datagrams from the UDP socket, forward them and
+        transmit the outputs. Returns the number of datagrams received (0 on EAGAIN)."""
+        cdef sw_t *s = self.s
+        cdef uint32_t i, k = 0
+        cdef int rc
+        cdef mmsghdr *m
+        for i in range(s.burst):
+            m = &s.rx_msgs[i]
+            s.rx_iov[i].iov_base = s.rx + <size_t>i * SLOT_STRIDE + HEADROOM - 8
+            s.rx_iov[i].iov_len = SLOT_STRIDE - HEADROOM + 8
+            memset(&m.msg_hdr, 0, sizeof(msghdr))
+            m.msg_hdr.msg_iov = &s.rx_iov[i]
+            m.msg_hdr.msg_iovlen = 1
+            m.msg_hdr.msg_name = &s.rx_addr[i]
+            m.msg_hdr.msg_namelen = sizeof(sockaddr_in)
+            m.msg_len = 0
+        while True:
+            rc = recvmmsg(sock_fd, s.rx_msgs, s.burst, MSG_DONTWAIT, NULL)
+            if rc >= 0 or errno != EINTR:
+                break
+        if rc < 0:
+            if errno != EAGAIN:
+                s.ul_rx_errors += 1
+            return 0
+        for i in range(<uint32_t>rc):
+            if s.rx_msgs[i].msg_hdr.msg_flags & MSG_TRUNC \
+                    or s.rx_addr[i].sin_family != AF_INET:
+                s.ul_rx_errors += 1
+                continue
+            if k != i:
+                memcpy(s.rx + <size_t>k * SLOT_STRIDE + HEADROOM - 8,
+                       s.rx + <size_t>i * SLOT_STRIDE + HEADROOM - 8, s.rx_msgs[i].msg_len)
+            s.rx_len[k] = s.rx_msgs[i].msg_len
+            s.rx_src[k] = s.rx_addr[i].sin_addr.s_addr
+            k += 1
+        if k:
+            self.process_underlay_burst(k, now)
+            self.transmit()
+        return rc

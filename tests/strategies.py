@@ -1,0 +1,212 @@
+"""Shared frame builders and hypothesis strategies for the unit tests.
+
+The builders pack every header by hand with ``struct`` (they do not call ``dataplane.wire``), so
+they are a second opinion on the layouts the reference encodes; scapy is the third one
+(``test_scapy_oracle.py``). Import as ``from tests.strategies import ...`` (the repository root
+is on ``sys.path`` through ``pythonpath = ["."]`` in pyproject.toml).
+"""
+
+from __future__ import annotations
+
+import struct
+from ipaddress import IPv4Address
+from typing import Any
+
+from hypothesis import strategies as st
+
+# --------------------------------------------------------------------------- walkthrough values
+# reference/docker-overlay-walkthrough.txt: VNI 4097, overlay 192.168.55.0/24, MACs 02:42:c0:a8:37:xx
+# (Docker derives them from the IP). Underlay from 198.18.0.0/15 (DESIGN.md §5).
+
+VNI = 4097
+VNI_B = 4098
+LOCAL = IPv4Address("198.18.0.1")
+REMOTE = IPv4Address("198.18.0.2")
+REMOTE2 = IPv4Address("198.18.0.3")
+REMOTE3 = IPv4Address("198.18.0.4")
+STRANGER = IPv4Address("203.0.113.9")        # outside any allow list the tests configure
+
+C1_MAC = bytes.fromhex("0242c0a83704")       # local endpoint c1, 192.168.55.4, port 1
+C2_MAC = bytes.fromhex("0242c0a83705")       # local endpoint c2, 192.168.55.5, port 2
+PEER_MAC = bytes.fromhex("0242c0a83703")     # remote endpoint, 192.168.55.3 behind REMOTE
+C1_IP = IPv4Address("192.168.55.4")
+C2_IP = IPv4Address("192.168.55.5")
+PEER_IP = IPv4Address("192.168.55.3")
+UNKNOWN_IP = IPv4Address("192.168.55.99")
+UNKNOWN_MAC = bytes.fromhex("0242c0a837ee")
+
+BROADCAST = b"\xff" * 6
+ZERO_MAC = b"\x00" * 6
+MCAST_MAC = bytes.fromhex("01005e000001")    # IPv4 multicast 224.0.0.1
+
+ETH_P_IP = 0x0800
+ETH_P_ARP = 0x0806
+ETH_P_IPV6 = 0x86DD
+SRC_PORT_LO, SRC_PORT_HI = 49152, 65535
+
+
+def mac(text: str) -> bytes:
+    return bytes(int(p, 16) for p in text.split(":"))
+
+
+def mac_text(b: bytes) -> str:
+    return ":".join(f"{x:02x}" for x in b)
+
+
+# --------------------------------------------------------------------------- frame builders
+
+def eth(dst: bytes, src: bytes, ethertype: int, payload: bytes = b"") -> bytes:
+    return dst + src + struct.pack("!H", ethertype) + payload
+
+
+def arp_body(op: int, sha: bytes, spa: IPv4Address | str, tha: bytes, tpa: IPv4Address | str, *,
+             htype: int = 1, ptype: int = ETH_P_IP, hlen: int = 6, plen: int = 4) -> bytes:
+    return (struct.pack("!HHBBH", htype, ptype, hlen, plen, op) + sha
+            + IPv4Address(spa).packed + tha + IPv4Address(tpa).packed)
+
+
+def arp_frame(op: int, sha: bytes, spa: IPv4Address | str, tpa: IPv4Address | str, *,
+              tha: bytes = ZERO_MAC, dst: bytes = BROADCAST, src: bytes | None = None,
+              pad: int = 0, **kw: Any) -> bytes:
+    """Ethernet + ARP (28-byte body), optionally padded with ``pad`` zero bytes."""
+    return eth(dst, sha if src is None else src, ETH_P_ARP,
+               arp_body(op, sha, spa, tha, tpa, **kw)) + b"\x00" * pad
+
+
+def arp_request(sha: bytes, spa: IPv4Address | str, tpa: IPv4Address | str,
+                dst: bytes = BROADCAST, **kw: Any) -> bytes:
+    return arp_frame(1, sha, spa, tpa, dst=dst, **kw)
+
+
+def ones_complement(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\x00"
+    s = 0
+    for i in range(0, len(data), 2):
+        s += (data[i] << 8) | data[i + 1]
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def ipv4(src: IPv4Address | str, dst: IPv4Address | str, proto: int, payload: bytes, *,
+         frag: int = 0, ident: int = 1, ttl: int = 64, options: bytes = b"") -> bytes:
+    """IPv4 header (checksum filled) + payload. ``frag`` = flags(3 bits) << 13 | offset/8."""
+    assert len(options) % 4 == 0
+    ihl = 5 + len(options) // 4
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, ihl * 4 + len(payload), ident, frag, ttl,
+                      proto, 0, IPv4Address(src).packed, IPv4Address(dst).packed) + options
+    csum = ones_complement(hdr)
+    return hdr[:10] + struct.pack("!H", csum) + hdr[12:] + payload
+
+
+def udp(sport: int, dport: int, payload: bytes = b"") -> bytes:
+    return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+
+
+def tcp(sport: int, dport: int, payload: bytes = b"") -> bytes:
+    return struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, 0x18, 1024, 0, 0) + payload
+
+
+def ipv4_frame(dst: bytes, src: bytes, sip: IPv4Address | str, dip: IPv4Address | str, *,
+               proto: int = 17, sport: int = 40000, dport: int = 5201, payload: bytes = b"",
+               frag: int = 0, l4: bytes | None = None, options: bytes = b"") -> bytes:
+    """Ethernet + IPv4 + UDP/TCP (``l4`` overrides the transport bytes entirely)."""
+    if l4 is None:
+        l4 = tcp(sport, dport, payload) if proto == 6 else udp(sport, dport, payload)
+    return eth(dst, src, ETH_P_IP, ipv4(sip, dip, proto, l4, frag=frag, options=options))
+
+
+def sized_frame(dst: bytes, src: bytes, size: int, ethertype: int = 0x88B5) -> bytes:
+    """An Ethernet frame of exactly ``size`` bytes (local experimental ethertype by default)."""
+    assert size >= 14
+    return eth(dst, src, ethertype, bytes(i & 0xFF for i in range(size - 14)))
+
+
+def vxlan_hdr(vni: int, *, flags: int = 0x08, rsvd1: bytes = b"\x00\x00\x00",
+              rsvd2: int = 0) -> bytes:
+    """RFC 7348 §5.1 header packed by hand: flags, 24 reserved bits, VNI, 8 reserved bits."""
+    return bytes((flags,)) + rsvd1 + (vni & 0xFFFFFF).to_bytes(3, "big") + bytes((rsvd2,))
+
+
+def vxlan_datagram(vni: int, frame: bytes, **kw: Any) -> bytes:
+    return vxlan_hdr(vni, **kw) + frame
+
+
+# --------------------------------------------------------------------------- strategies
+
+def _unicast(b: bytes) -> bytes:
+    return bytes((b[0] & 0xFE,)) + b[1:]
+
+
+unicast_macs = st.binary(min_size=6, max_size=6).map(_unicast).filter(lambda m: m != ZERO_MAC)
+group_macs = st.one_of(
+    st.just(BROADCAST), st.just(MCAST_MAC),
+    st.binary(min_size=6, max_size=6).map(lambda b: bytes((b[0] | 1,)) + b[1:]))
+bad_src_macs = st.one_of(st.just(ZERO_MAC), group_macs)
+any_macs = st.binary(min_size=6, max_size=6)
+ipv4_addrs = st.integers(0, 2**32 - 1).map(IPv4Address)
+overlay_ips = st.integers(1, 254).map(lambda i: IPv4Address(f"192.168.55.{i}"))
+ports16 = st.integers(0, 65535)
+
+
+@st.composite
+def ip_frames(draw: st.DrawFn, dst: st.SearchStrategy[bytes] = any_macs,
+              src: st.SearchStrategy[bytes] = unicast_macs) -> bytes:
+    """IPv4 frames: UDP/TCP/ICMP/other, sometimes fragmented, sometimes with options."""
+    proto = draw(st.sampled_from([6, 17, 132, 1, 47]))
+    frag = draw(st.sampled_from([0, 0, 0, 0x4000, 0x2000, 0x2000 | 185, 185]))
+    options = draw(st.sampled_from([b"", b"", b"\x01\x01\x01\x00"]))
+    payload = draw(st.binary(max_size=40))
+    if proto in (6, 17, 132):
+        l4 = struct.pack("!HH", draw(ports16), draw(ports16)) + payload
+    else:
+        l4 = payload
+    return ipv4_frame(draw(dst), draw(src), draw(ipv4_addrs), draw(ipv4_addrs), proto=proto,
+                      frag=frag, l4=l4, options=options)
+
+
+@st.composite
+def arp_frames(draw: st.DrawFn, sha: st.SearchStrategy[bytes] = unicast_macs,
+               tpa: st.SearchStrategy[IPv4Address] = overlay_ips,
+               dst: st.SearchStrategy[bytes] = st.just(BROADCAST)) -> bytes:
+    """Mostly well-formed ARP requests, sometimes replies, odd ops, padding or bad fields."""
+    s = draw(sha)
+    kind = draw(st.sampled_from(["request"] * 6 + ["reply", "op", "pad", "bad", "short"]))
+    spa, t = draw(overlay_ips), draw(tpa)
+    d = draw(dst)
+    if kind == "request":
+        return arp_request(s, spa, t, dst=d)
+    if kind == "reply":
+        return arp_frame(2, s, spa, t, tha=draw(unicast_macs), dst=d)
+    if kind == "op":
+        return arp_frame(draw(st.integers(0, 65535)), s, spa, t, dst=d)
+    if kind == "pad":
+        return arp_request(s, spa, t, dst=d, pad=18)
+    if kind == "bad":
+        field = draw(st.sampled_from(["htype", "ptype", "hlen", "plen"]))
+        value = draw(st.integers(0, 255))
+        good = {"htype": 1, "ptype": ETH_P_IP, "hlen": 6, "plen": 4}[field]
+        if value == good:
+            value += 1
+        return arp_request(s, spa, t, dst=d, **{field: value})
+    full = arp_request(s, spa, t, dst=d)
+    return full[:draw(st.integers(14, len(full) - 1))]
+
+
+@st.composite
+def mutations(draw: st.DrawFn, data: bytes) -> bytes:
+    """``data`` with bit flips, a truncation, junk appended, or a mix."""
+    b = bytearray(data)
+    for _ in range(draw(st.integers(0, 3))):
+        what = draw(st.sampled_from(["flip", "truncate", "extend", "byte"]))
+        if what == "flip" and b:
+            i = draw(st.integers(0, len(b) - 1))
+            b[i] ^= 1 << draw(st.integers(0, 7))
+        elif what == "byte" and b:
+            b[draw(st.integers(0, len(b) - 1))] = draw(st.integers(0, 255))
+        elif what == "truncate":
+            del b[draw(st.integers(0, len(b))):]
+        else:
+            b += draw(st.binary(min_size=1, max_size=24))
+    return bytes(b)

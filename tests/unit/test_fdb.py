@@ -1,0 +1,443 @@
+"""dataplane.fdb: the forwarding database with the kernel vxlan driver's semantics, as listed in
+the module docstring (add/append/replace/del/flush, learning, ageing, maxaddress)."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+
+import pytest
+
+from dataplane.errors import EntryExists, EntryNotFound, InvalidArgument, TableError, TableFull
+from dataplane.fdb import Fdb, FdbEntry, is_group_mac
+from tests.strategies import BROADCAST, MCAST_MAC, PEER_MAC, ZERO_MAC
+
+A, B, C = IPv4Address("198.18.0.2"), IPv4Address("198.18.0.3"), IPv4Address("198.18.0.4")
+M1 = bytes.fromhex("020000000001")
+M2 = bytes.fromhex("020000000002")
+M3 = bytes.fromhex("020000000003")
+GROUPS = [ZERO_MAC, BROADCAST, MCAST_MAC]
+
+
+def snapshot(fdb: Fdb) -> list[tuple[bytes, str, int | None, list[IPv4Address], float]]:
+    return [(e.mac, e.state, e.port, list(e.remotes), e.updated) for e in fdb]
+
+
+@pytest.fixture
+def fdb() -> Fdb:
+    return Fdb(4097)
+
+
+def test_errors_are_table_errors() -> None:
+    assert issubclass(EntryExists, TableError) and issubclass(EntryNotFound, TableError)
+    assert issubclass(TableFull, TableError)
+
+
+# --------------------------------------------------------------------------- add
+
+
+def test_add_remote_and_local(fdb: Fdb) -> None:
+    fdb.add(PEER_MAC, dst=A)
+    fdb.add("02:00:00:00:00:01", port=3, state="static", now=5.0)
+    e = fdb.lookup(PEER_MAC)
+    assert e is not None and e.remotes == [A] and e.port is None and e.state == "permanent"
+    assert not e.is_local and e.location() == "198.18.0.2"
+    loc = fdb.lookup(M1)
+    assert loc is not None and loc.port == 3 and loc.is_local and loc.state == "static"
+    assert loc.updated == 5.0 and loc.location() == "port:3"
+    assert len(fdb) == 2
+
+
+def test_add_accepts_string_dst(fdb: Fdb) -> None:
+    fdb.add(M1, dst="198.18.0.2")
+    e = fdb.lookup(M1)
+    assert e is not None and e.remotes == [A] and isinstance(e.remotes[0], IPv4Address)
+
+
+def test_add_existing_is_eexist(fdb: Fdb) -> None:
+    fdb.add(M1, dst=A)
+    with pytest.raises(EntryExists):
+        fdb.add(M1, dst=B)
+    with pytest.raises(EntryExists):
+        fdb.add(M1, port=1)
+    e = fdb.lookup(M1)
+    assert e is not None and e.remotes == [A]
+
+
+def test_add_existing_group_is_eexist(fdb: Fdb) -> None:
+    fdb.add(ZERO_MAC, dst=A)
+    with pytest.raises(EntryExists):
+        fdb.add(ZERO_MAC, dst=B)
+    assert fdb.lookup(ZERO_MAC).remotes == [A]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("kw", [{}, {"dst": A, "port": 1}])
+def test_add_needs_exactly_one_destination(fdb: Fdb, kw: dict[str, object]) -> None:
+    with pytest.raises(InvalidArgument):
+        fdb.add(M1, **kw)  # type: ignore[arg-type]
+    assert len(fdb) == 0
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_add_group_mac_to_port_refused(fdb: Fdb, group: bytes) -> None:
+    with pytest.raises(InvalidArgument):
+        fdb.add(group, port=1)
+    assert len(fdb) == 0
+
+
+@pytest.mark.parametrize("bad", ["nonsense", "02:00:00:00:00", b"\x02" * 5])
+def test_bad_mac_is_invalid_argument(fdb: Fdb, bad: str | bytes) -> None:
+    for op in (lambda: fdb.add(bad, dst=A), lambda: fdb.append(bad, A),
+               lambda: fdb.replace(bad, dst=A), lambda: fdb.delete(bad)):
+        with pytest.raises(InvalidArgument):
+            op()
+
+
+@pytest.mark.parametrize("bad", ["198.18.0", "fe80::1", "not an ip"])
+def test_bad_dst_is_invalid_argument(fdb: Fdb, bad: str) -> None:
+    with pytest.raises(InvalidArgument):
+        fdb.add(M1, dst=bad)
+    with pytest.raises(InvalidArgument):
+        fdb.append(ZERO_MAC, bad)
+    with pytest.raises(InvalidArgument):
+        fdb.replace(M1, dst=bad)
+    assert len(fdb) == 0
+
+
+def test_bad_state_is_invalid_argument(fdb: Fdb) -> None:
+    with pytest.raises(InvalidArgument):
+        fdb.add(M1, dst=A, state="reachable")
+    with pytest.raises(InvalidArgument):
+        fdb.append(ZERO_MAC, A, state="bogus")
+    with pytest.raises(InvalidArgument):
+        fdb.replace(M1, dst=A, state="")
+    assert len(fdb) == 0
+
+
+# --------------------------------------------------------------------------- append
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_append_builds_a_flood_list_in_order(fdb: Fdb, group: bytes) -> None:
+    fdb.append(group, C)
+    fdb.append(group, A)
+    fdb.append(group, B)
+    assert fdb.lookup(group).remotes == [C, A, B]  # type: ignore[union-attr]
+    rows = fdb.rows()
+    assert [r["dst"] for r in rows] == ["198.18.0.4", "198.18.0.2", "198.18.0.3"]
+
+
+def test_append_existing_remote_is_noop(fdb: Fdb) -> None:
+    fdb.append(ZERO_MAC, A)
+    fdb.append(ZERO_MAC, B)
+    before = snapshot(fdb)
+    fdb.append(ZERO_MAC, "198.18.0.2")
+    assert snapshot(fdb) == before
+
+
+def test_append_creates_unicast_entry_when_absent(fdb: Fdb) -> None:
+    fdb.append(M1, A, state="static", now=2.0)
+    e = fdb.lookup(M1)
+    assert e is not None and e.remotes == [A] and e.state == "static" and e.updated == 2.0
+
+
+def test_append_to_existing_unicast_is_invalid(fdb: Fdb) -> None:
+    fdb.add(M1, dst=A)
+    with pytest.raises(InvalidArgument):
+        fdb.append(M1, B)
+    with pytest.raises(InvalidArgument):
+        fdb.append(M1, A)  # even the same remote: unicast entries have exactly one
+    assert fdb.lookup(M1).remotes == [A]  # type: ignore[union-attr]
+
+
+def test_append_to_local_unicast_is_invalid(fdb: Fdb) -> None:
+    fdb.add(M1, port=1)
+    with pytest.raises(InvalidArgument):
+        fdb.append(M1, A)
+    e = fdb.lookup(M1)
+    assert e is not None and e.port == 1 and e.remotes == []
+
+
+# --------------------------------------------------------------------------- replace
+
+
+def test_replace_creates(fdb: Fdb) -> None:
+    fdb.replace(M1, dst=A, state="static", now=1.5)
+    assert snapshot(fdb) == [(M1, "static", None, [A], 1.5)]
+
+
+def test_replace_rewrites_remote_state_and_time(fdb: Fdb) -> None:
+    fdb.add(M1, dst=A, state="permanent")
+    fdb.replace(M1, dst=B, state="static", now=9.0)
+    assert snapshot(fdb) == [(M1, "static", None, [B], 9.0)]
+
+
+def test_replace_turns_local_into_remote_and_back(fdb: Fdb) -> None:
+    fdb.add(M1, port=4)
+    fdb.replace(M1, dst=A)
+    assert snapshot(fdb) == [(M1, "permanent", None, [A], 0.0)]
+    fdb.replace(M1, port=5)
+    assert snapshot(fdb) == [(M1, "permanent", 5, [], 0.0)]
+
+
+def test_replace_learned_entry_makes_it_static(fdb: Fdb) -> None:
+    fdb.learn(M1, 1.0, dst=A)
+    fdb.replace(M1, dst=B, state="permanent", now=2.0)
+    assert snapshot(fdb) == [(M1, "permanent", None, [B], 2.0)]
+    assert fdb.age(10_000.0) == []
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_replace_refused_on_group_macs(fdb: Fdb, group: bytes) -> None:
+    fdb.append(group, A)
+    with pytest.raises(InvalidArgument):
+        fdb.replace(group, dst=B)
+    assert fdb.lookup(group).remotes == [A]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_replace_refused_on_absent_group_macs(fdb: Fdb, group: bytes) -> None:
+    with pytest.raises(InvalidArgument):
+        fdb.replace(group, dst=B)
+    assert len(fdb) == 0
+
+
+def test_replace_needs_exactly_one_destination(fdb: Fdb) -> None:
+    with pytest.raises(InvalidArgument):
+        fdb.replace(M1)
+    with pytest.raises(InvalidArgument):
+        fdb.replace(M1, dst=A, port=1)
+
+
+# --------------------------------------------------------------------------- delete / flush
+
+
+def test_delete_whole_entry(fdb: Fdb) -> None:
+    fdb.add(M1, dst=A)
+    fdb.append(ZERO_MAC, A)
+    fdb.append(ZERO_MAC, B)
+    fdb.delete(M1)
+    fdb.delete(ZERO_MAC)  # without dst: every remote
+    assert len(fdb) == 0
+
+
+def test_delete_one_remote_then_the_last(fdb: Fdb) -> None:
+    for r in (A, B, C):
+        fdb.append(ZERO_MAC, r)
+    fdb.delete(ZERO_MAC, B)
+    assert fdb.lookup(ZERO_MAC).remotes == [A, C]  # type: ignore[union-attr]
+    fdb.delete(ZERO_MAC, "198.18.0.2")
+    assert fdb.lookup(ZERO_MAC).remotes == [C]  # type: ignore[union-attr]
+    fdb.delete(ZERO_MAC, C)
+    assert fdb.lookup(ZERO_MAC) is None and len(fdb) == 0
+
+
+def test_delete_unicast_with_its_remote(fdb: Fdb) -> None:
+    fdb.add(M1, dst=A)
+    fdb.delete(M1, A)
+    assert fdb.lookup(M1) is None
+
+
+def test_delete_absent_is_enoent(fdb: Fdb) -> None:
+    with pytest.raises(EntryNotFound):
+        fdb.delete(M1)
+    fdb.append(ZERO_MAC, A)
+    with pytest.raises(EntryNotFound):
+        fdb.delete(ZERO_MAC, B)
+    assert fdb.lookup(ZERO_MAC).remotes == [A]  # type: ignore[union-attr]
+
+
+def test_delete_local_entry_with_dst_is_enoent(fdb: Fdb) -> None:
+    fdb.add(M1, port=1)
+    with pytest.raises(EntryNotFound):
+        fdb.delete(M1, A)
+    assert fdb.lookup(M1) is not None
+
+
+def test_flush_keeps_permanent(fdb: Fdb) -> None:
+    fdb.add(M1, dst=A, state="permanent")
+    fdb.add(M2, dst=A, state="static")
+    fdb.learn(M3, 0.0, dst=B)
+    fdb.append(ZERO_MAC, C)
+    assert fdb.flush() == 2
+    assert [e.mac for e in fdb] == [ZERO_MAC, M1]
+    assert fdb.flush(keep_permanent=False) == 2
+    assert len(fdb) == 0
+
+
+def test_remove_port(fdb: Fdb) -> None:
+    fdb.add(M1, port=1)
+    fdb.learn(M2, 0.0, port=1)
+    fdb.learn(M3, 0.0, port=2)
+    fdb.add(PEER_MAC, dst=A)
+    assert fdb.remove_port(1) == 2
+    assert [e.mac for e in fdb] == [M3, PEER_MAC]  # sorted by MAC
+    assert fdb.remove_port(1) == 0
+
+
+# --------------------------------------------------------------------------- learning
+
+
+def test_learn_new_remote_and_local(fdb: Fdb) -> None:
+    assert fdb.learn(M1, 3.0, dst=A) == ("new", None)
+    assert fdb.learn(M2, 4.0, port=7) == ("new", None)
+    assert snapshot(fdb) == [(M1, "learned", None, [A], 3.0), (M2, "learned", 7, [], 4.0)]
+
+
+def test_learn_refresh_updates_time(fdb: Fdb) -> None:
+    fdb.learn(M1, 3.0, dst=A)
+    assert fdb.learn(M1, 8.0, dst=A) == ("refresh", None)
+    fdb.learn(M2, 3.0, port=1)
+    assert fdb.learn(M2, 9.0, port=1) == ("refresh", None)
+    assert snapshot(fdb) == [(M1, "learned", None, [A], 8.0), (M2, "learned", 1, [], 9.0)]
+
+
+def test_learn_moved_returns_old_copy(fdb: Fdb) -> None:
+    fdb.learn(M1, 1.0, dst=A)
+    result, old = fdb.learn(M1, 2.0, dst=B)
+    assert result == "moved"
+    assert isinstance(old, FdbEntry)
+    assert (old.mac, old.state, old.port, old.remotes, old.updated) == (M1, "learned", None, [A], 1.0)
+    assert snapshot(fdb) == [(M1, "learned", None, [B], 2.0)]
+    # remote → local port → another port → remote
+    assert fdb.learn(M1, 3.0, port=1)[0] == "moved"
+    assert snapshot(fdb) == [(M1, "learned", 1, [], 3.0)]
+    r, old = fdb.learn(M1, 4.0, port=2)
+    assert r == "moved" and old is not None and old.port == 1 and old.location() == "port:1"
+    r, old = fdb.learn(M1, 5.0, dst=C)
+    assert r == "moved" and old is not None and old.port == 2
+    assert snapshot(fdb) == [(M1, "learned", None, [C], 5.0)]
+
+
+@pytest.mark.parametrize("state", ["permanent", "static"])
+def test_learn_never_moves_static_remote(fdb: Fdb, state: str) -> None:
+    fdb.add(M1, dst=A, state=state, now=1.0)
+    assert fdb.learn(M1, 5.0, dst=B) == ("conflict", None)
+    assert fdb.learn(M1, 5.0, port=3) == ("kept", None)
+    assert snapshot(fdb) == [(M1, state, None, [A], 1.0)]
+
+
+@pytest.mark.parametrize("state", ["permanent", "static"])
+def test_learn_never_moves_static_local(fdb: Fdb, state: str) -> None:
+    fdb.add(M1, port=1, state=state, now=1.0)
+    assert fdb.learn(M1, 5.0, dst=B) == ("conflict", None)
+    assert fdb.learn(M1, 5.0, port=2) == ("kept", None)
+    assert snapshot(fdb) == [(M1, state, 1, [], 1.0)]
+
+
+@pytest.mark.parametrize("state", ["permanent", "static"])
+def test_learn_same_place_as_static_is_refresh_without_touching(fdb: Fdb, state: str) -> None:
+    fdb.add(M1, dst=A, state=state, now=1.0)
+    fdb.add(M2, port=1, state=state, now=1.0)
+    assert fdb.learn(M1, 5.0, dst=A) == ("refresh", None)
+    assert fdb.learn(M2, 5.0, port=1) == ("refresh", None)
+    assert snapshot(fdb) == [(M1, state, None, [A], 1.0), (M2, state, 1, [], 1.0)]
+
+
+def test_learn_full_at_maxaddress() -> None:
+    fdb = Fdb(4097, maxaddress=2)
+    assert fdb.learn(M1, 0.0, dst=A)[0] == "new"
+    assert fdb.learn(M2, 0.0, port=1)[0] == "new"
+    assert fdb.learn(M3, 0.0, dst=A) == ("full", None)
+    assert fdb.lookup(M3) is None
+    # a full table still refreshes and moves what it has
+    assert fdb.learn(M1, 1.0, dst=A)[0] == "refresh"
+    assert fdb.learn(M1, 2.0, dst=B)[0] == "moved"
+    assert len(fdb) == 2
+
+
+def test_maxaddress_bounds_control_plane_too() -> None:
+    fdb = Fdb(4097, maxaddress=1)
+    fdb.add(M1, dst=A)
+    with pytest.raises(TableFull):
+        fdb.add(M2, dst=A)
+    with pytest.raises(TableFull):
+        fdb.append(ZERO_MAC, A)
+    with pytest.raises(TableFull):
+        fdb.replace(M2, dst=A)
+    fdb.replace(M1, dst=B)  # rewriting an existing entry needs no room
+    assert snapshot(fdb) == [(M1, "permanent", None, [B], 0.0)]
+
+
+def test_maxaddress_zero_is_unbounded() -> None:
+    fdb = Fdb(4097, maxaddress=0)
+    for i in range(300):
+        assert fdb.learn(bytes((2, 0, 0, 0, i >> 8, i & 0xFF)), 0.0, dst=A)[0] == "new"
+    assert len(fdb) == 300
+
+
+# --------------------------------------------------------------------------- ageing
+
+
+def test_age_by_updated_and_now() -> None:
+    fdb = Fdb(4097, ageing=300.0)
+    fdb.learn(M1, 10.0, dst=A)
+    fdb.learn(M2, 20.0, port=1)
+    assert fdb.age(309.9) == []
+    gone = fdb.age(310.0)  # updated + ageing <= now
+    assert [e.mac for e in gone] == [M1]
+    assert gone[0].location() == "198.18.0.2"
+    assert [e.mac for e in fdb] == [M2]
+    assert [e.mac for e in fdb.age(320.0)] == [M2]
+    assert len(fdb) == 0
+
+
+def test_refreshed_entry_survives_ageing() -> None:
+    fdb = Fdb(4097, ageing=30.0)
+    fdb.learn(M1, 0.0, dst=A)
+    fdb.learn(M2, 0.0, dst=A)
+    fdb.learn(M1, 25.0, dst=A)          # traffic from M1 refreshes it
+    assert [e.mac for e in fdb.age(40.0)] == [M2]
+    assert [e.mac for e in fdb] == [M1]
+    assert fdb.age(54.9) == []
+    assert [e.mac for e in fdb.age(55.0)] == [M1]
+
+
+def test_moved_entry_ages_from_the_move() -> None:
+    fdb = Fdb(4097, ageing=30.0)
+    fdb.learn(M1, 0.0, dst=A)
+    fdb.learn(M1, 20.0, dst=B)
+    assert fdb.age(45.0) == []
+    assert len(fdb.age(50.0)) == 1
+
+
+def test_permanent_and_static_never_age() -> None:
+    fdb = Fdb(4097, ageing=1.0)
+    fdb.add(M1, dst=A, state="permanent")
+    fdb.add(M2, dst=A, state="static")
+    fdb.add(M3, port=1, state="static")
+    fdb.append(ZERO_MAC, A)
+    assert fdb.age(1e9) == []
+    assert len(fdb) == 4
+
+
+def test_learned_state_through_control_plane_ages() -> None:
+    fdb = Fdb(4097, ageing=10.0)
+    fdb.add(M1, dst=A, state="learned", now=5.0)
+    assert fdb.age(14.0) == []
+    assert [e.mac for e in fdb.age(15.0)] == [M1]
+
+
+# --------------------------------------------------------------------------- dumps
+
+
+def test_rows_one_per_destination_sorted_by_mac() -> None:
+    fdb = Fdb(77)
+    fdb.add(M2, port=3, state="static", now=1.0)
+    fdb.append(ZERO_MAC, B)
+    fdb.append(ZERO_MAC, A)
+    fdb.add(M1, dst=C)
+    assert fdb.rows() == [
+        {"vni": 77, "mac": "00:00:00:00:00:00", "state": "permanent", "updated": 0.0,
+         "port": None, "dst": "198.18.0.3"},
+        {"vni": 77, "mac": "00:00:00:00:00:00", "state": "permanent", "updated": 0.0,
+         "port": None, "dst": "198.18.0.2"},
+        {"vni": 77, "mac": "02:00:00:00:00:01", "state": "permanent", "updated": 0.0,
+         "port": None, "dst": "198.18.0.4"},
+        {"vni": 77, "mac": "02:00:00:00:00:02", "state": "static", "updated": 1.0,
+         "port": 3, "dst": None},
+    ]
+
+
+def test_is_group_mac() -> None:
+    assert all(is_group_mac(g) for g in GROUPS)
+    assert not is_group_mac(M1)

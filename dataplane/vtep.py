@@ -354,25 +354,29 @@ class Vtep:
     def stats(self) -> dict[str, Any]:
         c = self.switch.counters()
         v = self.config.vtep
+        # I/O-side failures (TAP write errors, send errors) live outside the I/O-free core:
+        # in C for the fast path, in this object for the Python path.
+        if self.impl == "c":
+            io = self.switch.io_counters()
+        else:
+            io = {"events_lost": 0,
+                  "underlay": {"tx_errors": self.tx_errors},
+                  "ports": {e.port_id: {"tx_errors": e.tx_errors} for e in self._ports.values()}}
         ports: dict[str, Any] = {}
         for pid, pc in c["ports"].items():
             e = self._ports.get(pid)
             if e is None:
                 continue
-            ports[e.cfg.name] = {"network": e.network.name, "vni": e.network.vni, **pc}
-            if self.impl == "py":
-                ports[e.cfg.name]["tx_errors"] = e.tx_errors
-        underlay = dict(c["underlay"])
-        if self.impl == "py":
-            underlay["tx_errors"] = self.tx_errors
+            ports[e.cfg.name] = {"network": e.network.name, "vni": e.network.vni, **pc,
+                                 **io["ports"].get(pid, {})}
         return {
             "vtep": {"name": v.name, "local": str(v.local), "port": v.port,
                      "fastpath": self.impl,
                      "flow_src_ports": self.underlay.flow_src_ports},
             "ports": ports,
-            "underlay": underlay,
+            "underlay": {**c["underlay"], **io["underlay"]},
             "drops": c["drops"],
-            "counters": c["counters"],
+            "counters": {**c["counters"], "events_lost": io["events_lost"]},
         }
 
     async def handle(self, cmd: str, args: dict[str, Any]) -> Any:

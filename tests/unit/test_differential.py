@@ -128,8 +128,9 @@ def frames(draw: st.DrawFn, srcs: list[bytes], dsts: list[bytes],
         return draw(st.binary(max_size=13))
     if kind == "badsrc":
         bad = draw(st.sampled_from(GROUPS))
-        return draw(st.sampled_from([eth(draw(dst), bad, 0x88B5, b"x"),
-                                     arp_request(bad, "192.168.55.1", "192.168.55.2")]))
+        if draw(st.booleans()):
+            return eth(draw(dst), bad, 0x88B5, b"x")
+        return arp_request(bad, "192.168.55.1", "192.168.55.2")
     base = draw(st.one_of(ip_frames(dst=dst, src=src), arp_frames(sha=src)))
     return draw(mutations(base))
 

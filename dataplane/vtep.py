@@ -56,6 +56,7 @@ class Vtep:
     networks: dict[str, NetworkConfig] = field(default_factory=dict)
     by_vni: dict[int, NetworkConfig] = field(default_factory=dict)
     control: ControlServer | None = None
+    store: Any = None          # dataplane.store.etcd.EtcdStore when [store] is configured
     impl: str = fastpath.NAME
     _ports: dict[int, Endpoint] = field(default_factory=dict)
     _next_port: int = 0
@@ -95,6 +96,12 @@ class Vtep:
             raise
         self._loop.add_reader(self.underlay.rx.fileno(), self._on_underlay)
         self._ageing = self._loop.call_later(AGEING_INTERVAL, self._age)
+        if self.config.store is not None:
+            # Never blocks start-up: an unreachable etcd leaves the static tables in force
+            # while the store retries in the background.
+            from dataplane.store.etcd import EtcdStore
+            self.store = EtcdStore(self.config.store, self)
+            await self.store.start()
         log.info("vxdp %s: serving %d network(s) on %s:%d (%s fast path)", v.name,
                  len(self.config.networks), v.local, v.port, self.impl)
 
@@ -103,6 +110,8 @@ class Vtep:
         if self._stopped:
             return
         self._stopped = True
+        if self.store is not None:
+            await self.store.close()
         if self._ageing is not None:
             self._ageing.cancel()
         loop = self._loop
@@ -152,6 +161,8 @@ class Vtep:
             self.switch.set_port_fd(pid, tap.fd)
         if self._loop is not None:
             self._loop.add_reader(tap.fd, self._on_tap, pid)
+        if self.store is not None:
+            self.store.publish(net, ep)
         return e
 
     def _detach(self, name: str) -> None:
@@ -166,6 +177,54 @@ class Vtep:
         except EntryNotFound:
             pass
         e.tap.close()
+        if self.store is not None and not self._stopped:
+            self.store.withdraw(e.network, e.cfg)
+
+    # -- remote state (static config, or pushed by the store) ------------------------------------
+
+    def local_endpoints(self) -> list[tuple[NetworkConfig, EndpointConfig]]:
+        return [(e.network, e.cfg) for e in self.endpoints.values()]
+
+    def peer_add(self, network: str, mac: str, ip: str, vtep: str) -> bool:
+        """A remote endpoint appeared: permanent FDB + neighbour entry (Docker's peerAdd).
+        Idempotent (replace); False when this VTEP does not serve ``network``."""
+        net = self.networks.get(network)
+        if net is None:
+            return False
+        self.switch.fdb_replace(net.vni, mac, vtep, "permanent", time.monotonic())
+        self.switch.neigh_replace(net.vni, ip, mac, "permanent")
+        return True
+
+    def peer_del(self, network: str, mac: str, ip: str) -> bool:
+        """A remote endpoint went away (Docker's peerDelete). Missing entries are fine."""
+        net = self.networks.get(network)
+        if net is None:
+            return False
+        for op in (lambda: self.switch.fdb_del(net.vni, mac),
+                   lambda: self.switch.neigh_del(net.vni, ip)):
+            try:
+                op()
+            except EntryNotFound:
+                pass
+        return True
+
+    def flood_add(self, network: str, vtep: str) -> bool:
+        """Another VTEP serves ``network``: head-end replication to it (append is idempotent)."""
+        net = self.networks.get(network)
+        if net is None or vtep == str(self.config.vtep.local):
+            return False
+        self.switch.fdb_append(net.vni, ZERO_MAC, vtep, "permanent", time.monotonic())
+        return True
+
+    def flood_del(self, network: str, vtep: str) -> bool:
+        net = self.networks.get(network)
+        if net is None:
+            return False
+        try:
+            self.switch.fdb_del(net.vni, ZERO_MAC, vtep)
+        except EntryNotFound:
+            pass
+        return True
 
     # -- data path ----------------------------------------------------------------------------
 

@@ -191,6 +191,11 @@ class ControlServer:
             self._conns.add(task)
         try:
             await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            # close() cancels open connections (streams). This task is the top of its own
+            # stack: ending normally keeps Python 3.11's StreamReaderProtocol from logging
+            # the cancellation as an error ("Exception in callback ...").
+            pass
         except (ConnectionError, asyncio.TimeoutError):
             pass  # the client went away or stopped reading: its problem, not the server's
         except Exception:  # noqa: BLE001 - one bad connection must never take the server down

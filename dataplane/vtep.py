@@ -9,6 +9,7 @@ run the readable reference (``dataplane.switch``) frame by frame — slow, but t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -119,12 +120,15 @@ class Vtep:
             loop.remove_reader(self.underlay.rx.fileno())
         for name in list(self.endpoints):
             self._detach(name)
+        # End live streams first so their clients see a clean end, then close the server.
+        for s in self._subscribers:
+            with contextlib.suppress(asyncio.QueueFull):
+                s.queue.put_nowait({"end": True})
+        await asyncio.sleep(0)
         if self.control is not None:
             await self.control.close()
         if hasattr(self, "underlay"):
             self.underlay.close()
-        for s in self._subscribers:
-            s.queue.put_nowait({"end": True})
 
     def _add_network(self, net: NetworkConfig) -> None:
         sw = self.switch

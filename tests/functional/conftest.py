@@ -1,0 +1,43 @@
+"""Fixtures for the functional VTEP tests (root, network namespaces).
+
+The policy hooks (privileged marker, strict mode in CI) live in ``tests/conftest.py``; this file
+only adds worlds. Every lab has a unique namespace prefix and is closed whatever happens; after
+closing, no namespace with its prefix may remain.
+
+* ``lab``: a fresh :class:`dataplane.lab.Lab` per test.
+* ``world``: a :class:`vxdp_world.World` on that lab (VTEPs it started are stopped at the end).
+* ``vxdp_world.open_world()``: the same as a context manager, for module-scoped worlds shared
+  by tests that only observe (import it from ``vxdp_world``, not from this conftest: two
+  ``conftest`` modules exist under tests/).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# The helper module sits next to this file; tests import it as ``vxdp_world``.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from vxdp_world import World  # noqa: E402
+
+from dataplane import netns  # noqa: E402
+from dataplane.lab import Lab  # noqa: E402
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    with Lab() as lab:
+        prefix = lab.prefix
+        yield lab
+    left = [n for n in netns.list_netns() if n.startswith(prefix)]
+    assert not left, f"namespaces left behind: {left}"
+
+
+@pytest.fixture
+def world(lab: Lab) -> Iterator[World]:
+    with World(lab) as w:
+        yield w

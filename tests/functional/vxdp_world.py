@@ -1,0 +1,636 @@
+"""Worlds for the functional VTEP tests: namespaces from :class:`dataplane.lab.Lab`, one
+``vxdp run CONFIG`` process per "node", and the probes the tests make (ping, arping, tcpdump,
+the ``vxdp`` CLI).
+
+Typical use (see ``conftest.py`` for the ``world`` fixture)::
+
+    w = World(lab)
+    lab.underlay(); lab.host("manager", MANAGER); lab.host("worker", WORKER)
+    c1 = w.container("manager", "c1", "192.168.55.4")
+    c2 = w.container("worker", "c2", "192.168.55.3")
+    m = w.start_vxdp("manager", w.vtep_config("manager", MANAGER,
+                     [network("mynet", VNI, endpoints=[c1], peers=[(c2, WORKER)],
+                              flood=[WORKER])]))
+    ...
+    m.stop()   # SIGTERM: asserts exit 0, control socket and TAPs gone
+
+Everything is addressed inside the lab: underlay 198.18.0.0/24, overlay 192.168.55.0/24.
+Names: a container's namespace is ``<lab prefix><short name>`` (made by the lab) and its
+host-side TAP name is the same string (<= 15 bytes), so names never collide between tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dataplane.control import ControlClient
+from dataplane.errors import ControlError
+from dataplane.lab import Capture, Lab
+from dataplane.netns import list_netns
+
+ROOT = Path(__file__).resolve().parents[2]
+
+MANAGER = "198.18.0.1"
+WORKER = "198.18.0.2"
+THIRD = "198.18.0.3"
+UNDERLAY = "198.18.0.0/24"
+VNI = 4097
+VXLAN_PORT = 4789
+
+#: Short, bounded probes (the brief: no long pings, no timing asserts).
+PING = ("ping", "-c", "3", "-i", "0.2", "-W", "2")
+ARPING = ("arping", "-c", "3", "-W", "0.2")
+
+T = TypeVar("T")
+
+
+def docker_mac(ip: str) -> str:
+    """Docker's container MAC: 02:42 followed by the four octets of the IPv4 address."""
+    return "02:42:" + ":".join(f"{int(o):02x}" for o in ip.split("."))
+
+
+def wait_for(pred: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
+    """Poll ``pred`` until it returns something truthy; AssertionError naming ``what`` after
+    ``timeout`` seconds. A deadline, never a speed assertion."""
+    deadline = time.monotonic() + timeout
+    last: T = pred()
+    while not last:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} "
+                                 f"(last value: {last!r})")
+        time.sleep(interval)
+        last = pred()
+    return last
+
+
+# --------------------------------------------------------------------------- TOML
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string of ASCII text is a valid TOML basic string
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def _is_table_array(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) and bool(v) and all(isinstance(x, Mapping) for x in v)
+
+
+def _emit(path: str, table: Mapping[str, Any], out: list[str], array: bool) -> None:
+    out.append(f"[[{path}]]" if array else f"[{path}]")
+    for k, v in table.items():
+        if v is None or isinstance(v, Mapping) or _is_table_array(v):
+            continue
+        out.append(f"{k} = {_toml_value(v)}")
+    out.append("")
+    for k, v in table.items():
+        if isinstance(v, Mapping):
+            _emit(f"{path}.{k}", v, out, False)
+        elif _is_table_array(v):
+            for item in v:
+                _emit(f"{path}.{k}", item, out, True)
+
+
+def to_toml(config: Mapping[str, Any]) -> str:
+    """The small subset of TOML vxdp configs use: top-level tables and arrays of tables,
+    nested arrays of tables (``[[network.endpoint]]``), scalars and lists of scalars.
+    ``None`` values are left out (the key's default applies)."""
+    out: list[str] = []
+    for k, v in config.items():
+        if isinstance(v, Mapping):
+            _emit(k, v, out, False)
+        elif _is_table_array(v):
+            for item in v:
+                _emit(k, item, out, True)
+        elif isinstance(v, (list, tuple)) and not v:
+            continue
+        else:
+            raise TypeError(f"top-level key {k!r} must be a table or an array of tables")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- model
+
+@dataclass(frozen=True)
+class Container:
+    """A Docker-style container namespace (made by the lab) and its endpoint description."""
+    name: str           # short name, e.g. "c1"
+    ns: str             # full netns name (<prefix><name>)
+    host: str           # short host name
+    ip: str
+    mac: str
+    prefixlen: int = 24
+
+    @property
+    def tap(self) -> str:
+        """Host-side TAP name (the VTEP config's endpoint ``name``): the netns name."""
+        return self.ns
+
+    def endpoint(self) -> dict[str, Any]:
+        return {"name": self.tap, "mac": self.mac, "address": f"{self.ip}/{self.prefixlen}",
+                "netns": self.ns, "ifname": "eth0"}
+
+    def peer(self, vtep: str) -> dict[str, Any]:
+        return {"mac": self.mac, "address": self.ip, "vtep": vtep}
+
+
+def network(name: str, vni: int, *, endpoints: Iterable[Container] = (),
+            peers: Iterable[tuple[Container, str]] = (), flood: Sequence[str] = (),
+            **options: Any) -> dict[str, Any]:
+    """A ``[[network]]`` table: local ``endpoints``, ``peers`` as (container, its VTEP)."""
+    net: dict[str, Any] = {"name": name, "vni": vni, **options}
+    if flood:
+        net["flood"] = list(flood)
+    eps = [c.endpoint() for c in endpoints]
+    if eps:
+        net["endpoint"] = eps
+    prs = [c.peer(vtep) for c, vtep in peers]
+    if prs:
+        net["peer"] = prs
+    return net
+
+
+# --------------------------------------------------------------------------- running VTEPs
+
+class Vtep:
+    """One running ``vxdp run CONFIG`` in a host namespace."""
+
+    def __init__(self, world: World, host: str, name: str, proc: subprocess.Popen[bytes],
+                 sock: str, config_path: str, log_path: str) -> None:
+        self.world = world
+        self.host = host
+        self.name = name
+        self.proc = proc
+        self.sock = sock
+        self.config_path = config_path
+        self.log_path = log_path
+        self.returncode: int | None = None
+        self.impl: str | None = None
+        self._stopping: list[dict[str, Any]] | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def __repr__(self) -> str:
+        return f"<Vtep {self.name} on {self.host} pid={self.pid}>"
+
+    # -- observation ---------------------------------------------------------------------
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self) -> str:
+        """What the process wrote to stderr so far (its log)."""
+        try:
+            return Path(self.log_path).read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def request(self, cmd: str, **args: Any) -> Any:
+        """A control-socket request straight through :class:`ControlClient`."""
+        return ControlClient(self.sock).request(cmd, **args)
+
+    def stats(self) -> dict[str, Any]:
+        return self.request("stats")
+
+    def fdb(self) -> list[dict[str, Any]]:
+        """What ``vxdp fdb show --json`` prints (straight from the socket: no CLI start-up)."""
+        return self.request("fdb.show")
+
+    def neigh(self) -> list[dict[str, Any]]:
+        """What ``vxdp neigh show --json`` prints."""
+        return self.request("neigh.show")
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 20.0,
+            ) -> subprocess.CompletedProcess[str]:
+        """``python -m dataplane -s SOCK ARGS...`` (the CLI only needs the unix socket, so it
+        runs in the test's own namespace). ``check``: assert exit 0."""
+        argv = [sys.executable, "-m", "dataplane", "-s", self.sock, *args]
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        if check:
+            assert p.returncode == 0, (f"vxdp {' '.join(args)} on {self.name} exited "
+                                       f"{p.returncode}: {p.stderr.strip()}")
+        return p
+
+    def cli_json(self, *args: str) -> Any:
+        return json.loads(self.cli(*args, "--json").stdout)
+
+    def counter(self, section: str, key: str) -> int:
+        return int(self.stats()[section][key])
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"vxdp run on {self.host} exited with "
+                                     f"{self.proc.returncode}: {self.log().strip()}")
+            try:
+                stats = self.stats()
+            except ControlError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"vxdp run on {self.host} did not answer on {self.sock} "
+                                         f"within {timeout:.0f}s: {self.log().strip()}") from None
+                time.sleep(0.05)
+                continue
+            self.impl = stats.get("vtep", {}).get("fastpath")
+            return
+
+    def endpoints(self) -> list[dict[str, Any]]:
+        return self.request("endpoint.show")
+
+    def terminate(self) -> None:
+        """Note the endpoints, then send SIGTERM without waiting (see :meth:`stop`)."""
+        eps: list[dict[str, Any]] = []
+        if self.alive():
+            try:
+                eps = self.endpoints()
+            except ControlError:
+                eps = []
+            self.proc.send_signal(signal.SIGTERM)
+        self._stopping = eps
+
+    def stop(self, timeout: float = 10.0, check: bool = True) -> int:
+        """SIGTERM; with ``check`` assert exit 0, control socket removed, and every endpoint's
+        TAP gone (in its container namespace, or in the host namespace) with no TAP left in the
+        host namespace at all."""
+        if self.returncode is not None:
+            return self.returncode
+        if self._stopping is None:
+            self.terminate()
+        eps = self._stopping or []
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            if check:
+                raise AssertionError(f"vxdp run on {self.host} ignored SIGTERM for "
+                                     f"{timeout:.0f}s") from None
+            rc = self.proc.returncode
+        self.returncode = rc
+        if not check:
+            return rc
+        assert rc == 0, f"vxdp run on {self.host} exited {rc} after SIGTERM: {self.log().strip()}"
+        assert "Traceback" not in self.log(), self.log()
+        assert not os.path.exists(self.sock), f"control socket {self.sock} left behind"
+        lab = self.world.lab
+        for ep in eps:
+            where = ep.get("netns")
+            ifname = ep.get("ifname") or ep["name"]
+            if where and where in lab.namespaces:
+                assert ifname not in self.world.links(where), (
+                    f"{ifname} still exists in {where} after vxdp stopped")
+            assert ep["name"] not in self.world.links(self.host), (
+                f"TAP {ep['name']} still exists in host {self.host} after vxdp stopped")
+        left = self.world.links(self.host, kind="tun")
+        assert not left, f"TAP devices left in {self.host}: {left}"
+        return rc
+
+
+class Sniffer:
+    """A running tcpdump whose output can be awaited line by line.
+
+    Delivery to a packet socket is asynchronous (a TAP write is received in softirq), and
+    tcpdump exits on SIGINT without draining what is still queued: so positive checks wait for
+    the line they expect (:meth:`wait_for`), and :meth:`stop` first keeps reading for a short
+    settle time, so "saw nothing" is not an artefact of stopping too early.
+    """
+
+    def __init__(self, cap: Capture) -> None:
+        self.cap = cap
+        self._buf = b""
+        self.text = ""
+
+    def _pump(self, timeout: float) -> None:
+        out = self.cap.proc.stdout
+        if out is None:
+            return
+        fd = out.fileno()
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                return
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return
+            self._buf += chunk
+            return
+
+    def lines(self) -> list[str]:
+        return [ln for ln in self._buf.decode(errors="replace").splitlines() if ln.strip()]
+
+    def wait_for(self, pred: Callable[[list[str]], bool] | str, timeout: float = 5.0) -> list[str]:
+        """Read until ``pred(lines)`` holds (a string: some line contains it); the lines."""
+        check = (lambda ls: any(pred in ln for ln in ls)) if isinstance(pred, str) else pred
+        deadline = time.monotonic() + timeout
+        while not check(self.lines()):
+            left = deadline - time.monotonic()
+            if left <= 0 or self.cap.proc.poll() is not None:
+                raise AssertionError(f"tcpdump did not show {pred!r} within {timeout:.0f}s; "
+                                     f"it showed:\n" + "\n".join(self.lines()))
+            self._pump(min(left, 0.2))
+        return self.lines()
+
+    def stop(self, settle: float = 0.3) -> str:
+        """Keep reading for ``settle`` seconds, stop tcpdump, return everything it printed."""
+        deadline = time.monotonic() + settle
+        while time.monotonic() < deadline and self.cap.proc.poll() is None:
+            self._pump(deadline - time.monotonic())
+        rest = self.cap.stop()
+        self.text = self._buf.decode(errors="replace") + rest
+        return self.text
+
+
+class World:
+    """Containers, configs and VTEP processes on top of one :class:`Lab`."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.prefix = lab.prefix
+        # Short path: unix socket paths are limited to 107 bytes (pytest's tmp_path is long).
+        self.tmp = tempfile.mkdtemp(prefix="vxw-")
+        self.vteps: list[Vtep] = []
+        self.containers: dict[str, Container] = {}
+
+    # -- topology ------------------------------------------------------------------------
+
+    def hosts(self, *addrs: tuple[str, str], tx_csum_off: bool = False) -> None:
+        """Underlay plus hosts, e.g. ``hosts(("manager", MANAGER), ("worker", WORKER))``."""
+        if self.lab.underlay_ns is None:
+            self.lab.underlay(UNDERLAY)
+        for name, addr in addrs:
+            self.lab.host(name, addr, tx_csum_off=tx_csum_off)
+
+    def container(self, host: str, name: str, ip: str, mac: str | None = None) -> Container:
+        """A container namespace on ``host`` (its eth0 comes from the VTEP's endpoint)."""
+        mac = mac or docker_mac(ip)
+        ns = self.lab.container(host, name, mac, f"{ip}/24")
+        assert len(ns.encode()) <= 15, f"TAP name {ns!r} is longer than 15 bytes"
+        c = Container(name=name, ns=ns, host=host, ip=ip, mac=mac)
+        self.containers[name] = c
+        return c
+
+    # -- configs -------------------------------------------------------------------------
+
+    def sock_path(self, name: str) -> str:
+        return os.path.join(self.tmp, f"{name}.sock")
+
+    def vtep_config(self, name: str, local: str, networks: Sequence[Mapping[str, Any]],
+                    **vtep_options: Any) -> dict[str, Any]:
+        """A full config dict: ``[vtep]`` (control socket in this world's tmp dir) + networks."""
+        vtep = {"name": name, "local": local, "control": self.sock_path(name), **vtep_options}
+        return {"vtep": vtep, "network": list(networks)}
+
+    def write_config(self, name: str, config: Mapping[str, Any] | str) -> str:
+        path = os.path.join(self.tmp, f"{name}.toml")
+        text = config if isinstance(config, str) else to_toml(config)
+        Path(path).write_text(text)
+        return path
+
+    # -- processes -----------------------------------------------------------------------
+
+    def start_vxdp(self, host: str, config: Mapping[str, Any] | str,
+                   timeout: float = 20.0, wait: bool = True) -> Vtep:
+        """Write ``config`` (dict or TOML text), start ``vxdp run`` in ``host``'s namespace and
+        (unless ``wait=False``) wait until its control socket answers."""
+        text = config if isinstance(config, str) else to_toml(config)
+        parsed = tomllib.loads(text)
+        name = parsed.get("vtep", {}).get("name", "vxdp")
+        sock = parsed.get("vtep", {}).get("control")
+        assert sock, "give the VTEP a control socket in this world (World.vtep_config does)"
+        cfg = self.write_config(name, text)
+        log_path = os.path.join(self.tmp, f"{name}.log")
+        with open(log_path, "wb") as log:
+            # stderr to a file, not a pipe nobody reads: a chatty VTEP must never block.
+            proc = self.lab.popen(host, [sys.executable, "-m", "dataplane", "run", cfg],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=log, cwd=ROOT)
+        v = Vtep(self, host, name, proc, sock, cfg, log_path)
+        self.vteps.append(v)
+        if wait:
+            v.wait_ready(timeout)
+        return v
+
+    def start_all(self, *configs: tuple[str, Mapping[str, Any] | str],
+                  timeout: float = 20.0) -> list[Vtep]:
+        """Start one VTEP per (host, config) side by side, then wait for all of them."""
+        vteps = [self.start_vxdp(host, cfg, wait=False) for host, cfg in configs]
+        for v in vteps:
+            v.wait_ready(timeout)
+        return vteps
+
+    def stop_all(self, *vteps: Vtep) -> list[int]:
+        """SIGTERM to all of them at once, then :meth:`Vtep.stop` (with its checks) each."""
+        for v in vteps:
+            if v.returncode is None and v._stopping is None:
+                v.terminate()
+        return [v.stop() for v in vteps]
+
+    def links(self, ns: str, kind: str | None = None) -> list[str]:
+        """Interface names in a lab namespace (``ip -j -d link``), optionally of one kind."""
+        p = self.lab.run(ns, ["ip", "-j", "-d", "link", "show"], check=True)
+        out = []
+        for link in json.loads(p.stdout or "[]"):
+            if kind is None or link.get("linkinfo", {}).get("info_kind") == kind:
+                out.append(link["ifname"])
+        return out
+
+    # -- probes --------------------------------------------------------------------------
+
+    def ping(self, src: Container | str, dst_ip: str, *extra: str, count: int = 3,
+             wait: float = 2) -> subprocess.CompletedProcess[str]:
+        """``ping -c COUNT -i 0.2 -W WAIT [EXTRA] DST`` in ``src``'s namespace (no check)."""
+        ns = src.name if isinstance(src, Container) else src
+        argv = ["ping", "-c", str(count), "-i", "0.2", "-W", str(wait), *extra, dst_ip]
+        return self.lab.run(ns, argv, check=False, timeout=30)
+
+    def assert_ping(self, src: Container | str, dst_ip: str, count: int = 3) -> str:
+        p = self.ping(src, dst_ip, count=count)
+        assert p.returncode == 0, f"ping {dst_ip} from {src} failed:\n{p.stdout}{p.stderr}"
+        m = re.search(r"(\d+) packets transmitted, (\d+) received", p.stdout)
+        assert m and int(m.group(2)) == count, f"ping {dst_ip} from {src} lost packets:\n{p.stdout}"
+        return p.stdout
+
+    def arping(self, src: Container | str, dst_ip: str, count: int = 3,
+               ) -> subprocess.CompletedProcess[str]:
+        ns = src.name if isinstance(src, Container) else src
+        argv = ["arping", "-c", str(count), "-W", "0.2", "-i", "eth0", dst_ip]
+        return self.lab.run(ns, argv, check=False, timeout=30)
+
+    def tcpdump(self, c: Container | str, filter: str = "", iface: str = "eth0",
+                extra: Sequence[str] = ("-q",)) -> Sniffer:
+        """A listening tcpdump in a container (or any lab namespace), text output."""
+        ns = c.name if isinstance(c, Container) else c
+        return Sniffer(self.lab.tcpdump(ns, iface, filter, extra=extra))
+
+    # -- teardown ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop what is still running (no assertions: tests assert on stop themselves)."""
+        for v in self.vteps:
+            if v.returncode is None and v._stopping is None:
+                try:
+                    v.terminate()
+                except Exception:
+                    pass
+        for v in self.vteps:
+            try:
+                v.stop(check=False)
+            except Exception:
+                pass
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> World:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def open_world() -> Iterator[World]:
+    """A fresh Lab + World, always torn down; asserts no namespace of the lab is left."""
+    with Lab() as lab:
+        prefix = lab.prefix
+        with World(lab) as world:
+            yield world
+    left = [n for n in list_netns() if n.startswith(prefix)]
+    assert not left, f"namespaces left behind: {left}"
+
+
+# --------------------------------------------------------------------------- the walkthrough
+
+@dataclass
+class Walkthrough:
+    """The reference walkthrough: manager (c1 .4, c3 .5) and worker (c2 .3), VNI 4097."""
+    world: World
+    c1: Container
+    c2: Container
+    c3: Container
+    manager: Vtep
+    worker: Vtep
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def walkthrough_configs(w: World, c1: Container, c2: Container, c3: Container,
+                        **net_options: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    opts = {"mtu": 1450, "proxy": True, "learning": False, **net_options}
+    m = w.vtep_config("manager", MANAGER, [network(
+        "mynet", VNI, endpoints=[c1, c3], peers=[(c2, WORKER)], flood=[WORKER], **opts)],
+        allow=[UNDERLAY])
+    k = w.vtep_config("worker", WORKER, [network(
+        "mynet", VNI, endpoints=[c2], peers=[(c1, MANAGER), (c3, MANAGER)], flood=[MANAGER],
+        **opts)], allow=[UNDERLAY])
+    return m, k
+
+
+def build_walkthrough(w: World) -> Walkthrough:
+    w.hosts(("manager", MANAGER), ("worker", WORKER))
+    c1 = w.container("manager", "c1", "192.168.55.4")
+    c3 = w.container("manager", "c3", "192.168.55.5")
+    c2 = w.container("worker", "c2", "192.168.55.3")
+    mcfg, kcfg = walkthrough_configs(w, c1, c2, c3)
+    manager, worker = w.start_all(("manager", mcfg), ("worker", kcfg))
+    return Walkthrough(w, c1, c2, c3, manager, worker)
+
+
+# --------------------------------------------------------------------------- TCP transfer
+
+_TCP_SERVER = r"""
+import hashlib, socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(1)
+s.settimeout(60)
+print("ready", flush=True)
+c, peer = s.accept()
+c.settimeout(60)
+h = hashlib.sha256()
+n = 0
+while True:
+    d = c.recv(1 << 16)
+    if not d:
+        break
+    h.update(d)
+    n += len(d)
+c.sendall(h.hexdigest().encode())
+c.close()
+print(n, h.hexdigest(), peer[0], flush=True)
+"""
+
+_TCP_CLIENT = r"""
+import hashlib, random, socket, sys
+data = random.Random(int(sys.argv[4])).randbytes(int(sys.argv[3]))
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=60)
+c.sendall(data)
+c.shutdown(socket.SHUT_WR)
+reply = b""
+while True:
+    chunk = c.recv(256)
+    if not chunk:
+        break
+    reply += chunk
+print(len(data), hashlib.sha256(data).hexdigest(), reply.decode(), flush=True)
+"""
+
+
+@dataclass
+class Transfer:
+    sent: int
+    sent_sha: str
+    received: int
+    received_sha: str
+    echoed_sha: str
+    peer: str
+
+
+def tcp_transfer(world: World, server: Container, client: Container, nbytes: int,
+                 port: int = 5201, seed: int = 7, timeout: float = 60.0) -> Transfer:
+    """Send ``nbytes`` of seeded random data over TCP from ``client`` to ``server``; both ends
+    hash what they saw (sha256), the server echoes its hash back."""
+    lab = world.lab
+    srv = lab.popen(server.name, [sys.executable, "-c", _TCP_SERVER, server.ip, str(port)],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert srv.stdout is not None
+    first = srv.stdout.readline().strip()
+    assert first == "ready", f"TCP server in {server.name} did not start: {first!r}"
+    cl = lab.run(client.name, [sys.executable, "-c", _TCP_CLIENT, server.ip, str(port),
+                               str(nbytes), str(seed)], check=False, timeout=timeout)
+    try:
+        out, err = srv.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        srv.kill()
+        out, err = srv.communicate()
+    assert cl.returncode == 0, f"TCP client in {client.name} failed: {cl.stderr.strip()}"
+    assert srv.returncode == 0, f"TCP server in {server.name} failed: {err.strip()}"
+    sent, sent_sha, echoed = cl.stdout.split()
+    received, received_sha, peer = out.split()
+    return Transfer(int(sent), sent_sha, int(received), received_sha, echoed, peer)

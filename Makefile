@@ -31,8 +31,11 @@ $(foreach v,$(PASS_THROUGH),$(if $(filter undefined,$(origin $(v))),,$(eval expo
 # ---------------------------------------------------------------------------------------------
 # System packages (apt). Checked with dpkg-query, so apt only runs when something is missing.
 # gcc + libc6-dev: --no-install-recommends would otherwise leave gcc without libc headers.
+# etcd-server: the real etcd (3.4) that the store's tests, benchmark and demo run in a lab
+# namespace (on a systemd host the package also enables its own etcd on localhost; vxdp never
+# uses that one).
 APT_PACKAGES := iproute2 iputils-ping arping tcpdump tshark iperf3 ethtool procps psmisc \
-                gcc libc6-dev make
+                gcc libc6-dev make etcd-server
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 # $(call apt_install,PACKAGES): non-interactive install. The debconf answers keep tshark
@@ -59,7 +62,7 @@ FASTPATH_DEPS := $(PYX) $(wildcard _fastpath/*.pxd _fastpath/includes/*.pxd _fas
 # A .pyx whose extension module is gone (deleted by hand) forces a rebuild despite the stamp.
 MISSING_SO  := $(foreach p,$(PYX),$(if $(wildcard $(p:.pyx=).*.so),,$(p)))
 
-.PHONY: help deps venv build test demo bench bench-fastpath bench-e2e clean distclean FORCE
+.PHONY: help deps venv build test demo bench bench-fastpath bench-e2e bench-store clean distclean FORCE
 
 help:
 	@echo "targets: deps venv build test demo bench bench-fastpath bench-e2e clean distclean"
@@ -120,13 +123,17 @@ test: deps venv build
 demo: deps venv build
 	$(VENV)/bin/vxdp demo $(ARGS)
 
-bench: bench-fastpath $(if $(wildcard benchmarks/bench_e2e.py),bench-e2e)
+bench: bench-fastpath bench-store $(if $(wildcard benchmarks/bench_e2e.py),bench-e2e)
 
 bench-fastpath: deps venv build
 	$(VPY) -m benchmarks.bench_fastpath $(ARGS)
 
 bench-e2e: deps venv build
+	@$(VPY) -c 'import matplotlib' 2>/dev/null || $(VPY) -m pip install -qq matplotlib
 	$(VPY) -m benchmarks.bench_e2e $(ARGS)
+
+bench-store: deps venv build
+	$(VPY) -m benchmarks.bench_store $(ARGS)
 
 # Generated C and HTML are recognised by Cython's header, so hand-written C is never deleted.
 clean:

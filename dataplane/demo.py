@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,9 +50,14 @@ CONTAINERS = (
 )
 
 
-def node_config(node: str, prefix: str, sock: str) -> str:
+def node_config(node: str, prefix: str, sock: str, store: str | None = None) -> str:
     """The TOML a node's VTEP runs with: its own containers as endpoints, the others as peers
-    (what Docker's peerAdd pushes), the other node in the flood list."""
+    (what Docker's peerAdd pushes), the other node in the flood list.
+
+    With ``store`` (an etcd URL): only its own containers plus ``[store]``; peers and flood
+    list come from etcd, published by the other node."""
+    if store is not None:
+        return _store_node_config(node, prefix, sock, store)
     lines = [
         "[vtep]",
         f'name = "{node}"',
@@ -78,11 +84,50 @@ def node_config(node: str, prefix: str, sock: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+ETCD_NODE = "etcd"
+ETCD_ADDR = "198.18.0.100"
+STORE_TTL = 5
+
+
+def _store_node_config(node: str, prefix: str, sock: str, store: str) -> str:
+    lines = [
+        "[vtep]",
+        f'name = "{node}"',
+        f'local = "{NODES[node]}"',
+        f'control = "{sock}"',
+        f'allow = ["{UNDERLAY}"]',
+        "",
+        "[store]",
+        f'etcd = ["{store}"]',
+        'prefix = "/vxdp"',
+        f"ttl = {STORE_TTL}",
+        "",
+        "[[network]]",
+        'name = "mynet"',
+        f"vni = {VNI}",
+        "mtu = 1450",
+        "proxy = true",
+        "learning = false",
+    ]
+    for c in CONTAINERS:
+        if c.node == node:
+            lines += ["", "[[network.endpoint]]", f'name = "{prefix}{c.name}"',
+                      f'mac = "{c.mac}"', f'address = "{c.ip}/24"',
+                      f'netns = "{prefix}{c.name}"', 'ifname = "eth0"']
+    return "\n".join(lines) + "\n"
+
+
+#: ``--store etcd``: a container that joins at run time (``vxdp endpoint add`` on worker).
+LATECOMER = Container("c4", "worker", "192.168.55.6")
+
+
 class Walkthrough:
-    def __init__(self, interactive: bool) -> None:
+    def __init__(self, interactive: bool, store: str = "static") -> None:
         from dataplane.lab import Lab  # needs root; imported late for a clean error
 
         self.interactive = interactive
+        self.store = store
+        self.etcd: object | None = None   # dataplane.store.etcd.EtcdServer with --store etcd
         self.lab = Lab(prefix=f"vxd{os.getpid() % 10000}-")
         self.prefix = self.lab.prefix
         self.tmp = tempfile.TemporaryDirectory(prefix="vxdp-demo-")
@@ -145,11 +190,12 @@ class Walkthrough:
             self.lab.host(node, addr)
         for c in CONTAINERS:
             self.lab.container(c.node, c.name, c.mac, f"{c.ip}/24")
+        url = self._start_etcd() if self.store == "etcd" else None
         for node in NODES:
             sock = os.path.join(self.tmp.name, f"{node}.sock")
             cfg = os.path.join(self.tmp.name, f"{node}.toml")
             with open(cfg, "w") as f:
-                f.write(node_config(node, self.prefix, sock))
+                f.write(node_config(node, self.prefix, sock, url))
             self.socks[node] = sock
             self.vteps[node] = self.lab.popen(
                 node, [sys.executable, "-m", "dataplane", "run", cfg],
@@ -158,7 +204,74 @@ class Walkthrough:
             self._wait_ready(node)
         for c in CONTAINERS:
             print(f"  {c.name:3} on {c.node:8} eth0 {c.mac}  {c.ip}/24   (netns {self.prefix}{c.name})")
-        print(f"  VTEPs: manager {NODES['manager']}, worker {NODES['worker']}, VNI {VNI}, UDP 4789\n")
+        print(f"  VTEPs: manager {NODES['manager']}, worker {NODES['worker']}, VNI {VNI}, UDP 4789")
+        if url is not None:
+            print(f"  etcd: {url} (node {ETCD_NODE}); node configs list only their own containers")
+        print()
+
+    # -- the store (--store etcd) -----------------------------------------------------------
+
+    def _start_etcd(self) -> str:
+        from dataplane.store.etcd import EtcdServer
+
+        self.lab.host(ETCD_NODE, ETCD_ADDR)
+        data = os.path.join(self.tmp.name, "etcd")
+        etcd = EtcdServer(self.lab, ETCD_NODE, ETCD_ADDR, data,
+                          log_path=os.path.join(self.tmp.name, "etcd.log"))
+        etcd.start()
+        self.etcd = etcd
+        return etcd.url
+
+    def _remote_macs(self, node: str) -> set[str]:
+        rows = ControlClient(self.socks[node]).request("fdb.show")
+        return {r["mac"] for r in rows if r.get("dst") and r["mac"] != "00:00:00:00:00:00"}
+
+    def _wait_tables(self, expect: dict[str, set[str]], what: str, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            have = {n: self._remote_macs(n) for n in expect}
+            if have == expect:
+                return
+            if time.monotonic() > deadline:
+                raise VxdpError(f"the store did not {what} within {timeout:.0f}s: "
+                                f"have {have}, want {expect}")
+            time.sleep(0.1)
+
+    def _expected(self, containers: tuple[Container, ...]) -> dict[str, set[str]]:
+        return {n: {c.mac for c in containers if c.node != n} for n in NODES}
+
+    def store_keys(self) -> None:
+        assert self.etcd is not None
+        url = self.etcd.url  # type: ignore[attr-defined]
+        self.step("The store fills the tables", f"""
+            Neither node's config lists a peer or a flood entry. Each VTEP registers itself and
+            publishes its containers in etcd ({url}) under a lease it keeps alive (ttl
+            {STORE_TTL}s), watches the prefix, and turns the other node's keys into permanent
+            FDB + neighbour entries and a flood-list entry: Docker's peerAdd, driven by the
+            store. These are the keys:""")
+        self._wait_tables(self._expected(CONTAINERS), "fill the tables")
+        argv = [sys.executable, "-m", "dataplane.store.etcd", "dump", url, "/vxdp"]
+        p = self.lab.run(ETCD_NODE, argv, timeout=20, check=False)
+        self.show(ETCD_NODE, ["python", "-m", "dataplane.store.etcd", "dump", url, "/vxdp"],
+                  (p.stdout or "") + (p.stderr or ""))
+
+    def churn(self) -> None:
+        c, w = LATECOMER, "worker"
+        self.step("Containers come and go", f"""
+            A container {c.name} ({c.ip}) joins on {w} at run time with 'vxdp endpoint add'.
+            The worker publishes it at once; the manager's watch turns it into a peer, and c1
+            can reach it. Then it leaves ('vxdp endpoint del'): its key is deleted and the
+            manager's entries go with it.""")
+        self.lab.container(c.node, c.name, c.mac, f"{c.ip}/24")
+        name = f"{self.prefix}{c.name}"
+        self.vxdp(w, "endpoint", "add", "--network", "mynet", "--name", name, "--mac", c.mac,
+                  "--address", f"{c.ip}/24", "--netns", name, "--ifname", "eth0")
+        self._wait_tables(self._expected(CONTAINERS + (c,)), f"propagate {c.name}")
+        self.vxdp("manager", "fdb", "show")
+        self.run("c1", ["ping", "-c", "2", "-i", "0.2", "-W", "2", c.ip])
+        self.vxdp(w, "endpoint", "del", name)
+        self._wait_tables(self._expected(CONTAINERS), f"withdraw {c.name}")
+        self.vxdp("manager", "fdb", "show")
 
     def _wait_ready(self, node: str, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
@@ -249,6 +362,8 @@ class Walkthrough:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if self.etcd is not None:
+            self.etcd.stop()  # type: ignore[attr-defined]  # after the VTEPs revoked their leases
         self.lab.close()
         self.tmp.cleanup()
 
@@ -258,10 +373,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", choices=["static", "etcd"], default="static",
                         help="where the VTEPs get their peers from (default: static config)")
     args = parser.parse_args(argv)
-    if args.store == "etcd":
-        print("vxdp demo: --store etcd is not available yet (the etcd store is a later "
-              "milestone); run 'vxdp demo' for the static walkthrough", file=sys.stderr)
-        return 2
+    if args.store == "etcd" and shutil.which("etcd") is None:
+        print("vxdp demo: --store etcd needs etcd (Debian: apt-get install etcd-server, or "
+              "'make deps')", file=sys.stderr)
+        return 1
     if os.geteuid() != 0:
         print("vxdp demo: needs root to build network namespaces and TAP devices "
               "(try: sudo make demo)", file=sys.stderr)
@@ -279,15 +394,20 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_sigterm)
     w: Walkthrough | None = None
     try:
-        w = Walkthrough(interactive)
+        w = Walkthrough(interactive, args.store)
         w.build()
+        if args.store == "etcd":
+            w.store_keys()
         w.tables()
         w.ping()
         w.arp_proxy()
         w.arp_same_node()
         w.underlay()
+        if args.store == "etcd":
+            w.churn()
         w.counters()
-        print("\nDone: the walkthrough's observations, reproduced without the kernel's vxlan.")
+        print("\nDone: the walkthrough's observations, reproduced without the kernel's vxlan"
+              + (", with etcd filling the tables." if args.store == "etcd" else "."))
         return 0
     except KeyboardInterrupt:
         print("\nvxdp demo: interrupted, cleaning up", file=sys.stderr)

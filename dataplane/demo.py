@@ -319,7 +319,29 @@ class Walkthrough:
                   seen if seen.strip() else "# nothing here: no ARP reached c2")
         stats = ControlClient(self.socks["manager"]).request("stats")
         replies = stats.get("counters", {}).get("proxy_replies", 0)
-        self.say(f"The manager's VTEP counts {replies} proxy replies ('vxdp stats').")
+        self.say(f"The manager's VTEP counts {replies} proxy replies ('vxdp stats'). "
+                 "'vxdp trace' shows the decision for one more request, as it happens:")
+        self.trace_one("manager", "c1", ["arping", "-c", "1", "-i", "eth0", "192.168.55.3"])
+
+    def trace_one(self, node: str, ns_short: str, argv: list[str]) -> None:
+        """Run ``argv`` in a container while ``vxdp trace --count 1`` watches its port."""
+        port = f"{self.prefix}{ns_short}"
+        targv = [sys.executable, "-m", "dataplane", "-s", self.socks[node], "trace",
+                 "--count", "1", "--port", port]
+        tracer = subprocess.Popen(targv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True)
+        time.sleep(1.0)   # let the trace subscription (and its decoder) start
+        self.lab.run(ns_short, argv, check=False)
+        try:
+            out, _ = tracer.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            tracer.kill()
+            out, _ = tracer.communicate()
+        # One record per line; its decisions are '; '-separated: one per line reads better.
+        text = "\n".join(line.replace(": ", ":\n    ", 1).replace("; ", "\n    ")
+                         for line in out.splitlines())
+        self.show(node, ["vxdp", "-s", self.socks[node], "trace", "--count", "1",
+                         "--port", port], text)
 
     def arp_same_node(self) -> None:
         self.step("ARP between containers on one node", """

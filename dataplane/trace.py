@@ -79,7 +79,8 @@ def inner_of(record: Sequence[Any]) -> bytes:
 # --- records → readable objects -----------------------------------------------------------------
 
 def describe(record: Sequence[Any], port_name: PortName, network_of: Callable[[int], str],
-             wall_offset: float = 0.0) -> dict[str, Any]:
+             wall_offset: float = 0.0,
+             neigh_of: Callable[[int, str], str | None] | None = None) -> dict[str, Any]:
     """A trace record as a JSON-able dict with a one-line rendering in ``line``."""
     now, source, vni, length, data, verdict, outs, flags = record
     from_port = source.startswith("port:")
@@ -103,8 +104,29 @@ def describe(record: Sequence[Any], port_name: PortName, network_of: Callable[[i
             steps.append(f"move {mac_str(frame[6:12])} → {source}")
         vteps = [o for o in outs if o[0] == "vtep"]
         ports = [o for o in outs if o[0] == "port"]
+        ingress = int(source[5:]) if from_port else -1
+        reply = [o for o in ports if "proxy_reply" in flags and o[1] == ingress]
+        local = [o for o in ports if o not in reply]
+        # In the order the switch decides: the bridge part (flood or FDB), local copies,
+        # then the "vxlan port" (proxy, or encapsulation).
+        if dst and is_multicast_mac(dst):
+            kind = "broadcast" if dst == BROADCAST_MAC else "multicast"
+            steps.append(f"{kind} {mac_str(dst)}: flood")
+        elif dst:
+            if from_port and len(outs) == 1 and outs[0][0] == "vtep":
+                steps.append(f"FDB hit {mac_str(dst)} → dst {outs[0][1]}")
+            elif len(local) == 1 and not vteps:
+                steps.append(f"FDB hit {mac_str(dst)} → port {port_name(local[0][1])}")
+            elif not reply:
+                steps.append(f"FDB miss {mac_str(dst)}: flood" + (" (l2miss: no flood list)"
+                                                                   if "l2miss" in flags else ""))
+        for o in local:
+            steps.append(f"deliver to port {port_name(o[1])}")
         if "proxy_reply" in flags:
-            steps.append("ARP request at the vxlan port, proxy on: neighbour table hit")
+            tpa = str(IPv4Address(frame[38:42])) if len(frame) >= 42 else "?"
+            entry = neigh_of(vni, tpa) if neigh_of is not None else None
+            steps.append("ARP request at the vxlan port, proxy on: neighbour table hit"
+                         + (f" ({tpa} lladdr {entry})" if entry else ""))
             steps.append("proxy reply written back to the ingress port (never tunnelled)")
         elif "l3miss" in flags:
             steps.append("ARP request at the vxlan port, proxy on: no neighbour entry (l3miss)")
@@ -112,24 +134,10 @@ def describe(record: Sequence[Any], port_name: PortName, network_of: Callable[[i
             steps.append("ARP for a local endpoint: proxy stays silent, the endpoint answers")
         elif "arp_consumed" in flags:
             steps.append("ARP consumed at the vxlan port (proxy on)")
-        if dst and is_multicast_mac(dst):
-            kind = "broadcast" if dst == BROADCAST_MAC else "multicast"
-            steps.append(f"{kind} {mac_str(dst)}: flood")
-        elif dst:
-            if from_port and len(outs) == 1 and outs[0][0] == "vtep":
-                steps.append(f"FDB hit {mac_str(dst)} → dst {outs[0][1]}")
-            elif len(ports) == 1 and not vteps and "proxy_reply" not in flags:
-                steps.append(f"FDB hit {mac_str(dst)} → port {port_name(ports[0][1])}")
-            elif "proxy_reply" not in flags:
-                steps.append(f"FDB miss {mac_str(dst)}: flood" + (" (l2miss: no flood list)"
-                                                                   if "l2miss" in flags else ""))
         for o in vteps:
             steps.append(f"encapsulate VNI {vni} UDP {o[2]} > 4789 to VTEP {o[1]}")
-        for o in ports:
-            if "proxy_reply" in flags and from_port and o[1] == int(source[5:]):
-                steps.append(f"ARP reply to port {port_name(o[1])}")
-            else:
-                steps.append(f"deliver to port {port_name(o[1])}")
+        for o in reply:
+            steps.append(f"ARP reply to port {port_name(o[1])}")
         if not outs and not verdict and not flags:
             steps.append("no destination (no other port)")
     rec["decisions"] = steps

@@ -416,12 +416,19 @@ class Vtep:
                 else:
                     if described is None:
                         described = tr.describe(rec, self._port_name, self._network_name,
-                                                self._wall_offset)
+                                                self._wall_offset, self._neigh_of)
                     item = described
                 try:
                     sub.queue.put_nowait(item)
                 except asyncio.QueueFull:
                     sub.lost += 1
+
+    def _neigh_of(self, vni: int, ip: str) -> str | None:
+        """``lladdr STATE`` of a neighbour entry, for trace lines (tracing only)."""
+        for r in self.switch.neigh_dump():
+            if r["vni"] == vni and r["ip"] == ip:
+                return f"{r['lladdr']} {r['state'].upper()}"
+        return None
 
     def _port_name(self, pid: int) -> str:
         e = self._ports.get(pid)

@@ -129,7 +129,7 @@ bench-fastpath: deps venv build
 	$(VPY) -m benchmarks.bench_fastpath $(ARGS)
 
 bench-e2e: deps venv build
-	@$(VPY) -c 'import matplotlib' 2>/dev/null || $(VPY) -m pip install -qq matplotlib
+	@$(VPY) -c 'import matplotlib' 2>/dev/null || $(VPY) -m pip install -qq matplotlib py-spy
 	$(VPY) -m benchmarks.bench_e2e $(ARGS)
 
 bench-store: deps venv build

@@ -139,6 +139,32 @@ def bench_size(c: Any, size: int, seconds: float) -> list[dict[str, Any]]:
     return out
 
 
+def bench_trace(c: Any, seconds: float) -> dict[str, Any]:
+    """64-byte encap with trace off vs on (a reader draining the ring every 4096 records,
+    as the VTEP does after each burst when someone watches), same run."""
+    frame = make_frame(64, MAC_B, MAC_A, "192.168.55.4", "192.168.55.3")
+    cs = build(c)
+
+    def off(n: int) -> None:
+        cs.bench_port(0, frame, n, 1.0)
+
+    def on(n: int) -> None:
+        done = 0
+        while done < n:
+            k = min(4096, n - done)
+            cs.bench_port(0, frame, k, 1.0)
+            cs.trace_drain()
+            done += k
+
+    f_off = rate(off, seconds, 100_000)
+    cs.set_trace(True)
+    f_on = rate(on, seconds, 100_000)
+    cs.set_trace(False)
+    f_off2 = rate(off, seconds, 100_000)
+    return {"frame_bytes": 64, "trace_off_mpps": max(f_off, f_off2) / 1e6,
+            "trace_on_mpps": f_on / 1e6, "on_vs_off": f_on / max(f_off, f_off2)}
+
+
 def bench_fdb(c: Any, lookups: int) -> dict[str, Any]:
     small = c.Switch.bench_fdb_lookup(100, lookups)
     big = c.Switch.bench_fdb_lookup(1_000_000, lookups)
@@ -184,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     results = [r for size in SIZES for r in bench_size(c, size, args.seconds)]
     doc = {"results": results, "fdb": bench_fdb(c, args.lookups),
+           "trace": bench_trace(c, args.seconds),
            "machine": {"cpu": platform.processor() or platform.machine(),
                        "python": platform.python_version(), "cores": os.cpu_count()},
            "command": "python -m benchmarks.bench_fastpath " + " ".join(argv or sys.argv[1:])}
@@ -196,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['direction']:6} {r['frame_bytes']:5d} {r['fastpath_mpps']:14.2f}"
               f" {r['python_mpps']:12.4f} {r['scapy_kpps']:11.2f} {r['fastpath_vs_python']:9.1f}"
               f" {r['fastpath_vs_scapy']:9.0f} {r['fastpath_gbps_inner']:7.1f}")
+    t = doc["trace"]
+    print(f"\ntrace (64-byte encap): off {t['trace_off_mpps']:.2f} Mpps, on (drained) "
+          f"{t['trace_on_mpps']:.2f} Mpps ({t['on_vs_off']:.2f}x)")
     f = doc["fdb"]
     print(f"\nFDB lookups: {f['lookups_per_s_100'] / 1e6:.1f} M/s with 100 entries, "
           f"{f['lookups_per_s_1m'] / 1e6:.1f} M/s with 1,000,000 "

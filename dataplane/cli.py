@@ -245,13 +245,22 @@ def _follow(ctx: _Ctx, cmd: str, render: Callable[[dict[str, Any]], str], limit:
                     break
     except KeyboardInterrupt:
         pass
+    end = getattr(client, "end", None) or {}
+    lost, ring = int(end.get("lost") or 0), int(end.get("ring_lost") or 0)
+    if lost or ring:
+        # Like tcpdump's "N packets dropped by kernel": a slow reader loses records, and
+        # says so, rather than slowing the dataplane down.
+        print(f"vxdp: {cmd}: {lost} record(s) lost (reader too slow or over the rendering "
+              f"budget), {ring} lost in the dataplane's ring", file=sys.stderr)
     return 0
 
 
 def cmd_trace(ctx: _Ctx) -> int:
     a = ctx.args
     render = (lambda r: json.dumps(r)) if a.json else format_record
-    return _follow(ctx, "trace", render, a.count, count=a.count, port=a.port, vni=a.vni)
+    # The server ends the stream after --count records, with its loss figures: read to
+    # the end instead of stopping at the count.
+    return _follow(ctx, "trace", render, None, count=a.count, port=a.port, vni=a.vni)
 
 
 def cmd_events(ctx: _Ctx) -> int:

@@ -30,6 +30,7 @@ from dataplane.wire import ZERO_MAC
 log = logging.getLogger("vxdp")
 
 AGEING_INTERVAL = 1.0      # seconds between ageing sweeps (the kernel's vxlan sweeps every ~10s)
+TRACE_BUDGET = 5000.0      # trace records rendered per second at most (the rest: counted lost)
 EVENT_QUEUE = 4096         # per subscriber; a slow reader loses events, the dataplane never waits
 
 
@@ -69,6 +70,8 @@ class Vtep:
     _tracers: list[Subscriber] = field(default_factory=list)
     _wall_offset: float = field(default_factory=lambda: time.time() - time.monotonic())
     _metrics: Any = None
+    _trace_tokens: float = 0.0
+    _trace_refill: float = 0.0
     _loop: asyncio.AbstractEventLoop | None = None
     _ageing: asyncio.TimerHandle | None = None
     _stopped: bool = False
@@ -396,12 +399,28 @@ class Vtep:
         from dataplane import trace as tr
 
         recs = self.switch.trace_drain()
+        # Rendering (scapy decode) costs tens of µs a record, on the loop that forwards:
+        # a token bucket bounds it, and records beyond the budget are counted as lost for
+        # every watcher instead of slowing the dataplane down.
+        now = time.monotonic()
+        self._trace_tokens = min(TRACE_BUDGET, self._trace_tokens
+                                 + (now - self._trace_refill) * TRACE_BUDGET)
+        self._trace_refill = now
+        if len(recs) > self._trace_tokens:
+            over = len(recs) - int(self._trace_tokens)
+            recs = recs[:int(self._trace_tokens)]
+            for sub in self._tracers:
+                sub.lost += over
+        self._trace_tokens -= len(recs)
         for rec in recs:
             described: dict[str, Any] | None = None
             blocks: list[bytes] | None = None
             src_port = int(rec[1][5:]) if rec[1].startswith("port:") else None
             for sub in self._tracers:
                 if sub.vni is not None and rec[2] != sub.vni:
+                    continue
+                if sub.queue.full():
+                    sub.lost += 1       # nobody to take it: do not even render it
                     continue
                 if sub.port is not None:
                     touched = {src_port} | {o[1] for o in rec[6] if o[0] == "port"}
@@ -451,6 +470,9 @@ class Vtep:
         if port is not None and port not in self.endpoints:
             raise InvalidArgument(f"no endpoint {port!r} (have: {', '.join(sorted(self.endpoints))})")
         vni = args.get("vni")
+        if vni is not None and int(vni) not in self.by_vni:
+            raise InvalidArgument(f"no network with VNI {vni} here "
+                                  f"(serving {', '.join(str(v) for v in sorted(self.by_vni))})")
         sub = Subscriber(asyncio.Queue(EVENT_QUEUE), port=port,
                          vni=int(vni) if vni is not None else None, capture=capture)
         count = int(args.get("count") or 0)
@@ -588,7 +610,8 @@ class Vtep:
             "ports": ports,
             "underlay": {**c["underlay"], **io["underlay"]},
             "drops": c["drops"],
-            "counters": {**c["counters"], "events_lost": io["events_lost"]},
+            "counters": {**c["counters"], "events_lost": io["events_lost"],
+                         "trace_lost": getattr(self.switch, "trace_lost", 0)},
             **({"store": self.store.status()} if self.store is not None else {}),
         }
 

@@ -2,7 +2,7 @@
 # class, so that a later Cython module (the VTEP's I/O glue) can `cimport _fastpath.core` and
 # call the burst hooks without a Python call per burst.
 
-from libc.stdint cimport int8_t, uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+from libc.stdint cimport int8_t, uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t, int16_t
 
 from _fastpath.includes.libc_net cimport iovec, mmsghdr, sockaddr_in
 
@@ -16,7 +16,7 @@ cdef enum:
     MAX_FRAME = 65535            # largest frame a TAP read or a UDP datagram can carry
     SLOT_STRIDE = 65664          # HEADROOM + 65536 + 64 spare, a multiple of 64
     SCRATCH_STRIDE = 64          # per-frame scratch (synthesised ARP reply: 42 bytes)
-    MAX_PORT = 65535             # port ids are small integers 0..MAX_PORT
+    MAX_PORT = 32767             # port ids are small integers 0..MAX_PORT (int16 in entries)
     MAX_NETS = 65535             # network slots: the FDB key carries slot+1 in 16 bits
     N_DROPS = 13                 # len(wire.DROP_REASONS)
     N_EVC = 7                    # len(wire.EVENT_COUNTERS)
@@ -82,11 +82,9 @@ ctypedef struct fdb_ent:
     uint64_t key
     double updated               # ageing clock (`now` of the last refresh)
     uint32_t remote              # first remote IPv4, network order; or list index (FL_LIST)
-    int32_t port                 # local port id, -1 = remote entry
-    uint32_t seq                 # creation order: ageing reports in the reference's dict order
+    int16_t port                 # local port id, -1 = remote entry
     uint8_t state
-    uint8_t flags
-    uint16_t _pad
+    uint8_t flags                # 24 bytes in all: 1M entries fit in <= 64 bytes each
 
 ctypedef struct fdb_tab:
     fdb_ent *slots
@@ -213,7 +211,6 @@ ctypedef struct sw_t:
     nb_tab nb
     rlist *rl
     uint32_t rl_cap
-    uint32_t seq
     # counters (wire.DROP_REASONS / wire.EVENT_COUNTERS order)
     uint64_t drops[13]
     uint64_t evc[7]

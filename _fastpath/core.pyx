@@ -396,32 +396,6 @@ cdef int ent_del_remote(sw_t *s, fdb_ent *e, uint32_t addr) noexcept nogil:
     return -1
 
 
-cdef void renumber(sw_t *s) noexcept nogil:
-    """The 32-bit creation counter wrapped: renumber live entries 1..n in creation order."""
-    cdef fdb_tab *t = &s.fdb
-    cdef uint64_t i, n = 0
-    cdef uint64_t *pairs = <uint64_t*>malloc((t.count + 1) * 2 * sizeof(uint64_t))
-    if pairs == NULL:
-        return
-    for i in range(t.cap):
-        if t.slots[i].key != 0:
-            pairs[2 * n] = t.slots[i].seq
-            pairs[2 * n + 1] = i
-            n += 1
-    qsort(pairs, n, 2 * sizeof(uint64_t), cmp_u64)
-    for i in range(n):
-        t.slots[pairs[2 * i + 1]].seq = <uint32_t>(i + 1)
-    s.seq = <uint32_t>(n + 1)
-    free(pairs)
-
-
-cdef inline uint32_t next_seq(sw_t *s) noexcept nogil:
-    if vx_unlikely(s.seq == 0xFFFFFFFFu):
-        renumber(s)
-    s.seq += 1
-    return s.seq - 1
-
-
 cdef fdb_ent *fdb_new(sw_t *s, uint32_t slot, uint64_t mac, uint8_t state, int32_t port,
                       uint32_t remote, double now) noexcept nogil:
     """Create an entry (the caller checked absence and room). NULL when out of memory."""
@@ -432,7 +406,6 @@ cdef fdb_ent *fdb_new(sw_t *s, uint32_t slot, uint64_t mac, uint8_t state, int32
     e.port = port
     e.remote = remote if port < 0 else 0
     e.updated = now
-    e.seq = next_seq(s)
     s.nets[slot].count += 1
     return e
 
@@ -1065,7 +1038,6 @@ cdef class Switch:
             s.ports[i].fd = -1
         if fdb_alloc(&s.fdb, FDB_MIN_CAP) < 0 or nb_alloc(&s.nb, NB_MIN_CAP) < 0:
             raise MemoryError()
-        s.seq = 1
         self._rebuild_vmap()
 
     def __dealloc__(self):
@@ -1740,7 +1712,8 @@ cdef class Switch:
             if e.key != 0 and e.state == ST_LEARNED:
                 slot = <uint32_t>(e.key >> 48) - 1
                 if e.updated + s.nets[slot].ageing <= tnow:
-                    pairs[2 * n] = (rank[slot] << 32) | e.seq
+                    # Reported in VNI order, then MAC order (as the reference sorts them).
+                    pairs[2 * n] = (rank[slot] << 48) | (e.key & MAC_MASK)
                     pairs[2 * n + 1] = e.key
                     n += 1
         free(rank)
@@ -1751,7 +1724,7 @@ cdef class Switch:
                 e = fdb_find(t, key)
                 loc = (f"port:{e.port}" if e.port >= 0
                        else str(self._ip(ent_first_remote(s, e))))
-                self._pending.append(("aged", order[pairs[2 * i] >> 32],
+                self._pending.append(("aged", order[pairs[2 * i] >> 48],
                                       mac48_str(key & MAC_MASK), loc, ""))
                 fdb_delete(s, e)
                 s.evc[EC_AGED] += 1
@@ -2137,10 +2110,6 @@ cdef class Switch:
                   "bytes_per_entry": t.cap * sizeof(fdb_ent) / <double>t.count}
         vx_table_free(t.slots, t.cap * sizeof(fdb_ent))
         return result
-
-    def _debug_set_seq(self, uint32_t seq):
-        """Internals tests: move the creation counter (to exercise its wrap-around)."""
-        self.s.seq = seq
 
     # -- burst I/O ------------------------------------------------------------------------------
 

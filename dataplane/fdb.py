@@ -226,8 +226,9 @@ class Fdb:
 
     def age(self, now: float) -> list[FdbEntry]:
         """Remove learned entries not refreshed for ``ageing`` seconds; return them."""
-        doomed = [e for e in self._entries.values()
-                  if e.state == "learned" and e.updated + self.ageing <= now]
+        doomed = sorted((e for e in self._entries.values()
+                         if e.state == "learned" and e.updated + self.ageing <= now),
+                        key=lambda e: e.mac)   # a deterministic order for the events
         for e in doomed:
             del self._entries[e.mac]
         return doomed

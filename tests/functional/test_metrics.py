@@ -1,0 +1,54 @@
+"""[vtep] metrics: the Prometheus text endpoint serves the stats counters."""
+
+from __future__ import annotations
+
+import sys
+
+from tests.functional.vxdp_world import (
+    MANAGER,
+    VNI,
+    WORKER,
+    World,
+    walkthrough_configs,
+)
+
+SCRAPE = ("import urllib.request, sys; "
+          "sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:9477/metrics', "
+          "timeout=5).read().decode())")
+
+
+def scrape(w: World) -> str:
+    # The endpoint listens on the manager's loopback, inside its namespace.
+    p = w.lab.run("manager", [sys.executable, "-c", SCRAPE], check=False)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def value(text: str, name: str, **labels: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no {name} {labels} in:\n{text}")
+
+
+def test_metrics_follow_stats(world: World) -> None:
+    world.hosts(("manager", MANAGER), ("worker", WORKER))
+    c1 = world.container("manager", "c1", "192.168.55.4")
+    c3 = world.container("manager", "c3", "192.168.55.5")
+    c2 = world.container("worker", "c2", "192.168.55.3")
+    mcfg, kcfg = walkthrough_configs(world, c1, c2, c3)
+    mcfg["vtep"]["metrics"] = "127.0.0.1:9477"
+    manager, _worker = world.start_all(("manager", mcfg), ("worker", kcfg))
+
+    before = scrape(world)
+    assert value(before, "vxdp_drops_total", reason="unknown_vni") == 0
+    world.assert_ping(c1, c2.ip)
+    after = scrape(world)
+    stats = manager.stats()
+    tx = stats["ports"][c1.ns]["tx_packets"]
+    assert tx >= 3
+    assert value(after, "vxdp_port_total", port=c1.ns, counter="tx_packets",
+                 vni=str(VNI)) == tx
+    assert value(after, "vxdp_underlay_total", counter="tx_packets") == \
+        stats["underlay"]["tx_packets"]
+    assert value(after, "vxdp_endpoints") == 2

@@ -56,29 +56,26 @@ def node_config(node: str, prefix: str, sock: str, store: str | None = None) -> 
 
     With ``store`` (an etcd URL): only its own containers plus ``[store]``; peers and flood
     list come from etcd, published by the other node."""
-    if store is not None:
-        return _store_node_config(node, prefix, sock, store)
     lines = [
         "[vtep]",
         f'name = "{node}"',
         f'local = "{NODES[node]}"',
         f'control = "{sock}"',
         f'allow = ["{UNDERLAY}"]',
-        "",
-        "[[network]]",
-        'name = "mynet"',
-        f"vni = {VNI}",
-        "mtu = 1450",
-        "proxy = true",
-        "learning = false",
-        "flood = [" + ", ".join(f'"{a}"' for n, a in NODES.items() if n != node) + "]",
     ]
+    if store is not None:
+        lines += ["", "[store]", f'etcd = ["{store}"]', 'prefix = "/vxdp"', f"ttl = {STORE_TTL}"]
+    lines += ["", "[[network]]", 'name = "mynet"', f"vni = {VNI}", "mtu = 1450",
+              "proxy = true", "learning = false"]
+    if store is None:
+        lines.append("flood = [" + ", ".join(f'"{a}"' for n, a in NODES.items() if n != node)
+                     + "]")
     for c in CONTAINERS:
         if c.node == node:
             lines += ["", "[[network.endpoint]]", f'name = "{prefix}{c.name}"',
                       f'mac = "{c.mac}"', f'address = "{c.ip}/24"',
                       f'netns = "{prefix}{c.name}"', 'ifname = "eth0"']
-        else:
+        elif store is None:
             lines += ["", "[[network.peer]]", f'mac = "{c.mac}"', f'address = "{c.ip}"',
                       f'vtep = "{NODES[c.node]}"']
     return "\n".join(lines) + "\n"
@@ -87,34 +84,6 @@ def node_config(node: str, prefix: str, sock: str, store: str | None = None) -> 
 ETCD_NODE = "etcd"
 ETCD_ADDR = "198.18.0.100"
 STORE_TTL = 5
-
-
-def _store_node_config(node: str, prefix: str, sock: str, store: str) -> str:
-    lines = [
-        "[vtep]",
-        f'name = "{node}"',
-        f'local = "{NODES[node]}"',
-        f'control = "{sock}"',
-        f'allow = ["{UNDERLAY}"]',
-        "",
-        "[store]",
-        f'etcd = ["{store}"]',
-        'prefix = "/vxdp"',
-        f"ttl = {STORE_TTL}",
-        "",
-        "[[network]]",
-        'name = "mynet"',
-        f"vni = {VNI}",
-        "mtu = 1450",
-        "proxy = true",
-        "learning = false",
-    ]
-    for c in CONTAINERS:
-        if c.node == node:
-            lines += ["", "[[network.endpoint]]", f'name = "{prefix}{c.name}"',
-                      f'mac = "{c.mac}"', f'address = "{c.ip}/24"',
-                      f'netns = "{prefix}{c.name}"', 'ifname = "eth0"']
-    return "\n".join(lines) + "\n"
 
 
 #: ``--store etcd``: a container that joins at run time (``vxdp endpoint add`` on worker).

@@ -60,17 +60,13 @@ def same(py: PySwitch, c: Any, name: str, *args: Any, **kw: Any) -> Any:
     return a
 
 
-HAS_TRACE = hasattr(PySwitch, "set_trace")
-
-
 def same_state(py: PySwitch, c: Any) -> None:
     assert py.events() == c.events()
     assert py.counters() == c.counters()
     assert py.fdb_dump() == c.fdb_dump()
     assert py.neigh_dump() == c.neigh_dump()
-    if HAS_TRACE:
-        assert py.trace_drain() == c.trace_drain()
-        assert py.trace_lost == c.trace_lost
+    assert py.trace_drain() == c.trace_drain()
+    assert py.trace_lost == c.trace_lost
 
 
 def check_outer(c: Any, actions: list[tuple[Any, ...]], dport: int = wire.VXLAN_PORT) -> list:
@@ -191,8 +187,7 @@ def apply(py: PySwitch, c: Any, op: tuple[Any, ...], variant: int) -> None:
     if name == "observe":
         same_state(py, c)
     elif name == "set_trace":
-        if HAS_TRACE:
-            same(py, c, name, *args)
+        same(py, c, name, *args)
     elif name == "add_network":
         same(py, c, name, args[0], **args[1])
     elif name == "from_port" and variant % 3:
@@ -256,7 +251,6 @@ def test_burst_equals_frame_by_frame(fr: list[bytes], burst: int) -> None:
     same_state(py, c)
 
 
-@pytest.mark.skipif(not HAS_TRACE, reason="reference without trace")
 def test_trace_records_from_the_burst_path() -> None:
     py, c = pair(burst=2)
     for sw in (py, c):

@@ -24,7 +24,7 @@ import logging
 import os
 import socket
 import stat
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Mapping
 from typing import Any
 
 from dataplane.errors import ControlError, VxdpError
@@ -399,7 +399,7 @@ class ControlClient:
             raise ControlError(f"{cmd!r} is a streaming command")
         return reply.get("result")
 
-    def stream(self, cmd: str, **args: Any) -> Iterator[dict[str, Any]]:
+    def stream(self, cmd: str, **args: Any) -> Generator[dict[str, Any], None, None]:
         """Yield the records of streaming command ``cmd`` until the server ends the stream or
         closes; the final ``end`` line is kept in ``self.end``. Closing the iterator closes the
         connection, which ends the stream on the server side."""

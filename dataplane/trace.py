@@ -228,7 +228,7 @@ def capture_blocks(record: Sequence[Any], iface_of_port: Callable[[int], int | N
 
 def explain(switch: Any, port: int, vni: int, src_mac: str, src_ip: str | None, to: str,
             port_name: PortName, network_of: Callable[[int], str],
-            network_kwargs: dict[str, Any], ports: Sequence[tuple[int, int]],
+            network_kwargs: dict[int, dict[str, Any]], ports: Sequence[tuple[int, int]],
             local: IPv4Address, src_port_range: tuple[int, int],
             local_endpoints: dict[str, tuple[str, str]] | None = None) -> dict[str, Any]:
     """What would happen to a frame from endpoint ``port`` to ``to`` (IPv4 or MAC), step by

@@ -647,10 +647,12 @@ class Vtep:
             try:
                 ep = endpoint_from_args(net.name, args["name"], args["mac"], args["address"],
                                         args.get("netns"), args.get("ifname"))
-            except ConfigError as e:
-                raise InvalidArgument(e.detail if e.key is None else f"{e.key}: {e.detail}") from None
-            e = await self._attach(ep, net)
-            return {"name": ep.name, "network": net.name, "vni": net.vni, "port": e.port_id}
+            except ConfigError as err:
+                raise InvalidArgument(err.detail if err.key is None
+                                      else f"{err.key}: {err.detail}") from None
+            attached = await self._attach(ep, net)
+            return {"name": ep.name, "network": net.name, "vni": net.vni,
+                    "port": attached.port_id}
         if cmd == "endpoint.del":
             self._detach(args["name"])
             return {"ok": True}

@@ -412,6 +412,17 @@ class Vtep:
             for sub in self._tracers:
                 sub.lost += over
         self._trace_tokens -= len(recs)
+        neighbours: dict[tuple[int, str], str] | None = None
+
+        def neigh_of(vni: int, ip: str) -> str | None:
+            # The neighbour entry a proxy reply used, for the trace line: one table dump per
+            # drain (only if a proxy reply is rendered), not one per record.
+            nonlocal neighbours
+            if neighbours is None:
+                neighbours = {(r["vni"], r["ip"]): f"{r['lladdr']} {r['state'].upper()}"
+                              for r in self.switch.neigh_dump()}
+            return neighbours.get((vni, ip))
+
         for rec in recs:
             described: dict[str, Any] | None = None
             blocks: list[bytes] | None = None
@@ -435,19 +446,12 @@ class Vtep:
                 else:
                     if described is None:
                         described = tr.describe(rec, self._port_name, self._network_name,
-                                                self._wall_offset, self._neigh_of)
+                                                self._wall_offset, neigh_of)
                     item = described
                 try:
                     sub.queue.put_nowait(item)
                 except asyncio.QueueFull:
                     sub.lost += 1
-
-    def _neigh_of(self, vni: int, ip: str) -> str | None:
-        """``lladdr STATE`` of a neighbour entry, for trace lines (tracing only)."""
-        for r in self.switch.neigh_dump():
-            if r["vni"] == vni and r["ip"] == ip:
-                return f"{r['lladdr']} {r['state'].upper()}"
-        return None
 
     def _port_name(self, pid: int) -> str:
         e = self._ports.get(pid)

@@ -22,6 +22,14 @@ cdef enum:
     N_EVC = 7                    # len(wire.EVENT_COUNTERS)
     TRACE_RING_C = 4096          # dataplane.switch.TRACE_RING (checked at import)
     TRACE_SNAP_C = 2048          # dataplane.switch.TRACE_SNAP
+    # Offloads (issue #5, dataplane/offload.py is the reference)
+    MAX_TSO_SEGS = 1024          # offload.MAX_TSO_SEGS: segments of one TSO super-frame
+    SEG_BUF = 524288             # TSO output: 1024 * (HEADROOM + 134 + 63) + 2 * 65600 fits
+    COALESCE_MAX = 64            # offload.MAX_SEGS: segments merged into one TAP write
+    GSO_MAX_SEGS = 64            # datagrams in one UDP_SEGMENT send (UDP_MAX_SEGMENTS >= 64)
+    GSO_SOCK_MAX = 256           # per-source-port UDP sockets open at once
+    GSO_IDLE_TICKS = 30          # offload_gc() calls a GSO socket may stay unused
+    VNET_MAX = 12                # virtio_net_hdr_mrg_rxbuf
 
     # FDB entry state (fdb.FDB_STATES order) and flags
     ST_PERMANENT = 0
@@ -52,6 +60,32 @@ cdef enum:  # event counters, wire.EVENT_COUNTERS order
     EC_MOVED = 4
     EC_AGED = 5
     EC_FDB_FULL = 6
+
+cdef enum:  # offload counters, OFFLOAD_COUNTERS order in core.pyx
+    OC_TSO_FRAMES = 0
+    OC_TSO_SEGMENTS = 1
+    OC_CSUM_COMPLETED = 2
+    OC_BAD_VNET = 3
+    OC_GSO_SENDS = 4
+    OC_GSO_DATAGRAMS = 5
+    OC_GSO_FALLBACKS = 6
+    OC_GRO_BUFFERS = 7
+    OC_GRO_DATAGRAMS = 8
+    OC_COALESCED_FRAMES = 9
+    OC_COALESCED_SEGMENTS = 10
+    OC_CSUM_BAD = 11
+    N_OFFC = 12
+
+cdef enum:  # offload.segment() error reasons, VNET_ERRORS order in core.pyx
+    VE_SHORT_HEADER = 0
+    VE_BAD_CSUM_OFFSETS = 1
+    VE_GSO_MISMATCH = 2
+    VE_UNSUPPORTED_GSO = 3
+    VE_BAD_IP = 4
+    VE_BAD_TCP = 5
+    VE_ZERO_GSO = 6
+    VE_EMPTY_GSO = 7
+    VE_TOO_MANY = 8
 
 cdef enum:  # event kinds
     EV_L2MISS = 0
@@ -140,6 +174,21 @@ ctypedef struct port_t:
     uint64_t tx_errors           # write() failed (burst I/O only)
     uint64_t tx_dropped          # write() said EAGAIN (burst I/O only)
     uint8_t gone                 # fd reported EBADF/EBADFD/EIO/ENODEV; see gone_ports()
+    uint8_t vnet                 # virtio_net_hdr length on the fd (0, 10 or 12)
+
+# A TCP run being coalesced for one port during transmit() (offload.coalesce): the member
+# records are chained through txrec.next, head first.
+ctypedef struct run_t:
+    int32_t head                 # index in sw_t.out, -1 = no open run
+    int32_t tail
+    uint32_t n
+    uint32_t bytes               # payload bytes of all members
+    uint32_t g                   # the head's payload length (gso_size)
+    uint32_t next_seq            # sequence number the next member must carry
+    uint16_t doff
+    uint8_t last_psh
+    uint8_t last_full            # the last member's payload length == g
+    uint8_t listed               # port is in sw_t.run_ports
 
 # Fixed-size event record, turned into the reference's tuples only in Switch.events().
 ctypedef struct event_t:
@@ -164,6 +213,7 @@ ctypedef struct txrec:
     uint16_t sport
     uint8_t inline_hdr           # 1: IPv4+UDP header in `hdr`, 0: at data - 28
     uint8_t _pad
+    int32_t next                 # port records in a coalescing run: the next member
     uint8_t hdr[28]
 
 # Trace record (Switch.trace_drain): fixed part here, the data snapshot in sw_t.tr_data at
@@ -257,6 +307,25 @@ ctypedef struct sw_t:
     iovec *tx_iov                # 2 * tx_cap
     sockaddr_in *tx_addr         # tx_cap
     uint32_t tx_cap
+    # offloads (issue #5)
+    uint8_t udp_gso              # runs to one (dst, sport) go out with UDP_SEGMENT
+    uint8_t udp_gro              # the rx socket has UDP_GRO on: split by the cmsg gso_size
+    uint8_t tap_coalesce         # TCP runs to vnet ports are written as one GSO frame
+    uint64_t offc[12]            # N_OFFC
+    int32_t *gso_fd              # 65536: per source port UDP socket, -1 none, -2 bind failed
+    uint32_t *gso_used           # 65536: gso_epoch of the last use
+    uint32_t gso_epoch
+    uint32_t gso_nsock
+    uint8_t *seg                 # SEG_BUF bytes: the segments of one TSO super-frame
+    uint32_t *seg_off            # MAX_TSO_SEGS
+    uint32_t *seg_len
+    run_t *runs                  # runs_cap, indexed by port id
+    uint32_t runs_cap
+    int32_t *run_ports           # ports with an open run (runs_cap)
+    uint32_t n_run_ports
+    iovec *wv                    # COALESCE_MAX + 2 (TAP writev) / GSO_MAX_SEGS (UDP GSO)
+    uint32_t *rx_gso             # burst: UDP GRO segment size of rx slot i, 0 = one datagram
+    uint8_t *rx_cmsg             # burst * VX_GRO_CMSG_SPACE
 
 
 cdef class Switch:
@@ -279,6 +348,11 @@ cdef class Switch:
     # Write/send every record in s.out (TAP write() per port record, one sendmmsg() batch for
     # the underlay), count errors, and empty s.out.
     cdef void transmit(self) noexcept nogil
+    # rx_tap_burst's per-slot work on a TAP with a virtio_net_hdr: checksum completion and
+    # TSO segmentation in front of the core (transmits after each super-frame).
+    cdef void process_vnet_burst(self, int32_t port, uint32_t n, double now) noexcept nogil
+    # rx_udp_burst's per-buffer work when UDP GRO is on: cut glued datagrams apart.
+    cdef void process_gro_burst(self, uint32_t n, double now) noexcept nogil
 
     cdef object _ip(self, uint32_t addr)
     cdef int _net(self, object vni) except -1

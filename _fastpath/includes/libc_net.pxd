@@ -83,4 +83,5 @@ cdef extern from "<errno.h>" nogil:
         ENODEV
         ENXIO
         EMSGSIZE
+        EINVAL
         ENOBUFS

@@ -351,6 +351,9 @@ cdef class Switch:
     # rx_tap_burst's per-slot work on a TAP with a virtio_net_hdr: checksum completion and
     # TSO segmentation in front of the core (transmits after each super-frame).
     cdef void process_vnet_burst(self, int32_t port, uint32_t n, double now) noexcept nogil
+    # rx_tap_burst / rx_udp_burst without the Python call (busy_poll calls them in a loop)
+    cdef uint32_t tap_burst(self, int32_t p, int fd, double now) noexcept nogil
+    cdef uint32_t udp_burst(self, int sock_fd, double now) noexcept nogil
     # rx_udp_burst's per-buffer work when UDP GRO is on: cut glued datagrams apart.
     cdef void process_gro_burst(self, uint32_t n, double now) noexcept nogil
 

@@ -536,9 +536,11 @@ def pyspy_summary(path: str, top: int = 10) -> dict[str, Any]:
 
 #: Kernel entry points whose inclusive share (perf --children) says where the VTEP's CPU goes.
 PERF_ENTRIES = (
-    ("__sys_sendmmsg", "sendmmsg: raw IPv4 out, veth, underlay bridge, the peer's UDP socket "
-                       "(softirq run in the sender's context)"),
-    ("tun_chr_write_iter", "write() to a TAP: into the container's stack (its TCP/UDP receive)"),
+    ("__sys_sendmsg", "sendmsg with UDP_SEGMENT (GSO runs): UDP out, veth, underlay bridge, "
+                      "the peer's UDP socket (softirq run in the sender's context)"),
+    ("__sys_sendmmsg", "sendmmsg on the raw socket (single datagrams, no-GSO fallback)"),
+    ("tun_chr_write_iter", "write()/writev() to a TAP: into the container's stack (its "
+                           "TCP/UDP receive)"),
     ("tun_chr_read_iter", "read() from a TAP"),
     ("do_recvmmsg", "recvmmsg on the underlay UDP socket"),
     ("do_epoll_wait", "epoll_wait (uvloop)"),
@@ -577,6 +579,7 @@ def perf_summary(data: str, pids: dict[str, int], top: int = 12) -> dict[str, An
 
 
 SYSCALL_EVENTS = ("syscalls:sys_enter_read", "syscalls:sys_enter_write",
+                  "syscalls:sys_enter_writev", "syscalls:sys_enter_sendmsg",
                   "syscalls:sys_enter_sendmmsg", "syscalls:sys_enter_recvmmsg",
                   "syscalls:sys_enter_epoll_wait", "syscalls:sys_enter_epoll_pwait",
                   "context-switches")
@@ -613,12 +616,16 @@ def syscall_summary(perf_stat_csv: str, before: dict[str, Any], after: dict[str,
     def per(a: int, b: int) -> float | None:
         return round(a / b, 2) if b else None
 
+    sends = counts.get("sendmmsg", 0) + counts.get("sendmsg", 0)
+    writes = counts.get("write", 0) + counts.get("writev", 0)
+    # With offloads a TAP read returns a TSO super-frame (many wire frames) and a UDP_GRO
+    # receive many datagrams: calls per frame fall below 1.
     return {"counts": counts, "tap_rx": tap_rx, "tap_tx": tap_tx, "underlay_tx": ul_tx,
             "underlay_rx": ul_rx,
-            "datagrams_per_sendmmsg": per(ul_tx, counts.get("sendmmsg", 0)),
+            "datagrams_per_send": per(ul_tx, sends),
             "datagrams_per_recvmmsg": per(ul_rx, counts.get("recvmmsg", 0)),
             "read_calls_per_tap_frame": per(counts.get("read", 0), tap_rx),
-            "write_calls_per_tap_frame": per(counts.get("write", 0), tap_tx),
+            "write_calls_per_tap_frame": per(writes, tap_tx),
             "frames_per_epoll_wait": per(frames, epoll),
             "context_switches_per_frame": per(counts.get("context-switches", 0), frames)}
 
@@ -889,11 +896,14 @@ def profile_md(prof: dict[str, Any] | None) -> str:
         out.append(f"\nBatching, from `perf stat` syscall counts of both VTEPs over the same TCP "
                    f"run vs their own counters ({sc['tap_rx']:,} frames read from TAPs, "
                    f"{sc['underlay_rx']:,} datagrams received): "
-                   f"**{sc['datagrams_per_sendmmsg']} datagrams per sendmmsg**, "
+                   f"**{sc.get('datagrams_per_send')} datagrams per send call** (sendmsg with "
+                   f"UDP_SEGMENT or sendmmsg), "
                    f"{sc['datagrams_per_recvmmsg']} per recvmmsg, "
-                   f"{sc['read_calls_per_tap_frame']} read() calls per TAP frame (the last read "
-                   f"of a burst returns EAGAIN), {sc['write_calls_per_tap_frame']} write() calls "
-                   f"per TAP frame, {sc['frames_per_epoll_wait']} frames per epoll wakeup, "
+                   f"{sc['read_calls_per_tap_frame']} read() calls per wire frame from the TAPs "
+                   f"(a read returns a TSO super-frame; the last read of a burst returns EAGAIN), "
+                   f"{sc['write_calls_per_tap_frame']} write()/writev() calls "
+                   f"per wire frame to the TAPs (coalesced), {sc['frames_per_epoll_wait']} frames "
+                   f"per epoll wakeup, "
                    f"{sc['context_switches_per_frame']} context switches per frame.")
     elif sc:
         out.append(f"\nperf stat: {sc}")
@@ -1073,7 +1083,7 @@ def print_text(doc: dict[str, Any]) -> None:
               + "; ".join(f"{sym} {p:.0f}%" for _l, p, sym in pf["entries"]))
     sc = prof.get("syscalls")
     if isinstance(sc, dict) and "counts" in sc:
-        print(f"batching: {sc['datagrams_per_sendmmsg']} datagrams/sendmmsg, "
+        print(f"batching: {sc.get('datagrams_per_send')} datagrams/send call, "
               f"{sc['datagrams_per_recvmmsg']} /recvmmsg, {sc['read_calls_per_tap_frame']} "
               f"read()/TAP frame, {sc['frames_per_epoll_wait']} frames/epoll wakeup")
     ps = prof.get("pyspy")

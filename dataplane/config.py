@@ -47,6 +47,10 @@ IFNAME_MAX = 15  # IFNAMSIZ - 1: the kernel keeps a trailing NUL
 UNIX_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1
 DEFAULT_STORE_PREFIX = "/vxdp"
 DEFAULT_STORE_TTL = 10
+# Kernel offloads the VTEP may use (issue #5): "tap" = IFF_VNET_HDR + TUNSETOFFLOAD on the
+# endpoints (TCP super-frames in, coalesced segments out), "udp_gso" = UDP_SEGMENT sends,
+# "udp_gro" = UDP_GRO on the receive socket. Each is still probed at start-up.
+OFFLOADS: frozenset[str] = frozenset({"tap", "udp_gso", "udp_gro"})
 ZERO_MAC = "00:00:00:00:00:00"
 
 
@@ -104,6 +108,7 @@ class VtepConfig:
     strict: bool = True  # drop datagrams with reserved bits set (kernel default)
     metrics: str | None = None  # "host:port" for a metrics listener, if any
     burst: int = DEFAULT_BURST
+    offload: frozenset[str] = OFFLOADS  # subset of OFFLOADS; empty = no offloads at all
 
     def __post_init__(self) -> None:
         if not self.control:
@@ -403,7 +408,7 @@ _TYPE_NAMES: dict[type, str] = {
 }
 
 _VTEP_KEYS = ("name", "local", "port", "control", "allow", "src_port_range", "strict", "metrics",
-              "burst")
+              "burst", "offload")
 _NETWORK_KEYS = ("name", "vni", "mtu", "proxy", "learning", "ageing", "maxaddress", "flood",
                  "endpoint", "peer")
 _ENDPOINT_KEYS = ("name", "mac", "address", "netns", "ifname")
@@ -584,10 +589,40 @@ class _Parser:
             except ValueError as exc:
                 self.fail(ctx, "metrics", str(exc), needle=metrics)
         burst = self.int_range(ctx, tbl, "burst", 1, BURST_MAX, DEFAULT_BURST)
+        offload = self.offload(ctx, tbl)
         return VtepConfig(name=name, local=local, port=port, control=control or "",
                           allow=tuple(allow), src_port_range=src_port_range,
                           strict=True if strict is None else strict, metrics=metrics,
-                          burst=burst)
+                          burst=burst, offload=offload)
+
+    def offload(self, ctx: Ctx, tbl: Mapping[str, Any]) -> frozenset[str]:
+        """``offload = true`` (default: all), ``false`` (none) or a list of names from
+        :data:`OFFLOADS`. A misspelt name is an error, not silently "off"."""
+        known = sorted(OFFLOADS)
+        value = tbl.get("offload")
+        if value is None or value is True:
+            return OFFLOADS
+        if value is False:
+            return frozenset()
+        if not isinstance(value, list):
+            self.fail(ctx, "offload", f"must be true, false or an array of names from "
+                                      f"{', '.join(known)}, not {_type_name(value)} "
+                                      f"({show(value)})")
+        names: list[str] = []
+        for j, item in enumerate(value):
+            if not isinstance(item, str):
+                self.fail_item(ctx, "offload", j, f"{show(item)} is not an offload name "
+                                                  f"(one of {', '.join(known)})", item)
+            if item not in OFFLOADS:
+                close = difflib.get_close_matches(item, known, n=1, cutoff=0.6)
+                hint = (f'did you mean "{close[0]}"?' if close
+                        else f"known: {', '.join(known)}")
+                self.fail_item(ctx, "offload", j, f"{show(item)} is not an offload ({hint})",
+                               item)
+            if item in names:
+                self.fail_item(ctx, "offload", j, f"{show(item)} is listed twice", item)
+            names.append(item)
+        return frozenset(names)
 
     def network(self, ctx: Ctx, tbl: dict[str, Any], vtep: VtepConfig,
                 seen_names: dict[str, int], seen_vnis: dict[int, int],

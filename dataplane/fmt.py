@@ -162,10 +162,72 @@ def format_stats(stats: Mapping[str, Any]) -> str:
     counters = stats.get("counters")
     if isinstance(counters, Mapping):
         blocks.append(_kv_lines("counters:", counters))
+    offload = stats.get("offload")
+    if isinstance(offload, Mapping) and offload:
+        blocks.append(format_offload(offload))
     offloads = stats.get("offloads")
     if isinstance(offloads, Mapping) and offloads:
         blocks.append(_kv_lines("offloads:", {k: _scalar(v) for k, v in offloads.items()}))
     return "\n\n".join("\n".join(b) for b in blocks)
+
+
+_OFFLOAD_SWITCHES = ("udp_gso", "udp_gro", "tap_coalesce")
+
+
+def format_offload(offload: Mapping[str, Any]) -> list[str]:
+    """The ``offload`` section: one line of what is active (with the reason for anything that
+    is off), then the offload counters that are not zero::
+
+        offload: tap csum,tso4,tso6, udp_gso on, udp_gro off (kernel refused UDP_GRO), ...
+          tso_frames      12
+          tso_segments   530
+    """
+    reason = offload.get("reason")
+    off = offload.get("off")
+    off = off if isinstance(off, Mapping) else {}
+    active = [k for k in _OFFLOAD_SWITCHES if offload.get(k) is True]
+    if not active and not offload.get("tap"):
+        # Nothing on: one reason says it all when there is one (py path, offload = false).
+        reasons = {str(r) for r in off.values() if r}
+        if isinstance(reason, str) and reason:
+            reasons = {reason}
+        if len(reasons) == 1:
+            return [f"offload: off ({reasons.pop()})"]
+
+    def why(key: str) -> str:
+        return f" ({off[key]})" if off.get(key) else ""
+
+    items: list[str] = []
+    tap = offload.get("tap")
+    ports = offload.get("tap_ports")
+    sets = ({str(n): ",".join(map(str, f)) or "none" for n, f in ports.items()
+             if isinstance(f, (list, tuple))} if isinstance(ports, Mapping) else {})
+    if len(set(sets.values())) > 1:
+        # Endpoints disagree: say who has what rather than only the common part.
+        items.append("tap " + " ".join(f"{n}={f}" for n, f in sets.items()))
+    elif isinstance(tap, (list, tuple)) and tap:
+        items.append("tap " + ",".join(map(str, tap)))
+    elif off.get("tap") or not isinstance(ports, Mapping) or ports:
+        items.append("tap off" + why("tap"))
+    else:
+        items.append("tap on (no endpoints yet)")
+    for key in _OFFLOAD_SWITCHES:
+        if key in offload:
+            items.append(f"{key} {_scalar(bool(offload[key]))}"
+                         + ("" if offload[key] else why(key)))
+    head = "offload: " + (", ".join(items) if items else "-")
+    if isinstance(reason, str) and reason:
+        head += f" ({reason})"
+    lines = [head]
+    counters = offload.get("counters")
+    if isinstance(counters, Mapping):
+        nonzero = {str(k): v for k, v in counters.items()
+                   if isinstance(v, int) and not isinstance(v, bool) and v}
+        if nonzero:
+            kw = max(len(k) for k in nonzero)
+            vw = max(len(str(v)) for v in nonzero.values())
+            lines += [f"  {k.ljust(kw)}  {str(v).rjust(vw)}" for k, v in nonzero.items()]
+    return lines
 
 
 def _scalar(value: Any) -> str:

@@ -49,6 +49,23 @@ def start(address: str, stats: Callable[[], dict[str, Any]]) -> Any:
             for kind, value in s["counters"].items():
                 other.add_metric([vtep, kind], value)
             yield other
+            off = s.get("offload", {})
+            offc = CounterMetricFamily("vxdp_offload", "TSO/GSO/GRO offload work (issue #5)",
+                                       labels=["vtep", "counter"])
+            for key, value in off.get("counters", {}).items():
+                if key != "gso_sockets":
+                    offc.add_metric([vtep, key], value)
+            yield offc
+            active = GaugeMetricFamily("vxdp_offload_active", "1 if the offload is in use",
+                                       labels=["vtep", "offload"])
+            for key in ("udp_gso", "udp_gro", "tap_coalesce"):
+                active.add_metric([vtep, key], 1 if off.get(key) else 0)
+            yield active
+            socks = GaugeMetricFamily("vxdp_gso_sockets",
+                                      "Per-source-port UDP sockets open for UDP GSO",
+                                      labels=["vtep"])
+            socks.add_metric([vtep], off.get("counters", {}).get("gso_sockets", 0))
+            yield socks
             up = GaugeMetricFamily("vxdp_endpoints", "Attached endpoints", labels=["vtep"])
             up.add_metric([vtep], len(s["ports"]))
             yield up

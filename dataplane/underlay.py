@@ -11,6 +11,16 @@ spreads flows, which is what the kernel's vxlan does (``udp_flow_src_port``). An
 ``IPPROTO_RAW`` socket never receives, so it costs nothing on the receive side. Without
 CAP_NET_RAW, vxdp falls back to sending from the UDP socket (source port fixed at ``port``) and
 says so in ``stats``.
+
+Offloads (issue #5, C path only), each probed here and recorded, never fatal:
+
+* ``udp_gro``: UDP_GRO on the receive socket. The kernel then glues consecutive datagrams of
+  one flow into one buffer and reports the segment size in a UDP_GRO cmsg; only a reader that
+  splits on that cmsg (the C ``rx_udp_burst``) may enable it -- a plain ``recvfrom`` would see
+  several VXLAN datagrams as one.
+* ``udp_gso``: UDP_SEGMENT (one sendmsg carries many equal-sized datagrams). The C fast path
+  sends those from per-source-port UDP sockets it creates itself; here we only find out whether
+  the kernel knows the option at all.
 """
 
 from __future__ import annotations
@@ -40,6 +50,31 @@ def _set_buffer(sock: socket.socket, force_opt: int, opt: int, size: int) -> Non
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 
+# <linux/udp.h>: setsockopt(SOL_UDP, ...) options (Linux >= 4.18 / 5.0).
+SOL_UDP = 17
+UDP_SEGMENT = 103
+UDP_GRO = 104
+GSO_PROBE_SIZE = 1400
+
+
+def enable_udp_gro(sock: socket.socket) -> bool:
+    """Turn UDP_GRO on for ``sock``; False when the kernel refuses (too old, no UDP)."""
+    try:
+        sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+    except OSError:
+        return False
+    return True
+
+
+def probe_udp_gso() -> bool:
+    """Does this kernel take UDP_SEGMENT? Tried on a throwaway UDP socket."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.setsockopt(SOL_UDP, UDP_SEGMENT, GSO_PROBE_SIZE)
+    except OSError:
+        return False
+    return True
+
 
 @dataclass
 class Underlay:
@@ -48,8 +83,12 @@ class Underlay:
     rx: socket.socket = field(init=False)
     tx: socket.socket | None = field(init=False, default=None)
     flow_src_ports: bool = field(init=False, default=False)
+    udp_gro: bool = field(init=False, default=False)   # UDP_GRO is on for ``rx``
+    udp_gso: bool = field(init=False, default=False)   # the kernel takes UDP_SEGMENT
 
-    def open(self) -> None:
+    def open(self, *, gro: bool = False, gso: bool = False) -> None:
+        """Bind the receive socket, open the raw transmit socket; with ``gro``/``gso`` probe
+        (and for GRO enable) those offloads. Only the C path may ask for ``gro``."""
         rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             rx.bind((str(self.local), self.port))
@@ -68,6 +107,8 @@ class Underlay:
         _set_buffer(rx, SO_RCVBUFFORCE, socket.SO_RCVBUF, SOCKET_BUFFER)
         _set_buffer(rx, SO_SNDBUFFORCE, socket.SO_SNDBUF, SOCKET_BUFFER)
         self.rx = rx
+        self.udp_gro = enable_udp_gro(rx) if gro else False
+        self.udp_gso = probe_udp_gso() if gso else False
         try:
             tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         except PermissionError:

@@ -23,7 +23,7 @@ from dataplane import fastpath
 from dataplane.config import Config, EndpointConfig, NetworkConfig, endpoint_from_args, load_config
 from dataplane.control import ControlServer
 from dataplane.errors import ConfigError, EntryNotFound, InvalidArgument, VxdpError
-from dataplane.ports import TAP_GONE_ERRNOS, TapPort
+from dataplane.ports import TAP_GONE_ERRNOS, VNET_HDR_LEN, TapPort
 from dataplane.underlay import Underlay
 from dataplane.wire import ZERO_MAC
 
@@ -76,6 +76,11 @@ class Vtep:
     _ageing: asyncio.TimerHandle | None = None
     _stopped: bool = False
     tx_errors: int = 0
+    # Offloads (issue #5): only the C path uses them; decided once in start().
+    _offload_api: bool = False     # the compiled switch has set_offload & co
+    _tap_offload: bool = False     # endpoints get IFF_VNET_HDR + TUNSETOFFLOAD
+    _tap_coalesce: bool = False
+    _gso_on: bool = False          # UDP GSO on as far as we have logged
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -89,14 +94,26 @@ class Vtep:
         self.switch = fastpath.Switch(v.local, **kwargs)
         for net in self.config.networks:
             self._add_network(net)
+        # Offloads are a C-path feature: the Python path reads one datagram per recvfrom (GRO
+        # would glue several together) and one frame per TAP read (no vnet header parsing).
+        self._offload_api = self.impl == "c" and hasattr(self.switch, "set_offload")
+        want = v.offload if self._offload_api else frozenset()
         self.underlay = Underlay(v.local, v.port)
-        self.underlay.open()
+        self.underlay.open(gro="udp_gro" in want, gso="udp_gso" in want)
         try:
             if self.impl == "c":
                 if self.underlay.tx is None:
                     raise VxdpError("the fast path sends through a raw socket and needs "
                                     "CAP_NET_RAW (or run with VXDP_NO_EXTENSIONS=1)")
                 self.switch.set_tx_socket(self.underlay.tx.fileno())
+            if self._offload_api:
+                # Every TAP of this VTEP gets a vnet header when "tap" is on, so coalescing
+                # (which the core applies only to ports with a vnet header) is on with it.
+                self._tap_offload = self._tap_coalesce = "tap" in want
+                self._gso_on = self.underlay.udp_gso
+                self.switch.set_offload(udp_gso=self.underlay.udp_gso,
+                                        udp_gro=self.underlay.udp_gro,
+                                        tap_coalesce=self._tap_coalesce)
             for net in self.config.networks:
                 for ep in net.endpoints:
                     await self._attach(ep, net)
@@ -166,7 +183,8 @@ class Vtep:
         # pyroute2's synchronous IPRoute refuses to run on a thread with a running loop:
         # create_async does the netlink work in a worker thread.
         tap = await TapPort.create_async(ep.name, ep.mac, net.mtu, ep.address, ep.netns,
-                                         ep.ifname)
+                                         ep.ifname, vnet_hdr=self._tap_offload,
+                                         offload=self._tap_offload)
         pid = self._next_port
         self._next_port += 1
         try:
@@ -178,7 +196,10 @@ class Vtep:
         self.endpoints[ep.name] = e
         self._ports[pid] = e
         if self.impl == "c":
-            self.switch.set_port_fd(pid, tap.fd)
+            if tap.vnet_hdr:
+                self.switch.set_port_fd(pid, tap.fd, vnet_hdr_len=VNET_HDR_LEN)
+            else:
+                self.switch.set_port_fd(pid, tap.fd)
         if self._loop is not None:
             self._loop.add_reader(tap.fd, self._on_tap, pid)
         if self.store is not None:
@@ -325,6 +346,14 @@ class Vtep:
 
     def _age(self) -> None:
         self.switch.age(time.monotonic())
+        if self._offload_api:
+            self.switch.offload_gc()   # closes per-source-port GSO sockets idle for 30 ticks
+            if self._gso_on and not self.switch.offload_state()["udp_gso"]:
+                # the core switched UDP GSO off after the kernel refused a send with EIO
+                self._gso_on = False
+                log.warning("vxdp %s: UDP GSO refused by the kernel (the underlay device "
+                            "cannot checksum); sending datagram by datagram from now on",
+                            self.config.vtep.name)
         self._publish_events()
         if self._loop is not None and not self._stopped:
             self._ageing = self._loop.call_later(AGEING_INTERVAL, self._age)
@@ -616,8 +645,54 @@ class Vtep:
             "drops": c["drops"],
             "counters": {**c["counters"], "events_lost": io["events_lost"],
                          "trace_lost": getattr(self.switch, "trace_lost", 0)},
+            "offload": self.offload_stats(),
             **({"store": self.store.status()} if self.store is not None else {}),
         }
+
+    def offload_stats(self) -> dict[str, Any]:
+        """What is really in use (probed), why anything is off, and the C counters.
+
+        ``tap`` lists the TUNSETOFFLOAD features every endpoint got (their intersection, so a
+        listed feature holds for all of them); ``tap_ports`` has each endpoint's own set.
+        """
+        per_port = {name: sorted(e.tap.offloads) for name, e in sorted(self.endpoints.items())}
+        common: set[str] | None = None
+        for feats in per_port.values():
+            common = set(feats) if common is None else common & set(feats)
+        out: dict[str, Any] = {
+            "tap": sorted(common or ()),
+            "tap_ports": per_port,
+            "udp_gso": self.underlay.udp_gso,
+            "udp_gro": self.underlay.udp_gro,
+            "tap_coalesce": self._tap_coalesce,
+        }
+        if self.impl != "c":
+            out["reason"] = "pure-Python path"
+            return out
+        if not self._offload_api:
+            out["reason"] = "fast path built without offload support"
+            return out
+        # The core may drop an offload at run time (udp_gso goes off when a GSO send fails
+        # with EIO: the route's device cannot checksum), so report its live state.
+        live = (self.switch.offload_state() if hasattr(self.switch, "offload_state") else {})
+        for key in ("udp_gso", "udp_gro", "tap_coalesce"):
+            if key in live:
+                out[key] = bool(live[key])
+        configured = self.config.vtep.offload
+        off: dict[str, str] = {}
+        gso_why = ("kernel refused a GSO send (the underlay device cannot checksum)"
+                   if self.underlay.udp_gso else "kernel refused UDP_SEGMENT")
+        for name, active, refused in (
+                ("tap", self._tap_offload and (not per_port or bool(common)),
+                 "kernel refused TUNSETOFFLOAD"),
+                ("udp_gso", out["udp_gso"], gso_why),
+                ("udp_gro", out["udp_gro"], "kernel refused UDP_GRO")):
+            if not active:
+                off[name] = refused if name in configured else "disabled by [vtep] offload"
+        if off:
+            out["off"] = off
+        out["counters"] = dict(self.switch.offload_counters())
+        return out
 
     async def handle(self, cmd: str, args: dict[str, Any]) -> Any:
         now = time.monotonic()

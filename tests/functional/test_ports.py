@@ -19,13 +19,19 @@ from collections.abc import Callable, Iterator
 from ipaddress import IPv4Interface
 
 import pytest
-from scapy.layers.inet import ICMP, IP, UDP
+from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import ARP, Ether
 
 from dataplane import netns
 from dataplane.errors import PrivilegeError, VxdpError
 from dataplane.lab import Capture, cleanup_prefix
-from dataplane.ports import TAP_DOWN_ERRNOS, TAP_GONE_ERRNOS, VNET_HDR_LEN, TapPort
+from dataplane.ports import (
+    TAP_DOWN_ERRNOS,
+    TAP_GONE_ERRNOS,
+    TAP_OFFLOADS,
+    VNET_HDR_LEN,
+    TapPort,
+)
 
 pytestmark = pytest.mark.privileged
 
@@ -344,3 +350,125 @@ def test_uvloop_create_async_and_reader_sees_tap_gone(nsname: str) -> None:
             port.close()
 
     assert uvloop.run(main()) in TAP_GONE_ERRNOS
+
+
+# virtio_net_hdr (include/uapi/linux/virtio_net.h), little-endian on x86.
+VNET_F_NEEDS_CSUM = 1
+VNET_GSO_NONE, VNET_GSO_TCPV4 = 0, 1
+
+
+def vnet_fields(raw: bytes) -> tuple[int, int, int, int, int, int]:
+    """flags, gso_type, hdr_len, gso_size, csum_start, csum_offset."""
+    return struct.unpack_from("<BBHHHH", raw)
+
+
+def ethtool_k(ns: str, ifname: str) -> dict[str, str]:
+    out = netns.run_in_netns(ns, ["ethtool", "-k", ifname]).stdout
+    feats = {}
+    for line in out.splitlines()[1:]:
+        key, _, value = line.strip().partition(":")
+        feats[key] = value.strip()
+    return feats
+
+
+def test_offload_needs_vnet_hdr(nsname: str) -> None:
+    with pytest.raises(ValueError, match="offload needs vnet_hdr"):
+        TapPort.create("vxto0", MAC, 1450, ADDR, netns=nsname, offload=True)
+    assert not netns.netns_exists(nsname)
+
+
+def test_tunsetoffload_result_matches_the_kernels_view(nsname: str) -> None:
+    """TUNSETOFFLOAD before the device goes up: what it accepted is what ethtool shows in the
+    container, and without offload the device offers none (the TAP default)."""
+    with TapPort.create("vxto1", MAC, 1450, ADDR, netns=nsname, ifname="eth0",
+                        vnet_hdr=True, offload=True) as port:
+        assert port.offloads <= TAP_OFFLOADS
+        # Every kernel since 2.6.27 takes CSUM|TSO4|TSO6; the ladder only matters for odd ones.
+        assert port.offloads == {"csum", "tso4", "tso6"}
+        assert "offloads=csum,tso4,tso6" in repr(port)
+        feats = ethtool_k(nsname, "eth0")
+        assert feats["tx-checksumming"].startswith("on")
+        assert feats["tcp-segmentation-offload"].startswith("on")
+        assert feats["tx-tcp-segmentation"].startswith("on")
+        assert feats["tx-tcp6-segmentation"].startswith("on")
+    with TapPort.create("vxto2", MAC, 1450, ADDR, netns=nsname, ifname="eth1",
+                        vnet_hdr=True) as plain:
+        assert plain.offloads == frozenset()
+        feats = ethtool_k(nsname, "eth1")
+        assert feats["tx-checksumming"].startswith("off")
+        assert feats["tcp-segmentation-offload"].startswith("off")
+
+
+def test_offload_udp_arrives_with_partial_checksum(nsname: str) -> None:
+    """With TUN_F_CSUM the stack leaves the UDP checksum to us: F_NEEDS_CSUM, csum_start at the
+    UDP header (counted from the Ethernet header), csum_offset 6, and the field holds the
+    pseudo-header sum, so completing it over frame[csum_start:] gives the right checksum."""
+    with TapPort.create("vxto3", MAC, 1450, ADDR, netns=nsname, ifname="eth0",
+                        vnet_hdr=True, offload=True) as port:
+        netns.run_in_netns(nsname, ["ip", "neigh", "add", PEER_IP, "lladdr", PEER_MAC,
+                                    "dev", "eth0", "nud", "permanent"])
+        sender = ("import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+                  f"s.sendto(b'x'*301, ('{PEER_IP}', 9999))")
+        netns.run_in_netns(nsname, [_python(), "-c", sender])
+        raw = read_until(port, lambda f: UDP in Ether(f[VNET_HDR_LEN:]))
+        flags, gso_type, _hdr_len, _gso_size, csum_start, csum_offset = vnet_fields(raw)
+        assert flags & VNET_F_NEEDS_CSUM and gso_type == VNET_GSO_NONE
+        assert (csum_start, csum_offset) == (14 + 20, 6)
+        frame = bytearray(raw[VNET_HDR_LEN:])
+        pkt = Ether(bytes(frame))
+        del pkt[UDP].chksum
+        want = Ether(bytes(pkt))[UDP].chksum
+        assert Ether(bytes(frame))[UDP].chksum != want  # only the pseudo-header partial
+        total = 0
+        data = bytes(frame[csum_start:]) + b"\0" * (len(frame[csum_start:]) % 2)
+        for i in range(0, len(data), 2):
+            total += (data[i] << 8) | data[i + 1]
+        while total >> 16:
+            total = (total & 0xFFFF) + (total >> 16)
+        assert (~total & 0xFFFF or 0xFFFF) == want
+
+
+def test_offload_tcp_arrives_as_one_super_frame(nsname: str) -> None:
+    """With TSO4 a TCP write from the container reaches the fd as one GSO_TCPV4 frame larger
+    than the MTU (gso_size = MSS). We play the peer: answer the SYN with a SYN-ACK (MSS 1410,
+    64 KB window), so the first flight (initial cwnd, 10 segments) is one super-frame."""
+    mss = 1450 - 40
+    with TapPort.create("vxto4", MAC, 1450, ADDR, netns=nsname, ifname="eth0",
+                        vnet_hdr=True, offload=True) as port:
+        netns.run_in_netns(nsname, ["ip", "neigh", "add", PEER_IP, "lladdr", PEER_MAC,
+                                    "dev", "eth0", "nud", "permanent"])
+        sender = ("import socket; s=socket.create_connection(('%s', 5201), timeout=5); "
+                  "s.sendall(b'y' * 65536); import time; time.sleep(3)" % PEER_IP)
+        proc = netns.popen_in_netns(nsname, [_python(), "-c", sender],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            def is_tcp(f: bytes) -> bool:
+                return TCP in Ether(f[VNET_HDR_LEN:])
+
+            syn = Ether(read_until(port, is_tcp)[VNET_HDR_LEN:])
+            assert syn[TCP].flags == "S"
+            synack = (Ether(src=PEER_MAC, dst=MAC)
+                      / IP(src=PEER_IP, dst="192.168.55.4")
+                      / TCP(sport=5201, dport=syn[TCP].sport, flags="SA", seq=1000,
+                            ack=syn[TCP].seq + 1, window=65535, options=[("MSS", mss)]))
+            port.write(bytes(VNET_HDR_LEN) + bytes(synack))
+
+            def is_data(f: bytes) -> bool:
+                p = Ether(f[VNET_HDR_LEN:])
+                return TCP in p and len(p[TCP].payload) > 0
+
+            raw = read_until(port, is_data)
+        finally:
+            proc.kill()
+            proc.wait()
+        flags, gso_type, hdr_len, gso_size, csum_start, csum_offset = vnet_fields(raw)
+        frame = raw[VNET_HDR_LEN:]
+        assert gso_type & 0x7F == VNET_GSO_TCPV4
+        assert flags & VNET_F_NEEDS_CSUM and (csum_start, csum_offset) == (34, 16)
+        assert gso_size == mss
+        assert hdr_len >= 14 + 20 + 20  # the kernel's hint: Ethernet + IP + TCP headers
+        # Several MSS in one frame: the container handed over a super-frame.
+        assert len(frame) - 54 > 2 * mss and len(frame) > 1450 + 14
+        pkt = Ether(frame)
+        assert pkt[TCP].seq == syn[TCP].seq + 1
+        assert bytes(pkt[TCP].payload) == b"y" * len(pkt[TCP].payload)

@@ -636,3 +636,61 @@ def test_fmt_is_pure_and_tolerant() -> None:
         == ["10. 9", "=> drop"]
     assert fmt.format_record({"line": "x", "a": 1}) == "x"
     assert fmt.format_record({"a": {"b": 1}, "ts": 2}) == 'ts=2 a={"b":1}'
+
+
+OFFLOAD_C = {
+    "tap": ["csum", "tso4", "tso6"],
+    "tap_ports": {"c1": ["csum", "tso4", "tso6"], "c2": ["csum", "tso4", "tso6"]},
+    "udp_gso": True, "udp_gro": False, "tap_coalesce": True,
+    "off": {"udp_gro": "kernel refused UDP_GRO"},
+    "counters": {"tso_frames": 12, "tso_segments": 530, "csum_completed": 0, "bad_vnet": 0,
+                 "gso_sends": 7, "gso_datagrams": 140},
+}
+
+
+def test_stats_offload_section(vtep: FakeVtep, capsys: pytest.CaptureFixture[str]) -> None:
+    vtep.stats = {**STATS, "offload": OFFLOAD_C}
+    rc, out, _ = run(capsys, "stats")
+    assert rc == 0
+    assert out == STATS_TEXT + "\n\n" + """\
+offload: tap csum,tso4,tso6, udp_gso on, udp_gro off (kernel refused UDP_GRO), tap_coalesce on
+  tso_frames      12
+  tso_segments   530
+  gso_sends        7
+  gso_datagrams  140
+"""
+    rc, out, _ = run(capsys, "stats", "--json")
+    assert rc == 0 and json.loads(out)["offload"] == OFFLOAD_C  # raw, counters and all
+
+
+@pytest.mark.parametrize(("offload", "lines"), [
+    # pure-Python path: everything off, one reason
+    ({"tap": [], "tap_ports": {"c1": []}, "udp_gso": False, "udp_gro": False,
+      "tap_coalesce": False, "reason": "pure-Python path"},
+     ["offload: off (pure-Python path)"]),
+    # offload = false
+    ({"tap": [], "tap_ports": {"c1": []}, "udp_gso": False, "udp_gro": False,
+      "tap_coalesce": False, "counters": {"gso_sends": 0},
+      "off": {k: "disabled by [vtep] offload" for k in ("tap", "udp_gso", "udp_gro")}},
+     ["offload: off (disabled by [vtep] offload)"]),
+    # endpoints that disagree are listed one by one; zero counters are not shown
+    ({"tap": ["csum"], "tap_ports": {"c1": ["csum", "tso4"], "c2": ["csum"]},
+      "udp_gso": False, "udp_gro": True, "tap_coalesce": True,
+      "off": {"udp_gso": "disabled by [vtep] offload"}, "counters": {"bad_vnet": 0}},
+     ["offload: tap c1=csum,tso4 c2=csum, udp_gso off (disabled by [vtep] offload), "
+      "udp_gro on, tap_coalesce on"]),
+    ({"tap": [], "tap_ports": {}, "udp_gso": True, "udp_gro": True, "tap_coalesce": True,
+      "counters": {"gro_buffers": 3}},
+     ["offload: tap on (no endpoints yet), udp_gso on, udp_gro on, tap_coalesce on",
+      "  gro_buffers  3"]),
+])
+def test_format_offload(offload: dict[str, Any], lines: list[str]) -> None:
+    assert fmt.format_offload(offload) == lines
+    assert fmt.format_stats({"offload": offload}) == "\n".join(lines)
+
+
+def test_format_offload_tolerates_odd_input() -> None:
+    assert fmt.format_stats({"offload": {}}) == ""
+    assert fmt.format_offload({"udp_gso": True}) == ["offload: tap off, udp_gso on"]
+    assert fmt.format_offload({"udp_gso": 1, "counters": "x", "off": 3, "tap_ports": 4}) == [
+        "offload: tap off, udp_gso on"]

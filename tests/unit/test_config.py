@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from dataplane.config import (
+    OFFLOADS,
     Config,
     EndpointConfig,
     StoreConfig,
@@ -99,6 +100,7 @@ def test_design_example_parses() -> None:
                            allow=(IPv4Network("198.18.0.0/24"),))
     assert v.src_port_range == (49152, 65535) and v.strict is True
     assert v.metrics is None and v.burst == 64
+    assert v.offload == frozenset({"tap", "udp_gso", "udp_gro"}) == OFFLOADS
     (net,) = cfg.networks
     assert (net.name, net.vni, net.mtu, net.proxy, net.learning) == ("mynet", 4097, 1450, True,
                                                                       False)
@@ -411,6 +413,40 @@ def test_extra_key_errors() -> None:
     assert error_of(MINIMAL + "maxaddress = -1\n").key == "network[0].maxaddress"
     long_path = "/run/" + "x" * 120 + ".sock"
     assert "too long" in str(error_of(with_vtep(f'control = "{long_path}"')))
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("true", OFFLOADS),
+    ("false", frozenset()),
+    ("[]", frozenset()),
+    ('["tap"]', frozenset({"tap"})),
+    ('["udp_gro", "udp_gso"]', frozenset({"udp_gso", "udp_gro"})),
+    ('["tap", "udp_gso", "udp_gro"]', OFFLOADS),
+])
+def test_offload_values(value: str, expected: frozenset[str]) -> None:
+    cfg = parse_config(MINIMAL.replace("[vtep]\n", f"[vtep]\noffload = {value}\n"))
+    assert cfg.vtep.offload == expected
+    assert isinstance(cfg.vtep.offload, frozenset)
+    assert parse_config(MINIMAL).vtep.offload == OFFLOADS  # default: all, each still probed
+
+
+@pytest.mark.parametrize(("value", "key", "words"), [
+    ('"tap"', "vtep.offload", 'must be true, false or an array of names from tap, udp_gro, '
+                              'udp_gso, not a string ("tap")'),
+    ("1", "vtep.offload", "must be true, false or an array"),
+    ('["tso"]', "vtep.offload[0]", '"tso" is not an offload (known: tap, udp_gro, udp_gso)'),
+    ('["tap", "udp-gso"]', "vtep.offload[1]", '"udp-gso" is not an offload '
+                                              '(did you mean "udp_gso"?)'),
+    ('["tap", true]', "vtep.offload[1]", "true is not an offload name"),
+    ('["tap", "tap"]', "vtep.offload[1]", '"tap" is listed twice'),
+])
+def test_offload_errors(value: str, key: str, words: str) -> None:
+    text = MINIMAL.replace("[vtep]\n", f"[vtep]\noffload = {value}\n")
+    err = error_of(text)
+    assert err.key == key
+    assert err.line == line_of(text, "offload =")
+    assert str(err).startswith(f"cfg.toml:{err.line}: {key}: ")
+    assert words in str(err), str(err)
 
 
 def test_top_level_unknown_key() -> None:

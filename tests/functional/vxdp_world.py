@@ -417,9 +417,12 @@ class World:
     # -- processes -----------------------------------------------------------------------
 
     def start_vxdp(self, host: str, config: Mapping[str, Any] | str,
-                   timeout: float = 20.0, wait: bool = True) -> Vtep:
+                   timeout: float = 20.0, wait: bool = True,
+                   env: Mapping[str, str] | None = None) -> Vtep:
         """Write ``config`` (dict or TOML text), start ``vxdp run`` in ``host``'s namespace and
-        (unless ``wait=False``) wait until its control socket answers."""
+        (unless ``wait=False``) wait until its control socket answers. ``env``: variables added
+        to (or overriding) this process's environment for the VTEP only, e.g.
+        ``{"VXDP_NO_EXTENSIONS": "1"}`` for the pure-Python path."""
         text = config if isinstance(config, str) else to_toml(config)
         parsed = tomllib.loads(text)
         name = parsed.get("vtep", {}).get("name", "vxdp")
@@ -431,7 +434,8 @@ class World:
             # stderr to a file, not a pipe nobody reads: a chatty VTEP must never block.
             proc = self.lab.popen(host, [sys.executable, "-m", "dataplane", "run", cfg],
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=log, cwd=ROOT)
+                                  stderr=log, cwd=ROOT,
+                                  env=None if env is None else {**os.environ, **env})
         v = Vtep(self, host, name, proc, sock, cfg, log_path)
         self.vteps.append(v)
         if wait:

@@ -47,6 +47,9 @@ IFNAME_MAX = 15  # IFNAMSIZ - 1: the kernel keeps a trailing NUL
 UNIX_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1
 DEFAULT_STORE_PREFIX = "/vxdp"
 DEFAULT_STORE_TTL = 10
+# [vtep] busy_poll upper bound (µs): polling longer than this between bursts is a spin loop.
+BUSY_POLL_MAX = 100_000
+
 # Kernel offloads the VTEP may use (issue #5): "tap" = IFF_VNET_HDR + TUNSETOFFLOAD on the
 # endpoints (TCP super-frames in, coalesced segments out), "udp_gso" = UDP_SEGMENT sends,
 # "udp_gro" = UDP_GRO on the receive socket. Each is still probed at start-up.
@@ -109,6 +112,7 @@ class VtepConfig:
     metrics: str | None = None  # "host:port" for a metrics listener, if any
     burst: int = DEFAULT_BURST
     offload: frozenset[str] = OFFLOADS  # subset of OFFLOADS; empty = no offloads at all
+    busy_poll: int = 0  # microseconds of polling after a burst before sleeping; 0 = off
 
     def __post_init__(self) -> None:
         if not self.control:
@@ -408,7 +412,7 @@ _TYPE_NAMES: dict[type, str] = {
 }
 
 _VTEP_KEYS = ("name", "local", "port", "control", "allow", "src_port_range", "strict", "metrics",
-              "burst", "offload")
+              "burst", "offload", "busy_poll")
 _NETWORK_KEYS = ("name", "vni", "mtu", "proxy", "learning", "ageing", "maxaddress", "flood",
                  "endpoint", "peer")
 _ENDPOINT_KEYS = ("name", "mac", "address", "netns", "ifname")
@@ -590,10 +594,12 @@ class _Parser:
                 self.fail(ctx, "metrics", str(exc), needle=metrics)
         burst = self.int_range(ctx, tbl, "burst", 1, BURST_MAX, DEFAULT_BURST)
         offload = self.offload(ctx, tbl)
+        busy_poll = self.int_range(ctx, tbl, "busy_poll", 0, BUSY_POLL_MAX, 0,
+                                   " microseconds")
         return VtepConfig(name=name, local=local, port=port, control=control or "",
                           allow=tuple(allow), src_port_range=src_port_range,
                           strict=True if strict is None else strict, metrics=metrics,
-                          burst=burst, offload=offload)
+                          burst=burst, offload=offload, busy_poll=busy_poll)
 
     def offload(self, ctx: Ctx, tbl: Mapping[str, Any]) -> frozenset[str]:
         """``offload = true`` (default: all), ``false`` (none) or a list of names from

@@ -32,6 +32,7 @@ log = logging.getLogger("vxdp")
 AGEING_INTERVAL = 1.0      # seconds between ageing sweeps (the kernel's vxlan sweeps every ~10s)
 TRACE_BUDGET = 5000.0      # trace records rendered per second at most (the rest: counted lost)
 EVENT_QUEUE = 4096         # per subscriber; a slow reader loses events, the dataplane never waits
+BUSY_POLL_SLICE = 0.002    # longest busy_poll call: the loop (control, timers) gets its turn
 
 
 @dataclass
@@ -81,6 +82,7 @@ class Vtep:
     _tap_offload: bool = False     # endpoints get IFF_VNET_HDR + TUNSETOFFLOAD
     _tap_coalesce: bool = False
     _gso_on: bool = False          # UDP GSO on as far as we have logged
+    _busy_poll: float = 0.0        # [vtep] busy_poll in seconds (C path only)
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -111,6 +113,11 @@ class Vtep:
                 # (which the core applies only to ports with a vnet header) is on with it.
                 self._tap_offload = self._tap_coalesce = "tap" in want
                 self._gso_on = self.underlay.udp_gso
+            if self.impl == "c":
+                self._busy_poll = v.busy_poll * 1e-6
+            elif v.busy_poll:
+                log.warning("vxdp %s: busy_poll needs the Cython fast path; ignored",
+                            v.name)
                 self.switch.set_offload(udp_gso=self.underlay.udp_gso,
                                         udp_gro=self.underlay.udp_gro,
                                         tap_coalesce=self._tap_coalesce)
@@ -273,6 +280,8 @@ class Vtep:
         now = time.monotonic()
         if self.impl == "c":
             self.switch.rx_tap_burst(pid, self._ports[pid].tap.fd, now)
+            if self._busy_poll:
+                self.switch.busy_poll(self.underlay.rx.fileno(), self._busy_poll, BUSY_POLL_SLICE)
             for gone in self.switch.gone_ports():
                 self._port_gone(gone)
         else:
@@ -285,6 +294,8 @@ class Vtep:
         now = time.monotonic()
         if self.impl == "c":
             self.switch.rx_udp_burst(self.underlay.rx.fileno(), now)
+            if self._busy_poll:
+                self.switch.busy_poll(self.underlay.rx.fileno(), self._busy_poll, BUSY_POLL_SLICE)
             for gone in self.switch.gone_ports():
                 self._port_gone(gone)
         else:

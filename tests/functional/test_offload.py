@@ -719,3 +719,32 @@ def test_offload_lists_select_offloads_per_vtep() -> None:
         assert ethtool_k(w, wt.c1.name, "eth0")["tcp-segmentation-offload"] == "on"
         assert_no_checksum_errors(w, wt.c1, wt.c2)
         w.stop_all(wt.manager, wt.worker)
+
+
+# --------------------------------------------------------------------------- busy polling
+
+def test_busy_poll_serves_traffic_and_the_control_socket() -> None:
+    """``busy_poll`` keeps each VTEP polling after a burst instead of going back to epoll. It
+    must not change what is forwarded, and under sustained load (where it never finds an idle
+    moment) it must still hand the event loop its turn: the control socket answers while a
+    transfer runs."""
+    with open_world() as w:
+        w.hosts(("manager", MANAGER), ("worker", WORKER))
+        wt = walkthrough(w, manager={"busy_poll": 500}, worker={"busy_poll": 500})
+        w.assert_ping(wt.c1, wt.c2.ip)
+        n = 48 * MIB
+        with ThreadPoolExecutor(1) as pool:
+            job = pool.submit(tcp_transfer, w, wt.c2, wt.c1, n, 5261, 71)
+            answers = 0
+            while not job.done():
+                st = wt.manager.stats()          # ControlClient raises if it gets no answer
+                assert st["vtep"]["name"] == "manager"
+                answers += 1
+            assert_intact(job.result(), n, wt.c1)
+        assert answers >= 1
+        assert_intact(tcp_transfer(w, wt.c1, wt.c3, 16 * MIB, port=5262, seed=72), 16 * MIB,
+                      wt.c3)
+        for v in (wt.manager, wt.worker):
+            assert_healthy(v)
+        assert_no_checksum_errors(w, wt.c1, wt.c2, wt.c3)
+        w.stop_all(wt.manager, wt.worker)

@@ -449,6 +449,18 @@ def test_offload_errors(value: str, key: str, words: str) -> None:
     assert words in str(err), str(err)
 
 
+def test_busy_poll() -> None:
+    assert parse_config(MINIMAL).vtep.busy_poll == 0      # off unless asked for
+    cfg = parse_config(MINIMAL.replace("[vtep]\n", "[vtep]\nbusy_poll = 250\n"))
+    assert cfg.vtep.busy_poll == 250
+    for bad, words in (("-1", "-1 is out of range (must be 0..100000 microseconds)"),
+                       ("100001", "out of range"), ('"50us"', "must be an integer")):
+        text = MINIMAL.replace("[vtep]\n", f"[vtep]\nbusy_poll = {bad}\n")
+        err = error_of(text)
+        assert err.key == "vtep.busy_poll" and err.line == line_of(text, "busy_poll =")
+        assert words in str(err), str(err)
+
+
 def test_top_level_unknown_key() -> None:
     err = error_of('netwrok = 1\n' + MINIMAL)
     assert err.key == "netwrok" and err.line == 1 and 'did you mean "network"' in str(err)

@@ -3123,3 +3123,80 @@ def offload_coalesce(frames):
         s.ports[0].fd = -1
         a.close()
         z.close()
+
+
+def bench_tso(hdr, frame, long count) -> float:
+    """Seconds to cut ``frame`` (a TSO super-frame with virtio header ``hdr``) into its
+    segments ``count`` times with tso_segment, the work rx_tap_burst does per super-frame
+    (copies, per-segment headers and TCP checksums), without I/O or Python per call."""
+    cdef bytes hb = bytes(hdr)
+    cdef bytes fb = bytes(frame)
+    cdef uint8_t *out = <uint8_t*>malloc(SEG_BUF)
+    cdef uint32_t *offs = <uint32_t*>malloc(MAX_TSO_SEGS * sizeof(uint32_t))
+    cdef uint32_t *lens = <uint32_t*>malloc(MAX_TSO_SEGS * sizeof(uint32_t))
+    cdef const uint8_t *h = <const uint8_t*><const char*>hb
+    cdef const uint8_t *f = <const uint8_t*><const char*>fb
+    cdef uint32_t n = len(fb)
+    cdef long i
+    cdef int k = 0
+    cdef double t0, t1
+    try:
+        if out == NULL or offs == NULL or lens == NULL:
+            raise MemoryError()
+        if len(hb) < 10 or tso_segment(h, f, n, out, offs, lens) < 0:
+            raise ValueError("not a valid TSO super-frame")
+        with nogil:
+            t0 = vx_now_ns()
+            for i in range(count):
+                k = tso_segment(h, f, n, out, offs, lens)
+            t1 = vx_now_ns()
+        return (t1 - t0) * 1e-9
+    finally:
+        free(out)
+        free(offs)
+        free(lens)
+
+
+def bench_coalesce(frames, long count) -> float:
+    """Seconds to run the coalescing decisions of transmit() (tcp4_coalescible: header and
+    TCP checksum checks; run_extends/run_add; run_header for the merged frame) over
+    ``frames`` (one port's records) ``count`` times, without the writev."""
+    cdef list keep = [bytes(f) for f in frames]
+    cdef Py_ssize_t m = len(keep), j
+    cdef uint8_t **ptr = <uint8_t**>malloc((m + 1) * sizeof(uint8_t*))
+    cdef uint32_t *ln = <uint32_t*>malloc((m + 1) * sizeof(uint32_t))
+    cdef sw_t *dummy = <sw_t*>calloc(1, sizeof(sw_t))
+    cdef run_t run
+    cdef uint8_t vh[12]
+    cdef uint8_t hdr[128]
+    cdef uint8_t *head = NULL
+    cdef long i
+    cdef double t0, t1
+    try:
+        if ptr == NULL or ln == NULL or dummy == NULL:
+            raise MemoryError()
+        for j in range(m):
+            ptr[j] = <uint8_t*><const char*>keep[j]
+            ln[j] = <uint32_t>len(keep[j])
+        with nogil:
+            t0 = vx_now_ns()
+            for i in range(count):
+                run.head = -1
+                for j in range(m):
+                    if not tcp4_coalescible(dummy, ptr[j], ln[j]):
+                        continue
+                    if run.head >= 0 and run_extends(&run, head, ptr[j], ln[j]):
+                        run_add(&run, ptr[j], ln[j])
+                        continue
+                    if run.head >= 0 and run.n > 1:
+                        run_header(&run, head, run.last_psh, vh, hdr)
+                    run_start(&run, <int32_t>j, ptr[j], ln[j])
+                    head = ptr[j]
+                if run.head >= 0 and run.n > 1:
+                    run_header(&run, head, run.last_psh, vh, hdr)
+            t1 = vx_now_ns()
+        return (t1 - t0) * 1e-9
+    finally:
+        free(ptr)
+        free(ln)
+        free(dummy)

@@ -13,7 +13,10 @@ Baselines in the same run: the Python reference (``dataplane.switch`` + ``wire.o
 doing the same work, and scapy building (encap) or dissecting (decap) the same packet. Before
 timing, the three must agree on the bytes. No I/O: this is the ceiling of one core.
 
-Also: FDB lookups per second with 100 vs 1,000,000 entries and the table's bytes per entry.
+Also: FDB lookups per second with 100 vs 1,000,000 entries and the table's bytes per entry;
+and the offload work of issue #5 per 64 KB TCP super-frame (TSO segmentation with per-segment
+TCP checksums; the coalescing checks and merged header of the way back), C vs the
+``dataplane.offload`` reference on the same frames, checked equal first.
 """
 
 from __future__ import annotations
@@ -165,6 +168,54 @@ def bench_trace(c: Any, seconds: float) -> dict[str, Any]:
             "trace_on_mpps": f_on / 1e6, "on_vs_off": f_on / max(f_off, f_off2)}
 
 
+def tso_superframe(payload: int = 65536 - 14 - 20 - 32, mss: int = 1398) -> tuple[bytes, bytes]:
+    """A TSO super-frame as a container's TCP hands it to a TAP with TUNSETOFFLOAD: IPv4,
+    TCP with the timestamp option, ~64 KB of payload, and its virtio_net_hdr (GSO_TCPV4)."""
+    from dataplane import offload
+
+    opts = b"\x01\x01\x08\x0a" + struct.pack("!II", 123456, 654321)
+    tcp = struct.pack("!HHIIBBHHH", 40000, 5201, 1_000_000, 7, (32 // 4) << 4, 0x18, 502,
+                      0, 0) + opts
+    body = bytes((i * 7) & 0xFF for i in range(payload))
+    ip = wire.ipv4_header(IPv4Address("192.168.55.4"), IPv4Address("192.168.55.3"),
+                          len(tcp) + payload, proto=6)
+    frame = MAC_B + MAC_A + b"\x08\x00" + ip + tcp + body
+    hdr = offload.VnetHdr(flags=offload.F_NEEDS_CSUM, gso_type=offload.GSO_TCPV4,
+                          hdr_len=66, gso_size=mss, csum_start=34, csum_offset=16).pack()
+    return hdr, frame
+
+
+def bench_offload(c: Any, seconds: float) -> dict[str, Any]:
+    """Per super-frame: C tso_segment / coalescing decisions vs the Python reference."""
+    from dataplane import offload
+
+    hdr, frame = tso_superframe()
+    segs = offload.segment(hdr, frame)
+    if c.offload_segment(hdr, frame) != segs:
+        raise SystemExit("bench_fastpath: C and Python TSO segmentation disagree")
+    if c.offload_coalesce(segs) != offload.coalesce(segs):
+        raise SystemExit("bench_fastpath: C and Python coalescing disagree")
+    payload = len(frame) - 66
+
+    def py_tso(n: int) -> None:
+        for _ in range(n):
+            offload.segment(hdr, frame)
+
+    def py_gro(n: int) -> None:
+        for _ in range(n):
+            offload.coalesce(segs)
+
+    c_tso = rate(lambda n: c.bench_tso(hdr, frame, n), seconds, 1000)
+    c_gro = rate(lambda n: c.bench_coalesce(segs, n), seconds, 1000)
+    p_tso = rate(py_tso, seconds, 10)
+    p_gro = rate(py_gro, seconds, 10)
+    return {"superframe_bytes": len(frame), "segments": len(segs), "mss": 1398,
+            "tso_per_s": c_tso, "tso_gbps": c_tso * payload * 8 / 1e9,
+            "python_tso_per_s": p_tso, "tso_vs_python": c_tso / p_tso,
+            "coalesce_per_s": c_gro, "coalesce_gbps": c_gro * payload * 8 / 1e9,
+            "python_coalesce_per_s": p_gro, "coalesce_vs_python": c_gro / p_gro}
+
+
 def bench_fdb(c: Any, lookups: int) -> dict[str, Any]:
     small = c.Switch.bench_fdb_lookup(100, lookups)
     big = c.Switch.bench_fdb_lookup(1_000_000, lookups)
@@ -211,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     results = [r for size in SIZES for r in bench_size(c, size, args.seconds)]
     doc = {"results": results, "fdb": bench_fdb(c, args.lookups),
            "trace": bench_trace(c, args.seconds),
+           "offload": bench_offload(c, args.seconds),
            "machine": {"cpu": platform.processor() or platform.machine(),
                        "python": platform.python_version(), "cores": os.cpu_count()},
            "command": "python -m benchmarks.bench_fastpath " + " ".join(argv or sys.argv[1:])}
@@ -226,6 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     t = doc["trace"]
     print(f"\ntrace (64-byte encap): off {t['trace_off_mpps']:.2f} Mpps, on (drained) "
           f"{t['trace_on_mpps']:.2f} Mpps ({t['on_vs_off']:.2f}x)")
+    o = doc["offload"]
+    print(f"\noffload, per {o['superframe_bytes']}-byte TSO super-frame ({o['segments']} segments):"
+          f" TSO {o['tso_per_s'] / 1e3:.1f} k/s ({o['tso_gbps']:.1f} Gbit/s of payload, "
+          f"{o['tso_vs_python']:.0f}x Python {o['python_tso_per_s']:.0f}/s); coalescing "
+          f"{o['coalesce_per_s'] / 1e3:.1f} k/s ({o['coalesce_gbps']:.1f} Gbit/s, "
+          f"{o['coalesce_vs_python']:.0f}x Python {o['python_coalesce_per_s']:.0f}/s)")
     f = doc["fdb"]
     print(f"\nFDB lookups: {f['lookups_per_s_100'] / 1e6:.1f} M/s with 100 entries, "
           f"{f['lookups_per_s_1m'] / 1e6:.1f} M/s with 1,000,000 "

@@ -113,14 +113,14 @@ class Vtep:
                 # (which the core applies only to ports with a vnet header) is on with it.
                 self._tap_offload = self._tap_coalesce = "tap" in want
                 self._gso_on = self.underlay.udp_gso
+                self.switch.set_offload(udp_gso=self.underlay.udp_gso,
+                                        udp_gro=self.underlay.udp_gro,
+                                        tap_coalesce=self._tap_coalesce)
             if self.impl == "c":
                 self._busy_poll = v.busy_poll * 1e-6
             elif v.busy_poll:
                 log.warning("vxdp %s: busy_poll needs the Cython fast path; ignored",
                             v.name)
-                self.switch.set_offload(udp_gso=self.underlay.udp_gso,
-                                        udp_gro=self.underlay.udp_gro,
-                                        tap_coalesce=self._tap_coalesce)
             for net in self.config.networks:
                 for ep in net.endpoints:
                     await self._attach(ep, net)

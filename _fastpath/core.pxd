@@ -316,6 +316,8 @@ ctypedef struct sw_t:
     uint32_t *gso_used           # 65536: gso_epoch of the last use
     uint32_t gso_epoch
     uint32_t gso_nsock
+    uint32_t gso_refused         # smallest datagram a GSO send was refused for (EINVAL)
+    uint32_t *tx_rec             # tx_cap: s.out index of each queued sendmmsg message
     uint8_t *seg                 # SEG_BUF bytes: the segments of one TSO super-frame
     uint32_t *seg_off            # MAX_TSO_SEGS
     uint32_t *seg_len

@@ -39,7 +39,8 @@ from _fastpath.includes.libc_net cimport (
     EAGAIN, EINTR, EBADF, EBADFD, EIO, ENODEV, ENXIO, ENOBUFS, EINVAL, EMSGSIZE,
 )
 from _fastpath.includes.vxsock cimport (
-    vx_gso_socket, vx_send_gso, VX_GRO_CMSG_SPACE, vx_gro_size, vx_writev, vx_close,
+    vx_gso_socket, vx_send_gso, vx_send_one, VX_GRO_CMSG_SPACE, vx_gro_size, vx_writev,
+    vx_close,
 )
 
 import math
@@ -1336,10 +1337,12 @@ cdef uint32_t gso_run(sw_t *s, uint32_t i) noexcept nogil:
     return k
 
 
-cdef void raw_queue(sw_t *s, uint32_t nb, txrec *r) noexcept nogil:
-    """Queue one underlay record as message `nb` of the next sendmmsg() batch."""
+cdef void raw_queue(sw_t *s, uint32_t nb, uint32_t idx) noexcept nogil:
+    """Queue underlay record s.out[idx] as message `nb` of the next sendmmsg() batch."""
     cdef mmsghdr *m = &s.tx_msgs[nb]
     cdef iovec *v = &s.tx_iov[2 * nb]
+    cdef txrec *r = &s.out[idx]
+    s.tx_rec[nb] = idx
     s.tx_addr[nb].sin_family = AF_INET
     s.tx_addr[nb].sin_port = 0
     s.tx_addr[nb].sin_addr.s_addr = r.dst
@@ -1379,16 +1382,47 @@ cdef uint32_t raw_flush(sw_t *s, uint32_t nb) noexcept nogil:
         if rc < 0 and (err == EAGAIN or err == ENOBUFS):
             s.ul_tx_dropped += nb - sent
             break
-        s.ul_tx_errors += 1     # this datagram failed (EMSGSIZE, unreachable...)
+        if not (err == EMSGSIZE and s.tx_raw and udp_one(s, &s.out[s.tx_rec[sent]])):
+            s.ul_tx_errors += 1     # this datagram failed (EMSGSIZE, unreachable...)
         sent += 1
     return 0
 
 
+cdef bint udp_one(sw_t *s, txrec *r) noexcept nogil:
+    """A datagram the raw socket refused as too big for the path (raw_send_hdrinc: EMSGSIZE)
+    goes out on the flow's UDP socket instead, where the kernel fragments it — what the
+    kernel's vxlan does with `df unset` (its default). Only when UDP GSO sockets are in use
+    (udp_gso); True if it was sent."""
+    cdef int fd
+    if s.gso_fd == NULL:
+        return False
+    fd = gso_socket(s, r.sport)
+    return fd >= 0 and vx_send_one(fd, r.dst, s.dport, r.data, r.len) >= 0
+
+
+cdef void udp_each(sw_t *s, int fd, uint32_t i, uint32_t k) noexcept nogil:
+    """Records s.out[i:i+k] one sendto() each on the flow's UDP socket (GSO refused)."""
+    cdef uint32_t j
+    cdef ssize_t w
+    cdef int err
+    cdef txrec *r
+    for j in range(k):
+        r = &s.out[i + j]
+        w = vx_send_one(fd, r.dst, s.dport, r.data, r.len)
+        if w < 0:
+            err = errno
+            if err == EAGAIN or err == ENOBUFS:
+                s.ul_tx_dropped += 1
+            else:
+                s.ul_tx_errors += 1
+
+
 cdef bint gso_send(sw_t *s, int fd, uint32_t i, uint32_t k) noexcept nogil:
     """Records s.out[i:i+k] (a gso_run) as one UDP_SEGMENT send. False: the kernel refused
-    GSO itself (EIO: the route's device cannot checksum, udp_send_skb; EINVAL: segment size
-    over the path MTU) and the caller sends them one by one; EIO also switches udp_gso off,
-    since every later send would fail the same way."""
+    GSO itself and the caller sends them one by one (udp_each). EIO (before Linux 6.11,
+    udp_send_skb: the route's device cannot checksum) also switches udp_gso off, since every
+    later send would fail the same way; EINVAL/EMSGSIZE (a segment bigger than the path MTU
+    allows) remembers the size, so later runs that big skip the attempt."""
     cdef iovec *v = s.wv
     cdef uint32_t j
     cdef ssize_t w
@@ -1410,6 +1444,8 @@ cdef bint gso_send(sw_t *s, int fd, uint32_t i, uint32_t k) noexcept nogil:
         s.offc[OC_GSO_FALLBACKS] += 1
         if err == EIO:
             s.udp_gso = 0
+        elif r.len < s.gso_refused:
+            s.gso_refused = r.len
         return False
     s.ul_tx_errors += k
     return True
@@ -1479,6 +1515,7 @@ cdef class Switch:
         if self.s == NULL:
             raise MemoryError()
         self.s.tx_fd = -1
+        self.s.gso_refused = 0xFFFFFFFF
         self._networks = {}
         self._pynet = []
         self._pending = []
@@ -1572,6 +1609,7 @@ cdef class Switch:
         free(s.tx_msgs)
         free(s.tx_iov)
         free(s.tx_addr)
+        free(s.tx_rec)
         free(s.tr)
         vx_table_free(s.tr_data, <size_t>TRACE_RING_C * TRACE_SNAP_C)
         free(s.tr_out)
@@ -2682,6 +2720,8 @@ cdef class Switch:
         if s.gso_fd == NULL:
             return
         s.gso_epoch += 1
+        if s.gso_epoch % GSO_IDLE_TICKS == 0:
+            s.gso_refused = 0xFFFFFFFF      # the path MTU may have grown: try GSO again
         for sp in range(65536):
             fd = s.gso_fd[sp]
             if fd == -1 or s.gso_epoch - s.gso_used[sp] < GSO_IDLE_TICKS:
@@ -2826,16 +2866,21 @@ cdef class Switch:
                 free(s.tx_msgs)
                 free(s.tx_iov)
                 free(s.tx_addr)
+                free(s.tx_rec)
                 s.tx_msgs = <mmsghdr*>calloc(ncap, sizeof(mmsghdr))
                 s.tx_iov = <iovec*>calloc(2 * ncap, sizeof(iovec))
                 s.tx_addr = <sockaddr_in*>calloc(ncap, sizeof(sockaddr_in))
-                if s.tx_msgs == NULL or s.tx_iov == NULL or s.tx_addr == NULL:
+                s.tx_rec = <uint32_t*>calloc(ncap, sizeof(uint32_t))
+                if s.tx_msgs == NULL or s.tx_iov == NULL or s.tx_addr == NULL \
+                        or s.tx_rec == NULL:
                     free(s.tx_msgs)
                     free(s.tx_iov)
                     free(s.tx_addr)
+                    free(s.tx_rec)
                     s.tx_msgs = NULL
                     s.tx_iov = NULL
                     s.tx_addr = NULL
+                    s.tx_rec = NULL
                     s.tx_cap = 0
                     s.ul_tx_dropped += nv
                     s.n_out = 0
@@ -2854,17 +2899,20 @@ cdef class Switch:
                         if fd >= 0:
                             # datagrams queued for sendmmsg go first: per-flow order
                             nb = raw_flush(s, nb)
-                            if gso_send(s, fd, i, k):
-                                i += k
-                                continue
-                        else:
-                            s.offc[OC_GSO_FALLBACKS] += 1
+                            if r.len >= s.gso_refused:
+                                s.offc[OC_GSO_FALLBACKS] += 1
+                                udp_each(s, fd, i, k)
+                            elif not gso_send(s, fd, i, k):
+                                udp_each(s, fd, i, k)
+                            i += k
+                            continue
+                        s.offc[OC_GSO_FALLBACKS] += 1
                         for j in range(k):
-                            raw_queue(s, nb, &s.out[i + j])
+                            raw_queue(s, nb, i + j)
                             nb += 1
                         i += k
                         continue
-                raw_queue(s, nb, r)
+                raw_queue(s, nb, i)
                 nb += 1
                 i += 1
             raw_flush(s, nb)

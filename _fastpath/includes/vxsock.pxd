@@ -88,6 +88,24 @@ cdef extern from *:
         return r;
     }
 
+    /* One datagram on a GSO socket without UDP_SEGMENT: the fallback when the kernel
+       refuses a GSO send, and the way out for a datagram too big for the path. The socket
+       has IP_PMTUDISC_DONT, so an oversized one is fragmented like the kernel's vxlan does
+       without `df set` (a raw IP_HDRINCL socket refuses it with EMSGSIZE instead). */
+    static inline ssize_t vx_send_one(int fd, uint32_t dst_be, uint16_t dport,
+                                      const void *data, size_t len) {
+        struct sockaddr_in a;
+        ssize_t r;
+        memset(&a, 0, sizeof a);
+        a.sin_family = AF_INET;
+        a.sin_port = htons(dport);
+        a.sin_addr.s_addr = dst_be;
+        do {
+            r = sendto(fd, data, len, MSG_DONTWAIT, (struct sockaddr *)&a, sizeof a);
+        } while (r < 0 && errno == EINTR);
+        return r;
+    }
+
     /* Room for the UDP_GRO control message of one received buffer. */
     #define VX_GRO_CMSG_SPACE ((size_t)CMSG_SPACE(sizeof(int)))
 
@@ -116,6 +134,8 @@ cdef extern from *:
     int vx_gso_socket(uint32_t local_be, uint16_t sport, int sndbuf) nogil
     ssize_t vx_send_gso(int fd, uint32_t dst_be, uint16_t dport, iovec *iov, int cnt,
                         uint16_t gso_size) nogil
+    ssize_t vx_send_one(int fd, uint32_t dst_be, uint16_t dport, const void *data,
+                        size_t len) nogil
     size_t VX_GRO_CMSG_SPACE
     uint32_t vx_gro_size(msghdr *m) nogil
     ssize_t vx_writev(int fd, const iovec *iov, int cnt) nogil

@@ -753,3 +753,35 @@ def test_busy_poll_serves_traffic_and_the_control_socket() -> None:
         assert cw["gro_buffers"] > 0 and cw["coalesced_segments"] >= segments(n) // 2, cw
         assert_no_checksum_errors(w, wt.c1, wt.c2, wt.c3)
         w.stop_all(wt.manager, wt.worker)
+
+
+# --------------------------------------------------------------------------- oversized datagrams
+
+def test_network_mtu_too_big_for_the_underlay_fragments_like_the_kernel() -> None:
+    """A network MTU of 1500 on a 1500-byte underlay: full-size frames make 1550-byte outer
+    packets. The kernel's vxlan (``df`` unset, its default) sends them fragmented. vxdp too:
+    the GSO send is refused (segment + headers over the path MTU: EINVAL), the run goes out
+    datagram by datagram on the flow's UDP socket, which fragments (IP_PMTUDISC_DONT); a
+    single datagram the raw socket refuses (EMSGSIZE) takes the same way. Nothing is lost."""
+    with open_world() as w:
+        w.hosts(("manager", MANAGER), ("worker", WORKER))
+        c1 = w.container("manager", "c1", "192.168.55.4")
+        c3 = w.container("manager", "c3", "192.168.55.5")
+        c2 = w.container("worker", "c2", "192.168.55.3")
+        mcfg, kcfg = walkthrough_configs(w, c1, c2, c3, mtu=1500)
+        m, k = start(w, ("manager", mcfg, C_PATH), ("worker", kcfg, C_PATH))
+        # 1472 + 28 = a 1500-byte inner packet, DF set inside: only the outer one fragments
+        out = w.lab.run(c1.name, ["ping", "-c", "3", "-i", "0.2", "-W", "2", "-M", "do",
+                                  "-s", "1472", c2.ip], check=False)
+        assert out.returncode == 0, out.stdout + out.stderr
+        n = 16 * MIB
+        assert_intact(tcp_transfer(w, c2, c1, n, port=5271, seed=81), n, c1)
+        assert_intact(tcp_transfer(w, c1, c2, n, port=5272, seed=82), n, c2)
+        for v in (m, k):
+            st = v.stats()
+            assert st["underlay"]["tx_errors"] == 0, st["underlay"]
+            o = st["offload"]
+            assert o["udp_gso"] is True, o       # refused for this size only, not switched off
+            assert o["counters"]["gso_fallbacks"] >= 1, o
+        assert_no_checksum_errors(w, c1, c2)
+        w.stop_all(m, k)

@@ -78,7 +78,7 @@ class Vtep:
     _stopped: bool = False
     tx_errors: int = 0
     # Offloads (issue #5): only the C path uses them; decided once in start().
-    _offload_api: bool = False     # the compiled switch has set_offload & co
+    _offload_api: bool = False     # the C path: offloads are possible (probed in start())
     _tap_offload: bool = False     # endpoints get IFF_VNET_HDR + TUNSETOFFLOAD
     _tap_coalesce: bool = False
     _gso_on: bool = False          # UDP GSO on as far as we have logged
@@ -98,7 +98,7 @@ class Vtep:
             self._add_network(net)
         # Offloads are a C-path feature: the Python path reads one datagram per recvfrom (GRO
         # would glue several together) and one frame per TAP read (no vnet header parsing).
-        self._offload_api = self.impl == "c" and hasattr(self.switch, "set_offload")
+        self._offload_api = self.impl == "c"
         want = v.offload if self._offload_api else frozenset()
         self.underlay = Underlay(v.local, v.port)
         self.underlay.open(gro="udp_gro" in want, gso="udp_gso" in want)
@@ -680,15 +680,9 @@ class Vtep:
         if self.impl != "c":
             out["reason"] = "pure-Python path"
             return out
-        if not self._offload_api:
-            out["reason"] = "fast path built without offload support"
-            return out
         # The core may drop an offload at run time (udp_gso goes off when a GSO send fails
         # with EIO: the route's device cannot checksum), so report its live state.
-        live = (self.switch.offload_state() if hasattr(self.switch, "offload_state") else {})
-        for key in ("udp_gso", "udp_gro", "tap_coalesce"):
-            if key in live:
-                out[key] = bool(live[key])
+        out.update(self.switch.offload_state())
         configured = self.config.vtep.offload
         off: dict[str, str] = {}
         gso_why = ("kernel refused a GSO send (the underlay device cannot checksum)"

@@ -24,7 +24,7 @@ cdef enum:
     TRACE_SNAP_C = 2048          # dataplane.switch.TRACE_SNAP
     # Offloads (issue #5, dataplane/offload.py is the reference)
     MAX_TSO_SEGS = 1024          # offload.MAX_TSO_SEGS: segments of one TSO super-frame
-    SEG_BUF = 524288             # TSO output: 1024 * (HEADROOM + 134 + 63) + 2 * 65600 fits
+    SEG_BUF = 524288             # TSO output: 1024 * (HEADROOM + 142 + 63) + 2 * 65600 fits
     COALESCE_MAX = 64            # offload.MAX_SEGS: segments merged into one TAP write
     GSO_MAX_SEGS = 64            # datagrams in one UDP_SEGMENT send (UDP_MAX_SEGMENTS >= 64)
     GSO_SOCK_MAX = 256           # per-source-port UDP sockets open at once

@@ -35,7 +35,7 @@ from _fastpath.includes.vxbits cimport (
 )
 from _fastpath.includes.libc_net cimport (
     ssize_t, iovec, msghdr, mmsghdr, sockaddr_in, recvmmsg, sendmmsg, read, write,
-    htonl, htons, ntohl, errno, AF_INET, MSG_DONTWAIT, MSG_TRUNC,
+    htonl, htons, ntohl, errno, AF_INET, MSG_DONTWAIT, MSG_TRUNC, MSG_CTRUNC,
     EAGAIN, EINTR, EBADF, EBADFD, EIO, ENODEV, ENXIO, ENOBUFS, EINVAL, EMSGSIZE,
 )
 from _fastpath.includes.vxsock cimport (
@@ -987,7 +987,8 @@ cdef int tso_segment(const uint8_t *h, const uint8_t *f, uint32_t n, uint8_t *ou
     HEADROOM free bytes in front (room for encapsulation); `out` holds SEG_BUF bytes.
     Returns the number of segments, or -(1 + VE_ reason)."""
     cdef uint32_t gso = h[1] & 0x7F, g = le16(h + 4)
-    cdef uint32_t ihl = 0, l4, doff, hl, plen, nseg, i, clen, tcplen, stride
+    cdef uint32_t ihl = 0, l3 = 14, l4, doff, hl, plen, nseg, i, clen, tcplen, stride
+    cdef uint32_t et, tags
     cdef uint32_t seq0, id0 = 0
     cdef uint64_t addrs, ps
     cdef uint8_t fl, b
@@ -1001,24 +1002,32 @@ cdef int tso_segment(const uint8_t *h, const uint8_t *f, uint32_t n, uint8_t *ou
         return -(1 + VE_UNSUPPORTED_GSO)
     if n < 14:
         return -(1 + VE_BAD_IP)
-    if v4 and not (f[12] == 0x08 and f[13] == 0x00):
-        return -(1 + VE_GSO_MISMATCH)
-    if not v4 and not (f[12] == 0x86 and f[13] == 0xDD):
+    # Up to two VLAN tags (802.1Q, 802.1ad): a VLAN device on the TAP inherits its TSO
+    # (tun's vlan_features) and tun_put_user writes the tag inline.
+    et = vx_be16(f + 12)
+    for tags in range(2):
+        if et != 0x8100 and et != 0x88A8:
+            break
+        if n < l3 + 4:
+            return -(1 + VE_BAD_IP)
+        et = vx_be16(f + l3 + 2)
+        l3 += 4
+    if et != (<uint32_t>0x0800 if v4 else <uint32_t>0x86DD):
         return -(1 + VE_GSO_MISMATCH)
     if v4:
-        if n < 34 or (f[14] >> 4) != 4:
+        if n < l3 + 20 or (f[l3] >> 4) != 4:
             return -(1 + VE_BAD_IP)
-        ihl = (f[14] & 0x0F) * 4
-        if ihl < 20 or 14 + ihl > n or f[23] != 6:
+        ihl = (f[l3] & 0x0F) * 4
+        if ihl < 20 or l3 + ihl > n or f[l3 + 9] != 6:
             return -(1 + VE_BAD_IP)
-        l4 = 14 + ihl
-        addrs = addr_sum(f + 26, 8)
-        id0 = vx_be16(f + 18)
+        l4 = l3 + ihl
+        addrs = addr_sum(f + l3 + 12, 8)
+        id0 = vx_be16(f + l3 + 4)
     else:
-        if n < 54 or (f[14] >> 4) != 6 or f[20] != 6:
+        if n < l3 + 40 or (f[l3] >> 4) != 6 or f[l3 + 6] != 6:
             return -(1 + VE_BAD_IP)
-        l4 = 54
-        addrs = addr_sum(f + 22, 32)
+        l4 = l3 + 40
+        addrs = addr_sum(f + l3 + 8, 32)
     if l4 + 20 > n:
         return -(1 + VE_BAD_TCP)
     doff = (f[l4 + 12] >> 4) * 4
@@ -1047,14 +1056,14 @@ cdef int tso_segment(const uint8_t *h, const uint8_t *f, uint32_t n, uint8_t *ou
         memcpy(o + hl, f + hl + i * g, clen)
         tcplen = doff + clen
         if v4:
-            vx_put_be16(o + 16, ihl + tcplen)
-            vx_put_be16(o + 18, (id0 + i) & 0xFFFF)
-            o[24] = 0
-            o[25] = 0
-            vx_put_be16(o + 24, csum_done(data_sum(o + 14, ihl)))
+            vx_put_be16(o + l3 + 2, ihl + tcplen)
+            vx_put_be16(o + l3 + 4, (id0 + i) & 0xFFFF)
+            o[l3 + 10] = 0
+            o[l3 + 11] = 0
+            vx_put_be16(o + l3 + 10, csum_done(data_sum(o + l3, ihl)))
             ps = addrs + 6 + (tcplen & 0xFFFF)    # the pseudo-header length is 16 bits
         else:
-            vx_put_be16(o + 18, tcplen)
+            vx_put_be16(o + l3 + 4, tcplen)
             ps = addrs + 6 + (tcplen >> 16) + (tcplen & 0xFFFF)
         vx_put_be32(o + l4 + 4, seq0 + i * g)
         b = fl
@@ -1085,6 +1094,8 @@ cdef inline bint tcp4_coalescible(sw_t *s, const uint8_t *f, uint32_t n) noexcep
         return False
     if vx_csum_fold(vx_csum_add(0, f + 14, 20)) != 0xFFFF:
         return False
+    if f[46] & 0x0F:
+        return False        # AccECN's AE bit / reserved bits: merging would lose them
     doff = (f[46] >> 4) * 4
     if doff < 20 or 34 + doff >= n:
         return False
@@ -1286,6 +1297,27 @@ cdef int runs_reserve(sw_t *s) noexcept nogil:
     return 0
 
 
+cdef int gso_tables(sw_t *s) noexcept nogil:
+    """The per-source-port socket table (256 KiB + 256 KiB), allocated on first need: by
+    set_offload(udp_gso=True), or by the first datagram too big for the raw socket."""
+    cdef int32_t *fds
+    cdef uint32_t *used
+    cdef uint32_t i
+    if s.gso_fd != NULL:
+        return 0
+    fds = <int32_t*>malloc(65536 * sizeof(int32_t))
+    used = <uint32_t*>calloc(65536, sizeof(uint32_t))
+    if fds == NULL or used == NULL:
+        free(fds)
+        free(used)
+        return -1
+    for i in range(65536):
+        fds[i] = -1
+    s.gso_fd = fds
+    s.gso_used = used
+    return 0
+
+
 cdef int gso_socket(sw_t *s, uint16_t sport) noexcept nogil:
     """The UDP socket that sends from (local, sport), opened on first use; -1 when there is
     none (bind refused: the port is someone else's; or GSO_SOCK_MAX reached) and the raw
@@ -1391,10 +1423,9 @@ cdef uint32_t raw_flush(sw_t *s, uint32_t nb) noexcept nogil:
 cdef bint udp_one(sw_t *s, txrec *r) noexcept nogil:
     """A datagram the raw socket refused as too big for the path (raw_send_hdrinc: EMSGSIZE)
     goes out on the flow's UDP socket instead, where the kernel fragments it — what the
-    kernel's vxlan does with `df unset` (its default). Only when UDP GSO sockets are in use
-    (udp_gso); True if it was sent."""
+    kernel's vxlan does with `df unset` (its default), offloads or not. True if it was sent."""
     cdef int fd
-    if s.gso_fd == NULL:
+    if gso_tables(s) < 0:
         return False
     fd = gso_socket(s, r.sport)
     return fd >= 0 and vx_send_one(fd, r.dst, s.dport, r.data, r.len) >= 0
@@ -1637,6 +1668,7 @@ cdef class Switch:
     def local(self, value):
         self.s.local = u32_addr(ip4(value))
         self._local = value
+        gso_close_all(self.s)       # per-source-port sockets are bound to the old address
 
     @property
     def src_port_range(self):
@@ -2676,24 +2708,22 @@ cdef class Switch:
           one GSO_TCPV4 frame."""
         cdef sw_t *s = self.s
         cdef uint32_t i
-        if udp_gso and s.gso_fd == NULL:
-            s.gso_fd = <int32_t*>malloc(65536 * sizeof(int32_t))
-            s.gso_used = <uint32_t*>calloc(65536, sizeof(uint32_t))
-            if s.gso_fd == NULL or s.gso_used == NULL:
-                free(s.gso_fd)
-                free(s.gso_used)
-                s.gso_fd = NULL
-                s.gso_used = NULL
-                raise MemoryError()
-            for i in range(65536):
-                s.gso_fd[i] = -1
+        cdef uint32_t *gso_len
+        cdef uint8_t *cmsg
+        if udp_gso and gso_tables(s) < 0:
+            raise MemoryError()
         if not udp_gso:
             gso_close_all(self.s)
         if udp_gro and s.rx_gso == NULL:
-            s.rx_gso = <uint32_t*>calloc(s.burst, sizeof(uint32_t))
-            s.rx_cmsg = <uint8_t*>calloc(s.burst, VX_GRO_CMSG_SPACE)
-            if s.rx_gso == NULL or s.rx_cmsg == NULL:
+            # both or neither: rx_udp_burst uses rx_cmsg whenever rx_gso is there
+            gso_len = <uint32_t*>calloc(s.burst, sizeof(uint32_t))
+            cmsg = <uint8_t*>calloc(s.burst, VX_GRO_CMSG_SPACE)
+            if gso_len == NULL or cmsg == NULL:
+                free(gso_len)
+                free(cmsg)
                 raise MemoryError()
+            s.rx_gso = gso_len
+            s.rx_cmsg = cmsg
         s.udp_gso = 1 if udp_gso else 0
         s.udp_gro = 1 if udp_gro else 0
         s.tap_coalesce = 1 if tap_coalesce else 0
@@ -2777,12 +2807,22 @@ cdef class Switch:
             raise EntryNotFound(f"no port {port}")
         if vnet_hdr_len not in (0, 10, 12):
             raise InvalidArgument(f"vnet_hdr_len {vnet_hdr_len} is not 0, 10 or 12")
+        cdef uint8_t *seg
+        cdef uint32_t *seg_off
+        cdef uint32_t *seg_len
         if vnet_hdr_len and s.seg == NULL:
-            s.seg = <uint8_t*>malloc(SEG_BUF)
-            s.seg_off = <uint32_t*>malloc(MAX_TSO_SEGS * sizeof(uint32_t))
-            s.seg_len = <uint32_t*>malloc(MAX_TSO_SEGS * sizeof(uint32_t))
-            if s.seg == NULL or s.seg_off == NULL or s.seg_len == NULL:
+            # all three or none: process_vnet_burst uses them together
+            seg = <uint8_t*>malloc(SEG_BUF)
+            seg_off = <uint32_t*>malloc(MAX_TSO_SEGS * sizeof(uint32_t))
+            seg_len = <uint32_t*>malloc(MAX_TSO_SEGS * sizeof(uint32_t))
+            if seg == NULL or seg_off == NULL or seg_len == NULL:
+                free(seg)
+                free(seg_off)
+                free(seg_len)
                 raise MemoryError()
+            s.seg = seg
+            s.seg_off = seg_off
+            s.seg_len = seg_len
         s.ports[p].fd = fd
         s.ports[p].gone = 0
         s.ports[p].vnet = <uint8_t>vnet_hdr_len
@@ -2911,6 +2951,14 @@ cdef class Switch:
                             raw_queue(s, nb, i + j)
                             nb += 1
                         i += k
+                        continue
+                    if s.tx_raw and s.gso_fd[r.sport] >= 0:
+                        # the flow has a socket of its own (it sent GSO runs lately): keep
+                        # all its datagrams on it, so that no per-socket queue or qdisc
+                        # choice (fq, XPS) can reorder them against its GSO runs
+                        s.gso_used[r.sport] = s.gso_epoch
+                        udp_each(s, s.gso_fd[r.sport], i, 1)
+                        i += 1
                         continue
                 raw_queue(s, nb, i)
                 nb += 1
@@ -3042,7 +3090,7 @@ cdef class Switch:
                 s.ul_rx_errors += 1
             return 0
         for i in range(<uint32_t>rc):
-            if s.rx_msgs[i].msg_hdr.msg_flags & MSG_TRUNC \
+            if s.rx_msgs[i].msg_hdr.msg_flags & (MSG_TRUNC | MSG_CTRUNC) \
                     or s.rx_addr[i].sin_family != AF_INET:
                 s.ul_rx_errors += 1
                 continue

@@ -69,6 +69,7 @@ SEGMENT_ERRORS: tuple[str, ...] = (
 )
 
 ETH_HLEN = 14
+VLAN_TPIDS = (0x8100, 0x88A8)   # 802.1Q, 802.1ad: tags segment() looks through (two at most)
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
 IPPROTO_TCP = 6
@@ -198,26 +199,38 @@ def tso_segments(frame: bytes, gso: int, gso_size: int) -> list[bytes]:
     cut the TCP payload into ``gso_size`` chunks, each under a copy of the headers with its
     own lengths, IPv4 id (+1 per segment), sequence number, flags and checksums.
 
+    Up to two VLAN tags (802.1Q 0x8100, 802.1ad 0x88A8) may precede the IP header: a VLAN
+    device on top of the TAP inherits its TSO (tun's ``vlan_features``) and ``tun_put_user``
+    writes the tag inline, so the container's tagged TCP arrives as tagged super-frames.
+
     The super-frame's own length fields and TCP checksum are ignored (the kernel never fills
     them in for a GSO skb); so are virtio_net_hdr's hdr_len and csum fields. Flags follow
     ``tcp_gso_segment``: FIN and PSH only on the last segment, CWR only on the first."""
     n = len(frame)
     if n < ETH_HLEN:
         raise ValueError("bad ip header")
-    if _be16(frame, 12) != (ETH_P_IP if gso == GSO_TCPV4 else ETH_P_IPV6):
+    l3, ethertype = ETH_HLEN, _be16(frame, 12)
+    for _ in range(2):
+        if ethertype not in VLAN_TPIDS:
+            break
+        if n < l3 + 4:
+            raise ValueError("bad ip header")
+        ethertype = _be16(frame, l3 + 2)
+        l3 += 4
+    if ethertype != (ETH_P_IP if gso == GSO_TCPV4 else ETH_P_IPV6):
         raise ValueError("gso type mismatch")
     v4 = gso == GSO_TCPV4
     if v4:
-        ihl = (frame[14] & 0x0F) * 4 if n >= 34 else 0
-        if (n < 34 or frame[14] >> 4 != 4 or ihl < 20 or ETH_HLEN + ihl > n
-                or frame[23] != IPPROTO_TCP):
+        ihl = (frame[l3] & 0x0F) * 4 if n >= l3 + 20 else 0
+        if (n < l3 + 20 or frame[l3] >> 4 != 4 or ihl < 20 or l3 + ihl > n
+                or frame[l3 + 9] != IPPROTO_TCP):
             raise ValueError("bad ip header")
-        l4 = ETH_HLEN + ihl
+        l4 = l3 + ihl
     else:
         # No extension headers: the TCP header must follow the fixed 40-byte header.
-        if n < 54 or frame[14] >> 4 != 6 or frame[20] != IPPROTO_TCP:
+        if n < l3 + 40 or frame[l3] >> 4 != 6 or frame[l3 + 6] != IPPROTO_TCP:
             raise ValueError("bad ip header")
-        l4 = ETH_HLEN + 40
+        l4 = l3 + 40
     if l4 + 20 > n:
         raise ValueError("bad tcp header")
     doff = (frame[l4 + 12] >> 4) * 4
@@ -233,7 +246,7 @@ def tso_segments(frame: bytes, gso: int, gso_size: int) -> list[bytes]:
     if nseg > MAX_TSO_SEGS:
         raise ValueError("too many segments")
 
-    ip_id0 = _be16(frame, 18) if v4 else 0
+    ip_id0 = _be16(frame, l3 + 4) if v4 else 0
     seq0 = _be32(frame, l4 + 4)
     flags0 = frame[l4 + 13]
     segments = []
@@ -242,13 +255,13 @@ def tso_segments(frame: bytes, gso: int, gso_size: int) -> list[bytes]:
         h = bytearray(frame[:hl])
         tcp_len = doff + len(chunk)
         if v4:
-            struct.pack_into("!HH", h, 16, (ihl + tcp_len) & 0xFFFF, (ip_id0 + i) & 0xFFFF)
-            h[24:26] = b"\x00\x00"
-            struct.pack_into("!H", h, 24, ~csum(h[14:l4]) & 0xFFFF)
-            pseudo = _pseudo4(h[26:34], tcp_len)
+            struct.pack_into("!HH", h, l3 + 2, (ihl + tcp_len) & 0xFFFF, (ip_id0 + i) & 0xFFFF)
+            h[l3 + 10:l3 + 12] = b"\x00\x00"
+            struct.pack_into("!H", h, l3 + 10, ~csum(h[l3:l4]) & 0xFFFF)
+            pseudo = _pseudo4(h[l3 + 12:l3 + 20], tcp_len)
         else:
-            struct.pack_into("!H", h, 18, tcp_len & 0xFFFF)
-            pseudo = _pseudo6(h[22:54], tcp_len)
+            struct.pack_into("!H", h, l3 + 4, tcp_len & 0xFFFF)
+            pseudo = _pseudo6(h[l3 + 8:l3 + 40], tcp_len)
         struct.pack_into("!I", h, l4 + 4, (seq0 + i * gso_size) & _M32)
         flags = flags0
         if i < nseg - 1:
@@ -291,6 +304,10 @@ def _coalescible(f: bytes) -> _Seg | None:
     if _be16(f, 16) != n - ETH_HLEN:     # padded (or truncated): lengths would not add up
         return None
     if csum(f[14:34]) != 0xFFFF:
+        return None
+    if f[46] & 0x0F:
+        # the AccECN AE bit and the reserved bits: tcp_gro_receive flushes on any flag
+        # difference but CWR/FIN/PSH, and a merged frame would keep only the head's
         return None
     doff = (f[46] >> 4) * 4
     if doff < 20 or 34 + doff > n:

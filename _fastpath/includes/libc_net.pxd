@@ -48,6 +48,7 @@ cdef extern from "<sys/socket.h>" nogil:
         AF_INET
         MSG_DONTWAIT
         MSG_TRUNC
+        MSG_CTRUNC
 
 cdef extern from "<netinet/in.h>" nogil:
     ctypedef uint16_t in_port_t

@@ -281,6 +281,54 @@ def test_tso_v6_segments_are_what_scapy_builds(size: int, g: int) -> None:
     _check_tso(scapy_super6(payload_bytes(size), "A"), GSO_TCPV6, g, v4=False)
 
 
+@pytest.mark.parametrize("tags", [(0x8100,), (0x88A8, 0x8100)])
+@pytest.mark.parametrize("v4", [True, False])
+def test_tso_through_vlan_tags(tags: tuple[int, ...], v4: bool) -> None:
+    """A VLAN device on the TAP inherits its TSO (tun's vlan_features), so the container's
+    tagged TCP arrives tagged and segmented by nobody: segment() looks through one or two
+    tags, keeps them on every segment, and scapy (Dot1Q/Dot1AD) agrees on every field."""
+    from scapy.layers.l2 import Dot1AD, Dot1Q
+
+    data = payload_bytes(5000)
+    inner = Ether(scapy_super4(data, "PA") if v4 else scapy_super6(data, "PA"))
+    pkt = Ether(src=MAC_S, dst=MAC_D)
+    for i, tpid in enumerate(tags):
+        pkt = pkt / (Dot1AD(vlan=10 + i) if tpid == 0x88A8 else Dot1Q(vlan=10 + i))
+    sf = bytes(pkt / inner.payload)
+    segs = segment(vnet(0, GSO_TCPV4 if v4 else GSO_TCPV6, 0, 1400), sf)
+    assert len(segs) == 4
+    l3 = 14 + 4 * len(tags)
+    for i, seg in enumerate(segs):
+        assert seg[:l3] == sf[:l3]                     # the tags are kept as they were
+        p = Ether(seg)
+        q = p.copy()
+        if IP in q:
+            del q[IP].chksum
+        del q[TCP].chksum
+        assert bytes(q) == seg                          # scapy computes the same checksums
+        assert bytes(p[TCP].payload) == data[i * 1400:(i + 1) * 1400]
+        assert p[TCP].seq == (inner[TCP].seq + i * 1400) % 2**32
+    # a third tag is one too many, as is a tag cut short
+    with pytest.raises(ValueError, match="gso type mismatch"):
+        segment(vnet(0, GSO_TCPV4, 0, 1400), sf[:12] + b"\x81\x00\x00\x01" * 3 + sf[12:])
+    with pytest.raises(ValueError, match="bad ip header"):
+        segment(vnet(0, GSO_TCPV4, 0, 1400), sf[:16])
+
+
+def test_coalesce_keeps_segments_apart_that_differ_in_the_ae_bit() -> None:
+    """AccECN's AE bit (and the reserved bits) live in the low nibble of TCP byte 12;
+    tcp_gro_receive flushes on any flag difference but CWR/FIN/PSH, and a merged frame
+    would carry only the head's bits. Such segments are written as they are."""
+    segs = segment(tso4(1000), scapy_super4(payload_bytes(4000), "A"))
+    plain = coalesce(segs)
+    assert run_lengths(plain) == [4]
+    marked = [fix(s[:46] + bytes([s[46] | 0x01]) + s[47:]) if i == 2 else s
+              for i, s in enumerate(segs)]
+    out = coalesce(marked)
+    assert run_lengths(out) == [2, 1, 1]
+    assert out[1] == (bytes(10), marked[2])
+
+
 @pytest.mark.parametrize("flags", ["FPAC", "FPA", "PA", "AC", "AEC", "AU", "FPAECU"])
 @pytest.mark.parametrize("v4", [True, False])
 def test_tso_flag_rules(flags: str, v4: bool) -> None:

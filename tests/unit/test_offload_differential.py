@@ -231,6 +231,11 @@ G4 = super4(data(3000), options=TS_OPTS)
 G6 = super6(data(3000))
 
 
+def vlan(frame: bytes, tpid: int = 0x8100, vid: int = 100) -> bytes:
+    """``frame`` with one more VLAN tag in front of its ethertype."""
+    return frame[:12] + struct.pack("!HH", tpid, vid) + frame[12:]
+
+
 def _patch(frame: bytes, at: int, value: int) -> bytes:
     return frame[:at] + bytes((value,)) + frame[at + 1:]
 
@@ -321,6 +326,16 @@ SEGMENT_CASES: list[tuple[str, bytes, bytes]] = [
     ("data valid only", vnet(F_DATA_VALID, 0, 0, 0, 65535, 65535), G4),
     ("plain", vnet(), b""),
     ("plain junk", vnet(0, 0, 5, 6, 7, 8), b"\x01\x02\x03"),
+    # VLAN tags in front of the IP header (a VLAN device on the TAP inherits its TSO)
+    ("vlan v4", vnet(0, GSO_TCPV4, 0, 1000), vlan(G4)),
+    ("qinq v4", vnet(0, GSO_TCPV4, 0, 999), vlan(vlan(G4), 0x88A8, 7)),
+    ("vlan v6", vnet(0, GSO_TCPV6, 0, 700), vlan(G6)),
+    ("three tags", vnet(0, GSO_TCPV4, 0, 1000), vlan(vlan(vlan(G4)))),
+    ("vlan truncated", vnet(0, GSO_TCPV4, 0, 1000), vlan(G4)[:16]),
+    ("vlan tag only", vnet(0, GSO_TCPV4, 0, 1000), vlan(G4)[:18]),
+    ("vlan v4 short ip", vnet(0, GSO_TCPV4, 0, 1000), vlan(G4)[:37]),
+    ("vlan mismatch", vnet(0, GSO_TCPV4, 0, 1000), vlan(G6)),
+    ("vlan csum", vnet(F_NEEDS_CSUM, 0, 0, 0, 38, 16), vlan(G4)),
 ]
 
 
@@ -355,6 +370,10 @@ def _coalesce_cases() -> dict[str, list[bytes]]:
     urgptr[1] = refix(_patch(a[1], 53, 9))       # urgent pointer without URG
     ipid = list(a)
     ipid[1] = refix(_patch(a[1], 19, 0x77))
+    ae = list(a)
+    ae[2] = refix(_patch(a[2], 46, a[2][46] | 0x01))      # AccECN AE bit
+    reserved = list(a)
+    reserved[1] = refix(_patch(a[1], 46, a[1][46] | 0x0E))
     cases = {
         "one flow": a,
         "two flows": a + b,
@@ -376,6 +395,9 @@ def _coalesce_cases() -> dict[str, list[bytes]]:
         "timestamps": ts,
         "urgent pointer": urgptr,
         "ip id": ipid,
+        "ae bit": ae,
+        "tcp reserved bits": reserved,
+        "vlan tagged": [vlan(x) for x in a],
         "ip options": flow(3, 500, ip_options=b"\x94\x04\x00\x00"),
         "max segs": flow(MAX_SEGS * 2 + 1, 50, options=b""),
         "64k": flow(47, 1448),

@@ -212,7 +212,7 @@ ctypedef struct txrec:
     uint32_t dst                 # underlay destination, network order
     uint16_t sport
     uint8_t inline_hdr           # 1: IPv4+UDP header in `hdr`, 0: at data - 28
-    uint8_t _pad
+    uint8_t csum_todo            # the UDP checksum is not filled in yet (outer_csum)
     int32_t next                 # port records in a coalescing run: the next member
     uint8_t hdr[28]
 

@@ -30,7 +30,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 
 from _fastpath.includes.vxbits cimport (
     vx_likely, vx_unlikely, vx_prefetch, vx_mac48, vx_put_mac48, vx_be32, vx_be16,
-    vx_put_be16, vx_put_be32, vx_mix64, vx_csum_add, vx_csum_fold, vx_csum_be,
+    vx_put_be16, vx_put_be32, vx_mix64, vx_csum_add, vx_csum_copy, vx_csum_fold, vx_csum_be,
     vx_flow_hash, vx_now_ns, vx_table_alloc, vx_table_free,
 )
 from _fastpath.includes.libc_net cimport (
@@ -1066,7 +1066,9 @@ cdef int tso_segment(const uint8_t *h, const uint8_t *f, uint32_t n, uint8_t *ou
         lens[i] = hl + clen
         o = out + offs[i]
         memcpy(o, f, hl)
-        memcpy(o + hl, f + hl + i * g, clen)
+        # the chunk's sum comes with its copy (doff is a multiple of 4, so the chunk starts
+        # at an even offset of the TCP segment and its sum can be added on its own)
+        ps = vx_csum_be(vx_csum_copy(0, o + hl, f + hl + i * g, clen))
         tcplen = doff + clen
         if v4:
             vx_put_be16(o + l3 + 2, ihl + tcplen)
@@ -1074,10 +1076,10 @@ cdef int tso_segment(const uint8_t *h, const uint8_t *f, uint32_t n, uint8_t *ou
             o[l3 + 10] = 0
             o[l3 + 11] = 0
             vx_put_be16(o + l3 + 10, csum_done(data_sum(o + l3, ihl)))
-            ps = addrs + 6 + (tcplen & 0xFFFF)    # the pseudo-header length is 16 bits
+            ps += addrs + 6 + (tcplen & 0xFFFF)   # the pseudo-header length is 16 bits
         else:
             vx_put_be16(o + l3 + 4, tcplen)
-            ps = addrs + 6 + (tcplen >> 16) + (tcplen & 0xFFFF)
+            ps += addrs + 6 + (tcplen >> 16) + (tcplen & 0xFFFF)
         vx_put_be32(o + l4 + 4, seq0 + i * g)
         b = fl
         if i < nseg - 1:
@@ -1087,9 +1089,7 @@ cdef int tso_segment(const uint8_t *h, const uint8_t *f, uint32_t n, uint8_t *ou
         o[l4 + 13] = b
         o[l4 + 16] = 0
         o[l4 + 17] = 0
-        # header (just written) and chunk (summed from the source, not the copy) separately:
-        # doff is a multiple of 4, so the chunk starts at an even offset of the segment
-        ps += data_sum(o + l4, doff) + data_sum(f + hl + i * g, clen)
+        ps += data_sum(o + l4, doff)
         vx_put_be16(o + l4 + 16, csum_done(ps))
     return <int>nseg
 

@@ -9,6 +9,7 @@ from tests.functional.vxdp_world import (
     VNI,
     WORKER,
     World,
+    tcp_transfer,
     walkthrough_configs,
 )
 
@@ -52,3 +53,16 @@ def test_metrics_follow_stats(world: World) -> None:
     assert value(after, "vxdp_underlay_total", counter="tx_packets") == \
         stats["underlay"]["tx_packets"]
     assert value(after, "vxdp_endpoints") == 2
+
+    # The offload counters and what is active (C path, default config: all offloads on):
+    # after a TCP transfer from c1 they are non-zero and equal to `vxdp stats`.
+    t = tcp_transfer(world, c2, c1, 4 << 20, port=5281, seed=5)
+    assert t.sent == t.received and t.sent_sha == t.received_sha
+    text = scrape(world)
+    off = manager.stats()["offload"]
+    for counter in ("tso_segments", "gso_sends", "gro_buffers", "csum_completed"):
+        assert value(text, "vxdp_offload_total", counter=counter) == off["counters"][counter]
+    assert off["counters"]["tso_segments"] > 0 and off["counters"]["gso_sends"] > 0
+    for name in ("udp_gso", "udp_gro", "tap_coalesce"):
+        assert value(text, "vxdp_offload_active", offload=name) == 1
+    assert value(text, "vxdp_gso_sockets") == off["counters"]["gso_sockets"] >= 1

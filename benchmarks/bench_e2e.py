@@ -941,6 +941,43 @@ def budget_md(worlds: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def offload_md(worlds: dict[str, Any]) -> str:
+    """What the vxdp world's VTEPs report under "offload" in `vxdp stats` at the end of round
+    1 (cumulative over all its tests): active offloads, counters, and the batching they buy."""
+    runs = worlds.get("vxdp", {}).get("runs") or []
+    stats = runs[0].get("vtep_stats") if runs else None
+    if not isinstance(stats, dict):
+        return ""
+    out = ["| VTEP | active | TSO reads → segments | GSO sends → datagrams | GRO buffers → "
+           "datagrams | coalesced writes → segments | bad_vnet / csum_bad / gso_fallbacks |",
+           "|---|---|---|---|---|---|---|"]
+
+    def per(a: int, b: int) -> str:
+        return f" ({a / b:.1f} each)" if b else ""
+
+    for node, st in stats.items():
+        off = st.get("offload") if isinstance(st, dict) else None
+        if not isinstance(off, dict):
+            continue
+        c = off.get("counters", {})
+        active = ", ".join(k for k in ("udp_gso", "udp_gro", "tap_coalesce") if off.get(k))
+        tap = ",".join(off.get("tap", [])) or "none"
+        out.append(
+            f"| {node} | tap {tap}; {active or 'no UDP offloads'} "
+            f"| {c.get('tso_frames', 0):,} → {c.get('tso_segments', 0):,}"
+            f"{per(c.get('tso_segments', 0), c.get('tso_frames', 0))} "
+            f"| {c.get('gso_sends', 0):,} → {c.get('gso_datagrams', 0):,}"
+            f"{per(c.get('gso_datagrams', 0), c.get('gso_sends', 0))} "
+            f"| {c.get('gro_buffers', 0):,} → {c.get('gro_datagrams', 0):,}"
+            f"{per(c.get('gro_datagrams', 0), c.get('gro_buffers', 0))} "
+            f"| {c.get('coalesced_frames', 0):,} → {c.get('coalesced_segments', 0):,}"
+            f"{per(c.get('coalesced_segments', 0), c.get('coalesced_frames', 0))} "
+            f"| {c.get('bad_vnet', 0)} / {c.get('csum_bad', 0)} / {c.get('gso_fallbacks', 0)} |")
+    if len(out) == 2:
+        return ""
+    return ("Offloads (`vxdp stats`, end of round 1, all its tests):\n\n" + "\n".join(out))
+
+
 def render_generated(doc: dict[str, Any]) -> str:
     m = doc["machine"]
     worlds = doc["worlds"]
@@ -976,6 +1013,8 @@ def render_generated(doc: dict[str, Any]) -> str:
         "TCP retransmits per round (1 / 4 streams): " + "; ".join(
             f"{w} " + ", ".join(f"{a} / {b}" for a, b in worlds[w]["retransmits"])
             for w in worlds) + ".",
+        "",
+        offload_md(worlds),
         "",
         "UDP loss budget (where the 64-byte packets that were sent but not delivered went):",
         budget_md(worlds),

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import signal
 import sys
 import time
@@ -749,7 +750,23 @@ class Vtep:
         raise InvalidArgument(f"unknown command {cmd!r}")
 
 
+def raise_fd_limit(want: int = 65536) -> int:
+    """Lift the soft RLIMIT_NOFILE towards the hard limit: a VTEP holds a TAP fd per endpoint
+    plus, with UDP GSO, up to GSO_SOCK_MAX (256) per-source-port sockets, and the usual soft
+    limit of 1024 is a distro default, not a decision. Returns the soft limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
 async def serve(config: Config) -> int:
+    raise_fd_limit()
     vtep = Vtep(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dataplane import fastpath
+from dataplane.netns import link_stats64
 from dataplane.config import Config, EndpointConfig, NetworkConfig, endpoint_from_args, load_config
 from dataplane.control import ControlServer
 from dataplane.errors import ConfigError, EntryNotFound, InvalidArgument, VxdpError
@@ -129,7 +130,7 @@ class Vtep:
             await self.control.start()
             if v.metrics:
                 from dataplane import metrics
-                self._metrics = metrics.start(v.metrics, self.stats)
+                self._metrics = metrics.start(v.metrics, self.stats_with_taps)
             if self.config.store is not None:
                 # Never blocks start-up: an unreachable etcd leaves the static tables in
                 # force while the store retries in the background.
@@ -661,6 +662,17 @@ class Vtep:
             **({"store": self.store.status()} if self.store is not None else {}),
         }
 
+    def tap_targets(self) -> list[tuple[str, str | None, int]]:
+        """(endpoint, namespace, ifindex) of every TAP, taken on the loop's thread."""
+        return [(name, e.tap.netns, e.tap.ifindex) for name, e in list(self.endpoints.items())]
+
+    def stats_with_taps(self) -> dict[str, Any]:
+        """stats() plus the containers' side of the TAPs; for callers off the event loop (the
+        metrics thread): the netlink queries take about a millisecond per endpoint."""
+        st = self.stats()
+        add_tap_counters(st, tap_counters(self.tap_targets()))
+        return st
+
     def offload_stats(self) -> dict[str, Any]:
         """What is really in use (probed), why anything is off, and the C counters.
 
@@ -723,7 +735,10 @@ class Vtep:
             sw.neigh_del(self._vni(args), args["ip"])
             return {"ok": True}
         if cmd == "stats":
-            return self.stats()
+            st = self.stats()
+            # the containers' side of the TAPs: netlink in their namespaces, off the loop
+            add_tap_counters(st, await asyncio.to_thread(tap_counters, self.tap_targets()))
+            return st
         if cmd == "endpoint.add":
             net = self.networks.get(args.get("network", ""))
             if net is None:
@@ -748,6 +763,29 @@ class Vtep:
                      "mac": e.cfg.mac, "address": str(e.cfg.address), "netns": e.cfg.netns,
                      "ifname": e.cfg.ifname or n} for n, e in sorted(self.endpoints.items())]
         raise InvalidArgument(f"unknown command {cmd!r}")
+
+
+def tap_counters(targets: list[tuple[str, str | None, int]]) -> dict[str, dict[str, int]]:
+    """What the container's kernel counted on its side of each TAP (its eth0): frames its
+    stack sent that the TAP's queue dropped because vxdp had not read them yet
+    (``tap_queue_dropped``, the interface's tx_dropped: tun_net_xmit's drop when the ring is
+    full) and frames vxdp wrote that its stack dropped (``tap_rx_dropped``). Under overload
+    this is where packets go missing before vxdp ever sees them, so ``vxdp stats`` shows it
+    next to vxdp's own counters. Endpoints whose namespace is gone are left out."""
+    out: dict[str, dict[str, int]] = {}
+    for name, ns, ifindex in targets:
+        st = link_stats64(ns, ifindex)
+        if st is not None:
+            out[name] = {"tap_queue_dropped": st.get("tx_dropped", 0),
+                         "tap_rx_dropped": st.get("rx_dropped", 0)}
+    return out
+
+
+def add_tap_counters(stats: dict[str, Any], taps: dict[str, dict[str, int]]) -> None:
+    for name, counters in taps.items():
+        port = stats["ports"].get(name)
+        if port is not None:
+            port.update(counters)
 
 
 def raise_fd_limit(want: int = 65536) -> int:

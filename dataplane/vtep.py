@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dataplane import fastpath
-from dataplane.netns import link_stats64
 from dataplane.config import Config, EndpointConfig, NetworkConfig, endpoint_from_args, load_config
 from dataplane.control import ControlServer
 from dataplane.errors import ConfigError, EntryNotFound, InvalidArgument, VxdpError
+from dataplane.netns import link_stats64
 from dataplane.ports import TAP_GONE_ERRNOS, VNET_HDR_LEN, TapPort
 from dataplane.underlay import Underlay
 from dataplane.wire import ZERO_MAC
@@ -80,7 +80,6 @@ class Vtep:
     _stopped: bool = False
     tx_errors: int = 0
     # Offloads (issue #5): only the C path uses them; decided once in start().
-    _offload_api: bool = False     # the C path: offloads are possible (probed in start())
     _tap_offload: bool = False     # endpoints get IFF_VNET_HDR + TUNSETOFFLOAD
     _tap_coalesce: bool = False
     _gso_on: bool = False          # UDP GSO on as far as we have logged
@@ -100,8 +99,7 @@ class Vtep:
             self._add_network(net)
         # Offloads are a C-path feature: the Python path reads one datagram per recvfrom (GRO
         # would glue several together) and one frame per TAP read (no vnet header parsing).
-        self._offload_api = self.impl == "c"
-        want = v.offload if self._offload_api else frozenset()
+        want = v.offload if self.impl == "c" else frozenset()
         self.underlay = Underlay(v.local, v.port)
         self.underlay.open(gro="udp_gro" in want, gso="udp_gso" in want)
         try:
@@ -110,7 +108,6 @@ class Vtep:
                     raise VxdpError("the fast path sends through a raw socket and needs "
                                     "CAP_NET_RAW (or run with VXDP_NO_EXTENSIONS=1)")
                 self.switch.set_tx_socket(self.underlay.tx.fileno())
-            if self._offload_api:
                 # Every TAP of this VTEP gets a vnet header when "tap" is on, so coalescing
                 # (which the core applies only to ports with a vnet header) is on with it.
                 self._tap_offload = self._tap_coalesce = "tap" in want
@@ -118,7 +115,6 @@ class Vtep:
                 self.switch.set_offload(udp_gso=self.underlay.udp_gso,
                                         udp_gro=self.underlay.udp_gro,
                                         tap_coalesce=self._tap_coalesce)
-            if self.impl == "c":
                 self._busy_poll = v.busy_poll * 1e-6
             elif v.busy_poll:
                 log.warning("vxdp %s: busy_poll needs the Cython fast path; ignored",
@@ -205,10 +201,8 @@ class Vtep:
         self.endpoints[ep.name] = e
         self._ports[pid] = e
         if self.impl == "c":
-            if tap.vnet_hdr:
-                self.switch.set_port_fd(pid, tap.fd, vnet_hdr_len=VNET_HDR_LEN)
-            else:
-                self.switch.set_port_fd(pid, tap.fd)
+            self.switch.set_port_fd(pid, tap.fd,
+                                    vnet_hdr_len=VNET_HDR_LEN if tap.vnet_hdr else 0)
         if self._loop is not None:
             self._loop.add_reader(tap.fd, self._on_tap, pid)
         if self.store is not None:
@@ -359,7 +353,7 @@ class Vtep:
 
     def _age(self) -> None:
         self.switch.age(time.monotonic())
-        if self._offload_api:
+        if self.impl == "c":
             self.switch.offload_gc()   # closes per-source-port GSO sockets idle for 30 ticks
             if self._gso_on and not self.switch.offload_state()["udp_gso"]:
                 # the core switched UDP GSO off after the kernel refused a send with EIO

@@ -29,7 +29,6 @@ cdef enum:
     GSO_MAX_SEGS = 64            # datagrams in one UDP_SEGMENT send (UDP_MAX_SEGMENTS >= 64)
     GSO_SOCK_MAX = 256           # per-source-port UDP sockets open at once
     GSO_IDLE_TICKS = 30          # offload_gc() calls a GSO socket may stay unused
-    VNET_MAX = 12                # virtio_net_hdr_mrg_rxbuf
 
     # FDB entry state (fdb.FDB_STATES order) and flags
     ST_PERMANENT = 0

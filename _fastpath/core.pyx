@@ -92,6 +92,8 @@ OFFLOAD_COUNTERS = ("tso_frames", "tso_segments", "csum_completed", "bad_vnet", 
 VNET_ERRORS = ("short header", "bad csum offsets", "gso type mismatch", "unsupported gso type",
                "bad ip header", "bad tcp header", "zero gso size", "empty gso frame",
                "too many segments")
+if len(OFFLOAD_COUNTERS) != N_OFFC or len(VNET_ERRORS) != VE_TOO_MANY + 1:
+    raise ImportError("_fastpath.core: OFFLOAD_COUNTERS/VNET_ERRORS and core.pxd disagree")
 
 cdef tuple _EV_KINDS = ("l2miss", "l3miss", "learned", "moved", "aged")
 cdef tuple _TF_NAMES = ("learned", "moved", "fdb_full", "arp_consumed", "l3miss", "arp_local",

@@ -342,25 +342,20 @@ def test_full_size_ping_with_df(wt: Wt) -> None:
         assert_healthy(v)
 
 
-def test_udp_burst_is_glued_by_gro_and_nothing_is_bad(wt: Wt) -> None:
-    """A 1-second iperf3 UDP burst c1 -> c2 of equal-sized datagrams: their partial checksums
-    are completed (the TAP has TUN_F_CSUM), runs go out as GSO sends and the worker receives
-    them as GRO buffers; no malformed vnet header, no bad UDP checksum at c2. (Loss is not
-    asserted: the machine is shared, and a full socket is not a correctness problem.)"""
-    w = wt.world
-    before_m, before_k = counters(wt.manager), counters(wt.worker)
-    udp_before = snmp(w, wt.c2.name)["Udp"]
-    port = 5301
-    srv = w.lab.popen(wt.c2.name, ["iperf3", "-s", "-1", "-B", wt.c2.ip, "-p", str(port)],
+def iperf3_udp(w: World, client: Container, server: Container, port: int,
+               *args: str) -> subprocess.CompletedProcess[str]:
+    """One second of iperf3 UDP from ``client`` to a one-shot server in ``server``; the
+    client's result (asserted successful)."""
+    srv = w.lab.popen(server.name, ["iperf3", "-s", "-1", "-B", server.ip, "-p", str(port)],
                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                       stderr=subprocess.DEVNULL)
     try:
         def listening() -> bool:
-            ss = w.lab.run(wt.c2.name, ["ss", "-Hltn", f"sport = :{port}"], check=False)
+            ss = w.lab.run(server.name, ["ss", "-Hltn", f"sport = :{port}"], check=False)
             return bool(ss.stdout.strip())
-        wait_for(listening, 10, "iperf3 server in c2")
-        p = w.lab.run(wt.c1.name, ["iperf3", "-c", wt.c2.ip, "-p", str(port), "-u", "-b", "1G",
-                                   "-l", "1400", "-t", "1", "-J", "--connect-timeout", "3000"],
+        wait_for(listening, 10, f"iperf3 server in {server.name}")
+        p = w.lab.run(client.name, ["iperf3", "-c", server.ip, "-p", str(port), "-u", "-t", "1",
+                                    "--connect-timeout", "3000", *args],
                       check=False, timeout=30)
     finally:
         try:
@@ -369,6 +364,18 @@ def test_udp_burst_is_glued_by_gro_and_nothing_is_bad(wt: Wt) -> None:
             srv.kill()
             srv.wait()
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr
+    return p
+
+
+def test_udp_burst_is_glued_by_gro_and_nothing_is_bad(wt: Wt) -> None:
+    """A 1-second iperf3 UDP burst c1 -> c2 of equal-sized datagrams: their partial checksums
+    are completed (the TAP has TUN_F_CSUM), runs go out as GSO sends and the worker receives
+    them as GRO buffers; no malformed vnet header, no bad UDP checksum at c2. (Loss is not
+    asserted: the machine is shared, and a full socket is not a correctness problem.)"""
+    w = wt.world
+    before_m, before_k = counters(wt.manager), counters(wt.worker)
+    udp_before = snmp(w, wt.c2.name)["Udp"]
+    p = iperf3_udp(w, wt.c1, wt.c2, 5301, "-b", "1G", "-l", "1400", "-J")
     res = json.loads(p.stdout)["end"]["sum"]
     delivered = res["packets"] - res["lost_packets"]
     assert delivered > 1000, res
@@ -403,25 +410,7 @@ def test_stats_show_the_containers_side_of_the_taps(wt: Wt) -> None:
     w = wt.world
     # a 64-byte UDP flood c1 -> c2 at full offered load: more than one VTEP reads, so c1's
     # TAP queue usually overflows (the figure is not asserted, its equality is)
-    port = 5399
-    srv = w.lab.popen(wt.c2.name, ["iperf3", "-s", "-1", "-B", wt.c2.ip, "-p", str(port)],
-                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                      stderr=subprocess.DEVNULL)
-    try:
-        def listening() -> bool:
-            ss = w.lab.run(wt.c2.name, ["ss", "-Hltn", f"sport = :{port}"], check=False)
-            return bool(ss.stdout.strip())
-        wait_for(listening, 10, "iperf3 server in c2")
-        p = w.lab.run(wt.c1.name, ["iperf3", "-c", wt.c2.ip, "-p", str(port), "-u", "-b", "0",
-                                   "-l", "22", "-t", "1", "--connect-timeout", "3000"],
-                      check=False, timeout=30)
-    finally:
-        try:
-            srv.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            srv.kill()
-            srv.wait()
-    assert p.returncode == 0, p.stdout[-2000:] + p.stderr
+    iperf3_udp(w, wt.c1, wt.c2, 5399, "-b", "0", "-l", "22")
     for v, cs in ((wt.manager, (wt.c1, wt.c3)), (wt.worker, (wt.c2,))):
         ports = v.stats()["ports"]
         for c in cs:

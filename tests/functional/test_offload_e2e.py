@@ -27,6 +27,7 @@ import json
 import os
 import re
 import subprocess
+import struct
 import sys
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -819,3 +820,59 @@ def test_network_mtu_too_big_for_the_underlay_fragments_like_the_kernel() -> Non
             assert o["counters"]["gso_fallbacks"] >= 1, o
         assert_no_checksum_errors(w, c1, c2)
         w.stop_all(m, k)
+
+
+# --------------------------------------------------------------------------- corrupt segments
+
+GSO_SENDER = r"""
+import socket, struct, sys
+dst, seg, blob = (sys.argv[1], 4789), int(sys.argv[2]), bytes.fromhex(sys.stdin.read().strip())
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+# one UDP_SEGMENT send: the datagrams arrive together (one GRO buffer on the VTEP's socket)
+s.sendmsg([blob], [(17, 103, struct.pack("H", seg))], 0, dst)
+print(len(blob) // seg)
+"""
+
+
+def test_a_corrupt_segment_is_never_merged_into_a_good_frame(wt: Wt) -> None:
+    """A merged frame goes to the container marked "checksum to be completed", which its
+    stack takes as verified; merging a segment whose TCP checksum is wrong would launder
+    it. A hostile (or broken) peer sends eight back-to-back segments of one flow in one GSO
+    burst, the fourth with a payload byte flipped: vxdp merges the good ones around it, counts
+    the bad one (csum_bad) and writes it alone and unchanged, so c1's own TCP stack finds the
+    error (InCsumErrors + 1) instead of accepting corrupt data."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    w = wt.world
+    size = 1000
+    frames = []
+    for i in range(8):
+        f = bytearray(bytes(
+            Ether(src=wt.c2.mac, dst=wt.c1.mac)
+            / IP(src=wt.c2.ip, dst=wt.c1.ip, flags="DF", id=100 + i)
+            / TCP(sport=40123, dport=9, seq=7_000_000 + i * size, ack=1, flags="A",
+                  window=500)
+            / bytes((i * 31 + k) & 0xFF for k in range(size))))
+        if i == 3:
+            f[-100] ^= 0x01                      # payload corrupted, checksum left as it was
+        frames.append(bytes(f))
+    vxlan_hdr = struct.pack("!II", 0x08000000, VNI << 8)
+    blob = b"".join(vxlan_hdr + f for f in frames)
+    before = counters(wt.manager)
+    tcp_before = snmp(w, wt.c1.name)["Tcp"]
+    out = w.lab.run("worker", [sys.executable, "-c", GSO_SENDER, MANAGER,
+                               str(len(vxlan_hdr) + len(frames[0]))],
+                    input=blob.hex(), check=False, timeout=30)
+    assert out.returncode == 0 and out.stdout.strip() == "8", out.stdout + out.stderr
+
+    def delivered() -> dict[str, int]:
+        return delta(counters(wt.manager), before)
+    d = wait_for(lambda: (lambda x: x if x["coalesced_segments"] >= 7 else None)(delivered()),
+                 5, "the burst to reach c1")
+    assert d["csum_bad"] == 1, d
+    assert d["gro_buffers"] >= 1, d
+    # three good segments before the bad one, four after: two merged frames, one lone one
+    assert d["coalesced_frames"] == 2 and d["coalesced_segments"] == 7, d
+    tcp = delta(snmp(w, wt.c1.name)["Tcp"], tcp_before)
+    assert tcp["InCsumErrors"] == 1, tcp

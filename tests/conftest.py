@@ -141,19 +141,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 # --------------------------------------------------------------------------- implementations
 
 
-@pytest.fixture(params=["py", "c"], ids=["py", "c"])
-def impl(request: pytest.FixtureRequest) -> Any:
-    """The forwarding core module: ``dataplane.switch`` (py) or ``_fastpath.core`` (c)."""
-    from dataplane import fastpath  # a broken reference is an error for both ids
+def _compiled_core() -> Any:
+    """``_fastpath.core``; when it is unavailable (VXDP_NO_EXTENSIONS=1, or not built) a skip
+    on a developer's machine and a failure when CI=true or VXDP_REQUIRE_EXTENSIONS=1."""
+    from dataplane import fastpath
 
-    name: str = request.param
-    if name == "c" and _env_flag("VXDP_NO_EXTENSIONS") and not require_extensions():
+    if _env_flag("VXDP_NO_EXTENSIONS") and not require_extensions():
         pytest.skip("c: VXDP_NO_EXTENSIONS is set")
     try:
-        return fastpath.implementation(name)
+        return fastpath.implementation("c")
     except ImportError as exc:
-        if name != "c":
-            raise
         problem = str(exc)
     # Outside the except block, so the report is one line instead of a chained traceback.
     if require_extensions():
@@ -163,3 +160,20 @@ def impl(request: pytest.FixtureRequest) -> Any:
             pytrace=False,
         )
     pytest.skip(f"c: fast path not built ({problem}); run `make build`")
+
+
+@pytest.fixture(params=["py", "c"], ids=["py", "c"])
+def impl(request: pytest.FixtureRequest) -> Any:
+    """The forwarding core module: ``dataplane.switch`` (py) or ``_fastpath.core`` (c)."""
+    from dataplane import fastpath  # a broken reference is an error for both ids
+
+    if request.param == "c":
+        return _compiled_core()
+    return fastpath.implementation("py")
+
+
+@pytest.fixture
+def c_core() -> Any:
+    """``_fastpath.core`` only, with ``impl``'s policy for its c id: for tests of what exists
+    only in the compiled path (the offloads)."""
+    return _compiled_core()

@@ -29,6 +29,7 @@ from vxdp_world import (
     network,
     open_world,
     tcp_transfer,
+    tshark_rows,
 )
 
 from dataplane.lab import KernelVtep
@@ -99,21 +100,6 @@ def test_tcp_data_intact(interop: Interop, direction: str) -> None:
     assert interop.vxdp.alive()
 
 
-def _tshark_rows(world: World, pcap: str, fields: list[str]) -> list[dict[str, list[str]]]:
-    argv = ["tshark", "-r", pcap, "-n", "-d", "udp.port==4789,vxlan",
-            "-o", "udp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE",
-            "-T", "fields", "-E", "separator=/t", "-E", "aggregator=,"]
-    for f in fields:
-        argv += ["-e", f]
-    p = world.lab.run("manager", argv, check=True, timeout=60)
-    rows = []
-    for line in p.stdout.splitlines():
-        cols = line.split("\t")
-        rows.append({f: (cols[i].split(",") if i < len(cols) and cols[i] else [])
-                     for i, f in enumerate(fields)})
-    return rows
-
-
 def test_tshark_decodes_vxdp_datagrams_with_good_checksums(interop: Interop) -> None:
     w = interop.world
     pcap = os.path.join(w.tmp, "underlay.pcap")
@@ -122,7 +108,7 @@ def test_tshark_decodes_vxdp_datagrams_with_good_checksums(interop: Interop) -> 
     cap.stop()
     fields = ["ip.src", "ip.dst", "udp.srcport", "udp.dstport", "vxlan.vni", "udp.checksum.status",
               "ip.checksum.status", "icmp.type", "icmp.checksum.status", "eth.src"]
-    rows = _tshark_rows(w, pcap, fields)
+    rows = tshark_rows(w, "manager", pcap, fields)
     ours = [r for r in rows if r["ip.src"][:1] == [MANAGER]]
     theirs = [r for r in rows if r["ip.src"][:1] == [WORKER]]
     assert len(ours) >= 3 and len(theirs) >= 3, rows

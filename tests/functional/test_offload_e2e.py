@@ -48,14 +48,15 @@ from vxdp_world import (
     network,
     open_world,
     tcp_transfer,
+    tshark_rows,
     wait_for,
     walkthrough_configs,
 )
 
-from dataplane import fastpath
 from dataplane.lab import KernelVtep
 
-pytestmark = pytest.mark.privileged
+# Offloads exist only in the compiled path: every test needs _fastpath.core (conftest policy).
+pytestmark = [pytest.mark.privileged, pytest.mark.usefixtures("c_core")]
 
 C_PATH = {"VXDP_NO_EXTENSIONS": "0"}
 PY_PATH = {"VXDP_NO_EXTENSIONS": "1"}
@@ -75,28 +76,6 @@ BAD, GOOD = "0", "1"
 
 
 # --------------------------------------------------------------------------- helpers
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _c_fast_path() -> None:
-    """The compiled core must import (offloads are C-only), with the policy of the ``impl``
-    fixture in tests/conftest.py: VXDP_NO_EXTENSIONS=1 or an unbuilt extension is a skip on a
-    developer's machine, and no excuse when CI=true or VXDP_REQUIRE_EXTENSIONS=1 (there the
-    privileged-skip hook turns any skip into a failure anyway)."""
-    strict = _env_flag("CI") or _env_flag("VXDP_REQUIRE_EXTENSIONS")
-    if _env_flag("VXDP_NO_EXTENSIONS") and not strict:
-        pytest.skip("VXDP_NO_EXTENSIONS is set: the offloads are the compiled path's")
-    try:
-        fastpath.implementation("c")
-    except ImportError as exc:
-        if strict:
-            pytest.fail(f"the Cython fast path does not import ({exc}); run `make build`",
-                        pytrace=False)
-        pytest.skip(f"the Cython fast path is not built ({exc}); run `make build`")
-
 
 def start(w: World, *vteps: tuple[str, Mapping[str, Any], Mapping[str, str]]) -> list[Vtep]:
     """Start (host, config, env) VTEPs side by side, then wait for all of them."""
@@ -575,22 +554,6 @@ def kernel_takes_gso(w: World, host: str, dst: str) -> bool:
     return probe == "ok"
 
 
-def tshark_rows(w: World, pcap: str) -> list[dict[str, list[str]]]:
-    argv = ["tshark", "-r", pcap, "-n", "-d", "udp.port==4789,vxlan",
-            "-o", "ip.check_checksum:TRUE", "-o", "udp.check_checksum:TRUE",
-            "-o", "tcp.check_checksum:TRUE",
-            "-T", "fields", "-E", "separator=/t", "-E", "aggregator=,"]
-    for f in _TSHARK_FIELDS:
-        argv += ["-e", f]
-    p = w.lab.run("ul", argv, check=True, timeout=120)
-    rows = []
-    for line in p.stdout.splitlines():
-        cols = line.split("\t")
-        rows.append({f: (cols[i].split(",") if i < len(cols) and cols[i] else [])
-                     for i, f in enumerate(_TSHARK_FIELDS)})
-    return rows
-
-
 def test_checksums_on_the_wire_under_load() -> None:
     """tshark validates every outer IPv4 and UDP checksum and every inner IPv4 and TCP checksum
     of two bulk transfers (one each way) captured on the underlay.
@@ -642,7 +605,7 @@ def test_checksums_on_the_wire_under_load() -> None:
                 assert o["udp_gso"] is False and "GSO send" in o["off"]["udp_gso"], o
             assert c["tso_segments"] >= segments(n) // 2, c   # inner checksums are ours
 
-        rows = tshark_rows(w, pcap)
+        rows = tshark_rows(w, "ul", pcap, _TSHARK_FIELDS)
         data: dict[str, list[dict[str, list[str]]]] = {MANAGER: [], WORKER: []}
         for r in rows:
             # Nothing unsegmented and nothing undecoded: every datagram is one wire frame

@@ -529,6 +529,26 @@ def open_world() -> Iterator[World]:
     assert not left, f"namespaces left behind: {left}"
 
 
+def tshark_rows(world: World, ns: str, pcap: str,
+                fields: Sequence[str]) -> list[dict[str, list[str]]]:
+    """tshark's ``fields`` for every packet of ``pcap`` (read in namespace ``ns``), UDP 4789
+    decoded as VXLAN and every IPv4/UDP/TCP checksum validated (``*.checksum.status``: 1 good,
+    0 bad). One dict per packet; a field repeated in a packet (outer and inner IP) is a list."""
+    argv = ["tshark", "-r", pcap, "-n", "-d", "udp.port==4789,vxlan",
+            "-o", "ip.check_checksum:TRUE", "-o", "udp.check_checksum:TRUE",
+            "-o", "tcp.check_checksum:TRUE",
+            "-T", "fields", "-E", "separator=/t", "-E", "aggregator=,"]
+    for f in fields:
+        argv += ["-e", f]
+    p = world.lab.run(ns, argv, check=True, timeout=120)
+    rows = []
+    for line in p.stdout.splitlines():
+        cols = line.split("\t")
+        rows.append({f: (cols[i].split(",") if i < len(cols) and cols[i] else [])
+                     for i, f in enumerate(fields)})
+    return rows
+
+
 # --------------------------------------------------------------------------- the walkthrough
 
 @dataclass

@@ -58,7 +58,8 @@ HAS_PYTHON_H := import os, sys, sysconfig; \
 VENV_STAMP  := $(VENV)/.stamp
 BUILD_STAMP := build/.ext-stamp
 PYX         := $(wildcard _fastpath/*.pyx)
-FASTPATH_DEPS := $(PYX) $(wildcard _fastpath/*.pxd _fastpath/includes/*.pxd _fastpath/includes/*.h)
+FASTPATH_DEPS := $(PYX) $(wildcard _fastpath/*.pxd _fastpath/core/*.pyx _fastpath/core/*.pxd \
+                           _fastpath/includes/*.pxd _fastpath/includes/*.h)
 # A .pyx whose extension module is gone (deleted by hand) forces a rebuild despite the stamp.
 MISSING_SO  := $(foreach p,$(PYX),$(if $(wildcard $(p:.pyx=).*.so),,$(p)))
 

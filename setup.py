@@ -1,7 +1,9 @@
 """Build the private Cython fast path; all metadata lives in pyproject.toml.
 
-Every ``_fastpath/<stem>.pyx`` becomes the extension ``_fastpath.<stem>`` (DESIGN.md §6: one
-``.pxd`` per ``.pyx``, C declarations in ``_fastpath/includes/``). With no ``.pyx`` present the
+Every top-level ``_fastpath/<stem>.pyx`` becomes the extension ``_fastpath.<stem>``: ``core``
+(the product; it ``include``s its parts from ``_fastpath/core/``, uvloop-style) and ``testing``
+(hooks for tests and benchmarks). DESIGN.md §6: one ``.pxd`` per ``.pyx``, hand-written C and
+C declarations in ``_fastpath/includes/``. With no ``.pyx`` present the
 package builds without extensions and ``dataplane.fastpath`` falls back to the Python reference.
 
 Environment knobs (build time only):
@@ -59,10 +61,10 @@ def _extensions() -> list[Extension]:
     }
     # Portable on purpose: no -march=native, wheels and CI must run on any x86-64/arm64.
     cflags = ["-O0", "-g"] if debug else ["-O3"]
-    # C headers of our own (if any) sit beside the .pxd declarations in includes/.
+    # The parts of core.pyx and the C headers of our own: a change to any rebuilds.
     depends = sorted(
         p.relative_to(HERE).as_posix()
-        for pattern in ("*.pxd", "includes/*.pxd", "includes/*.h")
+        for pattern in ("*.pxd", "core/*.pyx", "core/*.pxd", "includes/*.pxd", "includes/*.h")
         for p in (HERE / PKG).glob(pattern)
     )
     extensions = [

@@ -1,10 +1,11 @@
 """Type stubs for the compiled forwarding core ``_fastpath.core`` (see core.pyx).
 
 ``Switch`` has exactly the public API of ``dataplane.switch.Switch`` (same arguments, results,
-exceptions), plus the burst/benchmark/I-O entry points below the marked line.
+exceptions), plus the burst interface below the marked line (``dataplane.fastpath`` gives the
+pure-Python core the same). Test and benchmark hooks are in ``_fastpath/testing.pyi``.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, Union
 
@@ -21,9 +22,6 @@ EVENTS_MAX: int
 BURST_MAX: int
 TRACE_RING: int
 TRACE_SNAP: int
-
-def flow_hash(frame: bytes) -> int:
-    """``dataplane.wire.flow_hash`` computed by the fast path's C code."""
 
 class Switch:
     local: Any
@@ -88,7 +86,8 @@ class Switch:
     def trace_on(self) -> bool: ...
     def trace_drain(self) -> list[TraceRecord]: ...
 
-    # ---- fast-path extras (not in the reference) ------------------------------------------
+    # ---- burst interface (not in the reference) -------------------------------------------
+    OFFLOADS: frozenset[str]
     @property
     def burst(self) -> int: ...
     @property
@@ -101,27 +100,6 @@ class Switch:
         """{"events_lost": n, "underlay": {"rx_errors", "tx_errors", "tx_dropped"},
         "ports": {port: {"tx_errors", "tx_dropped"}}} — burst I/O only."""
 
-    def from_port_burst(self, port: int, frames: Iterable[bytes], now: float, *,
-                        outer: bool = False) -> list[Action]:
-        """Several frames through the burst path; ``outer=True``: "vtep" actions carry the
-        complete IPv4 datagram instead of the UDP payload."""
-
-    def from_underlay_burst(self, datagrams: Iterable[tuple[IPv4Address | str, bytes]],
-                            now: float, *, outer: bool = False) -> list[Action]: ...
-    def build_outer(self, dst: IPv4Address | str, sport: int, payload: bytes) -> bytes:
-        """== dataplane.wire.outer_datagram(local, dst, sport, payload, dstport)."""
-
-    def bench_port(self, port: int, frame: bytes, count: int, now: float) -> int: ...
-    def bench_underlay(self, source: IPv4Address | str, datagram: bytes, count: int,
-                       now: float) -> int: ...
-    @staticmethod
-    def bench_fdb_lookup(n_entries: int, n_lookups: int, working_set: int = 0,
-                         batch: int = 0) -> dict[str, float]:
-        """{"ns_per_lookup", "lookups", "hits", "entries", "capacity", "bytes_per_entry"}"""
-
-    def fdb_bytes_per_entry(self) -> int: ...
-    def fdb_stats(self) -> dict[str, Any]: ...
-
     # -- burst I/O --------------------------------------------------------------------------
     def set_port_fd(self, port: int, fd: int, vnet_hdr_len: int = 0) -> None:
         """vnet_hdr_len 10 or 12: the fd carries a virtio_net_hdr in front of every frame."""
@@ -133,7 +111,7 @@ class Switch:
     def gone_ports(self) -> list[int]: ...
     def busy_poll(self, sock_fd: int, idle: float, limit: float) -> int: ...
 
-    # -- offloads (issue #5; dataplane/offload.py is the reference) ---------------------------
+    # -- offloads (dataplane/offload.py is the reference) -----------------------------------
     def set_offload(self, *, udp_gso: bool = False, udp_gro: bool = False,
                     tap_coalesce: bool = False) -> None: ...
     def offload_state(self) -> dict[str, bool]: ...
@@ -143,8 +121,3 @@ class Switch:
 
 OFFLOAD_COUNTERS: tuple[str, ...]
 VNET_ERRORS: tuple[str, ...]
-
-def offload_segment(hdr: bytes, frame: bytes) -> list[bytes]: ...
-def offload_coalesce(frames: Iterable[bytes]) -> list[tuple[bytes, bytes]]: ...
-def bench_tso(hdr: bytes, frame: bytes, count: int) -> float: ...
-def bench_coalesce(frames: Iterable[bytes], count: int) -> float: ...

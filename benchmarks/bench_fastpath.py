@@ -87,7 +87,7 @@ def scapy_decap(datagram: bytes) -> bytes:
     return bytes(VXLAN(datagram).payload)
 
 
-def bench_size(c: Any, size: int, seconds: float) -> list[dict[str, Any]]:
+def bench_size(c: Any, t: Any, size: int, seconds: float) -> list[dict[str, Any]]:
     out = []
     frame = make_frame(size, MAC_B, MAC_A, "192.168.55.4", "192.168.55.3")
     py, cs = build(pyswitch), build(c)
@@ -98,7 +98,7 @@ def bench_size(c: Any, size: int, seconds: float) -> list[dict[str, Any]]:
     assert a_py == a_c, "fast path and reference disagree on encapsulation"
     _, dst, sport, payload = a_py
     ref = wire.outer_datagram(LOCAL, dst, sport, payload)
-    assert cs.build_outer(dst, sport, payload) == ref, "outer headers differ"
+    assert t.build_outer(cs, dst, sport, payload) == ref, "outer headers differ"
     assert scapy_encap(frame, sport) == ref, "scapy builds a different datagram"
 
     def py_encap(n: int) -> None:
@@ -107,7 +107,7 @@ def bench_size(c: Any, size: int, seconds: float) -> list[dict[str, Any]]:
                 wire.outer_datagram(LOCAL, a[1], a[2], a[3])
 
     def c_encap(n: int) -> None:
-        produced = cs.bench_port(0, frame, n, 1.0)
+        produced = t.bench_port(cs, 0, frame, n, 1.0)
         assert produced == n
 
     f_c = rate(c_encap, seconds, 100_000)
@@ -130,7 +130,7 @@ def bench_size(c: Any, size: int, seconds: float) -> list[dict[str, Any]]:
             py.from_underlay(REMOTE, dgram, 1.0)
 
     def c_decap(n: int) -> None:
-        assert cs.bench_underlay(REMOTE, dgram, n, 1.0) == n
+        assert t.bench_underlay(cs, REMOTE, dgram, n, 1.0) == n
 
     f_c = rate(c_decap, seconds, 100_000)
     f_py = rate(py_decap, seconds, 1000)
@@ -142,20 +142,20 @@ def bench_size(c: Any, size: int, seconds: float) -> list[dict[str, Any]]:
     return out
 
 
-def bench_trace(c: Any, seconds: float) -> dict[str, Any]:
+def bench_trace(c: Any, t: Any, seconds: float) -> dict[str, Any]:
     """64-byte encap with trace off vs on (a reader draining the ring every 4096 records,
     as the VTEP does after each burst when someone watches), same run."""
     frame = make_frame(64, MAC_B, MAC_A, "192.168.55.4", "192.168.55.3")
     cs = build(c)
 
     def off(n: int) -> None:
-        cs.bench_port(0, frame, n, 1.0)
+        t.bench_port(cs, 0, frame, n, 1.0)
 
     def on(n: int) -> None:
         done = 0
         while done < n:
             k = min(4096, n - done)
-            cs.bench_port(0, frame, k, 1.0)
+            t.bench_port(cs, 0, frame, k, 1.0)
             cs.trace_drain()
             done += k
 
@@ -185,15 +185,15 @@ def tso_superframe(payload: int = 65536 - 14 - 20 - 32, mss: int = 1398) -> tupl
     return hdr, frame
 
 
-def bench_offload(c: Any, seconds: float) -> dict[str, Any]:
+def bench_offload(t: Any, seconds: float) -> dict[str, Any]:
     """Per super-frame: C tso_segment / coalescing decisions vs the Python reference."""
     from dataplane import offload
 
     hdr, frame = tso_superframe()
     segs = offload.segment(hdr, frame)
-    if c.offload_segment(hdr, frame) != segs:
+    if t.offload_segment(hdr, frame) != segs:
         raise SystemExit("bench_fastpath: C and Python TSO segmentation disagree")
-    if c.offload_coalesce(segs) != offload.coalesce(segs):
+    if t.offload_coalesce(segs) != offload.coalesce(segs):
         raise SystemExit("bench_fastpath: C and Python coalescing disagree")
     payload = len(frame) - 66
 
@@ -205,8 +205,8 @@ def bench_offload(c: Any, seconds: float) -> dict[str, Any]:
         for _ in range(n):
             offload.coalesce(segs)
 
-    c_tso = rate(lambda n: c.bench_tso(hdr, frame, n), seconds, 1000)
-    c_gro = rate(lambda n: c.bench_coalesce(segs, n), seconds, 1000)
+    c_tso = rate(lambda n: t.bench_tso(hdr, frame, n), seconds, 1000)
+    c_gro = rate(lambda n: t.bench_coalesce(segs, n), seconds, 1000)
     p_tso = rate(py_tso, seconds, 10)
     p_gro = rate(py_gro, seconds, 10)
     return {"superframe_bytes": len(frame), "segments": len(segs), "mss": 1398,
@@ -216,13 +216,13 @@ def bench_offload(c: Any, seconds: float) -> dict[str, Any]:
             "python_coalesce_per_s": p_gro, "coalesce_vs_python": c_gro / p_gro}
 
 
-def bench_fdb(c: Any, lookups: int) -> dict[str, Any]:
-    small = c.Switch.bench_fdb_lookup(100, lookups)
-    big = c.Switch.bench_fdb_lookup(1_000_000, lookups)
+def bench_fdb(t: Any, lookups: int) -> dict[str, Any]:
+    small = t.bench_fdb_lookup(100, lookups)
+    big = t.bench_fdb_lookup(1_000_000, lookups)
     # Uniformly random keys over 1M entries are a DRAM-latency test (the table is ~64 MiB);
     # real traffic has a hot set. Both are reported, plus the burst-style prefetched probe.
-    hot = c.Switch.bench_fdb_lookup(1_000_000, lookups, working_set=10_000)
-    big_pf = c.Switch.bench_fdb_lookup(1_000_000, lookups, batch=16)
+    hot = t.bench_fdb_lookup(1_000_000, lookups, working_set=10_000)
+    big_pf = t.bench_fdb_lookup(1_000_000, lookups, batch=16)
     # Python baseline: the reference's dict-backed table, same random lookups (fewer of them).
     fdb = Fdb(VNI)
     macs = [os.urandom(6) for _ in range(100_000)]
@@ -255,14 +255,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         from _fastpath import core as c
+        from _fastpath import testing
     except ImportError as e:
         print(f"bench_fastpath: the fast path is not built ({e}); run 'make build'",
               file=sys.stderr)
         return 1
-    results = [r for size in SIZES for r in bench_size(c, size, args.seconds)]
-    doc = {"results": results, "fdb": bench_fdb(c, args.lookups),
-           "trace": bench_trace(c, args.seconds),
-           "offload": bench_offload(c, args.seconds),
+    results = [r for size in SIZES for r in bench_size(c, testing, size, args.seconds)]
+    doc = {"results": results, "fdb": bench_fdb(testing, args.lookups),
+           "trace": bench_trace(c, testing, args.seconds),
+           "offload": bench_offload(testing, args.seconds),
            "machine": {"cpu": platform.processor() or platform.machine(),
                        "python": platform.python_version(), "cores": os.cpu_count()},
            "command": "python -m benchmarks.bench_fastpath " + " ".join(argv or sys.argv[1:])}

@@ -1,6 +1,6 @@
 # libc declarations for the fast path's burst I/O (DESIGN.md §3: C declarations live here).
 #
-# Only what _fastpath/core.pyx uses: read()/write() on TAP fds, recvmmsg() on the UDP socket,
+# Only what the fast path uses: read()/write() on TAP fds, recvmmsg() on the UDP socket,
 # sendmmsg() on the raw IPPROTO_RAW socket, and the address structs. recvmmsg/sendmmsg are
 # GNU extensions: <sys/socket.h> declares them under _GNU_SOURCE, which Python.h (pyconfig.h)
 # defines before any other header is included.

@@ -25,6 +25,7 @@ from dataplane import wire
 from dataplane.switch import Switch as PySwitch
 
 core = pytest.importorskip("_fastpath.core", reason="fast path not built (make build)")
+testing = pytest.importorskip("_fastpath.testing", reason="fast path not built (make build)")
 CSwitch = core.Switch
 
 LOCAL = "198.18.0.1"
@@ -194,12 +195,12 @@ def apply(py: PySwitch, c: Any, op: tuple[Any, ...], variant: int) -> None:
         # the same frame through the burst entry point, with the outer headers checked
         a = call(py, name, *args)
         outer = variant % 3 == 2
-        acts = c.from_port_burst(args[0], [args[1]], args[2], outer=outer)
+        acts = testing.from_port_burst(c, args[0], [args[1]], args[2], outer=outer)
         b = ("ok", check_outer(c, acts) if outer else acts)
         assert a == b, f"{op}: py={a!r} c={b!r}"
     elif name == "from_underlay" and variant % 2:
         a = call(py, name, *args)
-        b = ("ok", c.from_underlay_burst([(args[0], args[1])], args[2]))
+        b = ("ok", testing.from_underlay_burst(c, [(args[0], args[1])], args[2]))
         assert a == b, f"{op}: py={a!r} c={b!r}"
     else:
         same(py, c, name, *args)
@@ -243,11 +244,11 @@ def test_burst_equals_frame_by_frame(fr: list[bytes], burst: int) -> None:
         sw.fdb_append(9, wire.ZERO_MAC, VTEPS[2])
         sw.neigh_add(9, OVERLAY[1], UNICAST[5])
     expect = [a for f in fr for a in py.from_port(0, f, 1.0)]
-    assert check_outer(c, c.from_port_burst(0, fr, 1.0, outer=True)) == expect
+    assert check_outer(c, testing.from_port_burst(c, 0, fr, 1.0, outer=True)) == expect
     same_state(py, c)
     dgrams = [(VTEPS[0], wire.encapsulate(9, f)) for f in fr]
     expect = [a for s, d in dgrams for a in py.from_underlay(s, d, 2.0)]
-    assert c.from_underlay_burst(dgrams, 2.0) == expect
+    assert testing.from_underlay_burst(c, dgrams, 2.0) == expect
     same_state(py, c)
 
 
@@ -266,11 +267,11 @@ def test_trace_records_from_the_burst_path() -> None:
           UNICAST[3] + UNICAST[0] + b"\x08\x00" + bytes(50), b"short",
           wire.BROADCAST_MAC + UNICAST[0] + b"\x08\x06" + bytes(28)]
     expect = [a for f in fr for a in py.from_port(0, f, 1.0)]
-    assert c.from_port_burst(0, fr, 1.0) == expect
+    assert testing.from_port_burst(c, 0, fr, 1.0) == expect
     dgrams = [(VTEPS[0], wire.encapsulate(9, UNICAST[2] + UNICAST[4] + b"\x08\x00" + bytes(40))),
               (VTEPS[2], b"\x08\x00\x00\x00\x00\x00\x09"), (VTEPS[2], wire.encapsulate(7, bytes(20)))]
     expect = [a for s_, d in dgrams for a in py.from_underlay(s_, d, 2.0)]
-    assert c.from_underlay_burst(dgrams, 2.0) == expect
+    assert testing.from_underlay_burst(c, dgrams, 2.0) == expect
     same_state(py, c)
 
 
@@ -281,7 +282,7 @@ def test_her_copies_share_payload_and_have_own_headers() -> None:
     for v in VTEPS:
         c.fdb_append(5, wire.ZERO_MAC, v)
     frame = wire.BROADCAST_MAC + UNICAST[0] + b"\x08\x00" + bytes(range(46))
-    acts = c.from_port_burst(0, [frame], 1.0, outer=True)
+    acts = testing.from_port_burst(c, 0, [frame], 1.0, outer=True)
     assert [a[1] for a in acts] == [IPv4Address(v) for v in VTEPS]
     check_outer(c, acts, dport=8472)
 
@@ -292,7 +293,7 @@ def test_her_copies_share_payload_and_have_own_headers() -> None:
 @given(st.binary(max_size=3000), st.integers(0, 65535), vteps)
 def test_build_outer_equals_wire(payload: bytes, sport: int, dst: str) -> None:
     c = CSwitch(LOCAL)
-    assert c.build_outer(dst, sport, payload) == wire.outer_datagram(
+    assert testing.build_outer(c, dst, sport, payload) == wire.outer_datagram(
         IPv4Address(LOCAL), IPv4Address(dst), sport, payload)
 
 
@@ -306,14 +307,14 @@ def test_build_outer_zero_checksum_is_sent_as_ffff() -> None:
     payload = base[:4] + struct.pack("!H", ~s & 0xFFFF)
     ref = wire.outer_datagram(IPv4Address(LOCAL), IPv4Address(VTEPS[0]), 4789, payload)
     assert ref[26:28] == b"\xff\xff"
-    assert c.build_outer(VTEPS[0], 4789, payload) == ref
+    assert testing.build_outer(c, VTEPS[0], 4789, payload) == ref
 
 
 def test_build_outer_scapy_agrees() -> None:
     scapy_inet = pytest.importorskip("scapy.layers.inet")
     c = CSwitch(LOCAL)
     payload = wire.encapsulate(77, bytes(range(61)))
-    dgram = c.build_outer(VTEPS[1], 50000, payload)
+    dgram = testing.build_outer(c, VTEPS[1], 50000, payload)
     pkt = scapy_inet.IP(dgram)
     chk_ip, chk_udp = pkt.chksum, pkt["UDP"].chksum
     del pkt.chksum
@@ -325,7 +326,7 @@ def test_build_outer_scapy_agrees() -> None:
 @settings(max_examples=300)
 @given(frames)
 def test_flow_hash_equals_wire(frame: bytes) -> None:
-    assert core.flow_hash(frame) == wire.flow_hash(frame)
+    assert testing.flow_hash(frame) == wire.flow_hash(frame)
 
 
 # ------------------------------------------------------------------------------ tables
@@ -333,25 +334,25 @@ def test_flow_hash_equals_wire(frame: bytes) -> None:
 def test_fdb_entry_sizes_and_growth() -> None:
     c = CSwitch(LOCAL)
     c.add_network(1)
-    st0 = c.fdb_stats()
+    st0 = testing.fdb_stats(c)
     assert st0["entry_bytes"] == 24 and st0["neigh_entry_bytes"] == 16
     caps = set()
     for i in range(5000):
         c.fdb_add(1, (0x020000000000 + i).to_bytes(6, "big"), VTEPS[i % 3])
-        stats = c.fdb_stats()
+        stats = testing.fdb_stats(c)
         assert stats["load"] <= 0.7
         caps.add(stats["capacity"])
     assert all(cap & (cap - 1) == 0 for cap in caps)
     assert max(caps) == 8192                     # 5000 / 0.7 -> next power of two
-    assert c.fdb_stats()["avg_probe"] < 2.5      # a mixed hash keeps clusters short
-    assert c.fdb_bytes_per_entry() == 8192 * 24 // 5000
+    assert testing.fdb_stats(c)["avg_probe"] < 2.5      # a mixed hash keeps clusters short
+    assert testing.fdb_bytes_per_entry(c) == 8192 * 24 // 5000
     assert c.fdb_flush(1, keep_permanent=False) == 5000
-    assert c.fdb_stats()["capacity"] == 64       # bulk removal gives the memory back
+    assert testing.fdb_stats(c)["capacity"] == 64       # bulk removal gives the memory back
     assert c.fdb_dump() == []
 
 
 def test_consecutive_macs_do_not_cluster() -> None:
-    r = CSwitch.bench_fdb_lookup(200_000, 10_000)
+    r = testing.bench_fdb_lookup(200_000, 10_000)
     assert r["hits"] == r["lookups"]
     assert r["bytes_per_entry"] <= 24 / 0.35 + 1
     c = CSwitch(LOCAL)
@@ -360,7 +361,7 @@ def test_consecutive_macs_do_not_cluster() -> None:
         c.fdb_add(1, bytes([2, 0x42, 0xC0, 0xA8, i >> 8, i & 0xFF]), VTEPS[0])
     # consecutive container MACs probe like random keys: linear probing at 61% load
     # averages (1 + 1/(1 - a)) / 2 = 1.78 buckets for a hit
-    stats = c.fdb_stats()
+    stats = testing.fdb_stats(c)
     assert stats["avg_probe"] < 2.2 and stats["max_probe"] < 120
 
 
@@ -382,7 +383,7 @@ def test_churn_backward_shift_deletion(ops: list[tuple[bool, int, int]]) -> None
     assert py.fdb_dump() == c.fdb_dump()
     for vni in (1, 2):
         same(py, c, "fdb_flush", vni, False)
-    assert c.fdb_dump() == [] and c.fdb_stats()["entries"] == 0
+    assert c.fdb_dump() == [] and testing.fdb_stats(c)["entries"] == 0
 
 
 def test_remote_lists_append_delete_order() -> None:
@@ -397,7 +398,7 @@ def test_remote_lists_append_delete_order() -> None:
     same(py, c, "fdb_append", 3, g, VTEPS[1])         # back at the end
     for v in (VTEPS[0], VTEPS[2], VTEPS[3]):
         same(py, c, "fdb_del", 3, g, v)
-    assert c.fdb_stats()["remote_lists"] == 0         # one remote left: stored inline again
+    assert testing.fdb_stats(c)["remote_lists"] == 0         # one remote left: stored inline again
     same_state(py, c)
     same(py, c, "fdb_del", 3, g, VTEPS[1])
     assert c.fdb_dump() == []
@@ -471,12 +472,12 @@ def test_bench_entry_points() -> None:
     c.add_port(1, 1, UNICAST[1])
     c.fdb_add(1, UNICAST[2], VTEPS[0])
     frame = UNICAST[2] + UNICAST[0] + b"\x08\x00" + bytes(50)
-    assert c.bench_port(0, frame, 100, 1.0) == 100
+    assert testing.bench_port(c, 0, frame, 100, 1.0) == 100
     assert c.counters()["underlay"]["tx_packets"] == 100
     dg = wire.encapsulate(1, UNICAST[1] + UNICAST[2] + b"\x08\x00" + bytes(50))
-    assert c.bench_underlay(VTEPS[0], dg, 77, 1.0) == 77
+    assert testing.bench_underlay(c, VTEPS[0], dg, 77, 1.0) == 77
     assert c.counters()["ports"][1]["tx_packets"] == 77
-    r = CSwitch.bench_fdb_lookup(100, 1000, batch=16)
+    r = testing.bench_fdb_lookup(100, 1000, batch=16)
     assert r["hits"] == r["lookups"] == 1008 and r["ns_per_lookup"] > 0
 
 

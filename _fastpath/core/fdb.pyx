@@ -1,0 +1,418 @@
+# The FDB (dataplane/fdb.py is the reference): entries, remote lists, learning, and the
+# control-plane operations behind Switch.fdb_* with the reference's checks, in its order, and
+# its messages.
+
+
+cdef int fdb_init(fdb_t *f) noexcept nogil:
+    f.rl = NULL
+    f.rl_cap = 0
+    return tab_init(&f.tab, sizeof(fdb_ent), FDB_MIN_CAP)
+
+
+cdef void fdb_free(fdb_t *f) noexcept nogil:
+    cdef uint32_t i
+    if f.rl != NULL:
+        for i in range(f.rl_cap):
+            free(f.rl[i].a)
+    free(f.rl)
+    f.rl = NULL
+    f.rl_cap = 0
+    tab_free(&f.tab)
+
+
+# -- remote lists ------------------------------------------------------------------------------
+
+cdef void ent_drop_list(fdb_t *f, fdb_ent *e) noexcept nogil:
+    """Give an entry's remote list back to the pool (the entry keeps its first remote)."""
+    cdef rlist *l
+    if e.flags & FL_LIST:
+        l = &f.rl[e.remote]
+        e.remote = l.a[0]
+        free(l.a)
+        l.a = NULL
+        l.n = 0
+        l.cap = 0
+        e.flags &= ~FL_LIST
+
+
+cdef int rl_take(fdb_t *f) noexcept nogil:
+    """A free remote-list slot (the pool grows by doubling); -1 when memory ran out."""
+    cdef uint32_t i, ncap
+    cdef rlist *grown
+    for i in range(f.rl_cap):
+        if f.rl[i].cap == 0:
+            return <int>i
+    ncap = f.rl_cap * 2 if f.rl_cap else 8
+    grown = <rlist*>realloc(f.rl, ncap * sizeof(rlist))
+    if grown == NULL:
+        return -1
+    memset(grown + f.rl_cap, 0, (ncap - f.rl_cap) * sizeof(rlist))
+    f.rl = grown
+    i = f.rl_cap
+    f.rl_cap = ncap
+    return <int>i
+
+
+cdef int ent_add_remote(fdb_t *f, fdb_ent *e, uint32_t addr) noexcept nogil:
+    """Append a remote (the caller checked it is not listed): a second remote moves the
+    entry's remotes into a pool list. -1 when memory ran out."""
+    cdef int idx
+    cdef rlist *l
+    cdef uint32_t *a
+    if not (e.flags & FL_LIST):
+        idx = rl_take(f)
+        if idx < 0:
+            return -1
+        a = <uint32_t*>malloc(4 * sizeof(uint32_t))
+        if a == NULL:
+            return -1
+        l = &f.rl[idx]
+        l.a = a
+        l.cap = 4
+        l.n = 2
+        a[0] = e.remote
+        a[1] = addr
+        e.remote = <uint32_t>idx
+        e.flags |= FL_LIST
+        return 0
+    l = &f.rl[e.remote]
+    if l.n == l.cap:
+        a = <uint32_t*>realloc(l.a, l.cap * 2 * sizeof(uint32_t))
+        if a == NULL:
+            return -1
+        l.a = a
+        l.cap *= 2
+    l.a[l.n] = addr
+    l.n += 1
+    return 0
+
+
+cdef int ent_del_remote(fdb_t *f, fdb_ent *e, uint32_t addr) noexcept nogil:
+    """Remove one listed remote, keeping the others' order. Returns the number of remotes
+    left, or -1 when `addr` is not listed."""
+    cdef uint32_t i, j
+    cdef rlist *l
+    if e.port >= 0:
+        return -1
+    if not (e.flags & FL_LIST):
+        return 0 if e.remote == addr else -1
+    l = &f.rl[e.remote]
+    for i in range(l.n):
+        if l.a[i] == addr:
+            for j in range(i + 1, l.n):
+                l.a[j - 1] = l.a[j]
+            l.n -= 1
+            if l.n == 1:
+                ent_drop_list(f, e)
+            return <int>l.n if (e.flags & FL_LIST) else 1
+    return -1
+
+
+# -- entries -----------------------------------------------------------------------------------
+
+cdef fdb_ent *fdb_new(sw_t *s, uint32_t slot, uint64_t mac, uint8_t state, int32_t port,
+                      uint32_t remote, double now) noexcept nogil:
+    """Create an entry (the caller checked absence and room). NULL when out of memory."""
+    cdef fdb_ent *e = <fdb_ent*>tab_insert(&s.fdb.tab, fdb_key(slot, mac))
+    if e == NULL:
+        return NULL
+    e.state = state
+    e.port = <int16_t>port
+    e.remote = remote if port < 0 else 0
+    e.updated = now
+    s.nets[slot].count += 1
+    return e
+
+
+cdef void fdb_delete(sw_t *s, fdb_ent *e) noexcept nogil:
+    ent_drop_list(&s.fdb, e)
+    s.nets[fdb_key_slot(e.key)].count -= 1
+    tab_remove(&s.fdb.tab, e)
+
+
+cdef uint64_t fdb_purge(sw_t *s, uint32_t slot, int32_t port, bint keep_permanent) noexcept nogil:
+    """Delete network `slot`'s entries that point at `port` (every entry when port < 0), but
+    not the permanent ones when `keep_permanent` (Fdb.remove_port, Fdb.flush, the bridge's
+    flush of a deleted port). Returns how many went; -1 cast when memory ran out."""
+    cdef uint64_t i, n, gone = 0
+    cdef uint64_t *keys = tab_keys(&s.fdb.tab, FDB_KEY_SHIFT, slot + 1, &n)
+    cdef fdb_ent *e
+    if keys == NULL:
+        return <uint64_t>-1
+    for i in range(n):
+        e = fdb_find(&s.fdb, keys[i])
+        if e == NULL or (port >= 0 and e.port != port) \
+                or (keep_permanent and e.state == ST_PERMANENT):
+            continue
+        fdb_delete(s, e)
+        gone += 1
+    free(keys)
+    tab_maybe_shrink(&s.fdb.tab)
+    return gone
+
+
+cdef int learn(sw_t *s, uint32_t slot, uint64_t mac, double now, int32_t port,
+               uint32_t dst) noexcept nogil:
+    """Fdb.learn + Switch._note_learning (br_fdb_update for ports, vxlan_snoop for the
+    underlay): `port` >= 0 learns a local port, else the remote `dst` (network order)."""
+    cdef net_t *net = &s.nets[slot]
+    cdef fdb_ent *e = fdb_find(&s.fdb, fdb_key(slot, mac))
+    cdef bint same
+    cdef uint8_t okind, nkind
+    cdef uint32_t oval, nval
+    nkind = LOC_PORT if port >= 0 else LOC_IP
+    nval = <uint32_t>port if port >= 0 else dst
+    if e == NULL:
+        if (net.limited and <int64_t>net.count >= net.maxaddress) \
+                or fdb_new(s, slot, mac, ST_LEARNED, port, dst, now) == NULL:
+            # full (addrmax: ENOSPC) — or out of memory, refused the same way
+            tflag(s, TF_FDB_FULL)
+            s.evc[EC_FDB_FULL] += 1
+            return LR_FULL
+        tflag(s, TF_LEARNED)
+        s.evc[EC_LEARNED] += 1
+        ev_push(s, EV_LEARNED, net.vni, mac, LOC_NONE, 0, nkind, nval)
+        return LR_NEW
+    if port >= 0:
+        same = e.port == port
+    else:
+        same = e.port < 0 and ent_first_remote(&s.fdb, e) == dst
+    if same:
+        if e.state == ST_LEARNED:
+            e.updated = now
+        return LR_REFRESH
+    if e.state != ST_LEARNED:
+        # kernel: a permanent/static entry never migrates (vxlan_snoop drops the packet;
+        # the bridge forwards but keeps its entry)
+        return LR_KEPT if port >= 0 else LR_CONFLICT
+    if e.port >= 0:
+        okind = LOC_PORT
+        oval = <uint32_t>e.port
+    else:
+        okind = LOC_IP
+        oval = ent_first_remote(&s.fdb, e)
+    ent_drop_list(&s.fdb, e)
+    e.port = <int16_t>port
+    e.remote = dst if port < 0 else 0
+    e.updated = now
+    tflag(s, TF_MOVED)
+    s.evc[EC_MOVED] += 1
+    ev_push(s, EV_MOVED, net.vni, mac, okind, oval, nkind, nval)
+    return LR_MOVED
+
+
+# -- control plane (Switch.fdb_*): the reference's checks, order and messages -----------------
+
+cdef inline uint64_t mac_bytes48(bytes m):
+    cdef const unsigned char *p = m
+    return vx_mac48(p)
+
+
+cdef int check_room(Switch sw, uint32_t slot) except -1:
+    cdef net_t *net = &sw.s.nets[slot]
+    if net.limited and <int64_t>net.count >= net.maxaddress:
+        vni, maxaddress = sw._pynet[slot]
+        raise TableFull(f"FDB of VNI {vni} is full ({maxaddress} entries)")
+    return 0
+
+
+cdef int fdb_api_add(Switch sw, uint32_t slot, object mac, object dst, object port,
+                     object state, object now) except -1:
+    """Fdb.add, with its checks in its order."""
+    cdef sw_t *s = sw.s
+    m = _mac(mac)
+    state = _fdb_state(state)
+    if (dst is None) == (port is None):
+        raise InvalidArgument("an FDB entry needs exactly one of dst (remote) or port (local)")
+    if port is not None and is_group_mac(m):
+        raise InvalidArgument(f"{mac_str(m)} is not a unicast MAC: cannot point at a port")
+    if fdb_find(&s.fdb, fdb_key(slot, mac_bytes48(m))) != NULL:
+        raise EntryExists(
+            f"FDB entry {mac_str(m)} already exists in VNI {sw._pynet[slot][0]}")
+    d = _dst(dst) if dst is not None else None
+    check_room(sw, slot)
+    if fdb_new(s, slot, mac_bytes48(m), FDB_STATES.index(state),
+               <int32_t>port if port is not None else -1,
+               u32_addr(d) if d is not None else 0, now) == NULL:
+        raise MemoryError()
+    return 0
+
+
+cdef int fdb_api_append(Switch sw, uint32_t slot, object mac, object dst, object state,
+                        object now) except -1:
+    """Fdb.append: a new entry, or one more remote on the all-zeros / a multicast MAC."""
+    cdef sw_t *s = sw.s
+    cdef fdb_ent *e
+    cdef uint32_t a, i, cnt
+    cdef uint32_t *rem
+    m = _mac(mac)
+    d = _dst(dst)
+    state = _fdb_state(state)
+    e = fdb_find(&s.fdb, fdb_key(slot, mac_bytes48(m)))
+    if e == NULL:
+        check_room(sw, slot)
+        if fdb_new(s, slot, mac_bytes48(m), FDB_STATES.index(state), -1, u32_addr(d),
+                   now) == NULL:
+            raise MemoryError()
+        return 0
+    if not is_group_mac(m):
+        raise InvalidArgument(
+            f"append adds extra remotes only to 00:00:00:00:00:00 or a multicast MAC; "
+            f"use replace for {mac_str(m)}")
+    if e.port >= 0:
+        raise InvalidArgument(f"{mac_str(m)} points at a local port")
+    a = u32_addr(d)
+    cnt = ent_nremotes(&s.fdb, e)
+    rem = ent_remotes(&s.fdb, e)
+    for i in range(cnt):
+        if rem[i] == a:
+            return 0        # the kernel ignores an already-listed remote
+    if ent_add_remote(&s.fdb, e, a) < 0:
+        raise MemoryError()
+    return 0
+
+
+cdef int fdb_api_replace(Switch sw, uint32_t slot, object mac, object dst, object state,
+                         object now) except -1:
+    """Fdb.replace: create, or point an existing entry at `dst` alone."""
+    cdef sw_t *s = sw.s
+    cdef fdb_ent *e
+    m = _mac(mac)
+    state = _fdb_state(state)
+    if dst is None:
+        raise InvalidArgument("an FDB entry needs exactly one of dst (remote) or port (local)")
+    if is_group_mac(m):
+        raise InvalidArgument(
+            f"replace is not supported on {mac_str(m)} (kernel: EOPNOTSUPP); "
+            f"use append/del for flood lists")
+    d = _dst(dst)
+    e = fdb_find(&s.fdb, fdb_key(slot, mac_bytes48(m)))
+    if e == NULL:
+        check_room(sw, slot)
+        if fdb_new(s, slot, mac_bytes48(m), FDB_STATES.index(state), -1, u32_addr(d),
+                   now) == NULL:
+            raise MemoryError()
+        return 0
+    e.state = FDB_STATES.index(state)
+    e.updated = now
+    ent_drop_list(&s.fdb, e)
+    e.port = -1
+    e.remote = u32_addr(d)
+    return 0
+
+
+cdef int fdb_api_del(Switch sw, uint32_t slot, object mac, object dst) except -1:
+    """Fdb.delete: the entry, or one remote of it (the entry goes with its last remote)."""
+    cdef sw_t *s = sw.s
+    cdef fdb_ent *e
+    cdef int left
+    m = _mac(mac)
+    e = fdb_find(&s.fdb, fdb_key(slot, mac_bytes48(m)))
+    if e == NULL:
+        raise EntryNotFound(f"no FDB entry {mac_str(m)} in VNI {sw._pynet[slot][0]}")
+    if dst is None:
+        fdb_delete(s, e)
+        return 0
+    d = _dst(dst)
+    left = ent_del_remote(&s.fdb, e, u32_addr(d))
+    if left < 0:
+        raise EntryNotFound(
+            f"FDB entry {mac_str(m)} in VNI {sw._pynet[slot][0]} has no remote {d}")
+    if left == 0:
+        fdb_delete(s, e)
+    return 0
+
+
+cdef dict slot_bounds(uint64_t *keys, uint64_t n, uint32_t shift):
+    """Sorted keys grouped by their network tag: {slot: (start, end)}."""
+    cdef uint64_t i, start = 0
+    bounds = {}
+    for i in range(1, n + 1):
+        if i == n or (keys[i] >> shift) != (keys[start] >> shift):
+            bounds[<uint32_t>(keys[start] >> shift) - 1] = (start, i)
+            start = i
+    return bounds
+
+
+cdef list fdb_api_dump(Switch sw):
+    """All entries, one row per (MAC, destination), ordered by VNI then MAC."""
+    cdef sw_t *s = sw.s
+    cdef uint64_t i, n
+    cdef uint32_t j, cnt
+    cdef uint32_t *rem
+    cdef fdb_ent *e
+    cdef uint64_t *keys = tab_keys(&s.fdb.tab, 64, 0, &n)
+    if keys == NULL:
+        raise MemoryError()
+    rows = []
+    try:
+        # sorting the packed keys groups them by slot, and by MAC within a slot
+        qsort(keys, n, sizeof(uint64_t), cmp_u64)
+        bounds = slot_bounds(keys, n, FDB_KEY_SHIFT)
+        for vni in sorted(sw._networks):
+            b = bounds.get(sw._networks[vni])
+            if b is None:
+                continue
+            for i in range(<uint64_t>b[0], <uint64_t>b[1]):
+                e = fdb_find(&s.fdb, keys[i])
+                mac = mac48_str(keys[i] & MAC_MASK)
+                state = FDB_STATES[e.state]
+                if e.port >= 0:
+                    rows.append({"vni": vni, "mac": mac, "state": state,
+                                 "updated": e.updated, "port": e.port, "dst": None})
+                    continue
+                cnt = ent_nremotes(&s.fdb, e)
+                rem = ent_remotes(&s.fdb, e)
+                for j in range(cnt):
+                    rows.append({"vni": vni, "mac": mac, "state": state,
+                                 "updated": e.updated, "port": None,
+                                 "dst": str(sw._ip(rem[j]))})
+    finally:
+        free(keys)
+    return rows
+
+
+cdef uint64_t fdb_api_age(Switch sw, double now) except? 0xFFFFFFFFFFFFFFFF:
+    """Expire learned entries everywhere; returns how many went. Reported per VNI in
+    ascending order, and within a VNI in creation order (the reference's dict order)."""
+    cdef sw_t *s = sw.s
+    cdef table_t *t = &s.fdb.tab
+    cdef uint64_t i, n = 0, key
+    cdef uint32_t slot
+    cdef fdb_ent *e
+    cdef uint64_t *pairs
+    cdef uint64_t *rank = <uint64_t*>calloc(s.nets_cap + 1, sizeof(uint64_t))
+    if rank == NULL:
+        raise MemoryError()
+    order = sorted(sw._networks)
+    for i, vni in enumerate(order):
+        rank[<uint32_t>sw._networks[vni]] = i
+    pairs = <uint64_t*>malloc((t.count + 1) * 2 * sizeof(uint64_t))
+    if pairs == NULL:
+        free(rank)
+        raise MemoryError()
+    for i in range(t.cap):
+        e = <fdb_ent*>(t.slots + i * sizeof(fdb_ent))
+        if e.key != 0 and e.state == ST_LEARNED:
+            slot = fdb_key_slot(e.key)
+            if e.updated + s.nets[slot].ageing <= now:
+                # Reported in VNI order, then MAC order (as the reference sorts them).
+                pairs[2 * n] = (rank[slot] << 48) | (e.key & MAC_MASK)
+                pairs[2 * n + 1] = e.key
+                n += 1
+    free(rank)
+    qsort(pairs, n, 2 * sizeof(uint64_t), cmp_u64)
+    try:
+        for i in range(n):
+            key = pairs[2 * i + 1]
+            e = fdb_find(&s.fdb, key)
+            loc = (f"port:{e.port}" if e.port >= 0
+                   else str(sw._ip(ent_first_remote(&s.fdb, e))))
+            sw._pending.append(("aged", order[pairs[2 * i] >> 48],
+                                mac48_str(key & MAC_MASK), loc, ""))
+            fdb_delete(s, e)
+            s.evc[EC_AGED] += 1
+    finally:
+        free(pairs)
+    tab_maybe_shrink(t)
+    return n

@@ -1,0 +1,79 @@
+# The forwarding core (dataplane/switch.py is the reference): networks, ports, the output
+# records a burst produces, the event ring, and the per-frame decisions.
+
+ctypedef struct net_t:
+    uint32_t vni
+    uint8_t used
+    uint8_t proxy
+    uint8_t learning
+    uint8_t limited              # maxaddress set (truthy)
+    int64_t maxlen               # mtu + 14, clamped to int64
+    int64_t maxaddress           # meaningful when limited
+    double ageing
+    uint64_t count               # FDB entries of this network
+    uint64_t ncount              # neighbour entries of this network
+    int32_t *ports               # ascending
+    uint32_t nports
+    uint32_t ports_cap
+    uint8_t hdr[8]               # prebuilt VXLAN header (RFC 7348 §5.1)
+
+ctypedef struct port_t:
+    int32_t net                  # network slot, -1 = not attached
+    int32_t fd                   # TAP fd for burst I/O, -1 = none
+    uint64_t rx_packets
+    uint64_t rx_bytes
+    uint64_t tx_packets
+    uint64_t tx_bytes
+    uint64_t tx_errors           # write() failed (burst I/O only)
+    uint64_t tx_dropped          # write() said EAGAIN, or no fd (burst I/O only)
+    uint8_t gone                 # fd reported EBADF/EBADFD/ENODEV/ENXIO; see gone_ports()
+    uint8_t vnet                 # virtio_net_hdr length on the fd (0, 10 or 12)
+
+# One output of the core. Port outputs: `data`/`len` is the frame. Underlay outputs: `data`
+# points at the VXLAN header, `len` is the UDP payload length, and the 28-byte IPv4+UDP
+# header is either right in front of `data` (contiguous: the first copy, written into the
+# rx slot's headroom) or in `hdr` (further head-end-replication copies share the payload).
+ctypedef struct txrec:
+    uint8_t *data
+    uint32_t len
+    int32_t port                 # >= 0: local port; -1: underlay
+    uint32_t dst                 # underlay destination, network order
+    uint16_t sport
+    uint8_t inline_hdr           # 1: IPv4+UDP header in `hdr`, 0: at data - 28
+    uint8_t csum_todo            # the UDP checksum is not filled in yet (outer_csum)
+    int32_t next                 # port records in a coalescing run: the next member
+    uint8_t hdr[IPUDP_HLEN]
+
+# Fixed-size event record, turned into the reference's tuples only in Switch.events().
+ctypedef struct event_t:
+    uint8_t kind                 # EV_
+    uint8_t okind                # LOC_ of oval
+    uint8_t nkind                # LOC_ of nval
+    uint8_t _pad
+    uint32_t vni
+    uint64_t key                 # MAC (48 bits) or IPv4 (host order)
+    uint32_t oval                # old location: port id or IPv4 (network order)
+    uint32_t nval                # new location
+
+# Bounded event ring: a full ring loses events (counted), the dataplane never waits.
+ctypedef struct events_t:
+    event_t *ring
+    uint32_t cap                 # power of two
+    uint32_t head
+    uint32_t count
+    uint64_t lost
+
+cdef enum:
+    EVENTS_MAX_C = 65536
+
+cdef int out_reserve(sw_t *s) noexcept nogil
+cdef void ev_push(sw_t *s, uint8_t kind, uint32_t vni, uint64_t key, uint8_t okind,
+                  uint32_t oval, uint8_t nkind, uint32_t nval) noexcept nogil
+cdef int core_port(sw_t *s, int32_t port, uint8_t *f, uint32_t n, double now,
+                   uint8_t *scratch) noexcept nogil
+cdef int core_underlay(sw_t *s, uint32_t src, uint8_t *d, uint32_t n,
+                       double now) noexcept nogil
+cdef void core_from_port(sw_t *s, int32_t port, int64_t tsrc, uint8_t *f, uint32_t n,
+                         double now, uint8_t *scratch) noexcept nogil
+cdef void core_from_underlay(sw_t *s, uint32_t src, uint8_t *d, uint32_t n,
+                             double now) noexcept nogil

@@ -1,0 +1,500 @@
+# The forwarding core (dataplane/switch.py is the reference): one frame from a local port or
+# one datagram from the underlay in, output records (txrec) and events out. C only, nogil;
+# the burst loops in rx.pyx call core_from_port/core_from_underlay per frame.
+
+
+cdef inline int drop(sw_t *s, int reason) noexcept nogil:
+    s.drops[reason] += 1
+    return reason
+
+
+cdef void ev_push(sw_t *s, uint8_t kind, uint32_t vni, uint64_t key, uint8_t okind,
+                  uint32_t oval, uint8_t nkind, uint32_t nval) noexcept nogil:
+    """Record an event; a full ring loses it (counted in events_lost), never blocks."""
+    cdef events_t *q = &s.ev
+    cdef event_t *ev
+    if vx_unlikely(q.count == q.cap):
+        q.lost += 1
+        return
+    ev = &q.ring[(q.head + q.count) & (q.cap - 1)]
+    ev.kind = kind
+    ev.okind = okind
+    ev.nkind = nkind
+    ev.vni = vni
+    ev.key = key
+    ev.oval = oval
+    ev.nval = nval
+    q.count += 1
+
+
+cdef int out_reserve(sw_t *s) noexcept nogil:
+    """Double the output records (out_push found them full); -1 when memory ran out."""
+    cdef uint32_t ncap = s.out_cap * 2
+    cdef txrec *grown = <txrec*>realloc(s.out, ncap * sizeof(txrec))
+    if grown == NULL:
+        return -1
+    s.out = grown
+    s.out_cap = ncap
+    return 0
+
+
+cdef inline void emit_port(sw_t *s, int32_t p, uint8_t *data, uint32_t n) noexcept nogil:
+    """Switch._to_port: one frame to a local port (shared buffer, no copy)."""
+    cdef txrec *r = out_push(s)
+    cdef port_t *pt
+    if r == NULL:
+        return
+    r.data = data
+    r.len = n
+    r.port = p
+    pt = &s.ports[p]
+    pt.tx_packets += 1
+    pt.tx_bytes += n
+
+
+cdef void encap(sw_t *s, net_t *net, fdb_ent *e, uint8_t *f, uint32_t n) noexcept nogil:
+    """The vxlan port's transmit (vxlan_xmit → vxlan_xmit_one, per remote): VXLAN header
+    (RFC 7348 §5.1) written in the headroom in front of the frame, IPv4+UDP headers per
+    destination. The first copy's headers go into the headroom too (contiguous datagram =
+    the rx slot), later copies carry theirs in the output record and share the payload.
+
+    The UDP checksum is left for outer_csum(): only a datagram that leaves through the raw
+    socket (or is handed to Python) needs it; one sent with UDP GSO gets it from the kernel
+    (or the NIC), and summing 64 KB of payload per super-frame for nothing was ~8 % of a
+    core at 6 Gbit/s."""
+    cdef uint8_t *payload = f - VXLAN_HLEN
+    cdef uint32_t plen = n + VXLAN_HLEN
+    cdef uint32_t cnt = ent_nremotes(&s.fdb, e), i
+    cdef uint32_t *rem = ent_remotes(&s.fdb, e)
+    cdef uint16_t sport
+    cdef txrec *r
+    memcpy(payload, net.hdr, VXLAN_HLEN)
+    sport = flow_sport(s, f, n)
+    for i in range(cnt):
+        r = out_push(s)
+        if r == NULL:
+            return
+        r.data = payload
+        r.len = plen
+        r.port = -1
+        r.dst = rem[i]
+        r.sport = sport
+        r.csum_todo = 1
+        if i == 0:
+            r.inline_hdr = 0
+            build_ipudp(payload - IPUDP_HLEN, s.local, rem[i], sport, s.dport, plen, 0)
+        else:
+            r.inline_hdr = 1
+            build_ipudp(r.hdr, s.local, rem[i], sport, s.dport, plen, 0)
+        s.ul_tx_packets += 1
+        s.ul_tx_bytes += plen
+
+
+cdef void arp_reduce(sw_t *s, uint32_t slot, net_t *net, int32_t port, const uint8_t *f,
+                     uint8_t *reply) noexcept nogil:
+    """The kernel's arp_reduce (vxlan `proxy`): answer an ARP request from the neighbour
+    table with arp_create(ARPOP_REPLY, ...) and never tunnel it (wire.arp_reply layout)."""
+    cdef uint32_t tip = vx_be32(f + ARP_TPA)
+    cdef nb_ent *nb
+    cdef fdb_ent *fe
+    if (tip >> 24) == 127 or (tip >> 28) == 14:
+        tflag(s, TF_ARP_CONSUMED)
+        return                  # loopback or multicast target: consumed without a word
+    nb = nb_find(&s.nb, nb_key(slot, tip))
+    if nb == NULL:
+        s.evc[EC_L3MISS] += 1
+        ev_push(s, EV_L3MISS, net.vni, tip, LOC_NONE, 0, LOC_NONE, 0)
+        tflag(s, TF_L3MISS)
+        return
+    fe = fdb_find(&s.fdb, fdb_key(slot, vx_mac48(nb.mac)))
+    if fe != NULL and fe.port >= 0:
+        tflag(s, TF_ARP_LOCAL)
+        return                  # bridge-local neighbour: the endpoint itself answers
+    s.evc[EC_PROXY_REPLIES] += 1
+    tflag(s, TF_PROXY_REPLY)
+    memcpy(reply, f + ARP_SHA, ETH_ALEN)               # Ethernet: to the requester
+    memcpy(reply + ETH_SRC, nb.mac, ETH_ALEN)          # from the answered MAC
+    reply[ETH_TYPE] = 0x08
+    reply[ETH_TYPE + 1] = 0x06
+    vx_put_be32(reply + ARP_HTYPE, 0x00010800)         # Ethernet, IPv4
+    vx_put_be32(reply + ARP_HLEN_F, 0x06040002)        # hlen 6, plen 4, op reply
+    memcpy(reply + ARP_SHA, nb.mac, ETH_ALEN)          # sha = answer
+    memcpy(reply + ARP_SPA, f + ARP_TPA, 4)            # spa = requested IP
+    memcpy(reply + ARP_THA, f + ARP_SHA, ETH_ALEN)     # tha = requester
+    memcpy(reply + ARP_TPA, f + ARP_SPA, 4)            # tpa = requester's IP
+    emit_port(s, port, reply, ARP_FRAME)
+
+
+cdef int core_port(sw_t *s, int32_t port, uint8_t *f, uint32_t n, double now,
+                   uint8_t *scratch) noexcept nogil:
+    """Switch._from_port in C. `f` must have OUTER_HLEN writable bytes in front of it and
+    `scratch` ARP_FRAME bytes for an ARP reply; outputs are appended to s.out. Returns the
+    drop reason, or -1."""
+    cdef port_t *pt
+    cdef uint32_t slot, i
+    cdef net_t *net
+    cdef uint64_t dst, src
+    cdef bint mcast, arp, flood
+    cdef fdb_ent *e
+    cdef int32_t p
+    if port < 0 or <uint32_t>port >= s.ports_cap or s.ports[port].net < 0:
+        return drop(s, DR_UNKNOWN_PORT)
+    pt = &s.ports[port]
+    slot = <uint32_t>pt.net
+    net = &s.nets[slot]
+    pt.rx_packets += 1
+    pt.rx_bytes += n
+    if n < ETH_HLEN:
+        return drop(s, DR_RUNT)
+    if <int64_t>n > net.maxlen:
+        return drop(s, DR_OVERSIZE)
+    src = vx_mac48(f + ETH_SRC)
+    if (f[ETH_SRC] & 1) or src == 0:          # is_valid_ether_addr
+        return drop(s, DR_BAD_SRC_MAC)
+    arp = is_arp(f)
+    if arp and not arp_ok(f, n):
+        return drop(s, DR_BAD_ARP)
+
+    # Bridge learning: source MAC -> ingress port (br_fdb_update).
+    learn(s, slot, src, now, port, 0)
+
+    # Bridge part: which local ports, and does the frame reach the "vxlan port"?
+    dst = vx_mac48(f)
+    mcast = f[0] & 1
+    e = fdb_find(&s.fdb, fdb_key(slot, dst))
+    flood = True
+    if not mcast and e != NULL:
+        if e.port >= 0:
+            if e.port == port:
+                return drop(s, DR_HAIRPIN)
+            emit_port(s, e.port, f, n)
+            return -1
+        flood = False                   # known remote: straight to the vxlan port
+    if flood:
+        for i in range(net.nports):
+            p = net.ports[i]
+            if p != port:
+                emit_port(s, p, f, n)
+
+    # The "vxlan port" (vxlan_xmit). With proxy on, every ARP frame goes to arp_reduce,
+    # which answers requests and consumes everything else: ARP never crosses the underlay.
+    if net.proxy and arp:
+        if f[ARP_OP] == 0 and f[ARP_OP + 1] == 1:
+            arp_reduce(s, slot, net, port, f, scratch)
+        else:
+            tflag(s, TF_ARP_CONSUMED)
+        return -1
+    if e == NULL or e.port >= 0:
+        e = fdb_find(&s.fdb, fdb_key(slot, 0))   # all-zeros entry: the flood list
+    if e == NULL:
+        if not mcast:
+            s.evc[EC_L2MISS] += 1
+            ev_push(s, EV_L2MISS, net.vni, dst, LOC_NONE, 0, LOC_NONE, 0)
+            tflag(s, TF_L2MISS)
+        return -1
+    encap(s, net, e, f, n)
+    return -1
+
+
+cdef inline bint allowed(sw_t *s, uint32_t src) noexcept nogil:
+    cdef uint32_t h = ntohl(src), i
+    for i in range(s.n_allow):
+        if (h & s.allow_mask[i]) == s.allow_net[i]:
+            return True
+    return False
+
+
+cdef inline int32_t vmap_find(sw_t *s, uint32_t vni) noexcept nogil:
+    """The network slot serving `vni`, or -1 (Fibonacci-hashed open addressing)."""
+    cdef uint32_t i
+    cdef uint64_t v
+    if vni == 0:
+        return -1
+    i = (vni * <uint32_t>0x9E3779B1) >> s.vmap_shift
+    while True:
+        v = s.vmap[i]
+        if v == 0:
+            return -1
+        if (v >> 32) == vni:
+            return <int32_t>(v & 0xFFFFFFFFu)
+        i = (i + 1) & s.vmap_mask
+
+
+cdef int core_underlay(sw_t *s, uint32_t src, uint8_t *d, uint32_t n,
+                       double now) noexcept nogil:
+    """Switch._from_underlay in C: `d` is the UDP payload (VXLAN header + frame) received
+    from `src` (network order); outputs are appended to s.out. Checks in vxlan_rcv's order
+    (RFC 7348 §5.1, §4.1: decapsulate, learn, deliver; never back to the underlay).
+    Returns the drop reason, or -1."""
+    cdef int32_t sl
+    cdef uint32_t slot, i, fl
+    cdef net_t *net
+    cdef uint8_t *f
+    cdef uint64_t dst, smac
+    cdef fdb_ent *e
+    s.ul_rx_packets += 1
+    s.ul_rx_bytes += n
+    if s.n_allow and not allowed(s, src):
+        return drop(s, DR_NOT_ALLOWED)
+    if n < VXLAN_HLEN:
+        return drop(s, DR_SHORT_HEADER)
+    if not (d[0] & 0x08):
+        return drop(s, DR_BAD_FLAGS)
+    sl = vmap_find(s, vxlan_vni(d))
+    if sl < 0:
+        return drop(s, DR_UNKNOWN_VNI)
+    if s.strict and ((d[0] & ~0x08) | d[1] | d[2] | d[3] | d[7]):
+        return drop(s, DR_RESERVED_BITS)
+    slot = <uint32_t>sl
+    net = &s.nets[slot]
+    f = d + VXLAN_HLEN
+    fl = n - VXLAN_HLEN
+    if fl < ETH_HLEN:
+        return drop(s, DR_RUNT)
+    if <int64_t>fl > net.maxlen:
+        return drop(s, DR_OVERSIZE)
+    smac = vx_mac48(f + ETH_SRC)
+    if (f[ETH_SRC] & 1) or smac == 0:
+        return drop(s, DR_BAD_SRC_MAC)
+    if is_arp(f) and not arp_ok(f, fl):
+        return drop(s, DR_BAD_ARP)
+    if net.learning:
+        if learn(s, slot, smac, now, -1, src) == LR_CONFLICT:
+            return drop(s, DR_FDB_CONFLICT)
+    if not (f[0] & 1):
+        dst = vx_mac48(f)
+        e = fdb_find(&s.fdb, fdb_key(slot, dst))
+        if e != NULL:
+            if e.port >= 0:
+                emit_port(s, e.port, f, fl)
+                return -1
+            return drop(s, DR_REMOTE_DEST)  # split horizon: never back to the underlay
+    for i in range(net.nports):
+        emit_port(s, net.ports[i], f, fl)
+    return -1
+
+
+cdef void core_from_port(sw_t *s, int32_t port, int64_t tsrc, uint8_t *f, uint32_t n,
+                         double now, uint8_t *scratch) noexcept nogil:
+    """Switch.from_port: the core, plus the trace record when tracing is on. `tsrc` is the
+    port as the caller named it (what the record's source says; = `port` on the burst
+    path)."""
+    cdef uint32_t first
+    cdef int reason
+    cdef int32_t vni = -1
+    if vx_likely(not s.tr.on):
+        core_port(s, port, f, n, now, scratch)
+        return
+    first = s.n_out
+    s.tr.tf_n = 0
+    reason = core_port(s, port, f, n, now, scratch)
+    if port >= 0 and <uint32_t>port < s.ports_cap and s.ports[port].net >= 0:
+        vni = <int32_t>s.nets[s.ports[port].net].vni
+    trace_record(s, now, LOC_PORT, tsrc, vni, f, n, reason, first)
+
+
+cdef void core_from_underlay(sw_t *s, uint32_t src, uint8_t *d, uint32_t n,
+                             double now) noexcept nogil:
+    """Switch.from_underlay: the core, plus the trace record when tracing is on."""
+    cdef uint32_t first
+    cdef int reason
+    cdef int32_t vni = -1
+    if vx_likely(not s.tr.on):
+        core_underlay(s, src, d, n, now)
+        return
+    first = s.n_out
+    s.tr.tf_n = 0
+    reason = core_underlay(s, src, d, n, now)
+    if n >= VXLAN_HLEN:
+        vni = <int32_t>vxlan_vni(d)
+    trace_record(s, now, LOC_IP, src, vni, d, n, reason, first)
+
+
+# -- configuration (Switch.add_network / add_port ...): the reference's checks and messages -----
+
+cdef int rebuild_vmap(sw_t *s) except -1:
+    """The VNI -> slot map, rebuilt whenever a network comes or goes (at most 50% full)."""
+    cdef uint32_t cap = 16, bits = 4, i, k, n = 0
+    cdef uint64_t *m
+    for i in range(s.nets_cap):
+        if s.nets[i].used:
+            n += 1
+    while cap < 2 * n:
+        cap <<= 1
+        bits += 1
+    m = <uint64_t*>calloc(cap, sizeof(uint64_t))
+    if m == NULL:
+        raise MemoryError()
+    for i in range(s.nets_cap):
+        if s.nets[i].used:
+            k = (s.nets[i].vni * <uint32_t>0x9E3779B1) >> (32 - bits)
+            while m[k] != 0:
+                k = (k + 1) & (cap - 1)
+            m[k] = (<uint64_t>s.nets[i].vni << 32) | i
+    free(s.vmap)
+    s.vmap = m
+    s.vmap_mask = cap - 1
+    s.vmap_shift = 32 - bits
+    return 0
+
+
+cdef uint32_t net_slot_free(sw_t *s) except? 0xFFFFFFFF:
+    """A free network slot, growing the array when all are used."""
+    cdef uint32_t i, ncap
+    cdef net_t *grown
+    for i in range(s.nets_cap):
+        if not s.nets[i].used:
+            return i
+    if s.nets_cap >= MAX_NETS:
+        raise InvalidArgument(f"too many networks (at most {MAX_NETS})")
+    ncap = min(s.nets_cap * 2, <uint32_t>MAX_NETS)
+    grown = <net_t*>realloc(s.nets, ncap * sizeof(net_t))
+    if grown == NULL:
+        raise MemoryError()
+    memset(grown + s.nets_cap, 0, (ncap - s.nets_cap) * sizeof(net_t))
+    s.nets = grown
+    i = s.nets_cap
+    s.nets_cap = ncap
+    return i
+
+
+cdef int net_api_add(Switch sw, object vni, object mtu, object proxy, object learning,
+                     object ageing, object maxaddress) except -1:
+    cdef sw_t *s = sw.s
+    cdef uint32_t slot
+    cdef net_t *net
+    cdef bytes hdr
+    if not 0 < vni <= MAX_VNI:
+        raise InvalidArgument(f"VNI {vni} is not within 1-{MAX_VNI}")
+    if vni in sw._networks:
+        raise InvalidArgument(f"VNI {vni} is already served")
+    hdr = vxlan_header(vni)
+    maxlen = clamp64(math.floor(mtu + 14))
+    limited = bool(maxaddress)
+    maxaddr = clamp64(math.ceil(maxaddress)) if limited else 0
+    age_s = float(ageing)
+    slot = net_slot_free(s)
+    net = &s.nets[slot]
+    memset(net, 0, sizeof(net_t))
+    net.vni = <uint32_t>int(vni)
+    net.maxlen = maxlen
+    net.proxy = 1 if proxy else 0
+    net.learning = 1 if learning else 0
+    net.limited = 1 if limited else 0
+    net.maxaddress = maxaddr
+    net.ageing = age_s
+    memcpy(net.hdr, <const unsigned char*>hdr, VXLAN_HLEN)
+    net.used = 1
+    while len(sw._pynet) <= slot:
+        sw._pynet.append(None)
+    sw._pynet[slot] = (vni, maxaddress)
+    sw._networks[vni] = slot
+    return rebuild_vmap(s)
+
+
+cdef int net_api_del(Switch sw, object vni) except -1:
+    cdef sw_t *s = sw.s
+    cdef uint32_t slot = sw._net(vni)
+    cdef net_t *net = &s.nets[slot]
+    cdef uint32_t i
+    for p in [net.ports[i] for i in range(net.nports)]:
+        port_api_del(sw, p)
+    net = &s.nets[slot]
+    if fdb_purge(s, slot, -1, False) == <uint64_t>-1 or nb_purge(s, slot) == <uint64_t>-1:
+        raise MemoryError()
+    free(net.ports)
+    memset(net, 0, sizeof(net_t))
+    del sw._networks[vni]
+    sw._pynet[slot] = None
+    return rebuild_vmap(s)
+
+
+cdef int ports_grow(sw_t *s, int32_t p) except -1:
+    """ports[] long enough to index port id p."""
+    cdef uint32_t i, ncap = s.ports_cap
+    cdef port_t *grown
+    if <uint32_t>p < s.ports_cap:
+        return 0
+    while ncap <= <uint32_t>p:
+        ncap *= 2
+    grown = <port_t*>realloc(s.ports, ncap * sizeof(port_t))
+    if grown == NULL:
+        raise MemoryError()
+    memset(grown + s.ports_cap, 0, (ncap - s.ports_cap) * sizeof(port_t))
+    for i in range(s.ports_cap, ncap):
+        grown[i].net = -1
+        grown[i].fd = -1
+    s.ports = grown
+    s.ports_cap = ncap
+    return 0
+
+
+cdef int net_port_insert(net_t *net, int32_t p) except -1:
+    """Add p to the network's ascending port list: local deliveries go out in port order."""
+    cdef uint32_t i, ncap
+    cdef int32_t *pl
+    if net.nports == net.ports_cap:
+        ncap = net.ports_cap * 2 if net.ports_cap else 8
+        pl = <int32_t*>realloc(net.ports, ncap * sizeof(int32_t))
+        if pl == NULL:
+            raise MemoryError()
+        net.ports = pl
+        net.ports_cap = ncap
+    i = net.nports
+    while i > 0 and net.ports[i - 1] > p:
+        net.ports[i] = net.ports[i - 1]
+        i -= 1
+    net.ports[i] = p
+    net.nports += 1
+    return 0
+
+
+cdef int port_api_add(Switch sw, object port, object vni, object mac, object now) except -1:
+    """Attach local port `port` to network `vni`; with `mac`, a permanent FDB entry for the
+    endpoint (what the bridge keeps for a port it knows the address of)."""
+    cdef sw_t *s = sw.s
+    cdef uint32_t slot = sw._net(vni)
+    cdef int32_t p
+    cdef fdb_ent *e
+    # Port ids index C arrays: the reference accepts any int >= 0, vxdp 0..MAX_PORT.
+    if port < 0 or port > MAX_PORT or (port < s.ports_cap and s.ports[port].net >= 0):
+        raise InvalidArgument(f"port {port} is already attached or invalid")
+    p = <int32_t>port
+    if mac is not None:
+        # A MAC learned here before (the container lived on another host, or sent from
+        # another port) gives way to the endpoint's permanent entry.
+        e = fdb_find(&s.fdb, fdb_key(slot, mac_bytes48(_mac(mac))))
+        if e != NULL and e.state == ST_LEARNED:
+            fdb_delete(s, e)
+        fdb_api_add(sw, slot, mac, None, port, "permanent", now)
+    ports_grow(s, p)
+    net_port_insert(&s.nets[slot], p)
+    memset(&s.ports[p], 0, sizeof(port_t))
+    s.ports[p].net = <int32_t>slot
+    s.ports[p].fd = -1
+    return 0
+
+
+cdef int port_api_del(Switch sw, object port) except -1:
+    cdef sw_t *s = sw.s
+    cdef int32_t p
+    cdef uint32_t slot, i, j
+    cdef net_t *net
+    if not port_id(port, &p) or <uint32_t>p >= s.ports_cap or s.ports[p].net < 0:
+        hash(port)      # an unhashable argument fails like the reference's dict.pop
+        raise EntryNotFound(f"no port {port}")
+    slot = <uint32_t>s.ports[p].net
+    net = &s.nets[slot]
+    j = 0
+    for i in range(net.nports):
+        if net.ports[i] != p:
+            net.ports[j] = net.ports[i]
+            j += 1
+    net.nports = j
+    # the bridge flushes a deleted port's entries (Fdb.remove_port)
+    if fdb_purge(s, slot, p, False) == <uint64_t>-1:
+        raise MemoryError()
+    memset(&s.ports[p], 0, sizeof(port_t))
+    s.ports[p].net = -1
+    s.ports[p].fd = -1
+    return 0

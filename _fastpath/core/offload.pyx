@@ -1,0 +1,265 @@
+# TSO segmentation and TCP/IPv4 coalescing (dataplane/offload.py is the readable reference).
+
+
+cdef inline uint32_t le16(const uint8_t *p) noexcept nogil:
+    """virtio_net_hdr fields are little-endian (TUN's default on x86, no TUNSETVNETBE)."""
+    return <uint32_t>p[0] | (<uint32_t>p[1] << 8)
+
+
+cdef inline uint16_t csum_done(uint64_t be_sum) noexcept nogil:
+    """The checksum field value for a big-endian-arithmetic sum: folded, complemented."""
+    return <uint16_t>(~vx_csum_fold(be_sum) & 0xFFFF)
+
+
+cdef inline uint64_t data_sum(const uint8_t *p, size_t n) noexcept nogil:
+    """Big-endian-arithmetic ones' complement sum of n bytes (p = an even offset)."""
+    return vx_csum_be(vx_csum_add(0, p, n))
+
+
+cdef inline uint64_t addr_sum(const uint8_t *p, uint32_t n) noexcept nogil:
+    """Sum of the n/2 big-endian words at p (pseudo-header addresses)."""
+    cdef uint64_t a = 0
+    cdef uint32_t i = 0
+    while i < n:
+        a += vx_be16(p + i)
+        i += 2
+    return a
+
+
+cdef int vnet_csum(const uint8_t *h, uint8_t *f, uint32_t n) noexcept nogil:
+    """F_NEEDS_CSUM without GSO: finish the checksum the sender's stack left partial (the
+    field holds the pseudo-header sum; sum from csum_start on and store it complemented at
+    csum_start + csum_offset), as skb_checksum_help does before a device without checksum
+    offload — including its CSUM_MANGLED_0: a computed 0 goes out as 0xFFFF (RFC 768).
+    Returns -1, or the VE_ reason."""
+    cdef uint32_t cs = le16(h + 6), co = le16(h + 8)
+    cdef uint16_t c
+    if cs >= n or cs + co + 2 > n:
+        return VE_BAD_CSUM_OFFSETS
+    c = csum_done(data_sum(f + cs, n - cs))
+    vx_put_be16(f + cs + co, c if c != 0 else 0xFFFF)
+    return -1
+
+
+cdef int tso_headers(const uint8_t *h, const uint8_t *f, uint32_t n, uint32_t *l3,
+                     uint32_t *l4, uint32_t *doff) noexcept nogil:
+    """Where a TSO super-frame's IP and TCP headers are, checked as tcp_gso_segment and
+    inet_gso_segment / ipv6_gso_segment check them. Returns -1, or the VE_ reason."""
+    cdef uint32_t gso = h[1] & 0x7F, et, tags, ihl
+    cdef bint v4
+    if gso == 1:
+        v4 = True
+    elif gso == 4:
+        v4 = False
+    else:
+        return VE_UNSUPPORTED_GSO
+    if n < ETH_HLEN:
+        return VE_BAD_IP
+    l3[0] = L3
+    # Up to two VLAN tags (802.1Q, 802.1ad): a VLAN device on the TAP inherits its TSO
+    # (tun's vlan_features) and tun_put_user writes the tag inline.
+    et = vx_be16(f + ETH_TYPE)
+    for tags in range(2):
+        if et != 0x8100 and et != 0x88A8:
+            break
+        if n < l3[0] + 4:
+            return VE_BAD_IP
+        et = vx_be16(f + l3[0] + 2)
+        l3[0] += 4
+    if et != (<uint32_t>0x0800 if v4 else <uint32_t>0x86DD):
+        return VE_GSO_MISMATCH
+    if v4:
+        if n < l3[0] + IP4_HLEN or (f[l3[0]] >> 4) != 4:
+            return VE_BAD_IP
+        ihl = (f[l3[0]] & 0x0F) * 4
+        if ihl < IP4_HLEN or l3[0] + ihl > n or f[l3[0] + 9] != 6:
+            return VE_BAD_IP
+        l4[0] = l3[0] + ihl
+    else:
+        if n < l3[0] + 40 or (f[l3[0]] >> 4) != 6 or f[l3[0] + 6] != 6:
+            return VE_BAD_IP
+        l4[0] = l3[0] + 40
+    if l4[0] + TCP_HLEN > n:
+        return VE_BAD_TCP
+    doff[0] = (f[l4[0] + TCP_DOFF] >> 4) * 4
+    if doff[0] < TCP_HLEN or l4[0] + doff[0] > n:
+        return VE_BAD_TCP
+    return -1
+
+
+cdef int tso_segment(const uint8_t *h, const uint8_t *f, uint32_t n, uint8_t *out,
+                     uint32_t *offs, uint32_t *lens) noexcept nogil:
+    """offload.segment() for GSO_TCPV4/GSO_TCPV6 (tcp_gso_segment + inet_gso_segment /
+    ipv6_gso_segment): cut a TSO super-frame into gso_size payload chunks, each behind a copy
+    of the headers with its own IPv4 total length, ID (+1 per segment) and header checksum
+    or IPv6 payload length, TCP sequence number, flags (FIN/PSH only on the last, CWR only on
+    the first) and a complete TCP checksum. Segment k is written at out + offs[k] with
+    HEADROOM free bytes in front (room for encapsulation); `out` holds SEG_BUF bytes.
+    Returns the number of segments, or -(1 + VE_ reason)."""
+    cdef uint32_t g = le16(h + 4), l3, l4, doff, hl, plen, nseg, i, clen, tcplen, stride
+    cdef uint32_t ihl = 0, seq0, id0 = 0
+    cdef uint64_t addrs, ps
+    cdef uint8_t fl, b
+    cdef uint8_t *o
+    cdef int err = tso_headers(h, f, n, &l3, &l4, &doff)
+    cdef bint v4 = (h[1] & 0x7F) == 1
+    if err >= 0:
+        return -(1 + err)
+    if v4:
+        ihl = l4 - l3
+        addrs = addr_sum(f + l3 + 12, 8)
+        id0 = vx_be16(f + l3 + 4)
+    else:
+        addrs = addr_sum(f + l3 + 8, 32)
+    hl = l4 + doff
+    if g == 0:
+        return -(1 + VE_ZERO_GSO)
+    plen = n - hl
+    if plen == 0:
+        return -(1 + VE_EMPTY_GSO)
+    nseg = (plen + g - 1) // g
+    if nseg > MAX_TSO_SEGS:
+        return -(1 + VE_TOO_MANY)
+    stride = (HEADROOM + hl + g + 63) & ~(<uint32_t>63)
+    if <uint64_t>nseg * stride > SEG_BUF:      # cannot happen within the limits above
+        return -(1 + VE_TOO_MANY)
+    seq0 = vx_be32(f + l4 + TCP_SEQ)
+    fl = f[l4 + TCP_FLAGS]
+    for i in range(nseg):
+        clen = g if i < nseg - 1 else plen - i * g
+        offs[i] = i * stride + HEADROOM
+        lens[i] = hl + clen
+        o = out + offs[i]
+        memcpy(o, f, hl)
+        # the chunk's sum comes with its copy (doff is a multiple of 4, so the chunk starts
+        # at an even offset of the TCP segment and its sum can be added on its own)
+        ps = vx_csum_be(vx_csum_copy(0, o + hl, f + hl + i * g, clen))
+        tcplen = doff + clen
+        if v4:
+            vx_put_be16(o + l3 + 2, ihl + tcplen)
+            vx_put_be16(o + l3 + 4, (id0 + i) & 0xFFFF)
+            o[l3 + 10] = 0
+            o[l3 + 11] = 0
+            vx_put_be16(o + l3 + 10, csum_done(data_sum(o + l3, ihl)))
+            ps += addrs + 6 + (tcplen & 0xFFFF)   # the pseudo-header length is 16 bits
+        else:
+            vx_put_be16(o + l3 + 4, tcplen)
+            ps += addrs + 6 + (tcplen >> 16) + (tcplen & 0xFFFF)
+        vx_put_be32(o + l4 + TCP_SEQ, seq0 + i * g)
+        b = fl
+        if i < nseg - 1:
+            b &= ~(<uint8_t>0x09)            # FIN, PSH: last segment only
+        if i > 0:
+            b &= ~(<uint8_t>0x80)            # CWR: first segment only
+        o[l4 + TCP_FLAGS] = b
+        o[l4 + TCP_CSUM] = 0
+        o[l4 + TCP_CSUM + 1] = 0
+        ps += data_sum(o + l4, doff)
+        vx_put_be16(o + l4 + TCP_CSUM, csum_done(ps))
+    return <int>nseg
+
+
+cdef inline uint32_t tcp_doff(const uint8_t *f) noexcept nogil:
+    return (f[L4 + TCP_DOFF] >> 4) * 4
+
+
+cdef int tcp4_coalescible(const uint8_t *f, uint32_t n) noexcept nogil:
+    """offload.coalesce()'s test for a frame that may join a run: plain IPv4 (no options,
+    not a fragment, no Ethernet padding, valid header checksum), TCP with data and only
+    ACK or ACK|PSH, and a valid TCP checksum — a merged frame goes up with F_NEEDS_CSUM,
+    which the receiving stack takes as "verified" (CHECKSUM_PARTIAL), so a corrupt segment
+    must never be merged: like tcp4_gro_receive, check before merging."""
+    cdef uint32_t doff, fl
+    if n < L4 + TCP_HLEN or f[ETH_TYPE] != 0x08 or f[ETH_TYPE + 1] != 0x00 \
+            or f[L3] != 0x45 or f[IP4_PROTO] != 6:
+        return CO_NO
+    if (vx_be16(f + IP4_FRAG) & 0x3FFF) != 0 or vx_be16(f + IP4_TOTLEN) != n - ETH_HLEN:
+        return CO_NO
+    if vx_csum_fold(vx_csum_add(0, f + L3, IP4_HLEN)) != 0xFFFF:
+        return CO_NO
+    if f[L4 + TCP_DOFF] & 0x0F:
+        return CO_NO        # AccECN's AE bit / reserved bits: merging would lose them
+    doff = tcp_doff(f)
+    if doff < TCP_HLEN or L4 + doff >= n:
+        return CO_NO
+    fl = f[L4 + TCP_FLAGS]
+    if not (fl & 0x10) or (fl & ~(<uint32_t>0x18)):
+        return CO_NO
+    if vx_csum_fold(addr_sum(f + IP4_SADDR, 8) + 6 + (n - L4)
+                    + data_sum(f + L4, n - L4)) != 0xFFFF:
+        return CO_BAD_CSUM
+    return CO_YES
+
+
+cdef bint run_extends(const run_t *run, const uint8_t *h, const uint8_t *q,
+                      uint32_t qn) noexcept nogil:
+    """offload.coalesce(): does frame q (coalescible) continue the run headed by h? Same
+    Ethernet header, TOS, TTL, DF, addresses, ports, ACK, window and options; the next
+    sequence number; and the run not closed by a short or PSH member."""
+    cdef uint32_t doff = tcp_doff(q)
+    cdef uint32_t qp = qn - L4 - doff
+    if run.last_psh or not run.last_full or doff != run.doff or qp > run.g:
+        return False
+    if run.n >= COALESCE_MAX or IP4_HLEN + doff + run.bytes + qp > 65535:
+        return False
+    if vx_be32(q + L4 + TCP_SEQ) != run.next_seq:
+        return False
+    if memcmp(q, h, ETH_HLEN) != 0 or q[IP4_TOS] != h[IP4_TOS] or q[IP4_TTL] != h[IP4_TTL] \
+            or (q[IP4_FRAG] & 0x40) != (h[IP4_FRAG] & 0x40) \
+            or memcmp(q + IP4_SADDR, h + IP4_SADDR, 8) != 0:
+        return False
+    if memcmp(q + L4, h + L4, 4) != 0 or memcmp(q + L4 + TCP_ACK, h + L4 + TCP_ACK, 4) != 0 \
+            or memcmp(q + L4 + TCP_WIN, h + L4 + TCP_WIN, 2) != 0 \
+            or memcmp(q + L4 + TCP_HLEN, h + L4 + TCP_HLEN, doff - TCP_HLEN) != 0:
+        return False
+    return True
+
+
+cdef void run_add(run_t *run, const uint8_t *q, uint32_t qn) noexcept nogil:
+    cdef uint32_t qp = qn - L4 - run.doff
+    run.n += 1
+    run.bytes += qp
+    run.next_seq = vx_be32(q + L4 + TCP_SEQ) + qp
+    run.last_psh = (q[L4 + TCP_FLAGS] & 0x08) != 0
+    run.last_full = qp == run.g
+
+
+cdef void run_start(run_t *run, int32_t idx, const uint8_t *h, uint32_t hn) noexcept nogil:
+    run.head = idx
+    run.tail = idx
+    run.n = 0
+    run.bytes = 0
+    run.doff = <uint16_t>tcp_doff(h)
+    run.g = hn - L4 - run.doff
+    run_add(run, h, hn)
+
+
+cdef uint32_t run_header(const run_t *run, const uint8_t *h, uint8_t *vh,
+                         uint8_t *out) noexcept nogil:
+    """The merged frame's headers for a run of >= 2 (into `out`, L4 + doff bytes) and its
+    virtio_net_hdr (into `vh`, 10 bytes): total length and IPv4 checksum for the merged size,
+    PSH if the last member had it, and the TCP checksum field left as the pseudo-header sum
+    (not complemented) with F_NEEDS_CSUM and csum_start/offset pointing at it, as
+    tcp_v4_send_check leaves a CHECKSUM_PARTIAL packet — the form virtio_net_hdr_to_skb
+    expects (wireguard-go's tun offload does the same). Returns the header length."""
+    cdef uint32_t hl = L4 + run.doff
+    cdef uint32_t tcplen = run.doff + run.bytes
+    memcpy(out, h, hl)
+    vx_put_be16(out + IP4_TOTLEN, IP4_HLEN + tcplen)
+    out[IP4_CSUM] = 0
+    out[IP4_CSUM + 1] = 0
+    vx_put_be16(out + IP4_CSUM, csum_done(data_sum(out + L3, IP4_HLEN)))
+    if run.last_psh:
+        out[L4 + TCP_FLAGS] |= 0x08
+    vx_put_be16(out + L4 + TCP_CSUM, vx_csum_fold(addr_sum(h + IP4_SADDR, 8) + 6 + tcplen))
+    vh[0] = 1                                  # VIRTIO_NET_HDR_F_NEEDS_CSUM
+    vh[1] = 1                                  # VIRTIO_NET_HDR_GSO_TCPV4
+    vh[2] = <uint8_t>hl                        # hdr_len
+    vh[3] = <uint8_t>(hl >> 8)
+    vh[4] = <uint8_t>run.g                     # gso_size
+    vh[5] = <uint8_t>(run.g >> 8)
+    vh[6] = L4                                 # csum_start: the TCP header
+    vh[7] = 0
+    vh[8] = TCP_CSUM                           # csum_offset: TCP checksum field
+    vh[9] = 0
+    return hl

@@ -1,0 +1,278 @@
+# Receive bursts: TAP reads and recvmmsg() into the rx slots, then the core and transmit().
+
+
+cdef int rx_init(rx_t *r, uint32_t burst) noexcept nogil:
+    memset(r, 0, sizeof(rx_t))
+    r.burst = burst
+    # rx slots: pages are only touched as far as frames reach (huge pages from 2 MiB)
+    r.slots = <uint8_t*>vx_table_alloc(<size_t>burst * SLOT_STRIDE)
+    r.len = <uint32_t*>calloc(burst, sizeof(uint32_t))
+    r.src = <uint32_t*>calloc(burst, sizeof(uint32_t))
+    r.scratch = <uint8_t*>calloc(burst, SCRATCH_STRIDE)
+    r.msgs = <mmsghdr*>calloc(burst, sizeof(mmsghdr))
+    r.iov = <iovec*>calloc(burst, sizeof(iovec))
+    r.addr = <sockaddr_in*>calloc(burst, sizeof(sockaddr_in))
+    if (r.slots == NULL or r.len == NULL or r.src == NULL or r.scratch == NULL
+            or r.msgs == NULL or r.iov == NULL or r.addr == NULL):
+        return -1
+    return 0
+
+
+cdef void rx_free(rx_t *r) noexcept nogil:
+    vx_table_free(r.slots, <size_t>r.burst * SLOT_STRIDE)
+    free(r.len)
+    free(r.src)
+    free(r.scratch)
+    free(r.msgs)
+    free(r.iov)
+    free(r.addr)
+    free(r.gso)
+    free(r.cmsg)
+    free(r.seg)
+    free(r.seg_off)
+    free(r.seg_len)
+    memset(r, 0, sizeof(rx_t))
+
+
+cdef int rx_seg_alloc(rx_t *r) noexcept nogil:
+    """The TSO segment buffer, on the first TAP with a vnet header (all three or none)."""
+    if r.seg != NULL:
+        return 0
+    r.seg = <uint8_t*>malloc(SEG_BUF)
+    r.seg_off = <uint32_t*>malloc(MAX_TSO_SEGS * sizeof(uint32_t))
+    r.seg_len = <uint32_t*>malloc(MAX_TSO_SEGS * sizeof(uint32_t))
+    if r.seg == NULL or r.seg_off == NULL or r.seg_len == NULL:
+        free(r.seg)
+        free(r.seg_off)
+        free(r.seg_len)
+        r.seg = NULL
+        r.seg_off = NULL
+        r.seg_len = NULL
+        return -1
+    return 0
+
+
+cdef int rx_gro_alloc(rx_t *r) noexcept nogil:
+    """Per-slot UDP_GRO control messages and segment sizes (both or neither: udp_burst uses
+    cmsg whenever gso is there)."""
+    if r.gso != NULL:
+        return 0
+    r.gso = <uint32_t*>calloc(r.burst, sizeof(uint32_t))
+    r.cmsg = <uint8_t*>calloc(r.burst, VX_GRO_CMSG_SPACE)
+    if r.gso == NULL or r.cmsg == NULL:
+        free(r.gso)
+        free(r.cmsg)
+        r.gso = NULL
+        r.cmsg = NULL
+        return -1
+    return 0
+
+
+# -- the core over a burst ---------------------------------------------------------------------
+
+cdef uint32_t process_port_burst(sw_t *s, int32_t port, uint32_t n, double now) noexcept nogil:
+    """Rx slots 0..n-1 (lengths in rx.len) from `port` through the core; returns the number
+    of output records now in s.out."""
+    cdef uint32_t i
+    for i in range(n):
+        core_from_port(s, port, port, rx_frame(&s.rx, i), s.rx.len[i], now,
+                       s.rx.scratch + <size_t>i * SCRATCH_STRIDE)
+    return s.n_out
+
+
+cdef uint32_t process_underlay_burst(sw_t *s, uint32_t n, double now) noexcept nogil:
+    """Rx slots 0..n-1 (UDP payloads from rx.src) through the core."""
+    cdef uint32_t i
+    for i in range(n):
+        core_from_underlay(s, s.rx.src[i], rx_datagram(&s.rx, i), s.rx.len[i], now)
+    return s.n_out
+
+
+cdef void process_vnet_burst(sw_t *s, int32_t port, uint32_t n, double now) noexcept nogil:
+    """process_port_burst for a TAP with a virtio_net_hdr: complete partial checksums and cut
+    TSO super-frames into wire segments in front of the core (transmitting after each
+    super-frame, whose segment buffer the next one reuses)."""
+    cdef rx_t *r = &s.rx
+    cdef uint32_t i, j, ln
+    cdef int k
+    cdef uint8_t hb[VNET_HDR_MIN]
+    cdef uint8_t *f
+    cdef uint8_t *scratch
+    cdef uint8_t vnet = s.ports[port].vnet
+    for i in range(n):
+        f = rx_frame(r, i)
+        scratch = r.scratch + <size_t>i * SCRATCH_STRIDE
+        ln = r.len[i]
+        memcpy(hb, f - vnet, VNET_HDR_MIN)  # encapsulation writes over the headroom
+        if (hb[1] & 0x7F) == 0:
+            if hb[0] & 1:
+                if vnet_csum(hb, f, ln) >= 0:
+                    s.offc[OC_BAD_VNET] += 1
+                    continue
+                s.offc[OC_CSUM_COMPLETED] += 1
+            core_from_port(s, port, port, f, ln, now, scratch)
+            continue
+        k = tso_segment(hb, f, ln, r.seg, r.seg_off, r.seg_len)
+        if k < 0:
+            s.offc[OC_BAD_VNET] += 1
+            continue
+        s.offc[OC_TSO_FRAMES] += 1
+        s.offc[OC_TSO_SEGMENTS] += <uint64_t>k
+        for j in range(<uint32_t>k):
+            core_from_port(s, port, port, r.seg + r.seg_off[j], r.seg_len[j], now, scratch)
+        transmit(s)
+
+
+cdef void process_gro_burst(sw_t *s, uint32_t n, double now) noexcept nogil:
+    """process_underlay_burst for buffers that UDP GRO may have glued together: each is cut
+    at its segment size (udp_rcv_segment's cut, done here instead of in the kernel) and
+    every datagram goes through the core on its own."""
+    cdef rx_t *r = &s.rx
+    cdef uint32_t i, off, g, ln, pl
+    cdef uint8_t *d
+    for i in range(n):
+        d = rx_datagram(r, i)
+        ln = r.len[i]
+        g = r.gso[i]
+        if g == 0 or g >= ln:
+            core_from_underlay(s, r.src[i], d, ln, now)
+            continue
+        s.offc[OC_GRO_BUFFERS] += 1
+        off = 0
+        while off < ln:
+            pl = ln - off if ln - off < g else g
+            core_from_underlay(s, r.src[i], d + off, pl, now)
+            s.offc[OC_GRO_DATAGRAMS] += 1
+            off += pl
+
+
+# -- burst I/O ---------------------------------------------------------------------------------
+
+cdef inline bint port_ok(sw_t *s, int32_t p) noexcept nogil:
+    return 0 <= p < <int32_t>s.ports_cap and s.ports[p].net >= 0
+
+
+cdef uint32_t tap_burst(sw_t *s, int32_t p, int fd, double now) noexcept nogil:
+    """Read up to `burst` frames from TAP `fd` of port p (until EAGAIN), forward them and
+    transmit the outputs. Returns the number of frames read."""
+    cdef rx_t *r = &s.rx
+    cdef uint32_t n = 0
+    cdef ssize_t got
+    cdef int err
+    cdef uint32_t vnet = s.ports[p].vnet if port_ok(s, p) else 0
+    while n < r.burst:
+        if vnet:
+            # the virtio_net_hdr lands in the headroom, the frame at HEADROOM as always;
+            # a TSO super-frame (up to 64 KB of IP) fills the slot to its end
+            got = read(fd, rx_frame(r, n) - vnet, SLOT_STRIDE - HEADROOM + vnet)
+            if got > 0 and <uint32_t>got <= vnet:
+                s.offc[OC_BAD_VNET] += 1
+                continue
+            if got > 0:
+                got -= vnet
+        else:
+            got = read(fd, rx_frame(r, n), MAX_FRAME)
+        if got > 0:
+            r.len[n] = <uint32_t>got
+            n += 1
+            continue
+        if got == 0:
+            break
+        err = errno
+        if err == EINTR:
+            continue
+        if err != EAGAIN and port_ok(s, p) and port_fd_gone(err):
+            s.ports[p].gone = 1
+            s.ports[p].fd = -1
+        break
+    if n:
+        if vnet:
+            process_vnet_burst(s, p, n, now)
+        else:
+            process_port_burst(s, p, n, now)
+        transmit(s)
+    return n
+
+
+cdef uint32_t udp_burst(sw_t *s, int sock_fd, double now) noexcept nogil:
+    """recvmmsg() up to `burst` VXLAN datagrams, forward them and transmit the outputs.
+    Returns the number of datagrams received (0 on EAGAIN)."""
+    cdef rx_t *r = &s.rx
+    cdef uint32_t i, k = 0
+    cdef int rc
+    cdef mmsghdr *m
+    for i in range(r.burst):
+        m = &r.msgs[i]
+        r.iov[i].iov_base = rx_datagram(r, i)
+        r.iov[i].iov_len = SLOT_STRIDE - HEADROOM + VXLAN_HLEN
+        memset(&m.msg_hdr, 0, sizeof(msghdr))
+        m.msg_hdr.msg_iov = &r.iov[i]
+        m.msg_hdr.msg_iovlen = 1
+        m.msg_hdr.msg_name = &r.addr[i]
+        m.msg_hdr.msg_namelen = sizeof(sockaddr_in)
+        if r.udp_gro:
+            m.msg_hdr.msg_control = r.cmsg + <size_t>i * VX_GRO_CMSG_SPACE
+            m.msg_hdr.msg_controllen = VX_GRO_CMSG_SPACE
+        m.msg_len = 0
+    while True:
+        rc = recvmmsg(sock_fd, r.msgs, r.burst, MSG_DONTWAIT, NULL)
+        if rc >= 0 or errno != EINTR:
+            break
+    if rc < 0:
+        if errno != EAGAIN:
+            s.ul_rx_errors += 1
+        return 0
+    for i in range(<uint32_t>rc):
+        if r.msgs[i].msg_hdr.msg_flags & (MSG_TRUNC | MSG_CTRUNC) \
+                or r.addr[i].sin_family != AF_INET:
+            s.ul_rx_errors += 1
+            continue
+        if k != i:
+            memcpy(rx_datagram(r, k), rx_datagram(r, i), r.msgs[i].msg_len)
+        r.len[k] = r.msgs[i].msg_len
+        r.src[k] = r.addr[i].sin_addr.s_addr
+        if r.udp_gro:
+            r.gso[k] = vx_gro_size(&r.msgs[i].msg_hdr)
+        k += 1
+    if k:
+        if r.udp_gro:
+            process_gro_burst(s, k, now)
+        else:
+            process_underlay_burst(s, k, now)
+        transmit(s)
+    return <uint32_t>rc
+
+
+cdef uint64_t poll_all(sw_t *s, int sock_fd, double idle, double limit) noexcept nogil:
+    """Serve every registered TAP fd and the UDP socket `sock_fd` without sleeping until
+    nothing has arrived for `idle` seconds (or `limit` seconds have passed in all, so the
+    event loop still gets its turn under sustained load).
+
+    The adaptive polling of NAPI busy-poll (net.core.busy_poll) or DPDK's interrupt mode:
+    a VTEP that goes back to epoll after every frame pays a scheduler wake-up (~15-30 us on
+    a VM) for the next one, and a request/response crossing two VTEPs pays four of them.
+    Polling a little after each burst catches the answer while it is still on its way.
+    sched_yield() between idle rounds gives the CPU to anything runnable (the containers'
+    own processes on a small machine). Returns the number of frames and datagrams."""
+    cdef double t0 = vx_now_ns(), last = t0, t
+    cdef double idle_ns = idle * 1e9, limit_ns = limit * 1e9
+    cdef uint64_t total = 0
+    cdef uint32_t got, p
+    while True:
+        got = 0
+        for p in range(s.ports_cap):
+            if s.ports[p].net >= 0 and s.ports[p].fd >= 0 and not s.ports[p].gone:
+                got += tap_burst(s, <int32_t>p, s.ports[p].fd, last * 1e-9)
+        if sock_fd >= 0:
+            got += udp_burst(s, sock_fd, last * 1e-9)
+        t = vx_now_ns()
+        if got:
+            total += got
+            last = t
+        elif t - last >= idle_ns:
+            break
+        else:
+            sched_yield()
+        if t - t0 >= limit_ns:
+            break
+    return total

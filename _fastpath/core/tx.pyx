@@ -1,0 +1,493 @@
+# Transmit (the I/O half of Switch._to_port / _to_vtep): TAP writes, TCP coalescing into GSO
+# writes, sendmmsg batches, UDP GSO sends, and the per-source-port sockets they need.
+
+
+cdef uint8_t ZERO_VNET[12]          # a virtio_net_hdr that asks for nothing
+
+
+cdef int tx_init(tx_t *t) noexcept nogil:
+    memset(t, 0, sizeof(tx_t))
+    t.fd = -1
+    t.gso_refused = 0xFFFFFFFF
+    t.wv = <iovec*>calloc(COALESCE_MAX + 2 + GSO_MAX_SEGS, sizeof(iovec))
+    return 0 if t.wv != NULL else -1
+
+
+cdef void tx_free(tx_t *t) noexcept nogil:
+    gso_close_all(t)
+    free(t.gso_fd)
+    free(t.gso_used)
+    free(t.msgs)
+    free(t.iov)
+    free(t.addr)
+    free(t.rec)
+    free(t.runs)
+    free(t.run_ports)
+    free(t.wv)
+    memset(t, 0, sizeof(tx_t))
+    t.fd = -1
+
+
+# -- TAP side ----------------------------------------------------------------------------------
+
+cdef bint port_fd_gone(int err) noexcept nogil:
+    """The one rule for "this endpoint went away": the TAP device was unregistered under our
+    fd (container netns deleted, link deleted: tun_get() fails, EBADFD) or the fd is not
+    ours any more. EIO is not removal: the link is down (tun_get_user/tun_do_read refuse
+    I/O while the device is not running) and comes back. Python removes gone ports
+    (gone_ports())."""
+    return err == EBADF or err == EBADFD or err == ENODEV or err == ENXIO
+
+
+cdef inline void port_tx_error(port_t *pt, int err, uint32_t frames) noexcept nogil:
+    if err == EAGAIN:                   # == EWOULDBLOCK on Linux
+        pt.tx_dropped += frames         # TAP queue full: a drop, like a full qdisc
+        return
+    pt.tx_errors += frames
+    if port_fd_gone(err):
+        pt.gone = 1
+        pt.fd = -1
+
+
+cdef void tap_write(port_t *pt, const uint8_t *data, uint32_t n) noexcept nogil:
+    """One frame to a plain TAP (no vnet header)."""
+    cdef ssize_t w
+    if pt.fd < 0 or pt.gone:
+        pt.tx_dropped += 1
+        return
+    while True:
+        w = write(pt.fd, data, n)
+        if w >= 0:
+            return
+        if errno != EINTR:
+            break
+    port_tx_error(pt, errno, 1)
+
+
+cdef void tap_writev(port_t *pt, iovec *v, int cnt, uint32_t frames) noexcept nogil:
+    """One writev() to a vnet TAP, counted per wire frame it carries."""
+    if pt.fd < 0 or pt.gone:
+        pt.tx_dropped += frames
+        return
+    if vx_writev(pt.fd, v, cnt) < 0:
+        port_tx_error(pt, errno, frames)
+
+
+cdef void tap_single(tx_t *t, port_t *pt, uint8_t *data, uint32_t n) noexcept nogil:
+    """A frame to a vnet TAP on its own: a zero virtio_net_hdr (no offload) in front."""
+    t.wv[0].iov_base = ZERO_VNET
+    t.wv[0].iov_len = pt.vnet
+    t.wv[1].iov_base = data
+    t.wv[1].iov_len = n
+    tap_writev(pt, t.wv, 2, 1)
+
+
+cdef void run_flush(sw_t *s, int32_t port) noexcept nogil:
+    """Write port's open run: alone if it has one member, else as one GSO_TCPV4 frame."""
+    cdef tx_t *t = &s.tx
+    cdef run_t *run = &t.runs[port]
+    cdef port_t *pt = &s.ports[port]
+    cdef txrec *r
+    cdef txrec *h
+    cdef iovec *v = t.wv
+    cdef uint8_t vh[12]
+    cdef uint8_t hdr[128]
+    cdef uint32_t hl, k = 2
+    cdef int32_t i
+    if run.head < 0:
+        return
+    h = &s.out[run.head]
+    if run.n == 1:
+        tap_single(t, pt, h.data, h.len)
+    else:
+        memset(vh, 0, 12)
+        hl = run_header(run, h.data, vh, hdr)
+        v[0].iov_base = vh
+        v[0].iov_len = pt.vnet
+        v[1].iov_base = hdr
+        v[1].iov_len = hl
+        i = run.head
+        while i >= 0:
+            r = &s.out[i]
+            v[k].iov_base = r.data + hl
+            v[k].iov_len = r.len - hl
+            k += 1
+            i = r.next
+        tap_writev(pt, v, <int>k, run.n)
+        s.offc[OC_COALESCED_FRAMES] += 1
+        s.offc[OC_COALESCED_SEGMENTS] += run.n
+    run.head = -1
+
+
+cdef void tap_frame(sw_t *s, int32_t idx) noexcept nogil:
+    """A record to a vnet TAP with coalescing on: extend the port's open run, or close it
+    and start another, or write the frame alone (order per port is kept)."""
+    cdef tx_t *t = &s.tx
+    cdef txrec *r = &s.out[idx]
+    cdef run_t *run = &t.runs[r.port]
+    cdef port_t *pt = &s.ports[r.port]
+    cdef int verdict = tcp4_coalescible(r.data, r.len)
+    r.next = -1
+    if verdict != CO_YES:
+        if verdict == CO_BAD_CSUM:
+            s.offc[OC_CSUM_BAD] += 1
+        run_flush(s, r.port)
+        tap_single(t, pt, r.data, r.len)
+        return
+    if run.head >= 0 and run_extends(run, s.out[run.head].data, r.data, r.len):
+        s.out[run.tail].next = idx
+        run.tail = idx
+        run_add(run, r.data, r.len)
+        return
+    run_flush(s, r.port)
+    run_start(run, idx, r.data, r.len)
+    if not run.listed:
+        run.listed = 1
+        t.run_ports[t.n_run_ports] = r.port
+        t.n_run_ports += 1
+
+
+cdef int runs_reserve(sw_t *s) noexcept nogil:
+    """runs[] as long as ports[] (ports grow in add_port)."""
+    cdef tx_t *t = &s.tx
+    cdef run_t *grown
+    cdef int32_t *pl
+    cdef uint32_t i
+    if t.runs_cap >= s.ports_cap:
+        return 0
+    grown = <run_t*>realloc(t.runs, s.ports_cap * sizeof(run_t))
+    if grown == NULL:
+        return -1
+    t.runs = grown
+    pl = <int32_t*>realloc(t.run_ports, s.ports_cap * sizeof(int32_t))
+    if pl == NULL:
+        return -1
+    t.run_ports = pl
+    for i in range(t.runs_cap, s.ports_cap):
+        memset(&t.runs[i], 0, sizeof(run_t))
+        t.runs[i].head = -1
+    t.runs_cap = s.ports_cap
+    return 0
+
+
+cdef void tx_ports(sw_t *s) noexcept nogil:
+    """Every port record of s.out, in order per port."""
+    cdef tx_t *t = &s.tx
+    cdef uint32_t i
+    cdef txrec *r
+    cdef port_t *pt
+    cdef bint runs_ok = t.tap_coalesce and runs_reserve(s) == 0
+    for i in range(s.n_out):
+        r = &s.out[i]
+        if r.port < 0:
+            continue
+        pt = &s.ports[r.port]
+        if not pt.vnet:
+            tap_write(pt, r.data, r.len)
+        elif runs_ok:
+            tap_frame(s, <int32_t>i)
+        else:
+            tap_single(t, pt, r.data, r.len)
+    if runs_ok:
+        for i in range(t.n_run_ports):
+            run_flush(s, t.run_ports[i])
+            t.runs[t.run_ports[i]].listed = 0
+        t.n_run_ports = 0
+
+
+# -- underlay side -----------------------------------------------------------------------------
+
+cdef int gso_tables(tx_t *t) noexcept nogil:
+    """The per-source-port socket table (256 KiB + 256 KiB), allocated on first need: by
+    set_offload(udp_gso=True), or by the first datagram too big for the raw socket."""
+    cdef int32_t *fds
+    cdef uint32_t *used
+    cdef uint32_t i
+    if t.gso_fd != NULL:
+        return 0
+    fds = <int32_t*>malloc(65536 * sizeof(int32_t))
+    used = <uint32_t*>calloc(65536, sizeof(uint32_t))
+    if fds == NULL or used == NULL:
+        free(fds)
+        free(used)
+        return -1
+    for i in range(65536):
+        fds[i] = -1
+    t.gso_fd = fds
+    t.gso_used = used
+    return 0
+
+
+cdef int gso_socket(sw_t *s, uint16_t sport) noexcept nogil:
+    """The UDP socket that sends from (local, sport), opened on first use; -1 when there is
+    none (bind refused: the port is someone else's; or GSO_SOCK_MAX reached) and the raw
+    socket must be used instead."""
+    cdef tx_t *t = &s.tx
+    cdef int fd = t.gso_fd[sport]
+    if fd >= 0:
+        t.gso_used[sport] = t.gso_epoch
+        return fd
+    if fd == -2 or t.gso_nsock >= GSO_SOCK_MAX:
+        return -1
+    fd = vx_gso_socket(s.local, sport, 4 << 20)
+    t.gso_used[sport] = t.gso_epoch
+    if fd < 0:
+        t.gso_fd[sport] = -2        # retried after GSO_IDLE_TICKS (gso_gc)
+        return -1
+    t.gso_fd[sport] = fd
+    t.gso_nsock += 1
+    return fd
+
+
+cdef void gso_close_all(tx_t *t) noexcept nogil:
+    cdef uint32_t sp
+    if t.gso_fd == NULL:
+        return
+    for sp in range(65536):
+        if t.gso_fd[sp] >= 0:
+            vx_close(t.gso_fd[sp])
+        t.gso_fd[sp] = -1
+    t.gso_nsock = 0
+
+
+cdef void gso_gc(tx_t *t) noexcept nogil:
+    """Close the per-source-port sockets unused for GSO_IDLE_TICKS calls (called once a
+    second) and forget failed binds after as long."""
+    cdef uint32_t sp
+    cdef int32_t fd
+    if t.gso_fd == NULL:
+        return
+    t.gso_epoch += 1
+    if t.gso_epoch % GSO_IDLE_TICKS == 0:
+        t.gso_refused = 0xFFFFFFFF      # the path MTU may have grown: try GSO again
+    for sp in range(65536):
+        fd = t.gso_fd[sp]
+        if fd == -1 or t.gso_epoch - t.gso_used[sp] < GSO_IDLE_TICKS:
+            continue
+        if fd >= 0:
+            vx_close(fd)
+            t.gso_nsock -= 1
+        t.gso_fd[sp] = -1
+
+
+cdef uint32_t gso_run(sw_t *s, uint32_t i) noexcept nogil:
+    """How many underlay records from s.out[i] on can go out as one UDP_SEGMENT send:
+    contiguous, same destination and source port, equal UDP payload lengths (the last may
+    be shorter), at most GSO_MAX_SEGS and 64 KB of UDP payload in all."""
+    cdef txrec *r = &s.out[i]
+    cdef txrec *q
+    cdef uint32_t k = 1, total = r.len
+    while i + k < s.n_out and k < GSO_MAX_SEGS:
+        q = &s.out[i + k]
+        if q.port >= 0 or q.dst != r.dst or q.sport != r.sport or q.len > r.len \
+                or total + q.len > 65507:
+            break
+        total += q.len
+        k += 1
+        if q.len < r.len:
+            break
+    return k
+
+
+cdef inline void ul_tx_error(sw_t *s, int err, uint32_t n) noexcept nogil:
+    if err == EAGAIN or err == ENOBUFS:
+        s.ul_tx_dropped += n        # socket buffer or qdisc full: a drop
+    else:
+        s.ul_tx_errors += n
+
+
+cdef void raw_queue(sw_t *s, uint32_t nb, uint32_t idx) noexcept nogil:
+    """Queue underlay record s.out[idx] as message `nb` of the next sendmmsg() batch."""
+    cdef tx_t *t = &s.tx
+    cdef mmsghdr *m = &t.msgs[nb]
+    cdef iovec *v = &t.iov[2 * nb]
+    cdef txrec *r = &s.out[idx]
+    t.rec[nb] = idx
+    if t.raw:
+        outer_csum(s, r)
+    t.addr[nb].sin_family = AF_INET
+    t.addr[nb].sin_port = 0
+    t.addr[nb].sin_addr.s_addr = r.dst
+    memset(&m.msg_hdr, 0, sizeof(msghdr))
+    m.msg_hdr.msg_name = &t.addr[nb]
+    m.msg_hdr.msg_namelen = sizeof(sockaddr_in)
+    m.msg_hdr.msg_iov = v
+    if not t.raw:               # UDP socket: the kernel adds IPv4 + UDP
+        t.addr[nb].sin_port = htons(s.dport)
+        v[0].iov_base = r.data
+        v[0].iov_len = r.len
+        m.msg_hdr.msg_iovlen = 1
+    elif r.inline_hdr:
+        v[0].iov_base = r.hdr
+        v[0].iov_len = IPUDP_HLEN
+        v[1].iov_base = r.data
+        v[1].iov_len = r.len
+        m.msg_hdr.msg_iovlen = 2
+    else:
+        v[0].iov_base = r.data - IPUDP_HLEN
+        v[0].iov_len = r.len + IPUDP_HLEN
+        m.msg_hdr.msg_iovlen = 1
+
+
+cdef bint udp_one(sw_t *s, txrec *r) noexcept nogil:
+    """A datagram the raw socket refused as too big for the path (raw_send_hdrinc: EMSGSIZE)
+    goes out on the flow's UDP socket instead, where the kernel fragments it — what the
+    kernel's vxlan does with `df unset` (its default), offloads or not. True if it was sent."""
+    cdef int fd
+    if gso_tables(&s.tx) < 0:
+        return False
+    fd = gso_socket(s, r.sport)
+    return fd >= 0 and vx_send_one(fd, r.dst, s.dport, r.data, r.len) >= 0
+
+
+cdef uint32_t raw_flush(sw_t *s, uint32_t nb) noexcept nogil:
+    """sendmmsg() the `nb` queued messages; returns 0 (the new queue length)."""
+    cdef tx_t *t = &s.tx
+    cdef uint32_t sent = 0
+    cdef int rc, err
+    while sent < nb:
+        rc = sendmmsg(t.fd, t.msgs + sent, nb - sent, MSG_DONTWAIT)
+        if rc > 0:
+            sent += <uint32_t>rc
+            continue
+        err = errno
+        if rc < 0 and err == EINTR:
+            continue
+        if rc < 0 and (err == EAGAIN or err == ENOBUFS):
+            s.ul_tx_dropped += nb - sent
+            break
+        if not (err == EMSGSIZE and t.raw and udp_one(s, &s.out[t.rec[sent]])):
+            s.ul_tx_errors += 1     # this datagram failed (EMSGSIZE, unreachable...)
+        sent += 1
+    return 0
+
+
+cdef void udp_each(sw_t *s, int fd, uint32_t i, uint32_t k) noexcept nogil:
+    """Records s.out[i:i+k] one sendto() each on the flow's UDP socket (GSO refused)."""
+    cdef uint32_t j
+    cdef txrec *r
+    for j in range(k):
+        r = &s.out[i + j]
+        if vx_send_one(fd, r.dst, s.dport, r.data, r.len) < 0:
+            ul_tx_error(s, errno, 1)
+
+
+cdef bint gso_send(sw_t *s, int fd, uint32_t i, uint32_t k) noexcept nogil:
+    """Records s.out[i:i+k] (a gso_run) as one UDP_SEGMENT send. False: the kernel refused
+    GSO itself and the caller sends them one by one (udp_each). EIO (before Linux 6.11,
+    udp_send_skb: the route's device cannot checksum) also switches udp_gso off, since every
+    later send would fail the same way; EINVAL/EMSGSIZE (a segment bigger than the path MTU
+    allows) remembers the size, so later runs that big skip the attempt."""
+    cdef tx_t *t = &s.tx
+    cdef iovec *v = t.wv
+    cdef uint32_t j
+    cdef int err
+    cdef txrec *r = &s.out[i]
+    for j in range(k):
+        v[j].iov_base = s.out[i + j].data
+        v[j].iov_len = s.out[i + j].len
+    if vx_send_gso(fd, r.dst, s.dport, v, <int>k, <uint16_t>r.len) >= 0:
+        s.offc[OC_GSO_SENDS] += 1
+        s.offc[OC_GSO_DATAGRAMS] += k
+        return True
+    err = errno
+    if err == EIO or err == EINVAL or err == EMSGSIZE:
+        s.offc[OC_GSO_FALLBACKS] += 1
+        if err == EIO:
+            t.udp_gso = 0
+        elif r.len < t.gso_refused:
+            t.gso_refused = r.len
+        return False
+    ul_tx_error(s, err, k)
+    return True
+
+
+cdef int tx_reserve(tx_t *t, uint32_t nv) noexcept nogil:
+    """sendmmsg arrays for `nv` messages; -1 when memory ran out (they are then empty)."""
+    cdef uint32_t ncap
+    if nv <= t.cap:
+        return 0
+    ncap = nv if nv > 2 * t.cap else 2 * t.cap
+    free(t.msgs)
+    free(t.iov)
+    free(t.addr)
+    free(t.rec)
+    t.msgs = <mmsghdr*>calloc(ncap, sizeof(mmsghdr))
+    t.iov = <iovec*>calloc(2 * ncap, sizeof(iovec))
+    t.addr = <sockaddr_in*>calloc(ncap, sizeof(sockaddr_in))
+    t.rec = <uint32_t*>calloc(ncap, sizeof(uint32_t))
+    if t.msgs == NULL or t.iov == NULL or t.addr == NULL or t.rec == NULL:
+        free(t.msgs)
+        free(t.iov)
+        free(t.addr)
+        free(t.rec)
+        t.msgs = NULL
+        t.iov = NULL
+        t.addr = NULL
+        t.rec = NULL
+        t.cap = 0
+        return -1
+    t.cap = ncap
+    return 0
+
+
+cdef void tx_underlay(sw_t *s, uint32_t nv) noexcept nogil:
+    """The `nv` underlay records of s.out, in order: GSO runs on the flow's socket, the rest
+    in sendmmsg batches on the raw socket."""
+    cdef tx_t *t = &s.tx
+    cdef uint32_t i = 0, j, k, nb = 0
+    cdef int fd
+    cdef txrec *r
+    if t.fd < 0 or tx_reserve(t, nv) < 0:
+        s.ul_tx_dropped += nv
+        return
+    while i < s.n_out:
+        r = &s.out[i]
+        if r.port >= 0:
+            i += 1
+            continue
+        if t.udp_gso:
+            k = gso_run(s, i)
+            if k >= 2:
+                fd = gso_socket(s, r.sport) if t.raw else t.fd
+                if fd >= 0:
+                    # datagrams queued for sendmmsg go first: per-flow order
+                    nb = raw_flush(s, nb)
+                    if r.len >= t.gso_refused:
+                        s.offc[OC_GSO_FALLBACKS] += 1
+                        udp_each(s, fd, i, k)
+                    elif not gso_send(s, fd, i, k):
+                        udp_each(s, fd, i, k)
+                    i += k
+                    continue
+                s.offc[OC_GSO_FALLBACKS] += 1
+                for j in range(k):
+                    raw_queue(s, nb, i + j)
+                    nb += 1
+                i += k
+                continue
+            if t.raw and t.gso_fd[r.sport] >= 0:
+                # the flow has a socket of its own (it sent GSO runs lately): keep all its
+                # datagrams on it, so that no per-socket queue or qdisc choice (fq, XPS)
+                # can reorder them against its GSO runs
+                t.gso_used[r.sport] = t.gso_epoch
+                udp_each(s, t.gso_fd[r.sport], i, 1)
+                i += 1
+                continue
+        raw_queue(s, nb, i)
+        nb += 1
+        i += 1
+    raw_flush(s, nb)
+
+
+cdef void transmit(sw_t *s) noexcept nogil:
+    """Write/send every record in s.out (TAP writes per port, batches to the underlay),
+    count errors, and empty s.out."""
+    cdef uint32_t i, nv = 0
+    tx_ports(s)
+    for i in range(s.n_out):
+        if s.out[i].port < 0:
+            nv += 1
+    if nv:
+        tx_underlay(s, nv)
+    s.n_out = 0

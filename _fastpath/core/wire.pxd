@@ -1,0 +1,19 @@
+# Wire formats the core writes and checks (dataplane/wire.py is the reference): the outer
+# IPv4 + UDP header, its checksums, the flow-hashed source port (RFC 7348 §5), ARP sanity.
+
+cdef void build_ipudp(uint8_t *h, uint32_t src, uint32_t dst, uint16_t sport,
+                      uint16_t dport, uint32_t plen, uint64_t psum) noexcept nogil
+
+cdef inline bint arp_ok(const uint8_t *f, uint32_t n) noexcept nogil:
+    """wire.parse_arp: long enough, Ethernet(1)/IPv4(0x0800), hlen 6, plen 4."""
+    return (n >= ARP_FRAME and f[ARP_HTYPE] == 0 and f[ARP_HTYPE + 1] == 1
+            and f[ARP_PTYPE] == 0x08 and f[ARP_PTYPE + 1] == 0
+            and f[ARP_HLEN_F] == ETH_ALEN and f[ARP_PLEN_F] == 4)
+
+cdef inline bint is_arp(const uint8_t *f) noexcept nogil:
+    return f[ETH_TYPE] == 0x08 and f[ETH_TYPE + 1] == 0x06
+
+cdef inline uint32_t vxlan_vni(const uint8_t *d) noexcept nogil:
+    """The 24-bit VNI of a VXLAN header (RFC 7348 §5, bytes 4-6)."""
+    return (<uint32_t>d[4] << 16) | (<uint32_t>d[5] << 8) | d[6]
+cdef void outer_csum(sw_t *s, txrec *r) noexcept nogil

@@ -1,0 +1,130 @@
+/* vxsock.h: socket helpers of the fast path's offload paths: the per-source-port UDP sockets
+ * that send with UDP_SEGMENT, the UDP_GRO control message, writev() to a TAP. cmsg-macro and
+ * struct-initialiser code that Cython would only obscure; all `static inline`, errno left as
+ * the failing call set it. */
+#ifndef VXDP_VXSOCK_H
+#define VXDP_VXSOCK_H
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <netinet/in.h>
+#include <linux/filter.h>
+#include <unistd.h>
+#include <errno.h>
+#include <string.h>
+#include <stdint.h>
+#ifndef SOL_UDP
+#  define SOL_UDP 17
+#endif
+#ifndef UDP_SEGMENT
+#  define UDP_SEGMENT 103        /* <linux/udp.h>: send-side UDP GSO, since 4.18 */
+#endif
+#ifndef UDP_GRO
+#  define UDP_GRO 104            /* receive-side UDP GRO, since 5.0 */
+#endif
+
+/* A UDP socket that sends from local:sport and never receives. RFC 7348 §5 wants the
+   outer source port to follow the inner flow (the kernel's udp_flow_src_port); a UDP
+   socket can only send from its bound port, so UDP GSO needs one socket per source port
+   in use. A classic BPF program `ret #0` drops everything addressed to it, attached
+   before bind() so that nothing can queue in between; its receive buffer is the
+   minimum. DF clear, like the raw path and the kernel's vxlan without `df set`.
+   Returns the fd, or -1 with errno set (EADDRINUSE: someone owns that port). */
+static inline int vx_gso_socket(uint32_t local_be, uint16_t sport, int sndbuf) {
+    struct sockaddr_in a;
+    struct sock_filter drop_all = BPF_STMT(BPF_RET | BPF_K, 0);
+    struct sock_fprog prog = {1, &drop_all};
+    int pmtu = IP_PMTUDISC_DONT, zero = 0, e;
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons(sport);
+    a.sin_addr.s_addr = local_be;
+    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0
+            || bind(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+        e = errno; close(fd); errno = e;
+        return -1;
+    }
+    setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu);
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &zero, sizeof zero);
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof sndbuf) < 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+    return fd;
+}
+
+/* One sendmsg() carrying `cnt` iovecs that the kernel cuts into datagrams of `gso_size`
+   bytes (the last may be shorter) with the UDP_SEGMENT control message: one trip
+   through the UDP/IP stack for up to 64 datagrams (udp_send_skb → GSO). */
+static inline ssize_t vx_send_gso(int fd, uint32_t dst_be, uint16_t dport,
+                                  struct iovec *iov, int cnt, uint16_t gso_size) {
+    struct sockaddr_in a;
+    union { char buf[CMSG_SPACE(sizeof(uint16_t))]; struct cmsghdr align; } ctl;
+    struct msghdr m;
+    struct cmsghdr *c;
+    ssize_t r;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons(dport);
+    a.sin_addr.s_addr = dst_be;
+    memset(&ctl, 0, sizeof ctl);
+    memset(&m, 0, sizeof m);
+    m.msg_name = &a;
+    m.msg_namelen = sizeof a;
+    m.msg_iov = iov;
+    m.msg_iovlen = (size_t)cnt;
+    m.msg_control = ctl.buf;
+    m.msg_controllen = sizeof ctl.buf;
+    c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_UDP;
+    c->cmsg_type = UDP_SEGMENT;
+    c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+    memcpy(CMSG_DATA(c), &gso_size, sizeof gso_size);
+    do { r = sendmsg(fd, &m, MSG_DONTWAIT); } while (r < 0 && errno == EINTR);
+    return r;
+}
+
+/* One datagram on a GSO socket without UDP_SEGMENT: the fallback when the kernel
+   refuses a GSO send, and the way out for a datagram too big for the path. The socket
+   has IP_PMTUDISC_DONT, so an oversized one is fragmented like the kernel's vxlan does
+   without `df set` (a raw IP_HDRINCL socket refuses it with EMSGSIZE instead). */
+static inline ssize_t vx_send_one(int fd, uint32_t dst_be, uint16_t dport,
+                                  const void *data, size_t len) {
+    struct sockaddr_in a;
+    ssize_t r;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons(dport);
+    a.sin_addr.s_addr = dst_be;
+    do {
+        r = sendto(fd, data, len, MSG_DONTWAIT, (struct sockaddr *)&a, sizeof a);
+    } while (r < 0 && errno == EINTR);
+    return r;
+}
+
+/* Room for the UDP_GRO control message of one received buffer. */
+#define VX_GRO_CMSG_SPACE ((size_t)CMSG_SPACE(sizeof(int)))
+
+/* The segment size of a buffer that UDP GRO glued together (udp_cmsg_recv), 0 if the
+   buffer is a single datagram. */
+static inline uint32_t vx_gro_size(struct msghdr *m) {
+    struct cmsghdr *c;
+    int v;
+    for (c = CMSG_FIRSTHDR(m); c != NULL; c = CMSG_NXTHDR(m, c)) {
+        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+            memcpy(&v, CMSG_DATA(c), sizeof v);
+            return v > 0 ? (uint32_t)v : 0;
+        }
+    }
+    return 0;
+}
+
+static inline ssize_t vx_writev(int fd, const struct iovec *iov, int cnt) {
+    ssize_t r;
+    do { r = writev(fd, iov, cnt); } while (r < 0 && errno == EINTR);
+    return r;
+}
+
+static inline void vx_close(int fd) { close(fd); }
+
+#endif /* VXDP_VXSOCK_H */

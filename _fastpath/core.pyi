@@ -88,6 +88,8 @@ class Switch:
 
     # ---- burst interface (not in the reference) -------------------------------------------
     OFFLOADS: frozenset[str]
+    BUSY_POLL: bool
+    def close(self) -> None: ...
     @property
     def burst(self) -> int: ...
     @property

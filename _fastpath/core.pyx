@@ -151,6 +151,8 @@ cdef class Switch:
 
     #: Offloads this core can use (dataplane.config.OFFLOADS); the pure-Python core has none.
     OFFLOADS = frozenset({"tap", "udp_gso", "udp_gro"})
+    #: busy_poll() really polls (the pure-Python core's returns at once).
+    BUSY_POLL = True
 
     def __cinit__(self, *args, **kwargs):
         self.s = <sw_t*>calloc(1, sizeof(sw_t))
@@ -655,6 +657,10 @@ cdef class Switch:
         d = {OFFLOAD_COUNTERS[i]: s.offc[i] for i in range(N_OFFC)}
         d["gso_sockets"] = s.tx.gso_nsock
         return d
+
+    def close(self):
+        """Nothing to close: the fds registered here stay their owners' (the burst
+        interface's close() is for a core that keeps duplicates)."""
 
     def offload_gc(self):
         """Close the per-source-port GSO sockets unused for GSO_IDLE_TICKS calls (call it

@@ -72,14 +72,8 @@ class StandIn:
         self.net = NetworkConfig(network, vni)
         self.config = Config(vtep=VtepConfig(name=name, local=IPv4Address(local)),
                              networks=(self.net,))
-        v = self.config.vtep
         self.vtep = Vtep(self.config)
-        kwargs: dict[str, Any] = {"src_port_range": v.src_port_range, "strict": v.strict,
-                                  "allow": v.allow}
-        if fastpath.NAME == "c":
-            kwargs.update(burst=v.burst, dstport=v.port)
-        self.vtep.switch = fastpath.Switch(v.local, **kwargs)
-        self.vtep._add_network(self.net)
+        self.vtep.add_network(self.net)
         self.impl = fastpath.NAME
         self.added: dict[str, float] = {}
         self.deleted: dict[str, float] = {}
@@ -87,6 +81,9 @@ class StandIn:
 
     def local_endpoints(self) -> list[Any]:
         return []
+
+    def emit_event(self, rec: dict[str, Any]) -> None:
+        pass            # nobody subscribes to a stand-in's events
 
     def peer_add(self, network: str, mac: str, ip: str, vtep: str) -> bool:
         ok = self.vtep.peer_add(network, mac, ip, vtep)

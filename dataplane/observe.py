@@ -1,0 +1,411 @@
+"""What a VTEP shows of itself (DESIGN.md §4): tables, counters, events, live traces, captures
+and dry runs. The wiring (``dataplane.vtep``) forwards; this half only reads what the core
+recorded, renders it and hands it to subscribers — and never makes the dataplane wait for them:
+every subscriber has a bounded queue, and a full queue loses records (counted), not time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from dataplane.errors import InvalidArgument
+from dataplane.netns import link_stats64
+
+if TYPE_CHECKING:
+    from dataplane.vtep import Vtep
+
+TRACE_BUDGET = 5000.0      # trace records rendered per second at most (the rest: counted lost)
+EVENT_QUEUE = 4096         # per subscriber; a slow reader loses events, the dataplane never waits
+
+Stream = Callable[[dict[str, Any]], AsyncIterator[dict[str, Any]]]
+
+
+@dataclass
+class Subscriber:
+    queue: asyncio.Queue[dict[str, Any]]
+    lost: int = 0
+    port: str | None = None       # trace/capture filters
+    vni: int | None = None
+    capture: bool = False
+    ifaces: dict[int, int] = field(default_factory=dict)   # capture: port id -> pcapng iface
+
+
+class Observer:
+    """The observability half of one :class:`~dataplane.vtep.Vtep`."""
+
+    def __init__(self, vtep: Vtep) -> None:
+        self.vtep = vtep
+        self.subscribers: list[Subscriber] = []   # events, and the end of every stream
+        self.tracers: list[Subscriber] = []       # trace and capture
+        self.wall_offset = time.time() - time.monotonic()
+        self._trace_tokens = 0.0
+        self._trace_refill = 0.0
+
+    # -- names --------------------------------------------------------------------------------
+
+    def port_name(self, pid: int) -> str:
+        e = self.vtep.ports.get(pid)
+        return e.cfg.name if e else f"port{pid}"
+
+    def network_name(self, vni: int) -> str:
+        net = self.vtep.by_vni.get(vni)
+        return net.name if net else str(vni)
+
+    def _location(self, loc: str) -> str:
+        if loc.startswith("port:"):
+            e = self.vtep.ports.get(int(loc[5:]))
+            return f"port {e.cfg.name}" if e else loc
+        return f"dst {loc}" if loc else ""
+
+    # -- tables -------------------------------------------------------------------------------
+
+    def fdb_rows(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        out = []
+        for r in self.vtep.switch.fdb_dump():
+            row: dict[str, Any] = {"mac": r["mac"], "vni": r["vni"],
+                                   "network": self.network_name(r["vni"]),
+                                   "state": r["state"]}
+            if r["port"] is not None:
+                row["ifname"] = self.port_name(r["port"])
+            else:
+                row["dst"] = r["dst"]
+            if r["state"] == "learned":
+                row["age"] = round(now - r["updated"], 1)
+            out.append(row)
+        return out
+
+    def neigh_rows(self) -> list[dict[str, Any]]:
+        return [{"ip": r["ip"], "lladdr": r["lladdr"], "vni": r["vni"],
+                 "network": self.network_name(r["vni"]), "state": r["state"]}
+                for r in self.vtep.switch.neigh_dump()]
+
+    # -- counters -----------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        v = self.vtep
+        c = v.switch.counters()
+        io = v.switch.io_counters()
+        ports: dict[str, Any] = {}
+        for pid, pc in c["ports"].items():
+            e = v.ports.get(pid)
+            if e is not None:
+                ports[e.cfg.name] = {"network": e.network.name, "vni": e.network.vni, **pc,
+                                     **io["ports"].get(pid, {})}
+        vc = v.config.vtep
+        return {
+            "vtep": {"name": vc.name, "local": str(vc.local), "port": vc.port,
+                     "fastpath": v.impl, "flow_src_ports": v.underlay.flow_src_ports},
+            "ports": ports,
+            "underlay": {**c["underlay"], **io["underlay"]},
+            "drops": c["drops"],
+            "counters": {**c["counters"], "events_lost": io["events_lost"],
+                         "trace_lost": v.switch.trace_lost},
+            "offload": self.offload_stats(),
+            **({"store": v.store.status()} if v.store is not None else {}),
+        }
+
+    def tap_targets(self) -> list[tuple[str, str | None, int]]:
+        """(endpoint, namespace, ifindex) of every TAP, taken on the loop's thread."""
+        return [(name, e.tap.netns, e.tap.ifindex) for name, e in list(self.vtep.endpoints.items())]
+
+    def stats_with_taps(self) -> dict[str, Any]:
+        """stats() plus the containers' side of the TAPs; for callers off the event loop (the
+        metrics thread): the netlink queries take about a millisecond per endpoint."""
+        st = self.stats()
+        add_tap_counters(st, tap_counters(self.tap_targets()))
+        return st
+
+    async def stats_async(self) -> dict[str, Any]:
+        """stats() plus the TAP counters, the netlink part in a worker thread."""
+        st = self.stats()
+        add_tap_counters(st, await asyncio.to_thread(tap_counters, self.tap_targets()))
+        return st
+
+    def offload_stats(self) -> dict[str, Any]:
+        """What is really in use (probed), why anything is off, and the core's counters.
+
+        ``tap`` lists the TUNSETOFFLOAD features every endpoint got (their intersection, so a
+        listed feature holds for all of them); ``tap_ports`` has each endpoint's own set.
+        """
+        v = self.vtep
+        per_port = {name: sorted(e.tap.offloads) for name, e in sorted(v.endpoints.items())}
+        common: set[str] | None = None
+        for feats in per_port.values():
+            common = set(feats) if common is None else common & set(feats)
+        out: dict[str, Any] = {
+            "tap": sorted(common or ()),
+            "tap_ports": per_port,
+            "udp_gso": v.underlay.udp_gso,
+            "udp_gro": v.underlay.udp_gro,
+            "tap_coalesce": v.tap_coalesce,
+        }
+        if not v.switch.OFFLOADS:
+            out["reason"] = "pure-Python path"
+            return out
+        # The core may drop an offload at run time (udp_gso goes off when a GSO send fails
+        # with EIO: the route's device cannot checksum), so report its live state.
+        out.update(v.switch.offload_state())
+        configured = v.config.vtep.offload
+        off: dict[str, str] = {}
+        gso_why = ("kernel refused a GSO send (the underlay device cannot checksum)"
+                   if v.underlay.udp_gso else "kernel refused UDP_SEGMENT")
+        for name, active, refused in (
+                ("tap", v.tap_offload and (not per_port or bool(common)),
+                 "kernel refused TUNSETOFFLOAD"),
+                ("udp_gso", out["udp_gso"], gso_why),
+                ("udp_gro", out["udp_gro"], "kernel refused UDP_GRO")):
+            if not active:
+                off[name] = refused if name in configured else "disabled by [vtep] offload"
+        if off:
+            out["off"] = off
+        out["counters"] = dict(v.switch.offload_counters())
+        return out
+
+    # -- events -------------------------------------------------------------------------------
+
+    def event_record(self, ev: tuple[str, int, str, str, str]) -> dict[str, Any]:
+        kind, vni, key, old, new = ev
+        name = self.network_name(vni)
+        rec: dict[str, Any] = {"kind": kind, "vni": vni, "network": name, "time": time.time()}
+        if kind == "l3miss":
+            rec["ip"] = key
+        else:
+            rec["mac"] = key
+        where = ""
+        if kind == "learned":
+            rec["new"] = self._location(new)
+            where = " " + rec["new"]
+        elif kind == "moved":
+            rec["old"], rec["new"] = self._location(old), self._location(new)
+            where = f" from {rec['old']} to {rec['new']}"
+        elif kind == "aged":
+            rec["old"] = self._location(old)
+            where = " " + rec["old"]
+        rec["line"] = f"{kind} {key} dev {name} vni {vni}{where}"
+        return rec
+
+    def publish_events(self) -> None:
+        """The core's events since the last call, to every events subscriber."""
+        for ev in self.vtep.switch.events():
+            self.emit(self.event_record(ev))
+
+    def emit(self, rec: dict[str, Any]) -> None:
+        for s in self.subscribers:
+            try:
+                s.queue.put_nowait(rec)
+            except asyncio.QueueFull:
+                s.lost += 1
+
+    def end_streams(self) -> None:
+        """Tell every open stream to end (the VTEP is stopping)."""
+        for s in self.subscribers:
+            with contextlib.suppress(asyncio.QueueFull):
+                s.queue.put_nowait({"end": True})
+
+    async def events_stream(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        sub = Subscriber(asyncio.Queue(EVENT_QUEUE))
+        self.subscribers.append(sub)
+        count = int(args.get("count") or 0)
+        sent = 0
+        try:
+            while not count or sent < count:
+                rec = await sub.queue.get()
+                if rec.get("end"):
+                    return
+                yield rec
+                sent += 1
+        finally:
+            self.subscribers.remove(sub)
+
+    # -- trace and capture (off unless someone watches) ---------------------------------------
+
+    def _trace_budget(self, n: int) -> int:
+        """How many of `n` new records may be rendered now: rendering (scapy decode) costs tens
+        of µs a record, on the loop that forwards, so a token bucket bounds it; the rest are
+        counted as lost for every watcher instead of slowing the dataplane down."""
+        now = time.monotonic()
+        self._trace_tokens = min(TRACE_BUDGET, self._trace_tokens
+                                 + (now - self._trace_refill) * TRACE_BUDGET)
+        self._trace_refill = now
+        keep = min(n, int(self._trace_tokens))
+        if keep < n:
+            for sub in self.tracers:
+                sub.lost += n - keep
+        self._trace_tokens -= keep
+        return keep
+
+    def publish_trace(self) -> None:
+        """Hand the core's raw records to the watchers. Formatting happens here, once per
+        record, and only for records some watcher wants; a full queue loses the record for
+        that watcher (counted) — the dataplane never waits for a reader."""
+        from dataplane import trace as tr
+
+        recs = self.vtep.switch.trace_drain()
+        recs = recs[:self._trace_budget(len(recs))]
+        neighbours: dict[tuple[int, str], str] | None = None
+
+        def neigh_of(vni: int, ip: str) -> str | None:
+            # The neighbour entry a proxy reply used, for the trace line: one table dump per
+            # drain (only if a proxy reply is rendered), not one per record.
+            nonlocal neighbours
+            if neighbours is None:
+                neighbours = {(r["vni"], r["ip"]): f"{r['lladdr']} {r['state'].upper()}"
+                              for r in self.vtep.switch.neigh_dump()}
+            return neighbours.get((vni, ip))
+
+        for rec in recs:
+            described: dict[str, Any] | None = None
+            blocks: list[bytes] | None = None
+            for sub in self.tracers:
+                if not self._wants(sub, rec):
+                    continue
+                if sub.capture:
+                    if blocks is None:
+                        blocks = tr.capture_blocks(rec, sub.ifaces.get, len(sub.ifaces),
+                                                   self.vtep.config.vtep.local,
+                                                   self.wall_offset)
+                    item: dict[str, Any] = {"pcapng": b"".join(blocks)}
+                else:
+                    if described is None:
+                        described = tr.describe(rec, self.port_name, self.network_name,
+                                                self.wall_offset, neigh_of)
+                    item = described
+                try:
+                    sub.queue.put_nowait(item)
+                except asyncio.QueueFull:
+                    sub.lost += 1
+
+    def _wants(self, sub: Subscriber, rec: Any) -> bool:
+        """Does `sub` want trace record `rec` (its VNI / endpoint filters, room in its queue)?"""
+        if sub.vni is not None and rec[2] != sub.vni:
+            return False
+        if sub.queue.full():
+            sub.lost += 1       # nobody to take it: do not even render it
+            return False
+        if sub.port is not None:
+            src_port = int(rec[1][5:]) if rec[1].startswith("port:") else None
+            touched = {src_port} | {o[1] for o in rec[6] if o[0] == "port"}
+            e = self.vtep.endpoints.get(sub.port)
+            if e is None or e.port_id not in touched:
+                return False
+        return True
+
+    def _trace_subscriber(self, args: dict[str, Any], capture: bool) -> Subscriber:
+        v = self.vtep
+        port = args.get("port")
+        if port is not None and port not in v.endpoints:
+            raise InvalidArgument(f"no endpoint {port!r} (have: {', '.join(sorted(v.endpoints))})")
+        vni = args.get("vni")
+        if vni is not None and int(vni) not in v.by_vni:
+            raise InvalidArgument(f"no network with VNI {vni} here "
+                                  f"(serving {', '.join(str(n) for n in sorted(v.by_vni))})")
+        return Subscriber(asyncio.Queue(EVENT_QUEUE), port=port,
+                          vni=int(vni) if vni is not None else None, capture=capture)
+
+    async def trace_stream(self, args: dict[str, Any], capture: bool = False
+                           ) -> AsyncIterator[dict[str, Any]]:
+        from dataplane import trace as tr
+        from dataplane.control import StreamEnd
+
+        sub = self._trace_subscriber(args, capture)
+        count = int(args.get("count") or 0)
+        if capture:
+            names = []
+            for i, (name, e) in enumerate(sorted(self.vtep.endpoints.items())):
+                sub.ifaces[e.port_id] = i
+                names.append((name, tr.LINKTYPE_ETHERNET))
+            names.append(("underlay", tr.LINKTYPE_IPV4))
+            yield {"pcapng": base64.b64encode(tr.pcapng_header(names)).decode()}
+        else:
+            # scapy (the decoder) takes ~0.3 s to import: do it off the loop, before tracing
+            # starts, so the first records do not stall forwarding.
+            await asyncio.to_thread(tr.warm_up)
+        switch = self.vtep.switch
+        self.tracers.append(sub)
+        switch.set_trace(True)
+        lost_before = switch.trace_lost
+        sent = 0
+        try:
+            while not count or sent < count:
+                item = await sub.queue.get()
+                if item.get("end"):
+                    break
+                if capture:
+                    yield {"pcapng": base64.b64encode(item["pcapng"]).decode()}
+                else:
+                    yield item
+                sent += 1
+        finally:
+            self.tracers.remove(sub)
+            if not self.tracers:
+                switch.set_trace(False)
+        yield StreamEnd(records=sent, lost=sub.lost, ring_lost=switch.trace_lost - lost_before)
+
+    async def capture_stream(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        async for item in self.trace_stream(args, capture=True):
+            yield item
+
+    def streams(self) -> dict[str, Stream]:
+        return {"events": self.events_stream, "trace": self.trace_stream,
+                "capture": self.capture_stream}
+
+    # -- explain ------------------------------------------------------------------------------
+
+    def explain(self, args: dict[str, Any]) -> dict[str, Any]:
+        from dataplane import trace as tr
+
+        v = self.vtep
+        name = args.get("from")
+        e = v.endpoints.get(name or "")
+        if e is None:
+            raise InvalidArgument(f"no endpoint {name!r} (have: {', '.join(sorted(v.endpoints))})")
+        to = str(args.get("to") or "")
+        try:
+            if ":" in to:
+                tr.mac_to_bytes(to)
+            else:
+                tr.IPv4Address(to)
+        except ValueError:
+            raise InvalidArgument(f"--to {to!r} is neither an IPv4 nor a MAC address") from None
+        kwargs = {n.vni: {"mtu": n.mtu, "proxy": n.proxy, "learning": n.learning,
+                          "ageing": n.ageing, "maxaddress": n.maxaddress}
+                  for n in v.networks.values()}
+        ports = [(x.port_id, x.network.vni) for x in v.endpoints.values()]
+        vc = v.config.vtep
+        out = tr.explain(v.switch, e.port_id, e.network.vni, e.cfg.mac,
+                         str(e.cfg.address.ip), to, self.port_name, self.network_name,
+                         kwargs, ports, vc.local, vc.src_port_range,
+                         {str(x.cfg.address.ip): (n, x.cfg.mac) for n, x in v.endpoints.items()
+                          if x.network.vni == e.network.vni})
+        out.pop("records", None)
+        return out
+
+
+def tap_counters(targets: list[tuple[str, str | None, int]]) -> dict[str, dict[str, int]]:
+    """What the container's kernel counted on its side of each TAP (its eth0): frames its
+    stack sent that the TAP's queue dropped because vxdp had not read them yet
+    (``tap_queue_dropped``, the interface's tx_dropped: tun_net_xmit's drop when the ring is
+    full) and frames vxdp wrote that its stack dropped (``tap_rx_dropped``). Under overload
+    this is where packets go missing before vxdp ever sees them, so ``vxdp stats`` shows it
+    next to vxdp's own counters. Endpoints whose namespace is gone are left out."""
+    out: dict[str, dict[str, int]] = {}
+    for name, ns, ifindex in targets:
+        st = link_stats64(ns, ifindex)
+        if st is not None:
+            out[name] = {"tap_queue_dropped": st.get("tx_dropped", 0),
+                         "tap_rx_dropped": st.get("rx_dropped", 0)}
+    return out
+
+
+def add_tap_counters(stats: dict[str, Any], taps: dict[str, dict[str, int]]) -> None:
+    for name, counters in taps.items():
+        port = stats["ports"].get(name)
+        if port is not None:
+            port.update(counters)

@@ -56,6 +56,9 @@ cdef struct sw_s:
     uint64_t ul_tx_errors        # burst I/O only
     uint64_t ul_tx_dropped       # burst I/O only (EAGAIN / ENOBUFS)
     uint64_t ul_rx_errors        # burst I/O only
+    # what the rx step in front of the core knows of the frame being processed
+    uint8_t cur_csum             # CSUM_ state, copied into its port records
+    uint8_t rx_note              # TF_ + 1 of what the rx step did (0: nothing), for trace
     events_t ev
     trace_t tr
     # the outputs of the burst being processed

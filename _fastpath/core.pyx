@@ -69,7 +69,8 @@ TRACE_RING = TRACE_RING_C
 TRACE_SNAP = TRACE_SNAP_C
 OFFLOAD_COUNTERS = ("tso_frames", "tso_segments", "csum_completed", "bad_vnet", "gso_sends",
                     "gso_datagrams", "gso_fallbacks", "gro_buffers", "gro_datagrams",
-                    "coalesced_frames", "coalesced_segments", "csum_bad")
+                    "coalesced_frames", "coalesced_segments", "csum_bad", "csum_partial_rx",
+                    "rx_superframes", "rx_superframe_segments")
 VNET_ERRORS = ("short header", "bad csum offsets", "gso type mismatch", "unsupported gso type",
                "bad ip header", "bad tcp header", "zero gso size", "empty gso frame",
                "too many segments")
@@ -79,6 +80,7 @@ VNET_ERRORS = ("short header", "bad csum offsets", "gso type mismatch", "unsuppo
 if (len(DROP_REASONS), len(EVENT_COUNTERS), len(OFFLOAD_COUNTERS), len(VNET_ERRORS)) \
         != (N_DROPS, N_EVC, N_OFFC, N_VE) \
         or DROP_REASONS[DR_UNKNOWN_PORT] != "unknown_port" \
+        or OFFLOAD_COUNTERS[OC_RX_SUPERFRAME_SEGMENTS] != "rx_superframe_segments" \
         or EVENT_COUNTERS[EC_FDB_FULL] != "fdb_full" \
         or FDB_STATES != ("permanent", "static", "learned") \
         or NEIGH_STATES != ("permanent", "static", "reachable") \
@@ -88,7 +90,8 @@ if (len(DROP_REASONS), len(EVENT_COUNTERS), len(OFFLOAD_COUNTERS), len(VNET_ERRO
 
 cdef tuple _EV_KINDS = ("l2miss", "l3miss", "learned", "moved", "aged")
 cdef tuple _TF_NAMES = ("learned", "moved", "fdb_full", "arp_consumed", "l3miss", "arp_local",
-                        "proxy_reply", "l2miss")
+                        "proxy_reply", "l2miss", "csum_partial", "segmented")
+cdef dict _TF_CODES = {name: i for i, name in enumerate(_TF_NAMES)}
 cdef uint64_t MAC_MASK = 0xFFFFFFFFFFFF
 
 
@@ -500,6 +503,7 @@ cdef class Switch:
             base = tmp
         memcpy(base + HEADROOM, <const unsigned char*>b, n)
         s.n_out = 0
+        s.cur_csum = CSUM_UNKNOWN
         core_from_port(s, p, tsrc, base + HEADROOM, <uint32_t>n, now, s.rx.scratch)
         try:
             return self._collect(s.n_out, False)
@@ -507,8 +511,10 @@ cdef class Switch:
             s.n_out = 0
             free(tmp)
 
-    def from_underlay(self, source, datagram, now):
-        """A UDP payload received on the VXLAN port from ``source`` (the outer IPv4 source)."""
+    def from_underlay(self, source, datagram, now, *, note=""):
+        """A UDP payload received on the VXLAN port from ``source`` (the outer IPv4 source).
+        ``note``: what the rx step in front of the core did to it (a trace flag name, e.g.
+        "csum_partial"), recorded in the trace."""
         cdef sw_t *s = self.s
         cdef uint32_t src = u32_addr(_source(source))
         cdef bytes b = datagram if type(datagram) is bytes else bytes(datagram)
@@ -522,7 +528,10 @@ cdef class Switch:
             base = tmp
         memcpy(base + HEADROOM - VXLAN_HLEN, <const unsigned char*>b, n)
         s.n_out = 0
+        s.cur_csum = CSUM_UNKNOWN
+        s.rx_note = _TF_CODES[note] + 1 if note else 0
         core_from_underlay(s, src, base + HEADROOM - VXLAN_HLEN, <uint32_t>n, now)
+        s.rx_note = 0
         try:
             return self._collect(s.n_out, False)
         finally:

@@ -19,7 +19,7 @@ from _fastpath.includes.libc_net cimport htonl
 from _fastpath.core cimport (
     Switch, sw_t, txrec, port_t, table_t, fdb_ent, rx_frame, rx_datagram, out_push,
     process_port_burst, process_underlay_burst, outer_csum, build_ipudp, transmit,
-    tso_segment, vnet_csum, tab_init, tab_insert, tab_free, tab_find, tab_home, tab_key_at,
+    tso_segment, vnet_csum, l4info_t, rx_csum, rx_segment, RX_PARTIAL, RX_VALID, tab_init, tab_insert, tab_free, tab_find, tab_home, tab_key_at,
     fdb_key, fdb_find, ent_nremotes,
     HEADROOM, IPUDP_HLEN, MAX_FRAME, VXLAN_HLEN, SEG_BUF, MAX_TSO_SEGS, FDB_MIN_CAP,
     N_VE, VE_SHORT_HEADER,
@@ -320,6 +320,39 @@ def offload_segment(hdr, frame):
         if k < 0:
             raise ValueError(VNET_ERRORS[-k - 1])
         return [PyBytes_FromStringAndSize(<char*>out + offs[i], lens[i]) for i in range(k)]
+    finally:
+        free(out)
+        free(offs)
+        free(lens)
+
+
+RX_VERDICTS = ("none", "valid", "partial", "bad")
+
+
+def offload_receive(frame, uint32_t mtu):
+    """dataplane.offload.receive() through the C functions the underlay path uses (rx_csum,
+    rx_segment): ``(frames, verdict)`` for an inner frame from the underlay."""
+    cdef bytearray buf = bytearray(frame)
+    cdef uint32_t n = len(buf)
+    cdef l4info_t li
+    cdef int v, k
+    cdef uint8_t *out
+    cdef uint32_t *offs
+    cdef uint32_t *lens
+    v = rx_csum(<uint8_t*><char*>buf, n, &li)
+    if (v != RX_VALID and v != RX_PARTIAL) or n <= mtu + 14:
+        return [bytes(buf)], RX_VERDICTS[v]
+    out = <uint8_t*>malloc(SEG_BUF)
+    offs = <uint32_t*>malloc(MAX_TSO_SEGS * sizeof(uint32_t))
+    lens = <uint32_t*>malloc(MAX_TSO_SEGS * sizeof(uint32_t))
+    try:
+        if out == NULL or offs == NULL or lens == NULL:
+            raise MemoryError()
+        k = rx_segment(<const uint8_t*><char*>buf, &li, mtu, out, offs, lens)
+        if k < 0:
+            return [bytes(buf)], RX_VERDICTS[v]
+        return ([PyBytes_FromStringAndSize(<char*>out + offs[i], lens[i]) for i in range(k)],
+                RX_VERDICTS[v])
     finally:
         free(out)
         free(offs)

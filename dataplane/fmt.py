@@ -192,7 +192,7 @@ def format_offload(offload: Mapping[str, Any]) -> list[str]:
         if isinstance(reason, str) and reason:
             reasons = {reason}
         if len(reasons) == 1:
-            return [f"offload: off ({reasons.pop()})"]
+            return [f"offload: off ({reasons.pop()})", *_counter_lines(offload)]
 
     def why(key: str) -> str:
         return f" ({off[key]})" if off.get(key) else ""
@@ -218,16 +218,21 @@ def format_offload(offload: Mapping[str, Any]) -> list[str]:
     head = "offload: " + (", ".join(items) if items else "-")
     if isinstance(reason, str) and reason:
         head += f" ({reason})"
-    lines = [head]
+    return [head, *_counter_lines(offload)]
+
+
+def _counter_lines(offload: Mapping[str, Any]) -> list[str]:
+    """The offload counters that are not zero, one indented line each."""
     counters = offload.get("counters")
-    if isinstance(counters, Mapping):
-        nonzero = {str(k): v for k, v in counters.items()
-                   if isinstance(v, int) and not isinstance(v, bool) and v}
-        if nonzero:
-            kw = max(len(k) for k in nonzero)
-            vw = max(len(str(v)) for v in nonzero.values())
-            lines += [f"  {k.ljust(kw)}  {str(v).rjust(vw)}" for k, v in nonzero.items()]
-    return lines
+    if not isinstance(counters, Mapping):
+        return []
+    nonzero = {str(k): v for k, v in counters.items()
+               if isinstance(v, int) and not isinstance(v, bool) and v}
+    if not nonzero:
+        return []
+    kw = max(len(k) for k in nonzero)
+    vw = max(len(str(v)) for v in nonzero.values())
+    return [f"  {k.ljust(kw)}  {str(v).rjust(vw)}" for k, v in nonzero.items()]
 
 
 def _scalar(value: Any) -> str:

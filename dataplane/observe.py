@@ -148,6 +148,7 @@ class Observer:
         }
         if not v.switch.OFFLOADS:
             out["reason"] = "pure-Python path"
+            out["counters"] = dict(v.switch.offload_counters())
             return out
         # The core may drop an offload at run time (udp_gso goes off when a GSO send fails
         # with EIO: the route's device cannot checksum), so report its live state.

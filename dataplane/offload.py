@@ -383,3 +383,111 @@ def coalesce(frames: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
     if run:
         out.append(_emit(run, total))
     return out
+
+
+# --- underlay path: receive() ----------------------------------------------------------------
+
+RX_VERDICTS: tuple[str, ...] = ("none", "valid", "partial", "bad")
+IPPROTO_UDP = 17
+
+
+class L4(NamedTuple):
+    """Where an inner frame's TCP/UDP header is."""
+
+    l3: int        # IP header offset
+    l4: int        # TCP/UDP header offset
+    l4_len: int    # from the IP header
+    proto: int     # 6 or 17
+    v6: bool
+    doff: int      # TCP header length (8 for UDP)
+
+
+def locate_l4(frame: bytes) -> L4 | None:
+    """The TCP/UDP header of an untagged IPv4 or IPv6 frame, or None: not IP, a fragment,
+    IPv6 with extension headers, or lengths that do not fit the frame (Ethernet padding past
+    the IP length is fine)."""
+    n = len(frame)
+    if n < ETH_HLEN:
+        return None
+    ethertype = _be16(frame, 12)
+    if ethertype == ETH_P_IP:
+        if n < 34 or frame[14] >> 4 != 4:
+            return None
+        ihl, tot = (frame[14] & 0x0F) * 4, _be16(frame, 16)
+        if ihl < 20 or tot < ihl or 14 + tot > n or _be16(frame, 20) & 0x3FFF:
+            return None
+        l3, l4, l4_len, proto, v6 = 14, 14 + ihl, tot - ihl, frame[23], False
+    elif ethertype == ETH_P_IPV6:
+        if n < 54 or frame[14] >> 4 != 6 or 54 + _be16(frame, 18) > n:
+            return None
+        l3, l4, l4_len, proto, v6 = 14, 54, _be16(frame, 18), frame[20], True
+    else:
+        return None
+    if proto == IPPROTO_TCP and l4_len >= 20:
+        doff = (frame[l4 + 12] >> 4) * 4
+        return L4(l3, l4, l4_len, proto, v6, doff) if 20 <= doff <= l4_len else None
+    if proto == IPPROTO_UDP and l4_len >= 8:
+        return L4(l3, l4, l4_len, proto, v6, 8)
+    return None
+
+
+def _pseudo(frame: bytes, h: L4) -> int:
+    """The pseudo-header sum of ``h`` (RFC 793 §3.1 / RFC 8200 §8.1), folded."""
+    if h.v6:
+        return csum(frame[h.l3 + 8:h.l3 + 40] + struct.pack("!I3xB", h.l4_len, h.proto))
+    return csum(frame[h.l3 + 12:h.l3 + 20] + struct.pack("!BBH", 0, h.proto, h.l4_len))
+
+
+def rx_checksum(frame: bytes) -> tuple[bytes, str]:
+    """The frame (its checksum completed if it was partial) and its verdict, one of
+    ``RX_VERDICTS``:
+
+    * ``valid``: the TCP/UDP checksum is right;
+    * ``partial``: a kernel VTEP sent it CHECKSUM_PARTIAL and a veth or virtio underlay handed
+      it over unfinished — the field holds the folded pseudo-header sum, not complemented
+      (``tcp_v4_send_check``); completed here as ``skb_checksum_help`` would (0 → 0xFFFF);
+    * ``bad``: wrong, and not partial: corrupted on the way; left as it is, so that the
+      container's stack drops it and counts it — never laundered;
+    * ``none``: nothing to check (not TCP/UDP over untagged IP, a fragment, UDP over IPv4
+      without a checksum)."""
+    h = locate_l4(frame)
+    if h is None:
+        return frame, "none"
+    at = h.l4 + (16 if h.proto == IPPROTO_TCP else 6)
+    field = _be16(frame, at)
+    if h.proto == IPPROTO_UDP and field == 0:
+        return frame, "none"
+    pseudo = _pseudo(frame, h)
+    s = csum(frame[h.l4:h.l4 + h.l4_len])
+    if fold(pseudo + s) == 0xFFFF:
+        return frame, "valid"
+    if field != pseudo:
+        return frame, "bad"
+    c = ~s & 0xFFFF or 0xFFFF            # the field (the pseudo sum) is in s already
+    return frame[:at] + c.to_bytes(2, "big") + frame[at + 2:], "partial"
+
+
+def receive(frame: bytes, mtu: int) -> tuple[list[bytes], str]:
+    """The wire frames an inner ``frame`` from the underlay stands for, on a network of
+    ``mtu``, and its checksum verdict (``rx_checksum``).
+
+    A kernel VTEP on a veth underlay (default offloads) hands its containers' TSO frames to
+    the UDP stack as one VXLAN datagram of up to 64 KB: a tunnel GSO skb, queued whole, with
+    no UDP_GRO cmsg and no trace of the sender's MSS. A TCP frame larger than ``mtu`` + 14
+    with a valid or partial checksum is therefore cut into segments as large as the MTU
+    allows (``tso_segments``, every checksum computed); anything else comes back as it is
+    (the core then drops an oversized one)."""
+    frame, verdict = rx_checksum(frame)
+    h = locate_l4(frame)
+    if (verdict not in ("valid", "partial") or len(frame) <= mtu + ETH_HLEN or h is None
+            or h.proto != IPPROTO_TCP):
+        return [frame], verdict
+    hl = h.l4 + h.doff
+    end = h.l4 + h.l4_len
+    if mtu <= hl - h.l3 or end <= hl:
+        return [frame], verdict
+    gso = GSO_TCPV6 if h.v6 else GSO_TCPV4
+    try:
+        return tso_segments(frame[:end], gso, mtu - (hl - h.l3)), verdict
+    except ValueError:          # more than MAX_TSO_SEGS: left whole (an oversize drop)
+        return [frame], verdict

@@ -271,7 +271,7 @@ class Switch:
         or the UDP payload (from the underlay), cut at TRACE_SNAP bytes; verdict the drop
         reason or ""; outputs ``("port", N)`` / ``("vtep", addr, sport)``; flags the
         decisions that leave no output (proxy_reply, l3miss, l2miss, learned, moved,
-        arp_consumed)."""
+        arp_consumed; csum_partial and segmented from the rx step)."""
         recs, self._trace = self._trace, []
         return recs
 
@@ -412,15 +412,17 @@ class Switch:
             self._counters["fdb_full"] += 1
 
     def from_underlay(self, source: IPv4Address | str, datagram: bytes,
-                      now: float) -> list[Action]:
-        """A UDP payload received on the VXLAN port from ``source`` (the outer IPv4 source)."""
+                      now: float, *, note: str = "") -> list[Action]:
+        """A UDP payload received on the VXLAN port from ``source`` (the outer IPv4 source).
+        ``note``: what the rx step in front of the core did to it (``offload.receive``:
+        "csum_partial", "segmented"), recorded as the first trace flag."""
         try:
             src_ip = ip4(source)
         except ValueError as e:
             raise InvalidArgument(str(e)) from None
         if not self._trace_on:
             return self._from_underlay(src_ip, datagram, now)
-        self._reason, self._flags = "", []
+        self._reason, self._flags = "", [note] if note else []
         out = self._from_underlay(src_ip, datagram, now)
         vni = parse_vxlan(datagram)[1] if len(datagram) >= 8 else -1
         self._record(now, str(src_ip), vni, datagram, out)

@@ -106,7 +106,10 @@ cdef enum:  # offload counters, OFFLOAD_COUNTERS order in core.pyx
     OC_COALESCED_FRAMES = 9
     OC_COALESCED_SEGMENTS = 10
     OC_CSUM_BAD = 11
-    N_OFFC = 12
+    OC_CSUM_PARTIAL_RX = 12
+    OC_RX_SUPERFRAMES = 13
+    OC_RX_SUPERFRAME_SEGMENTS = 14
+    N_OFFC = 15
 
 cdef enum:  # offload.segment() error reasons, VNET_ERRORS order in core.pyx
     VE_SHORT_HEADER = 0
@@ -136,6 +139,8 @@ cdef enum:  # trace flags: decisions that leave no output (Switch._flag names)
     TF_ARP_LOCAL = 5
     TF_PROXY_REPLY = 6
     TF_L2MISS = 7
+    TF_CSUM_PARTIAL = 8          # from the rx step in front of the core (rx notes)
+    TF_SEGMENTED = 9
 
 cdef enum:  # where an event or trace record points
     LOC_NONE = 0

@@ -41,6 +41,7 @@ ctypedef struct txrec:
     uint16_t sport
     uint8_t inline_hdr           # 1: IPv4+UDP header in `hdr`, 0: at data - 28
     uint8_t csum_todo            # the UDP checksum is not filled in yet (outer_csum)
+    uint8_t csum                 # port records: CSUM_ state of the frame's L4 checksum
     int32_t next                 # port records in a coalescing run: the next member
     uint8_t hdr[IPUDP_HLEN]
 
@@ -71,6 +72,7 @@ cdef void ev_push(sw_t *s, uint8_t kind, uint32_t vni, uint64_t key, uint8_t oki
                   uint32_t oval, uint8_t nkind, uint32_t nval) noexcept nogil
 cdef int core_port(sw_t *s, int32_t port, uint8_t *f, uint32_t n, double now,
                    uint8_t *scratch) noexcept nogil
+cdef int32_t underlay_slot(sw_t *s, uint32_t src, const uint8_t *d, uint32_t n) noexcept nogil
 cdef int core_underlay(sw_t *s, uint32_t src, uint8_t *d, uint32_t n,
                        double now) noexcept nogil
 cdef void core_from_port(sw_t *s, int32_t port, int64_t tsrc, uint8_t *f, uint32_t n,

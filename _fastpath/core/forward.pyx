@@ -47,6 +47,7 @@ cdef inline void emit_port(sw_t *s, int32_t p, uint8_t *data, uint32_t n) noexce
     r.data = data
     r.len = n
     r.port = p
+    r.csum = s.cur_csum
     pt = &s.ports[p]
     pt.tx_packets += 1
     pt.tx_bytes += n
@@ -220,6 +221,18 @@ cdef inline int32_t vmap_find(sw_t *s, uint32_t vni) noexcept nogil:
         i = (i + 1) & s.vmap_mask
 
 
+cdef int32_t underlay_slot(sw_t *s, uint32_t src, const uint8_t *d, uint32_t n) noexcept nogil:
+    """The network slot a datagram is for when core_underlay() will take it past its header
+    checks (it checks and counts again), else -1: the rx step in front of the core only
+    works on frames the core will look at."""
+    if n < VXLAN_HLEN + ETH_HLEN or not (d[0] & 0x08):
+        return -1
+    if (s.n_allow and not allowed(s, src)) \
+            or (s.strict and ((d[0] & ~0x08) | d[1] | d[2] | d[3] | d[7])):
+        return -1
+    return vmap_find(s, vxlan_vni(d))
+
+
 cdef int core_underlay(sw_t *s, uint32_t src, uint8_t *d, uint32_t n,
                        double now) noexcept nogil:
     """Switch._from_underlay in C: `d` is the UDP payload (VXLAN header + frame) received
@@ -304,6 +317,8 @@ cdef void core_from_underlay(sw_t *s, uint32_t src, uint8_t *d, uint32_t n,
         return
     first = s.n_out
     s.tr.tf_n = 0
+    if s.rx_note:
+        tflag(s, s.rx_note - 1)         # what the rx step did before (rx notes: TF_ + 1)
     reason = core_underlay(s, src, d, n, now)
     if n >= VXLAN_HLEN:
         vni = <int32_t>vxlan_vni(d)

@@ -18,6 +18,27 @@ ctypedef struct run_t:
     uint8_t last_full            # the last member's payload length == g
     uint8_t listed               # port is in tx_t.run_ports
 
+# Where an inner frame's L4 header is (rx_csum), for checksum checks and segmentation.
+ctypedef struct l4info_t:
+    uint32_t l3                  # IP header offset (untagged: ETH_HLEN)
+    uint32_t l4                  # TCP/UDP header offset
+    uint32_t l4len               # L4 length from the IP header
+    uint32_t end                 # ETH_HLEN + IP length: the frame without Ethernet padding
+    uint32_t doff                # TCP header length
+    uint8_t proto                # 6 or 17
+    uint8_t v6
+
+cdef enum:  # rx_csum() verdicts (offload.RX_VERDICTS order)
+    RX_NONE = 0                  # no L4 checksum to look at (not TCP/UDP, fragment, UDP 0...)
+    RX_VALID = 1
+    RX_PARTIAL = 2               # left partial by a kernel sender; completed in place
+    RX_BAD = 3                   # neither: corrupted on the way (left as it is)
+
+cdef enum:  # txrec.csum: what is known of a frame's L4 checksum on its way to a TAP
+    CSUM_UNKNOWN = 0
+    CSUM_GOOD = 1                # verified (or computed) by vxdp
+    CSUM_BAD = 2                 # verified wrong: never merged into a coalesced frame
+
 cdef enum:  # tcp4_coalescible() verdicts
     CO_NO = 0                    # not a candidate (flags, options, fragment...)
     CO_YES = 1
@@ -26,10 +47,14 @@ cdef enum:  # tcp4_coalescible() verdicts
 cdef int vnet_csum(const uint8_t *h, uint8_t *f, uint32_t n) noexcept nogil
 cdef int tso_segment(const uint8_t *h, const uint8_t *f, uint32_t n, uint8_t *out,
                      uint32_t *offs, uint32_t *lens) noexcept nogil
-cdef int tcp4_coalescible(const uint8_t *f, uint32_t n) noexcept nogil
+cdef int tcp4_coalescible(const uint8_t *f, uint32_t n, bint verified) noexcept nogil
 cdef bint run_extends(const run_t *run, const uint8_t *h, const uint8_t *q,
                       uint32_t qn) noexcept nogil
 cdef void run_add(run_t *run, const uint8_t *q, uint32_t qn) noexcept nogil
 cdef void run_start(run_t *run, int32_t idx, const uint8_t *h, uint32_t hn) noexcept nogil
 cdef uint32_t run_header(const run_t *run, const uint8_t *h, uint8_t *vh,
                          uint8_t *out) noexcept nogil
+cdef int l4_locate(const uint8_t *f, uint32_t n, l4info_t *li) noexcept nogil
+cdef int rx_csum(uint8_t *f, uint32_t n, l4info_t *li) noexcept nogil
+cdef int rx_segment(const uint8_t *f, const l4info_t *li, uint32_t mtu, uint8_t *out,
+                    uint32_t *offs, uint32_t *lens) noexcept nogil

@@ -163,12 +163,13 @@ cdef inline uint32_t tcp_doff(const uint8_t *f) noexcept nogil:
     return (f[L4 + TCP_DOFF] >> 4) * 4
 
 
-cdef int tcp4_coalescible(const uint8_t *f, uint32_t n) noexcept nogil:
+cdef int tcp4_coalescible(const uint8_t *f, uint32_t n, bint verified) noexcept nogil:
     """offload.coalesce()'s test for a frame that may join a run: plain IPv4 (no options,
     not a fragment, no Ethernet padding, valid header checksum), TCP with data and only
     ACK or ACK|PSH, and a valid TCP checksum — a merged frame goes up with F_NEEDS_CSUM,
     which the receiving stack takes as "verified" (CHECKSUM_PARTIAL), so a corrupt segment
-    must never be merged: like tcp4_gro_receive, check before merging."""
+    must never be merged: like tcp4_gro_receive, check before merging. `verified`: the
+    TCP checksum was checked on receipt already (rx_csum), so it is not summed again."""
     cdef uint32_t doff, fl
     if n < L4 + TCP_HLEN or f[ETH_TYPE] != 0x08 or f[ETH_TYPE + 1] != 0x00 \
             or f[L3] != 0x45 or f[IP4_PROTO] != 6:
@@ -185,8 +186,8 @@ cdef int tcp4_coalescible(const uint8_t *f, uint32_t n) noexcept nogil:
     fl = f[L4 + TCP_FLAGS]
     if not (fl & 0x10) or (fl & ~(<uint32_t>0x18)):
         return CO_NO
-    if vx_csum_fold(addr_sum(f + IP4_SADDR, 8) + 6 + (n - L4)
-                    + data_sum(f + L4, n - L4)) != 0xFFFF:
+    if not verified and vx_csum_fold(addr_sum(f + IP4_SADDR, 8) + 6 + (n - L4)
+                                     + data_sum(f + L4, n - L4)) != 0xFFFF:
         return CO_BAD_CSUM
     return CO_YES
 
@@ -263,3 +264,107 @@ cdef uint32_t run_header(const run_t *run, const uint8_t *h, uint8_t *vh,
     vh[8] = TCP_CSUM                           # csum_offset: TCP checksum field
     vh[9] = 0
     return hl
+
+
+# -- frames from the underlay: offload.receive() ------------------------------------------------
+
+cdef int l4_locate(const uint8_t *f, uint32_t n, l4info_t *li) noexcept nogil:
+    """Find the TCP/UDP header of an untagged IPv4 or IPv6 frame (no IPv6 extension headers,
+    not a fragment, lengths that fit the frame); -1 when there is none to check."""
+    cdef uint32_t et, ihl, tot
+    if n < ETH_HLEN:
+        return -1
+    et = vx_be16(f + ETH_TYPE)
+    li.l3 = L3
+    if et == 0x0800:
+        if n < L3 + IP4_HLEN or (f[L3] >> 4) != 4:
+            return -1
+        ihl = (f[L3] & 0x0F) * 4
+        tot = vx_be16(f + IP4_TOTLEN)
+        if ihl < IP4_HLEN or tot < ihl or L3 + tot > n or (vx_be16(f + IP4_FRAG) & 0x3FFF):
+            return -1
+        li.proto = f[IP4_PROTO]
+        li.l4 = L3 + ihl
+        li.l4len = tot - ihl
+        li.v6 = 0
+    elif et == 0x86DD:
+        if n < L3 + 40 or (f[L3] >> 4) != 6:
+            return -1
+        tot = vx_be16(f + L3 + 4)
+        if L3 + 40 + tot > n:
+            return -1
+        li.proto = f[L3 + 6]
+        li.l4 = L3 + 40
+        li.l4len = tot
+        li.v6 = 1
+    else:
+        return -1
+    li.end = li.l4 + li.l4len
+    if li.proto == 6:
+        if li.l4len < TCP_HLEN:
+            return -1
+        li.doff = (f[li.l4 + TCP_DOFF] >> 4) * 4
+        if li.doff < TCP_HLEN or li.doff > li.l4len:
+            return -1
+        return 0
+    if li.proto == 17 and li.l4len >= 8:
+        li.doff = 8
+        return 0
+    return -1
+
+
+cdef int rx_csum(uint8_t *f, uint32_t n, l4info_t *li) noexcept nogil:
+    """offload.receive()'s checksum verdict for an inner TCP/UDP frame from the underlay.
+
+    A kernel VTEP sends its containers' TCP and UDP with CHECKSUM_PARTIAL: the field holds
+    the folded pseudo-header sum, not complemented, and a veth (or virtio between VMs on one
+    host) hands the packet over without ever filling it in; a kernel receiver keeps that
+    state with the skb and trusts it. A UDP socket only sees bytes, so the state is
+    recognised here: a checksum that fails, in a field equal to the pseudo-header sum, is
+    partial and completed in place (as skb_checksum_help would: a 0 goes out as 0xFFFF). A
+    checksum that fails otherwise is corruption on the way, left for the container to drop."""
+    cdef uint32_t off, field
+    cdef uint64_t p, sm
+    cdef uint16_t c
+    if l4_locate(f, n, li) < 0:
+        return RX_NONE
+    off = li.l4 + (TCP_CSUM if li.proto == 6 else 6)
+    field = vx_be16(f + off)
+    if li.proto == 17 and field == 0:
+        return RX_NONE                  # IPv4 UDP without a checksum (RFC 768)
+    if li.v6:
+        p = addr_sum(f + li.l3 + 8, 32) + (li.l4len >> 16)
+    else:
+        p = addr_sum(f + IP4_SADDR, 8)
+    p += li.proto + (li.l4len & 0xFFFF)
+    sm = data_sum(f + li.l4, li.l4len)
+    if vx_csum_fold(p + sm) == 0xFFFF:
+        return RX_VALID
+    if field != vx_csum_fold(p):
+        return RX_BAD
+    c = csum_done(sm)                   # the field (= p) is already in the sum
+    vx_put_be16(f + off, c if c != 0 else 0xFFFF)
+    return RX_PARTIAL
+
+
+cdef int rx_segment(const uint8_t *f, const l4info_t *li, uint32_t mtu, uint8_t *out,
+                    uint32_t *offs, uint32_t *lens) noexcept nogil:
+    """Cut a TCP super-frame from the underlay into wire segments for a network of `mtu`.
+    A kernel VTEP on a veth underlay sends its containers' TSO frames as ONE VXLAN datagram
+    of up to 64 KB (no UDP_GRO cmsg: it is a tunnel GSO skb, queued whole); the sender's MSS
+    travels nowhere, so the segments are as large as the MTU allows. Returns the number of
+    segments (tso_segment's), or -1 when this is not a TCP frame that can be cut."""
+    cdef uint8_t hb[VNET_HDR_MIN]
+    cdef uint32_t hl = li.l4 + li.doff, g
+    cdef int k
+    if li.proto != 6 or mtu <= hl - li.l3 or li.end <= hl:
+        return -1
+    g = mtu - (hl - li.l3)
+    memset(hb, 0, VNET_HDR_MIN)
+    hb[0] = 1                           # F_NEEDS_CSUM (tso_segment computes every checksum)
+    hb[1] = 4 if li.v6 else 1           # GSO_TCPV6 / GSO_TCPV4
+    hb[2] = <uint8_t>hl
+    hb[4] = <uint8_t>g
+    hb[5] = <uint8_t>(g >> 8)
+    k = tso_segment(hb, f, li.end, out, offs, lens)
+    return k if k > 0 else -1

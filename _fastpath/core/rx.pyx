@@ -74,17 +74,59 @@ cdef uint32_t process_port_burst(sw_t *s, int32_t port, uint32_t n, double now) 
     """Rx slots 0..n-1 (lengths in rx.len) from `port` through the core; returns the number
     of output records now in s.out."""
     cdef uint32_t i
+    s.cur_csum = CSUM_UNKNOWN
     for i in range(n):
         core_from_port(s, port, port, rx_frame(&s.rx, i), s.rx.len[i], now,
                        s.rx.scratch + <size_t>i * SCRATCH_STRIDE)
     return s.n_out
 
 
+cdef void underlay_in(sw_t *s, uint32_t src, uint8_t *d, uint32_t n, double now) noexcept nogil:
+    """One datagram from the underlay through offload.receive() in front of the core — a
+    partial inner checksum completed, a TCP super-frame cut into wire segments (rx_csum,
+    rx_segment say why) — and then through the core, frame by frame."""
+    cdef int32_t sl = underlay_slot(s, src, d, n)
+    cdef l4info_t li
+    cdef int v = RX_NONE, k, j
+    cdef uint8_t *f = d + VXLAN_HLEN
+    cdef uint8_t *sd
+    s.rx_note = 0
+    if sl >= 0:
+        v = rx_csum(f, n - VXLAN_HLEN, &li)
+    if v == RX_PARTIAL:
+        s.offc[OC_CSUM_PARTIAL_RX] += 1
+        s.rx_note = TF_CSUM_PARTIAL + 1
+    elif v == RX_BAD:
+        s.offc[OC_CSUM_BAD] += 1
+    if (v == RX_VALID or v == RX_PARTIAL) and <int64_t>(n - VXLAN_HLEN) > s.nets[sl].maxlen \
+            and rx_seg_alloc(&s.rx) == 0:
+        k = rx_segment(f, &li, <uint32_t>(s.nets[sl].maxlen - ETH_HLEN), s.rx.seg,
+                       s.rx.seg_off, s.rx.seg_len)
+        if k > 0:
+            s.offc[OC_RX_SUPERFRAMES] += 1
+            s.offc[OC_RX_SUPERFRAME_SEGMENTS] += <uint64_t>k
+            s.cur_csum = CSUM_GOOD
+            s.rx_note = TF_SEGMENTED + 1
+            for j in range(k):
+                sd = s.rx.seg + s.rx.seg_off[j] - VXLAN_HLEN
+                memcpy(sd, d, VXLAN_HLEN)
+                core_from_underlay(s, src, sd, s.rx.seg_len[j] + VXLAN_HLEN, now)
+            transmit(s)                 # the segment buffer is reused by the next one
+            s.rx_note = 0
+            return
+    if v == RX_VALID or v == RX_PARTIAL:
+        s.cur_csum = CSUM_GOOD
+    else:
+        s.cur_csum = CSUM_BAD if v == RX_BAD else CSUM_UNKNOWN
+    core_from_underlay(s, src, d, n, now)
+    s.rx_note = 0
+
+
 cdef uint32_t process_underlay_burst(sw_t *s, uint32_t n, double now) noexcept nogil:
     """Rx slots 0..n-1 (UDP payloads from rx.src) through the core."""
     cdef uint32_t i
     for i in range(n):
-        core_from_underlay(s, s.rx.src[i], rx_datagram(&s.rx, i), s.rx.len[i], now)
+        underlay_in(s, s.rx.src[i], rx_datagram(&s.rx, i), s.rx.len[i], now)
     return s.n_out
 
 
@@ -99,6 +141,7 @@ cdef void process_vnet_burst(sw_t *s, int32_t port, uint32_t n, double now) noex
     cdef uint8_t *f
     cdef uint8_t *scratch
     cdef uint8_t vnet = s.ports[port].vnet
+    s.cur_csum = CSUM_UNKNOWN
     for i in range(n):
         f = rx_frame(r, i)
         scratch = r.scratch + <size_t>i * SCRATCH_STRIDE
@@ -135,13 +178,13 @@ cdef void process_gro_burst(sw_t *s, uint32_t n, double now) noexcept nogil:
         ln = r.len[i]
         g = r.gso[i]
         if g == 0 or g >= ln:
-            core_from_underlay(s, r.src[i], d, ln, now)
+            underlay_in(s, r.src[i], d, ln, now)
             continue
         s.offc[OC_GRO_BUFFERS] += 1
         off = 0
         while off < ln:
             pl = ln - off if ln - off < g else g
-            core_from_underlay(s, r.src[i], d + off, pl, now)
+            underlay_in(s, r.src[i], d + off, pl, now)
             s.offc[OC_GRO_DATAGRAMS] += 1
             off += pl
 

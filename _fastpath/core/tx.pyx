@@ -126,7 +126,8 @@ cdef void tap_frame(sw_t *s, int32_t idx) noexcept nogil:
     cdef txrec *r = &s.out[idx]
     cdef run_t *run = &t.runs[r.port]
     cdef port_t *pt = &s.ports[r.port]
-    cdef int verdict = tcp4_coalescible(r.data, r.len)
+    cdef int verdict = (CO_NO if r.csum == CSUM_BAD
+                        else tcp4_coalescible(r.data, r.len, r.csum == CSUM_GOOD))
     r.next = -1
     if verdict != CO_YES:
         if verdict == CO_BAD_CSUM:

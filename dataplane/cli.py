@@ -22,15 +22,7 @@ from dataclasses import dataclass
 from typing import IO, Any, NoReturn
 
 from dataplane import __version__
-from dataplane.config import (
-    check_ifname,
-    endpoint_from_args,
-    parse_mac,
-    parse_overlay_ip,
-    parse_underlay_ip,
-    parse_unicast_mac,
-    parse_vni,
-)
+from dataplane.config import endpoint_from_args
 from dataplane.control import ControlClient
 from dataplane.errors import ConfigError, ControlError, VxdpError
 from dataplane.fmt import (
@@ -40,6 +32,14 @@ from dataplane.fmt import (
     format_neigh,
     format_record,
     format_stats,
+)
+from dataplane.validate import (
+    check_ifname,
+    parse_mac,
+    parse_overlay_ip,
+    parse_underlay_ip,
+    parse_unicast_mac,
+    parse_vni,
 )
 
 DEFAULT_SOCKET = "/run/vxdp/vxdp.sock"

@@ -37,7 +37,7 @@ from pyroute2.netlink.rtnl import ndmsg
 
 from dataplane import netns as _netns
 from dataplane.errors import VxdpError
-from dataplane.ports import check_ifname
+from dataplane.validate import check_ifname
 
 __all__ = ["Capture", "ContainerInfo", "HostInfo", "KernelVtep", "Lab", "cleanup_prefix",
            "disable_tx_checksum", "install_signal_exit", "UNDERLAY_SPACE"]
@@ -325,7 +325,10 @@ class Lab:
         assert self.underlay_ns is not None and self.subnet is not None
         iface = self._underlay_address(address)
         port = f"v-{name}"
-        check_ifname(port, "host name (as bridge port v-NAME)")
+        try:
+            check_ifname(port)
+        except ValueError as exc:
+            raise VxdpError(f"lab host {name}: bridge port {port}: {exc}") from None
         ns = self._new_ns(name)
         try:
             with _netns.ns_iproute(ns) as ipr:

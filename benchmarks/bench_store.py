@@ -88,6 +88,9 @@ class StandIn:
     def local_endpoints(self) -> list[Any]:
         return []
 
+    def emit_event(self, rec: dict[str, Any]) -> None:
+        """Nobody watches ``vxdp events`` here (a real VTEP with no subscriber drops them too)."""
+
     def peer_add(self, network: str, mac: str, ip: str, vtep: str) -> bool:
         ok = self.vtep.peer_add(network, mac, ip, vtep)
         if self.record and mac not in self.added:

@@ -404,6 +404,9 @@ class Vtep:
             log.debug("event: %s", rec["line"])
             self._emit(rec)
 
+    def emit_event(self, rec: dict[str, Any]) -> None:
+        self._emit(rec)
+
     def _emit(self, rec: dict[str, Any]) -> None:
         for s in self._subscribers:
             try:

@@ -36,8 +36,8 @@ from urllib.parse import urlsplit
 
 from dataplane.config import EndpointConfig, NetworkConfig, StoreConfig
 from dataplane.errors import VxdpError
-from dataplane.store.keys import (EndpointRecord, KeyLayout, RemoteTables, VtepRecord,
-                                  normalize_mac)
+from dataplane.store.keys import (EndpointRecord, KeyLayout, RemoteTables, StoreHost,
+                                  VtepRecord, normalize_mac)
 
 # A VTEP forks short-lived children (dataplane.netns.call_in_netns: sysctls and ethtool inside
 # a container's namespace when an endpoint is attached). With gRPC's fork support on, its
@@ -111,11 +111,11 @@ def _describe(exc: BaseException) -> str:
 class EtcdStore:
     """The etcd store of one VTEP (see the module docstring for the protocol).
 
-    ``host`` is the :class:`dataplane.vtep.Vtep` (or anything with the same ``config``,
-    ``local_endpoints()``, ``peer_add/peer_del/flood_add/flood_del`` and optionally ``_emit``).
+    ``host`` is the :class:`dataplane.vtep.Vtep`, or anything else that is a
+    :class:`~dataplane.store.keys.StoreHost`.
     """
 
-    def __init__(self, config: StoreConfig, host: Any) -> None:
+    def __init__(self, config: StoreConfig, host: StoreHost) -> None:
         if aetcd is None:
             raise VxdpError("[store] etcd needs the 'aetcd' package (pip install aetcd, or "
                             "reinstall vxdp: it is a runtime dependency)")
@@ -136,7 +136,7 @@ class EtcdStore:
         self.tables = RemoteTables(host, self.layout, self.local, networks,
                                    local_macs=lambda: self._local_macs,
                                    static_peers=static_peers, static_flood=static_flood,
-                                   emit=self._emit_event if hasattr(host, "_emit") else None)
+                                   emit=self._emit_event)
         reg = VtepRecord(self.local, self.name, tuple(sorted(networks.items())))
         self._vtep_key = self.layout.vtep_key(self.local)
         # What we want in etcd (key -> value) and what still has to be written there
@@ -316,13 +316,11 @@ class EtcdStore:
 
     def _emit_event(self, rec: dict[str, Any]) -> None:
         """Store changes on ``vxdp events`` (peer_add/peer_del/flood_add/flood_del)."""
-        self.host._emit({**rec, "time": time.time()})
+        self.host.emit_event({**rec, "time": time.time()})
 
     def _emit_state(self, state: str, line: str) -> None:
-        emit = getattr(self.host, "_emit", None)
-        if emit is not None:
-            emit({"kind": "store", "state": state, "url": self.url, "revision": self.revision,
-                  "time": time.time(), "line": line})
+        self.host.emit_event({"kind": "store", "state": state, "url": self.url,
+                              "revision": self.revision, "time": time.time(), "line": line})
 
     async def _session(self, url: str) -> None:
         host, port = _host_port(url)

@@ -26,9 +26,12 @@ import logging
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dataplane.validate import VNI_MAX, VNI_MIN, is_vni, parse_ipv4, parse_unicast_mac
+
+if TYPE_CHECKING:
+    from dataplane.config import Config, EndpointConfig, NetworkConfig
 
 __all__ = ["EndpointRecord", "KeyLayout", "RemoteTables", "StoreHost", "VtepRecord",
            "RecordError", "normalize_mac"]
@@ -40,12 +43,21 @@ class RecordError(ValueError):
 
 
 class StoreHost(Protocol):
-    """What the store needs from a VTEP (``dataplane.vtep.Vtep`` implements it)."""
+    """What the store needs from a VTEP (``dataplane.vtep.Vtep`` implements it).
 
+    :class:`RemoteTables` only programs the tables (``peer_*``, ``flood_*``); the etcd store
+    also reads the config, publishes the attached endpoints and reports on ``vxdp events``.
+    """
+
+    config: Config
+
+    def local_endpoints(self) -> list[tuple[NetworkConfig, EndpointConfig]]: ...
     def peer_add(self, network: str, mac: str, ip: str, vtep: str) -> bool: ...
     def peer_del(self, network: str, mac: str, ip: str) -> bool: ...
     def flood_add(self, network: str, vtep: str) -> bool: ...
     def flood_del(self, network: str, vtep: str) -> bool: ...
+    def emit_event(self, rec: dict[str, Any]) -> None:
+        """Hand one event record (``{"kind": ..., "line": ...}``) to ``vxdp events``."""
 
 
 def normalize_mac(mac: str) -> str:

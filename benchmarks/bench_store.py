@@ -425,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_store: etcd not found (apt-get install etcd-server)", file=sys.stderr)
         return 1
     from dataplane.lab import Lab
-    from dataplane.store.etcd import EtcdServer
+    from dataplane.lab import EtcdServer
 
     base = "/dev/shm" if args.tmpfs else None
     tmp = tempfile.mkdtemp(prefix="vxdp-bench-store-", dir=base)

@@ -5,27 +5,22 @@ only adds worlds. Every lab has a unique namespace prefix and is closed whatever
 closing, no namespace with its prefix may remain.
 
 * ``lab``: a fresh :class:`dataplane.lab.Lab` per test.
-* ``world``: a :class:`vxdp_world.World` on that lab (VTEPs it started are stopped at the end).
-* ``vxdp_world.open_world()``: the same as a context manager, for module-scoped worlds shared
-  by tests that only observe (import it from ``vxdp_world``, not from this conftest: two
-  ``conftest`` modules exist under tests/).
+* ``world``: a :class:`tests.functional.vxdp_world.World` on that lab (VTEPs it started are
+  stopped at the end).
+* ``tests.functional.vxdp_world.open_world()``: the same as a context manager, for
+  module-scoped worlds shared by tests that only observe (import it from the helper module,
+  not from this conftest: two ``conftest`` modules exist under tests/).
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-# The helper module sits next to this file; tests import it as ``vxdp_world``.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from vxdp_world import World  # noqa: E402
-
-from dataplane import netns  # noqa: E402
-from dataplane.lab import Lab  # noqa: E402
+from dataplane import netns
+from dataplane.lab import Lab
+from tests.functional.vxdp_world import World
 
 
 @pytest.fixture

@@ -18,7 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from vxdp_world import (
+
+from dataplane.lab import KernelVtep
+from tests.functional.vxdp_world import (
     MANAGER,
     UNDERLAY,
     VNI,
@@ -31,8 +33,6 @@ from vxdp_world import (
     tcp_transfer,
     tshark_rows,
 )
-
-from dataplane.lab import KernelVtep
 
 pytestmark = pytest.mark.privileged
 

@@ -24,7 +24,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from vxdp_world import (
+
+from dataplane.control import ControlClient
+from tests.functional.vxdp_world import (
     MANAGER,
     ROOT,
     VNI,
@@ -36,8 +38,6 @@ from vxdp_world import (
     network,
     open_world,
 )
-
-from dataplane.control import ControlClient
 
 pytestmark = pytest.mark.privileged
 

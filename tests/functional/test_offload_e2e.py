@@ -36,7 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from vxdp_world import (
+
+from dataplane.lab import KernelVtep
+from tests.functional.vxdp_world import (
     MANAGER,
     UNDERLAY,
     VNI,
@@ -52,8 +54,6 @@ from vxdp_world import (
     wait_for,
     walkthrough_configs,
 )
-
-from dataplane.lab import KernelVtep
 
 # Offloads exist only in the compiled path: every test needs _fastpath.core (conftest policy).
 pytestmark = [pytest.mark.privileged, pytest.mark.usefixtures("c_core")]

@@ -26,11 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from vxdp_world import ROOT, VNI, Container, Vtep, World, network, wait_for
 
 from dataplane import netns
-from dataplane.lab import Lab
-from dataplane.store.etcd import EtcdServer
+from dataplane.lab import EtcdServer, Lab
+from tests.functional.vxdp_world import ROOT, VNI, Container, Vtep, World, network, wait_for
 
 pytestmark = [pytest.mark.privileged, pytest.mark.slow]
 

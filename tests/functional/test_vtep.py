@@ -16,7 +16,9 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from vxdp_world import (
+
+from dataplane import fastpath, netns
+from tests.functional.vxdp_world import (
     MANAGER,
     ROOT,
     THIRD,
@@ -30,8 +32,6 @@ from vxdp_world import (
     open_world,
     wait_for,
 )
-
-from dataplane import fastpath, netns
 
 pytestmark = pytest.mark.privileged
 

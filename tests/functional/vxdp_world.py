@@ -6,8 +6,8 @@ Typical use (see ``conftest.py`` for the ``world`` fixture)::
 
     w = World(lab)
     lab.underlay(); lab.host("manager", MANAGER); lab.host("worker", WORKER)
-    c1 = w.container("manager", "c1", "192.168.55.4")
-    c2 = w.container("worker", "c2", "192.168.55.3")
+    c1 = w.container("manager", "c1", C1_IP)
+    c2 = w.container("worker", "c2", C2_IP)
     m = w.start_vxdp("manager", w.vtep_config("manager", MANAGER,
                      [network("mynet", VNI, endpoints=[c1], peers=[(c2, WORKER)],
                               flood=[WORKER])]))
@@ -39,7 +39,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dataplane.lab import Capture, Lab, VxdpProcess, docker_mac, start_vxdp, to_toml
+from dataplane.lab import (
+    Capture,
+    KernelVtep,
+    Lab,
+    VxdpProcess,
+    docker_mac,
+    start_vxdp,
+    to_toml,
+)
 from dataplane.lab.vxdp import PACKAGE_ROOT
 from dataplane.netns import list_netns
 
@@ -52,12 +60,18 @@ THIRD = "198.18.0.3"
 UNDERLAY = "198.18.0.0/24"
 VNI = 4097
 VXLAN_PORT = 4789
+#: The walkthrough's containers: c1 and c3 on the manager, c2 on the worker.
+C1_IP, C2_IP, C3_IP = "192.168.55.4", "192.168.55.3", "192.168.55.5"
+C1_MAC, C2_MAC, C3_MAC = docker_mac(C1_IP), docker_mac(C2_IP), docker_mac(C3_IP)
 
 #: Short, bounded probes (the brief: no long pings, no timing asserts).
 PING = ("ping", "-c", "3", "-i", "0.2", "-W", "2")
 ARPING = ("arping", "-c", "3", "-W", "0.2")
 
 T = TypeVar("T")
+#: What World.start_all starts: (host, config) or (host, config, env).
+StartSpec = (tuple[str, Mapping[str, Any] | str]
+             | tuple[str, Mapping[str, Any] | str, Mapping[str, str] | None])
 
 
 def wait_for(pred: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
@@ -244,10 +258,12 @@ class World:
             v.wait_ready(timeout)
         return v
 
-    def start_all(self, *configs: tuple[str, Mapping[str, Any] | str],
-                  timeout: float = 20.0) -> list[Vtep]:
-        """Start one VTEP per (host, config) side by side, then wait for all of them."""
-        vteps = [self.start_vxdp(host, cfg, wait=False) for host, cfg in configs]
+    def start_all(self, *configs: StartSpec, timeout: float = 20.0) -> list[Vtep]:
+        """Start one VTEP per (host, config) or (host, config, env) side by side, then wait
+        for all of them."""
+        vteps = [self.start_vxdp(spec[0], spec[1], wait=False,
+                                 env=spec[2] if len(spec) > 2 else None)
+                 for spec in configs]
         for v in vteps:
             v.wait_ready(timeout)
         return vteps
@@ -372,14 +388,54 @@ def walkthrough_configs(w: World, c1: Container, c2: Container, c3: Container,
     return m, k
 
 
-def build_walkthrough(w: World) -> Walkthrough:
-    w.hosts(("manager", MANAGER), ("worker", WORKER))
-    c1 = w.container("manager", "c1", "192.168.55.4")
-    c3 = w.container("manager", "c3", "192.168.55.5")
-    c2 = w.container("worker", "c2", "192.168.55.3")
-    mcfg, kcfg = walkthrough_configs(w, c1, c2, c3)
-    manager, worker = w.start_all(("manager", mcfg), ("worker", kcfg))
-    return Walkthrough(w, c1, c2, c3, manager, worker)
+def build_walkthrough(w: World, *, manager: Mapping[str, Any] | None = None,
+                      worker: Mapping[str, Any] | None = None,
+                      manager_env: Mapping[str, str] | None = None,
+                      worker_env: Mapping[str, str] | None = None,
+                      **net_options: Any) -> Walkthrough:
+    """The walkthrough's containers and VTEPs, on hosts made here unless the lab has them
+    already (a test that tunes their links first). ``manager`` / ``worker``: extra ``[vtep]``
+    keys (e.g. ``{"offload": False}``); ``*_env``: the VTEP's environment additions (e.g. the
+    pure-Python path); ``net_options``: extra ``[[network]]`` keys for both."""
+    if not w.lab.hosts:
+        w.hosts(("manager", MANAGER), ("worker", WORKER))
+    c1 = w.container("manager", "c1", C1_IP)
+    c3 = w.container("manager", "c3", C3_IP)
+    c2 = w.container("worker", "c2", C2_IP)
+    mcfg, kcfg = walkthrough_configs(w, c1, c2, c3, **net_options)
+    mcfg["vtep"].update(manager or {})
+    kcfg["vtep"].update(worker or {})
+    m, k = w.start_all(("manager", mcfg, manager_env), ("worker", kcfg, worker_env))
+    return Walkthrough(w, c1, c2, c3, m, k)
+
+
+# --------------------------------------------------------------------------- the kernel as peer
+
+@dataclass
+class Interop:
+    """vxdp on the manager (c1), the kernel's vxlan (Docker-style) on the worker (c2)."""
+    world: World
+    c1: Container       # behind vxdp (manager)
+    c2: Container       # behind the kernel (worker)
+    vxdp: Vtep
+    kernel: KernelVtep
+
+
+def interop_containers(w: World) -> tuple[Container, Container]:
+    """Hosts with tx checksumming off on their eth0 (so a userspace reader sees finished
+    checksums, see :func:`dataplane.lab.disable_tx_checksum`), c1 on the manager and c2 on
+    the worker."""
+    w.hosts(("manager", MANAGER), ("worker", WORKER), tx_csum_off=True)
+    return w.container("manager", "c1", C1_IP), w.container("worker", "c2", C2_IP)
+
+
+def start_interop_vxdp(w: World, c1: Container, c2: Container,
+                       env: Mapping[str, str] | None = None, **net_options: Any) -> Vtep:
+    """The manager's vxdp: c1 as its endpoint, c2 as a peer behind the worker's kernel VTEP,
+    which is also its flood list."""
+    return w.start_vxdp("manager", w.vtep_config("manager", MANAGER, [network(
+        "mynet", VNI, endpoints=[c1], peers=[(c2, WORKER)], flood=[WORKER], **net_options)],
+        allow=[UNDERLAY]), env=env)
 
 
 # --------------------------------------------------------------------------- TCP transfer

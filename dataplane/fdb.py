@@ -75,6 +75,12 @@ def _state(state: str) -> str:
     return InvalidArgument.check(lambda v: check_choice(v, FDB_STATES, "FDB state"), state)
 
 
+def _one_destination(dst: object, port: object) -> None:
+    """An entry points either at a remote VTEP (``dst``) or at a local port, never both."""
+    if (dst is None) == (port is None):
+        raise InvalidArgument("an FDB entry needs exactly one of dst (remote) or port (local)")
+
+
 def is_group_mac(mac: bytes) -> bool:
     """The MACs that may carry several remotes: all-zeros (default flood) and multicast."""
     return is_zero_mac(mac) or is_multicast_mac(mac)
@@ -113,8 +119,7 @@ class Fdb:
             port: int | None = None, state: str = "permanent", now: float = 0.0) -> None:
         m = _mac(mac)
         state = _state(state)
-        if (dst is None) == (port is None):
-            raise InvalidArgument("an FDB entry needs exactly one of dst (remote) or port (local)")
+        _one_destination(dst, port)
         if port is not None and is_group_mac(m):
             raise InvalidArgument(f"{mac_str(m)} is not a unicast MAC: cannot point at a port")
         if m in self._entries:
@@ -143,8 +148,7 @@ class Fdb:
                 port: int | None = None, state: str = "permanent", now: float = 0.0) -> None:
         m = _mac(mac)
         state = _state(state)
-        if (dst is None) == (port is None):
-            raise InvalidArgument("an FDB entry needs exactly one of dst (remote) or port (local)")
+        _one_destination(dst, port)
         if is_group_mac(m):
             raise InvalidArgument(
                 f"replace is not supported on {mac_str(m)} (kernel: EOPNOTSUPP); "

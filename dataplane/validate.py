@@ -20,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 from urllib.parse import urlsplit
@@ -160,25 +161,29 @@ def check_ifname(value: Any) -> str:
     return value
 
 
+def _check_name(value: Any, what: str, invalid: Callable[[str], object], rule: str) -> str:
+    """A non-empty string that ``invalid`` does not object to, else ``... is not a valid
+    {what} ({rule})``."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{show(value)} is not a {what}")
+    if invalid(value):
+        raise ValueError(f"{show(value)} is not a valid {what} ({rule})")
+    return value
+
+
 def check_netns(value: Any) -> str:
     """A named network namespace: a file name under /run/netns (what ``ip netns add`` makes)."""
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{show(value)} is not a network namespace name")
-    if value in (".", "..") or "/" in value or "\x00" in value or re.search(r"\s", value) \
-            or len(value.encode()) > 255:
-        raise ValueError(f"{show(value)} is not a valid network namespace name "
-                         "(a file name under /run/netns)")
-    return value
+    return _check_name(value, "network namespace name",
+                       lambda v: v in (".", "..") or "/" in v or "\x00" in v
+                       or re.search(r"\s", v) or len(v.encode()) > 255,
+                       "a file name under /run/netns")
 
 
 def check_network_name(value: Any) -> str:
     """Network names appear as ``dev NAME`` in fdb/neigh output and in store keys."""
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{show(value)} is not a network name")
-    if len(value) > 64 or re.search(r"[\s/\x00-\x1f]", value):
-        raise ValueError(f"{show(value)} is not a valid network name "
-                         "(1..64 characters, no '/' or whitespace)")
-    return value
+    return _check_name(value, "network name",
+                       lambda v: len(v) > 64 or re.search(r"[\s/\x00-\x1f]", v),
+                       "1..64 characters, no '/' or whitespace")
 
 
 def check_vtep_name(value: Any) -> str:

@@ -7,10 +7,10 @@ Lab equipment, not product: the product only ever talks to etcd as a client
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
+from dataclasses import KW_ONLY, dataclass
 
 from dataplane.errors import VxdpError
 from dataplane.lab.namespaces import Lab
@@ -35,22 +35,25 @@ sys.exit(1)
 """
 
 
+@dataclass(eq=False)
 class EtcdServer:
     """A real etcd (Debian's ``etcd-server``) in a lab namespace, for tests, benchmarks and the
     demo: clients on ``address:port`` only (never 0.0.0.0), peers on the namespace's loopback.
     The data directory survives :meth:`kill`, so :meth:`start` again restarts the same member
     with its data (revisions, leases)."""
 
-    def __init__(self, lab: Lab, host: str, address: str, data_dir: str, *,
-                 port: int = 2379, name: str = "s1", log_path: str | None = None) -> None:
-        self.lab = lab
-        self.host = host
-        self.address = address
-        self.port = port
-        self.name = name
-        self.data_dir = data_dir
-        self.log_path = log_path or os.path.join(data_dir + ".log")
-        self.proc: subprocess.Popen[bytes] | None = None
+    lab: Lab
+    host: str            # the lab host (namespace) it runs in
+    address: str         # its client address there
+    data_dir: str
+    _: KW_ONLY
+    port: int = 2379
+    name: str = "s1"
+    log_path: str = ""   # default: DATA_DIR.log
+    proc: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.log_path = self.log_path or self.data_dir + ".log"
 
     @property
     def url(self) -> str:

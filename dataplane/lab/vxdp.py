@@ -23,6 +23,7 @@ import sys
 import time
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,22 +93,21 @@ def to_toml(config: Mapping[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- processes
 
+@dataclass(eq=False)
 class VxdpProcess:
     """One running ``vxdp run CONFIG`` in a lab host namespace (see :func:`start_vxdp`)."""
 
-    def __init__(self, lab: Lab, host: str, name: str, proc: subprocess.Popen[bytes],
-                 sock: str, config_path: str, log_path: str) -> None:
-        self.lab = lab
-        self.host = host
-        self.name = name
-        self.proc = proc
-        self.sock = sock
-        self.config_path = config_path
-        self.log_path = log_path
-        self.returncode: int | None = None
-        self.impl: str | None = None        # "c" or "py", known once it answered
-        self.killed = False                 # it ignored SIGTERM and was killed
-        self._stopping: list[dict[str, Any]] | None = None
+    lab: Lab
+    host: str
+    name: str
+    proc: subprocess.Popen[bytes]
+    sock: str
+    config_path: str
+    log_path: str
+    returncode: int | None = None
+    impl: str | None = None            # "c" or "py", known once it answered
+    killed: bool = False               # it ignored SIGTERM and was killed
+    _stopping: list[dict[str, Any]] | None = None   # endpoints noted by terminate()
 
     @property
     def pid(self) -> int:

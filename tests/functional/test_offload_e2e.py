@@ -1,5 +1,6 @@
-"""Kernel-class offloads of issue #5, end to end: TSO super-frames from the containers' TAPs,
-UDP GSO sends, UDP GRO receives and TCP coalescing into the destination TAP.
+"""The kernel's offloads, used the way a virtio-net guest does, end to end: TSO super-frames
+from the containers' TAPs, UDP GSO sends, UDP GRO receives and TCP coalescing into the
+destination TAP (README "Offloads").
 
 What is checked here (the unit and differential tests hold segment()/coalesce() byte for byte):
 

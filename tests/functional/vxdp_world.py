@@ -64,7 +64,7 @@ VXLAN_PORT = 4789
 C1_IP, C2_IP, C3_IP = "192.168.55.4", "192.168.55.3", "192.168.55.5"
 C1_MAC, C2_MAC, C3_MAC = docker_mac(C1_IP), docker_mac(C2_IP), docker_mac(C3_IP)
 
-#: Short, bounded probes (the brief: no long pings, no timing asserts).
+#: Short, bounded probes: no long pings, no timing asserts (DESIGN.md §5).
 PING = ("ping", "-c", "3", "-i", "0.2", "-W", "2")
 ARPING = ("arping", "-c", "3", "-W", "0.2")
 

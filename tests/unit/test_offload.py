@@ -1,5 +1,5 @@
-"""The offload reference (``dataplane.offload``) against the spec of issue #5, with scapy as the
-independent oracle for every byte a segment or a completed checksum carries.
+"""The offload reference (``dataplane.offload``) against the kernel behaviour it mirrors, with
+scapy as the independent oracle for every byte a segment or a completed checksum carries.
 
 * ``segment``: TSO super-frames (IPv4 with and without options, IPv6, timestamps, sequence and
   IP id wrap-around, FIN|PSH|CWR on the super-frame) cut into segments that scapy, rebuilding
@@ -719,7 +719,9 @@ def test_coalesce_header_differences_end_the_run(field: str) -> None:
 
 
 def test_coalesce_urgent_pointer_and_ip_reserved_bit_follow_the_head() -> None:
-    """Not compared by the spec (URG is not set, so the pointer means nothing)."""
+    """Neither is compared by the run rules (of the IP flags only DF is, as in wireguard-go's
+    ``tcpPacketsCanCoalesce``; without URG the pointer means nothing): the merged frame keeps
+    the first segment's."""
     segs = flow(3)
     segs[1] = tcp4(payload_bytes(1000, salt=1), seq=6000, options=TS_OPTS, urg=7,
                    frag=0x4000 | 0x8000)

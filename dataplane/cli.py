@@ -507,6 +507,12 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(p)
     p.add_argument("--count", type=_count_arg, metavar="N", help="stop after N events")
 
+    _endpoint_commands(sub)
+    return parser
+
+
+def _endpoint_commands(sub: Any) -> None:
+    """``vxdp endpoint add|del|show``."""
     ep = _sub(sub, "endpoint", "attach / detach a container at run time", cmd_endpoint_add)
     ep_sub = ep.add_subparsers(dest="action", metavar="ACTION", title="actions",
                                help="ACTION --help shows its arguments")
@@ -523,7 +529,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME", help="endpoint (TAP) name")
     p = _sub(ep_sub, "show", "list the endpoints attached to this VTEP", cmd_endpoint_show)
     _json_flag(p)
-    return parser
 
 
 # --------------------------------------------------------------------------------------------

@@ -161,19 +161,7 @@ class TapPort:
             if ipr.link_lookup(ifname=name):
                 raise VxdpError(f"cannot create TAP {name}: an interface with that name exists")
 
-        flags = pytun.IFF_TAP | pytun.IFF_NO_PI | (_IFF_VNET_HDR if vnet_hdr else 0)
-        try:
-            dev = pytun.TunTapDevice(name=name, flags=flags)
-        except pytun.Error as exc:
-            code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
-            if code in (errno.EPERM, errno.EACCES):
-                raise PrivilegeError("creating TAP devices needs root (CAP_NET_ADMIN)") from exc
-            if code == errno.EBUSY:
-                raise VxdpError(f"cannot create TAP {name}: name in use") from exc
-            if code == errno.EINVAL:
-                raise VxdpError(f"cannot create TAP {name}: name in use by a non-TAP "
-                                "interface or invalid") from exc
-            raise VxdpError(f"cannot create TAP {name}: {exc}") from exc
+        dev = cls._open(name, vnet_hdr)
 
         created_netns = False
         try:
@@ -204,6 +192,23 @@ class TapPort:
         return cls(name=name, dev=dev, mac=mac, mtu=mtu, address=address, netns=netns,
                    ifname=final, ifindex=ifindex, vnet_hdr=vnet_hdr, created_netns=created_netns,
                    offloads=offloads)
+
+    @staticmethod
+    def _open(name: str, vnet_hdr: bool) -> Any:
+        """TUNSETIFF: the TAP device ``name`` and its fd (a pytun.TunTapDevice)."""
+        flags = pytun.IFF_TAP | pytun.IFF_NO_PI | (_IFF_VNET_HDR if vnet_hdr else 0)
+        try:
+            return pytun.TunTapDevice(name=name, flags=flags)
+        except pytun.Error as exc:
+            code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+            if code in (errno.EPERM, errno.EACCES):
+                raise PrivilegeError("creating TAP devices needs root (CAP_NET_ADMIN)") from exc
+            if code == errno.EBUSY:
+                raise VxdpError(f"cannot create TAP {name}: name in use") from exc
+            if code == errno.EINVAL:
+                raise VxdpError(f"cannot create TAP {name}: name in use by a non-TAP "
+                                "interface or invalid") from exc
+            raise VxdpError(f"cannot create TAP {name}: {exc}") from exc
 
     @staticmethod
     def _set_offload(fd: int) -> frozenset[str]:

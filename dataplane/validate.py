@@ -85,29 +85,30 @@ def mac_bytes(value: str | bytes | bytearray) -> bytes:
     return bytes.fromhex(parse_mac(value).replace(":", ""))
 
 
-def _check_unicast(mac: bytes, value: Any, what: str) -> None:
-    """The kernel's ``is_valid_ether_addr``: an address an interface may own (I/G bit clear,
-    not all-zeros)."""
-    shown = show(value if isinstance(value, str) else ":".join(f"{b:02x}" for b in mac))
-    if mac[0] & 1:
-        raise ValueError(f"{shown} is a multicast MAC address (first octet is odd); "
-                         f"{what} needs a unicast MAC")
-    if not any(mac):
-        raise ValueError(f"{shown} is the all-zeros MAC address; {what} needs a unicast MAC")
+def _not_unicast(shown: str, multicast: bool, what: str) -> ValueError:
+    """The kernel's ``is_valid_ether_addr`` refusing a MAC an interface may not own."""
+    if multicast:
+        return ValueError(f"{shown} is a multicast MAC address (first octet is odd); "
+                          f"{what} needs a unicast MAC")
+    return ValueError(f"{shown} is the all-zeros MAC address; {what} needs a unicast MAC")
 
 
 def parse_unicast_mac(value: Any, *, what: str = "an interface") -> str:
     """A MAC usable as an endpoint's own address: unicast (I/G bit clear) and not all-zeros.
     ``what`` names who needs it in the message ("an interface", "a neighbour entry"...)."""
     mac = parse_mac(value)
-    _check_unicast(bytes.fromhex(mac.replace(":", "")), value, what)
+    multicast = bool(int(mac[:2], 16) & 1)
+    if multicast or mac == "00:00:00:00:00:00":
+        raise _not_unicast(show(value), multicast, what)
     return mac
 
 
 def unicast_mac_bytes(value: str | bytes | bytearray, *, what: str = "an interface") -> bytes:
     """:func:`parse_unicast_mac` for text or 6 bytes, as 6 bytes."""
     mac = mac_bytes(value)
-    _check_unicast(mac, value, what)
+    if mac[0] & 1 or not any(mac):
+        shown = value if isinstance(value, str) else ":".join(f"{b:02x}" for b in mac)
+        raise _not_unicast(show(shown), bool(mac[0] & 1), what)
     return mac
 
 
@@ -232,7 +233,12 @@ def ipv4(value: IPv4Address | str | int) -> IPv4Address:
             return IPv4Address(value)
         except ValueError:
             raise ValueError(f"{value} is not an IPv4 address (not 32 bits)") from None
-    return parse_ipv4(value)
+    if isinstance(value, str):
+        try:
+            return IPv4Address(value)   # the usual case, as fast as it can be
+        except ValueError:
+            pass
+    return parse_ipv4(value)            # anything else: accepted or explained
 
 
 def parse_underlay_ip(value: Any, *, allow_unspecified: bool = False) -> IPv4Address:

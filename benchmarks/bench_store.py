@@ -83,7 +83,7 @@ class StandIn:
         return []
 
     def emit_event(self, rec: dict[str, Any]) -> None:
-        pass            # nobody subscribes to a stand-in's events
+        """Nobody watches ``vxdp events`` here (a real VTEP with no subscriber drops them too)."""
 
     def peer_add(self, network: str, mac: str, ip: str, vtep: str) -> bool:
         ok = self.vtep.peer_add(network, mac, ip, vtep)
@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_store: etcd not found (apt-get install etcd-server)", file=sys.stderr)
         return 1
     from dataplane.lab import Lab
-    from dataplane.store.etcd import EtcdServer
+    from dataplane.lab import EtcdServer
 
     base = "/dev/shm" if args.tmpfs else None
     tmp = tempfile.mkdtemp(prefix="vxdp-bench-store-", dir=base)

@@ -22,15 +22,7 @@ from dataclasses import dataclass
 from typing import IO, Any, NoReturn
 
 from dataplane import __version__
-from dataplane.config import (
-    check_ifname,
-    endpoint_from_args,
-    parse_mac,
-    parse_overlay_ip,
-    parse_underlay_ip,
-    parse_unicast_mac,
-    parse_vni,
-)
+from dataplane.config import endpoint_from_args
 from dataplane.control import ControlClient
 from dataplane.errors import ConfigError, ControlError, VxdpError
 from dataplane.fmt import (
@@ -40,6 +32,14 @@ from dataplane.fmt import (
     format_neigh,
     format_record,
     format_stats,
+)
+from dataplane.validate import (
+    check_ifname,
+    parse_mac,
+    parse_overlay_ip,
+    parse_underlay_ip,
+    parse_unicast_mac,
+    parse_vni,
 )
 
 DEFAULT_SOCKET = "/run/vxdp/vxdp.sock"
@@ -149,8 +149,33 @@ def _vtep_ip(text: str) -> str:
     return str(parse_underlay_ip(text))
 
 
-def _vni(text: str) -> int:
-    return parse_vni(text)
+def _overlay_ip(text: str) -> str:
+    return str(parse_overlay_ip(text))
+
+
+def _lladdr(text: str) -> str:
+    return parse_unicast_mac(text, what="a neighbour entry")
+
+
+@dataclass(frozen=True)
+class _Table:
+    """The two tables the CLI edits the way ``bridge fdb`` and ``ip neigh`` do: one key word
+    (MAC, IP), one target keyword (``dst IP``, ``lladdr MAC``) that ``del`` does not need, and
+    the network's ``vni N``."""
+
+    name: str                                  # "fdb" / "neigh": command word and request prefix
+    key: tuple[str, Callable[[str], Any]]      # request argument and parser of the first word
+    target: tuple[str, str, Callable[[str], Any]]  # keyword, its value's name, its parser
+    render: Callable[[list[dict[str, Any]]], list[str]]
+
+    def grammar(self, action: str) -> str:
+        word, value, _ = self.target
+        target = f"[{word} {value}]" if action == "del" else f"{word} {value}"
+        return f"{self.key[0].upper()} {target} [vni N]"
+
+
+_FDB = _Table("fdb", ("mac", parse_mac), ("dst", "IP", _vtep_ip), format_fdb)
+_NEIGH = _Table("neigh", ("ip", _overlay_ip), ("lladdr", "MAC", _lladdr), format_neigh)
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,47 +201,34 @@ def cmd_demo(ctx: _Ctx) -> int:
     return int(rc or 0)
 
 
-def cmd_fdb_show(ctx: _Ctx) -> int:
-    entries = ctx.client().request("fdb.show")
-    if ctx.args.json:
-        _print_json(entries)
-    else:
-        for line in format_fdb(entries or []):
-            _print(line)
-    return 0
+def _table_show(table: _Table) -> Callable[[_Ctx], int]:
+    """``vxdp fdb show`` / ``vxdp neigh show``: the server's rows, as text or JSON."""
+    def show(ctx: _Ctx) -> int:
+        entries = ctx.client().request(f"{table.name}.show")
+        if ctx.args.json:
+            _print_json(entries)
+        else:
+            for line in table.render(entries or []):
+                _print(line)
+        return 0
+    return show
 
 
-def cmd_fdb_change(ctx: _Ctx) -> int:
-    action = ctx.args.action
-    what = f"fdb {action}"
-    required = () if action == "del" else ("dst",)
-    grammar = f"MAC {'[dst IP]' if action == 'del' else 'dst IP'} [vni N]"
-    values = _parse_keywords(what, grammar, ctx.args.tokens, ("mac", parse_mac),
-                             {"dst": _vtep_ip, "vni": _vni}, required)
-    ctx.client().request(f"fdb.{action}", **values)
-    return 0
+def _table_change(table: _Table) -> Callable[[_Ctx], int]:
+    """``vxdp fdb add|append|replace|del`` / ``vxdp neigh add|del``: validated here with the
+    config's rules, then one request."""
+    def change(ctx: _Ctx) -> int:
+        action = ctx.args.action
+        word, _, parse_target = table.target
+        values = _parse_keywords(f"{table.name} {action}", table.grammar(action),
+                                 ctx.args.tokens, table.key,
+                                 {word: parse_target, "vni": parse_vni},
+                                 () if action == "del" else (word,))
+        ctx.client().request(f"{table.name}.{action}", **values)
+        return 0
+    return change
 
 
-def cmd_neigh_show(ctx: _Ctx) -> int:
-    entries = ctx.client().request("neigh.show")
-    if ctx.args.json:
-        _print_json(entries)
-    else:
-        for line in format_neigh(entries or []):
-            _print(line)
-    return 0
-
-
-def cmd_neigh_change(ctx: _Ctx) -> int:
-    action = ctx.args.action
-    what = f"neigh {action}"
-    required = () if action == "del" else ("lladdr",)
-    grammar = f"IP {'[lladdr MAC]' if action == 'del' else 'lladdr MAC'} [vni N]"
-    values = _parse_keywords(what, grammar, ctx.args.tokens,
-                             ("ip", lambda t: str(parse_overlay_ip(t))),
-                             {"lladdr": parse_unicast_mac, "vni": _vni}, required)
-    ctx.client().request(f"neigh.{action}", **values)
-    return 0
 
 
 def cmd_stats(ctx: _Ctx) -> int:
@@ -412,6 +424,22 @@ def _json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
+def _table_commands(sub: Any, table: _Table, help_text: str, show_help: str,
+                    actions: Sequence[tuple[str, str]], tokens_help: str) -> None:
+    """``vxdp fdb`` / ``vxdp neigh``: ``show`` (also the default) and one sub-command per
+    change action, each with its own usage line."""
+    show, change = _table_show(table), _table_change(table)
+    parent = _sub(sub, table.name, help_text, show)
+    actions_sub = parent.add_subparsers(dest="action", metavar="ACTION", title="actions",
+                                        help="ACTION --help shows its arguments")
+    actions_sub.required = True
+    _json_flag(_sub(actions_sub, "show", show_help, show))
+    for action, text in actions:
+        p = _sub(actions_sub, action, text, change,
+                 usage=f"vxdp {table.name} {action} {table.grammar(action)}")
+        p.add_argument("tokens", nargs="*", metavar=table.grammar("add"), help=tokens_help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vxdp", formatter_class=_Formatter, epilog=EPILOG,
@@ -435,38 +463,21 @@ def build_parser() -> argparse.ArgumentParser:
          description="Run the walkthrough from reference/ (unattended when stdin is no TTY). "
                      "Options (e.g. --store etcd, --help) are passed to the demo.")
 
-    fdb = _sub(sub, "fdb", "forwarding database (like `bridge fdb`)", cmd_fdb_show)
-    fdb_sub = fdb.add_subparsers(dest="action", metavar="ACTION", title="actions",
-                               help="ACTION --help shows its arguments")
-    fdb_sub.required = True
-    p = _sub(fdb_sub, "show", "list FDB entries like `bridge fdb show`", cmd_fdb_show)
-    _json_flag(p)
-    for action, text in (("add", "add an entry (fails if the MAC is already there)"),
-                         ("append", "add one more destination for a MAC (flood list: "
-                                    "00:00:00:00:00:00)"),
-                         ("replace", "add or replace an entry"),
-                         ("del", "delete an entry (one destination with dst IP, else all)")):
-        dst = "[dst IP]" if action == "del" else "dst IP"
-        p = _sub(fdb_sub, action, text, cmd_fdb_change,
-                 usage=f"vxdp fdb {action} MAC {dst} [vni N]")
-        p.add_argument("tokens", nargs="*", metavar="MAC dst IP [vni N]",
-                       help="MAC address, remote VTEP IPv4 address, and the network's VNI "
-                            "(needed when several networks are served)")
-
-    neigh = _sub(sub, "neigh", "neighbour (ARP proxy) table (like `ip neigh`)", cmd_neigh_show)
-    neigh_sub = neigh.add_subparsers(dest="action", metavar="ACTION", title="actions",
-                               help="ACTION --help shows its arguments")
-    neigh_sub.required = True
-    p = _sub(neigh_sub, "show", "list neighbour entries like `ip neigh show`", cmd_neigh_show)
-    _json_flag(p)
-    for action, text in (("add", "add a permanent neighbour entry"),
-                         ("del", "delete a neighbour entry")):
-        lladdr = "[lladdr MAC]" if action == "del" else "lladdr MAC"
-        p = _sub(neigh_sub, action, text, cmd_neigh_change,
-                 usage=f"vxdp neigh {action} IP {lladdr} [vni N]")
-        p.add_argument("tokens", nargs="*", metavar="IP lladdr MAC [vni N]",
-                       help="overlay IPv4 address, its MAC, and the network's VNI "
-                            "(needed when several networks are served)")
+    _table_commands(sub, _FDB, "forwarding database (like `bridge fdb`)",
+                    "list FDB entries like `bridge fdb show`",
+                    (("add", "add an entry (fails if the MAC is already there)"),
+                     ("append", "add one more destination for a MAC (flood list: "
+                                "00:00:00:00:00:00)"),
+                     ("replace", "add or replace an entry"),
+                     ("del", "delete an entry (one destination with dst IP, else all)")),
+                    "MAC address, remote VTEP IPv4 address, and the network's VNI "
+                    "(needed when several networks are served)")
+    _table_commands(sub, _NEIGH, "neighbour (ARP proxy) table (like `ip neigh`)",
+                    "list neighbour entries like `ip neigh show`",
+                    (("add", "add a permanent neighbour entry"),
+                     ("del", "delete a neighbour entry")),
+                    "overlay IPv4 address, its MAC, and the network's VNI "
+                    "(needed when several networks are served)")
 
     p = _sub(sub, "stats", "per-port counters and drops by reason", cmd_stats)
     _json_flag(p)
@@ -496,6 +507,12 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(p)
     p.add_argument("--count", type=_count_arg, metavar="N", help="stop after N events")
 
+    _endpoint_commands(sub)
+    return parser
+
+
+def _endpoint_commands(sub: Any) -> None:
+    """``vxdp endpoint add|del|show``."""
     ep = _sub(sub, "endpoint", "attach / detach a container at run time", cmd_endpoint_add)
     ep_sub = ep.add_subparsers(dest="action", metavar="ACTION", title="actions",
                                help="ACTION --help shows its arguments")
@@ -512,7 +529,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME", help="endpoint (TAP) name")
     p = _sub(ep_sub, "show", "list the endpoints attached to this VTEP", cmd_endpoint_show)
     _json_flag(p)
-    return parser
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,31 +9,39 @@ tomllib does not report where a parsed value came from, so line numbers are reco
 best-effort by :class:`_Locator`, which re-scans the raw text for table headers (counting
 ``[[array]]`` occurrences) and ``key =`` lines.
 
-The value parsers (:func:`parse_mac`, :func:`parse_underlay_ip`, :func:`parse_vni`...) are public:
-the CLI validates its arguments with exactly the same rules, and raise :class:`ValueError` with a
-message that never includes the key (callers add it).
+The value rules themselves (MACs, VNIs, names, address kinds) live in :mod:`dataplane.validate`,
+shared with the CLI, the tables and the store; this module adds the key, file and line to their
+messages.
 """
 
 from __future__ import annotations
 
 import datetime
 import difflib
-import ipaddress
-import json
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any, NoReturn
-from urllib.parse import urlsplit
 
 from dataplane.errors import ConfigError
+from dataplane.validate import (
+    check_etcd_url,
+    check_host_port,
+    check_ifname,
+    check_netns,
+    check_network_name,
+    check_vtep_name,
+    parse_allow,
+    parse_interface,
+    parse_overlay_ip,
+    parse_underlay_ip,
+    parse_unicast_mac,
+    parse_vni,
+    show,
+)
 
-# RFC 7348 §5: the VNI is a 24-bit field. VNI 0 is legal on the wire but Linux refuses it for a
-# vxlan device's id in practice (and Docker starts at 4096), so 1.. keeps configs unambiguous.
-VNI_MIN = 1
-VNI_MAX = (1 << 24) - 1
 # 68 is the IPv4 minimum MTU (RFC 791); 9000 is the usual jumbo-frame ceiling.
 MTU_MIN = 68
 MTU_MAX = 9000
@@ -43,18 +51,17 @@ DEFAULT_SRC_PORT_RANGE = (49152, 65535)  # IANA dynamic range, RFC 7348 §5 reco
 DEFAULT_AGEING = 300.0  # kernel vxlan default ageing time, seconds
 DEFAULT_BURST = 64
 BURST_MAX = 1024
-IFNAME_MAX = 15  # IFNAMSIZ - 1: the kernel keeps a trailing NUL
 UNIX_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1
 DEFAULT_STORE_PREFIX = "/vxdp"
 DEFAULT_STORE_TTL = 10
 # [vtep] busy_poll upper bound (µs): polling longer than this between bursts is a spin loop.
 BUSY_POLL_MAX = 100_000
 
-# Kernel offloads the VTEP may use (issue #5): "tap" = IFF_VNET_HDR + TUNSETOFFLOAD on the
-# endpoints (TCP super-frames in, coalesced segments out), "udp_gso" = UDP_SEGMENT sends,
-# "udp_gro" = UDP_GRO on the receive socket. Each is still probed at start-up.
+# Kernel offloads the VTEP may use, as a virtio-net guest or wireguard-go does: "tap" =
+# IFF_VNET_HDR + TUNSETOFFLOAD on the endpoints (TCP super-frames in, coalesced segments out),
+# "udp_gso" = UDP_SEGMENT sends, "udp_gro" = UDP_GRO on the receive socket. Each is still
+# probed at start-up and left off when the kernel refuses it.
 OFFLOADS: frozenset[str] = frozenset({"tap", "udp_gso", "udp_gro"})
-ZERO_MAC = "00:00:00:00:00:00"
 
 
 # --------------------------------------------------------------------------------------------
@@ -152,176 +159,6 @@ class Config:
 
 def default_control_path(vtep_name: str) -> str:
     return f"/run/vxdp/{vtep_name}.sock"
-
-
-# --------------------------------------------------------------------------------------------
-# Value parsers shared with the CLI (raise ValueError without the key; callers add it)
-# --------------------------------------------------------------------------------------------
-
-_MAC_RE = re.compile(r"^[0-9A-Fa-f]{1,2}([:-])[0-9A-Fa-f]{1,2}(?:\1[0-9A-Fa-f]{1,2}){4}$")
-
-
-def show(value: Any) -> str:
-    """Render a value for an error message the way it would be written in TOML/JSON."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, (list, dict)):
-        return json.dumps(value, ensure_ascii=False, default=str)
-    return str(value)
-
-
-def parse_mac(value: Any) -> str:
-    """``aa:bb:cc:dd:ee:ff`` (also ``-`` separated, one-digit groups) → lower-case canonical."""
-    if not isinstance(value, str) or not _MAC_RE.match(value.strip()):
-        raise ValueError(f"{show(value)} is not a MAC address (expected aa:bb:cc:dd:ee:ff)")
-    parts = re.split(r"[:-]", value.strip())
-    return ":".join(f"{int(p, 16):02x}" for p in parts)
-
-
-def parse_unicast_mac(value: Any) -> str:
-    """A MAC usable as an endpoint's own address: unicast (I/G bit clear) and not all-zeros."""
-    mac = parse_mac(value)
-    if int(mac[:2], 16) & 1:
-        raise ValueError(f"{show(value)} is a multicast MAC address (first octet is odd); "
-                         "an interface needs a unicast MAC")
-    if mac == ZERO_MAC:
-        raise ValueError(f"{show(value)} is the all-zeros MAC address; an interface needs a "
-                         "unicast MAC")
-    return mac
-
-
-def _looks_ipv6(text: str) -> bool:
-    try:
-        ipaddress.IPv6Interface(text)
-    except ValueError:
-        return False
-    return True
-
-
-def parse_ipv4(value: Any, *, ipv6_hint: str = "IPv6 is not supported yet") -> IPv4Address:
-    """A plain IPv4 address (no prefix length)."""
-    if not isinstance(value, str):
-        raise ValueError(f"{show(value)} is not an IPv4 address")
-    text = value.strip()
-    if "/" in text:
-        raise ValueError(f"{show(value)} must be a plain IPv4 address without a prefix length")
-    try:
-        return IPv4Address(text)
-    except ValueError:
-        if _looks_ipv6(text):
-            raise ValueError(f"{show(value)}: {ipv6_hint}") from None
-        raise ValueError(f"{show(value)} is not an IPv4 address") from None
-
-
-def parse_underlay_ip(value: Any, *, allow_unspecified: bool = False) -> IPv4Address:
-    """An underlay (VTEP) IPv4 address: something a UDP datagram can be sent to or bound on."""
-    addr = parse_ipv4(value, ipv6_hint="IPv6 underlay is not supported yet")
-    if addr.is_unspecified and not allow_unspecified:
-        raise ValueError(f"{show(value)} is the unspecified address; a VTEP needs a real one")
-    if addr == IPv4Address("255.255.255.255"):
-        raise ValueError(f"{show(value)} is the limited broadcast address, not a VTEP")
-    return addr
-
-
-def parse_overlay_ip(value: Any) -> IPv4Address:
-    """An overlay (container) IPv4 address without prefix, as in a neighbour entry."""
-    addr = parse_ipv4(value, ipv6_hint="IPv6 overlay addresses are not supported yet")
-    if addr.is_unspecified or addr.is_multicast or addr == IPv4Address("255.255.255.255"):
-        raise ValueError(f"{show(value)} is not a unicast IPv4 address")
-    return addr
-
-
-def parse_interface(value: Any) -> IPv4Interface:
-    """An endpoint address ``A.B.C.D/P``: the prefix length is required (it sets the route)."""
-    if not isinstance(value, str):
-        raise ValueError(f"{show(value)} is not an IPv4 address with prefix length "
-                         "(expected A.B.C.D/P, e.g. 192.168.55.4/24)")
-    text = value.strip()
-    if "/" not in text:
-        raise ValueError(f"{show(value)} needs a prefix length (e.g. {text}/24)")
-    try:
-        iface = IPv4Interface(text)
-    except ValueError:
-        if _looks_ipv6(text):
-            raise ValueError(f"{show(value)}: IPv6 overlay addresses are not supported yet") \
-                from None
-        raise ValueError(f"{show(value)} is not an IPv4 address with prefix length "
-                         "(expected A.B.C.D/P, e.g. 192.168.55.4/24)") from None
-    if iface.network.prefixlen == 0:
-        raise ValueError(f"{show(value)}: a /0 prefix is not a usable endpoint network")
-    ip = iface.ip
-    if ip.is_unspecified or ip.is_multicast or ip == IPv4Address("255.255.255.255"):
-        raise ValueError(f"{show(value)} is not a unicast IPv4 address")
-    return iface
-
-
-def parse_allow(value: Any) -> IPv4Network:
-    """A source filter network. Host bits are refused: "198.18.0.1/24" is almost always a typo
-    for either the network or a /32, and silently picking one would hide it."""
-    if not isinstance(value, str):
-        raise ValueError(f"{show(value)} is not an IPv4 network")
-    text = value.strip()
-    try:
-        return IPv4Network(text)
-    except ValueError as exc:
-        try:
-            loose = IPv4Network(text, strict=False)
-        except ValueError:
-            if _looks_ipv6(text):
-                raise ValueError(f"{show(value)}: IPv6 underlay is not supported yet") from None
-            raise ValueError(f"{show(value)} is not an IPv4 network (expected A.B.C.D/P)") \
-                from exc
-        raise ValueError(f"{show(value)} has host bits set (did you mean \"{loose}\"?)") from None
-
-
-def parse_vni(value: Any) -> int:
-    """RFC 7348 §5: 24-bit VXLAN Network Identifier (0 excluded, see VNI_MIN)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value.strip())
-        else:
-            raise ValueError(f"{show(value)} is not a VNI (an integer {VNI_MIN}..{VNI_MAX})")
-    if not VNI_MIN <= value <= VNI_MAX:
-        raise ValueError(f"{value} is out of range: a VNI is {VNI_MIN}..{VNI_MAX} (24 bits)")
-    return value
-
-
-def check_ifname(value: Any) -> str:
-    """Linux interface name rules (net/core/dev.c dev_valid_name)."""
-    if not isinstance(value, str):
-        raise ValueError(f"{show(value)} is not an interface name")
-    if not value:
-        raise ValueError("an interface name cannot be empty")
-    if len(value.encode()) > IFNAME_MAX:
-        raise ValueError(f"{show(value)} is too long for an interface name "
-                         f"(at most {IFNAME_MAX} bytes)")
-    if value in (".", "..") or re.search(r"[\s/:\x00]", value):
-        raise ValueError(f"{show(value)} is not a valid interface name "
-                         "(no '/', ':' or whitespace, not '.' or '..')")
-    return value
-
-
-def check_netns(value: Any) -> str:
-    """A named network namespace: a file name under /run/netns."""
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{show(value)} is not a network namespace name")
-    if value in (".", "..") or "/" in value or "\x00" in value or re.search(r"\s", value) \
-            or len(value.encode()) > 255:
-        raise ValueError(f"{show(value)} is not a valid network namespace name "
-                         "(a file name under /run/netns)")
-    return value
-
-
-def check_network_name(value: Any) -> str:
-    """Network names appear as ``dev NAME`` in fdb/neigh output and in store keys."""
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{show(value)} is not a network name")
-    if len(value) > 64 or re.search(r"[\s/\x00-\x1f]", value):
-        raise ValueError(f"{show(value)} is not a valid network name "
-                         "(1..64 characters, no '/' or whitespace)")
-    return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -547,13 +384,7 @@ class _Parser:
     def vtep(self, tbl: dict[str, Any]) -> VtepConfig:
         ctx: Ctx = ("vtep",)
         self.check_keys(ctx, tbl, _VTEP_KEYS)
-        name = self.get(ctx, tbl, "name", str)
-        if name is None:
-            name = "vxdp"
-        elif not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}", name):
-            self.fail(ctx, "name", f"{show(name)} is not a valid VTEP name (1..64 of "
-                                   "letters, digits, '_', '.', '-'; it names the socket file)",
-                      needle=name)
+        name = self.convert(ctx, tbl, "name", check_vtep_name) or "vxdp"
         local = self.convert(ctx, tbl, "local", parse_underlay_ip, required=True)
         if local.is_multicast:
             self.fail(ctx, "local", f"{show(str(local))} is a multicast address; local must be "
@@ -765,37 +596,6 @@ class _Parser:
         return StoreConfig(etcd=tuple(urls), prefix=prefix, ttl=ttl)
 
 
-def check_host_port(value: str) -> tuple[str, int]:
-    """``host:port`` / ``[v6]:port`` → (host, port)."""
-    host, sep, port_s = value.rpartition(":")
-    if not sep or not host or not port_s.isdigit():
-        raise ValueError(f"{show(value)} is not host:port (e.g. \"127.0.0.1:9477\")")
-    port = int(port_s)
-    if not 1 <= port <= 65535:
-        raise ValueError(f"{show(value)}: port {port} is out of range (1..65535)")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not host or re.search(r"[\s/]", host):
-        raise ValueError(f"{show(value)} is not host:port (e.g. \"127.0.0.1:9477\")")
-    return host, port
-
-
-def check_etcd_url(value: Any) -> str:
-    """An etcd client URL ``http://host:port``; returned without a trailing slash."""
-    if not isinstance(value, str):
-        raise ValueError(f"{show(value)} is not a URL")
-    try:
-        parts = urlsplit(value.strip())
-        _ = parts.port  # raises ValueError on a bad port
-    except ValueError:
-        raise ValueError(f"{show(value)} is not a valid URL") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{show(value)} is not an http URL (e.g. \"http://198.18.0.100:2379\")")
-    if parts.query or parts.fragment or parts.path not in ("", "/"):
-        raise ValueError(f"{show(value)}: give only scheme, host and port")
-    return value.strip().rstrip("/")
-
-
 # --------------------------------------------------------------------------------------------
 # Entry points
 # --------------------------------------------------------------------------------------------
@@ -845,7 +645,7 @@ def endpoint_from_args(network: str, name: str, mac: str, address: str,
     Errors name the command-line option (``--mac: ...``) since that is what the user typed; the
     server may reuse this for the ``endpoint.add`` control command with the same result.
     """
-    def check(option: str, fn: Any, value: Any) -> Any:
+    def check(option: str, fn: Callable[[Any], Any], value: Any) -> Any:
         try:
             return fn(value)
         except ValueError as exc:

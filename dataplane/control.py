@@ -218,6 +218,16 @@ class ControlServer:
     async def _error(self, writer: asyncio.StreamWriter, message: str) -> None:
         await self._send(writer, {"ok": False, "error": _one_line(message)})
 
+    async def _refuse(self, writer: asyncio.StreamWriter, exc: Exception, what: str) -> None:
+        """Answer a command (or the start of a stream) that raised: a VxdpError is the user's
+        one-line error; anything else is a bug, logged with its traceback and answered as an
+        internal error, and never takes the server down."""
+        if isinstance(exc, VxdpError):
+            await self._error(writer, str(exc))
+            return
+        log.error("%s", what, exc_info=exc)
+        await self._error(writer, f"internal error: {type(exc).__name__}: {exc}")
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT)
@@ -249,12 +259,8 @@ class ControlServer:
             return
         try:
             result = await self._handler(cmd, args)
-        except VxdpError as exc:
-            await self._error(writer, str(exc))
-            return
-        except Exception as exc:  # noqa: BLE001
-            log.exception("control command %r failed", cmd)
-            await self._error(writer, f"internal error: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - answered, see _refuse
+            await self._refuse(writer, exc, f"control command {cmd!r} failed")
             return
         try:
             data = encode({"ok": True, "result": result})
@@ -269,12 +275,8 @@ class ControlServer:
                             writer: asyncio.StreamWriter) -> None:
         try:
             records = self._streams[cmd](args)
-        except VxdpError as exc:
-            await self._error(writer, str(exc))
-            return
-        except Exception as exc:  # noqa: BLE001
-            log.exception("control stream %r failed to start", cmd)
-            await self._error(writer, f"internal error: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - answered, see _refuse
+            await self._refuse(writer, exc, f"control stream {cmd!r} failed to start")
             return
         pump: asyncio.Task[None] | None = None
         watch: asyncio.Task[None] | None = None

@@ -22,9 +22,10 @@ import tempfile
 import textwrap
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from dataplane.control import ControlClient
-from dataplane.errors import ControlError, VxdpError
+from dataplane.errors import VxdpError
+from dataplane.lab import EtcdServer, Lab, VxdpProcess, docker_mac, start_vxdp
 
 VNI = 4097
 UNDERLAY = "198.18.0.0/24"
@@ -39,8 +40,7 @@ class Container:
 
     @property
     def mac(self) -> str:
-        # Docker derives a container's MAC from its IPv4 address: 02:42 + the four octets.
-        return "02:42:" + ":".join(f"{int(o):02x}" for o in self.ip.split("."))
+        return docker_mac(self.ip)
 
 
 CONTAINERS = (
@@ -50,35 +50,28 @@ CONTAINERS = (
 )
 
 
-def node_config(node: str, prefix: str, sock: str, store: str | None = None) -> str:
-    """The TOML a node's VTEP runs with: its own containers as endpoints, the others as peers
+def node_config(node: str, prefix: str, sock: str, store: str | None = None) -> dict[str, Any]:
+    """The config a node's VTEP runs with: its own containers as endpoints, the others as peers
     (what Docker's peerAdd pushes), the other node in the flood list.
 
     With ``store`` (an etcd URL): only its own containers plus ``[store]``; peers and flood
     list come from etcd, published by the other node."""
-    lines = [
-        "[vtep]",
-        f'name = "{node}"',
-        f'local = "{NODES[node]}"',
-        f'control = "{sock}"',
-        f'allow = ["{UNDERLAY}"]',
-    ]
-    if store is not None:
-        lines += ["", "[store]", f'etcd = ["{store}"]', 'prefix = "/vxdp"', f"ttl = {STORE_TTL}"]
-    lines += ["", "[[network]]", 'name = "mynet"', f"vni = {VNI}", "mtu = 1450",
-              "proxy = true", "learning = false"]
+    net: dict[str, Any] = {"name": "mynet", "vni": VNI, "mtu": 1450, "proxy": True,
+                           "learning": False}
     if store is None:
-        lines.append("flood = [" + ", ".join(f'"{a}"' for n, a in NODES.items() if n != node)
-                     + "]")
-    for c in CONTAINERS:
-        if c.node == node:
-            lines += ["", "[[network.endpoint]]", f'name = "{prefix}{c.name}"',
-                      f'mac = "{c.mac}"', f'address = "{c.ip}/24"',
-                      f'netns = "{prefix}{c.name}"', 'ifname = "eth0"']
-        elif store is None:
-            lines += ["", "[[network.peer]]", f'mac = "{c.mac}"', f'address = "{c.ip}"',
-                      f'vtep = "{NODES[c.node]}"']
-    return "\n".join(lines) + "\n"
+        net["flood"] = [a for n, a in NODES.items() if n != node]
+    net["endpoint"] = [{"name": f"{prefix}{c.name}", "mac": c.mac, "address": f"{c.ip}/24",
+                        "netns": f"{prefix}{c.name}", "ifname": "eth0"}
+                       for c in CONTAINERS if c.node == node]
+    if store is None:
+        net["peer"] = [{"mac": c.mac, "address": c.ip, "vtep": NODES[c.node]}
+                       for c in CONTAINERS if c.node != node]
+    config: dict[str, Any] = {"vtep": {"name": node, "local": NODES[node], "control": sock,
+                                       "allow": [UNDERLAY]}}
+    if store is not None:
+        config["store"] = {"etcd": [store], "prefix": "/vxdp", "ttl": STORE_TTL}
+    config["network"] = [net]
+    return config
 
 
 ETCD_NODE = "etcd"
@@ -92,16 +85,13 @@ LATECOMER = Container("c4", "worker", "192.168.55.6")
 
 class Walkthrough:
     def __init__(self, interactive: bool, store: str = "static") -> None:
-        from dataplane.lab import Lab  # needs root; imported late for a clean error
-
         self.interactive = interactive
         self.store = store
-        self.etcd: object | None = None   # dataplane.store.etcd.EtcdServer with --store etcd
+        self.etcd: EtcdServer | None = None   # with --store etcd
         self.lab = Lab(prefix=f"vxd{os.getpid() % 10000}-")
         self.prefix = self.lab.prefix
         self.tmp = tempfile.TemporaryDirectory(prefix="vxdp-demo-")
-        self.socks: dict[str, str] = {}
-        self.vteps: dict[str, subprocess.Popen[bytes]] = {}
+        self.vteps: dict[str, VxdpProcess] = {}
         self.step_no = 0
 
     # -- presentation -------------------------------------------------------------------------
@@ -130,9 +120,9 @@ class Walkthrough:
         print()
 
     def vxdp(self, node: str, *args: str) -> str:
-        argv = [sys.executable, "-m", "dataplane", "-s", self.socks[node], *args]
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=20)
-        self.show(f"{node}", ["vxdp", "-s", self.socks[node], *args], p.stdout + p.stderr)
+        v = self.vteps[node]
+        p = v.cli(*args, check=False)
+        self.show(f"{node}", ["vxdp", "-s", v.sock, *args], p.stdout + p.stderr)
         if p.returncode != 0:
             raise VxdpError(f"vxdp {' '.join(args)} failed on {node}: {p.stderr.strip()}")
         return p.stdout
@@ -162,15 +152,11 @@ class Walkthrough:
         url = self._start_etcd() if self.store == "etcd" else None
         for node in NODES:
             sock = os.path.join(self.tmp.name, f"{node}.sock")
-            cfg = os.path.join(self.tmp.name, f"{node}.toml")
-            with open(cfg, "w") as f:
-                f.write(node_config(node, self.prefix, sock, url))
-            self.socks[node] = sock
-            self.vteps[node] = self.lab.popen(
-                node, [sys.executable, "-m", "dataplane", "run", cfg],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        for node in NODES:
-            self._wait_ready(node)
+            self.vteps[node] = start_vxdp(self.lab, node,
+                                          node_config(node, self.prefix, sock, url),
+                                          self.tmp.name, wait=False)
+        for v in self.vteps.values():
+            v.wait_ready()
         for c in CONTAINERS:
             print(f"  {c.name:3} on {c.node:8} eth0 {c.mac}  {c.ip}/24   (netns {self.prefix}{c.name})")
         print(f"  VTEPs: manager {NODES['manager']}, worker {NODES['worker']}, VNI {VNI}, UDP 4789")
@@ -181,8 +167,6 @@ class Walkthrough:
     # -- the store (--store etcd) -----------------------------------------------------------
 
     def _start_etcd(self) -> str:
-        from dataplane.store.etcd import EtcdServer
-
         self.lab.host(ETCD_NODE, ETCD_ADDR)
         data = os.path.join(self.tmp.name, "etcd")
         etcd = EtcdServer(self.lab, ETCD_NODE, ETCD_ADDR, data,
@@ -192,7 +176,7 @@ class Walkthrough:
         return etcd.url
 
     def _remote_macs(self, node: str) -> set[str]:
-        rows = ControlClient(self.socks[node]).request("fdb.show")
+        rows = self.vteps[node].fdb()
         return {r["mac"] for r in rows if r.get("dst") and r["mac"] != "00:00:00:00:00:00"}
 
     def _wait_tables(self, expect: dict[str, set[str]], what: str, timeout: float = 15.0) -> None:
@@ -211,7 +195,7 @@ class Walkthrough:
 
     def store_keys(self) -> None:
         assert self.etcd is not None
-        url = self.etcd.url  # type: ignore[attr-defined]
+        url = self.etcd.url
         self.step("The store fills the tables", f"""
             Neither node's config lists a peer or a flood entry. Each VTEP registers itself and
             publishes its containers in etcd ({url}) under a lease it keeps alive (ttl
@@ -241,20 +225,6 @@ class Walkthrough:
         self.vxdp(w, "endpoint", "del", name)
         self._wait_tables(self._expected(CONTAINERS), f"withdraw {c.name}")
         self.vxdp("manager", "fdb", "show")
-
-    def _wait_ready(self, node: str, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        proc = self.vteps[node]
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                raise VxdpError(f"vxdp run on {node} exited: {err.strip()}")
-            try:
-                ControlClient(self.socks[node]).request("stats")
-                return
-            except ControlError:
-                time.sleep(0.1)
-        raise VxdpError(f"vxdp run on {node} did not come up within {timeout:.0f}s")
 
     # -- the walkthrough's observations -------------------------------------------------------
 
@@ -286,7 +256,7 @@ class Walkthrough:
         seen = cap.stop()
         self.show("c2", ["tcpdump", "-qlni", "eth0", "arp"],
                   seen if seen.strip() else "# nothing here: no ARP reached c2")
-        stats = ControlClient(self.socks["manager"]).request("stats")
+        stats = self.vteps["manager"].stats()
         replies = stats.get("counters", {}).get("proxy_replies", 0)
         self.say(f"The manager's VTEP counts {replies} proxy replies ('vxdp stats'). "
                  "'vxdp trace' shows the decision for one more request, as it happens:")
@@ -295,7 +265,8 @@ class Walkthrough:
     def trace_one(self, node: str, ns_short: str, argv: list[str]) -> None:
         """Run ``argv`` in a container while ``vxdp trace --count 1`` watches its port."""
         port = f"{self.prefix}{ns_short}"
-        targv = [sys.executable, "-m", "dataplane", "-s", self.socks[node], "trace",
+        sock = self.vteps[node].sock
+        targv = [sys.executable, "-m", "dataplane", "-s", sock, "trace",
                  "--count", "1", "--port", port]
         tracer = subprocess.Popen(targv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   text=True)
@@ -309,7 +280,7 @@ class Walkthrough:
         # One record per line; its decisions are '; '-separated: one per line reads better.
         text = "\n".join(line.replace(": ", ":\n    ", 1).replace("; ", "\n    ")
                          for line in out.splitlines())
-        self.show(node, ["vxdp", "-s", self.socks[node], "trace", "--count", "1",
+        self.show(node, ["vxdp", "-s", sock, "trace", "--count", "1",
                          "--port", port], text)
 
     def arp_same_node(self) -> None:
@@ -345,16 +316,12 @@ class Walkthrough:
     # -- teardown -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        for node, proc in self.vteps.items():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for node, proc in self.vteps.items():
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        for v in self.vteps.values():   # side by side: each removes its TAPs and socket
+            v.terminate()
+        for v in self.vteps.values():
+            v.stop(check=False)
         if self.etcd is not None:
-            self.etcd.stop()  # type: ignore[attr-defined]  # after the VTEPs revoked their leases
+            self.etcd.stop()  # after the VTEPs revoked their leases
         self.lab.close()
         self.tmp.cleanup()
 

@@ -6,6 +6,11 @@ the control socket can turn any of them into a one-line error for the CLI.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
 
 class VxdpError(Exception):
     """Base class: anything a user can cause. The CLI prints ``str(exc)`` and exits non-zero."""
@@ -48,6 +53,15 @@ class TableFull(TableError):
 
 class InvalidArgument(VxdpError):
     """A malformed MAC, address, VNI or a combination the kernel would refuse (EINVAL)."""
+
+    @classmethod
+    def check(cls, parse: Callable[[Any], T], value: Any) -> T:
+        """``parse(value)`` (a rule of :mod:`dataplane.validate`), its ValueError raised as
+        this class: how the tables refuse what the config and the CLI refuse."""
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise cls(str(exc)) from None
 
 
 class ControlError(VxdpError):

@@ -28,7 +28,8 @@ from ipaddress import IPv4Address
 from typing import Literal
 
 from dataplane.errors import EntryExists, EntryNotFound, InvalidArgument, TableFull
-from dataplane.wire import ip4, is_multicast_mac, is_zero_mac, mac_str, mac_to_bytes
+from dataplane.validate import check_choice, ipv4, mac_bytes
+from dataplane.wire import is_multicast_mac, is_zero_mac, mac_str
 
 FDB_STATES = ("permanent", "static", "learned")
 LearnResult = Literal["new", "refresh", "moved", "conflict", "full", "kept"]
@@ -59,24 +60,25 @@ class FdbEntry:
         return [{**base, "port": None, "dst": str(r)} for r in self.remotes]
 
 
+# The argument rules of dataplane.validate, refused the way the kernel refuses them (EINVAL).
+# The compiled core imports these three as they are.
+
 def _mac(mac: str | bytes) -> bytes:
-    try:
-        return mac_to_bytes(mac)
-    except ValueError as e:
-        raise InvalidArgument(str(e)) from None
+    return InvalidArgument.check(mac_bytes, mac)
 
 
 def _dst(dst: IPv4Address | str) -> IPv4Address:
-    try:
-        return ip4(dst)
-    except ValueError as e:
-        raise InvalidArgument(str(e)) from None
+    return InvalidArgument.check(ipv4, dst)
 
 
 def _state(state: str) -> str:
-    if state not in FDB_STATES:
-        raise InvalidArgument(f"FDB state {state!r} is not one of {', '.join(FDB_STATES)}")
-    return state
+    return InvalidArgument.check(lambda v: check_choice(v, FDB_STATES, "FDB state"), state)
+
+
+def _one_destination(dst: object, port: object) -> None:
+    """An entry points either at a remote VTEP (``dst``) or at a local port, never both."""
+    if (dst is None) == (port is None):
+        raise InvalidArgument("an FDB entry needs exactly one of dst (remote) or port (local)")
 
 
 def is_group_mac(mac: bytes) -> bool:
@@ -117,8 +119,7 @@ class Fdb:
             port: int | None = None, state: str = "permanent", now: float = 0.0) -> None:
         m = _mac(mac)
         state = _state(state)
-        if (dst is None) == (port is None):
-            raise InvalidArgument("an FDB entry needs exactly one of dst (remote) or port (local)")
+        _one_destination(dst, port)
         if port is not None and is_group_mac(m):
             raise InvalidArgument(f"{mac_str(m)} is not a unicast MAC: cannot point at a port")
         if m in self._entries:
@@ -147,8 +148,7 @@ class Fdb:
                 port: int | None = None, state: str = "permanent", now: float = 0.0) -> None:
         m = _mac(mac)
         state = _state(state)
-        if (dst is None) == (port is None):
-            raise InvalidArgument("an FDB entry needs exactly one of dst (remote) or port (local)")
+        _one_destination(dst, port)
         if is_group_mac(m):
             raise InvalidArgument(
                 f"replace is not supported on {mac_str(m)} (kernel: EOPNOTSUPP); "

@@ -7,10 +7,17 @@ counters it reads are plain integers copied under the GIL.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from dataplane.errors import VxdpError
+
+#: The ``vxdp stats`` sections served as one counter family each: (metric, help, label, section).
+_SECTIONS = (
+    ("vxdp_underlay", "Underlay datagrams and bytes", "counter", "underlay"),
+    ("vxdp_drops", "Dropped frames/datagrams by reason", "reason", "drops"),
+    ("vxdp_decisions", "Proxy replies, misses, learning", "kind", "counters"),
+)
 
 
 def start(address: str, stats: Callable[[], dict[str, Any]]) -> Any:
@@ -23,52 +30,39 @@ def start(address: str, stats: Callable[[], dict[str, Any]]) -> Any:
         raise VxdpError("[vtep] metrics needs the prometheus-client package "
                         "(pip install prometheus-client)") from None
 
+    def family(kind: Any, name: str, text: str, labels: list[str],
+               rows: Iterable[tuple[list[str], int]], vtep: str) -> Any:
+        """One metric family, its rows labelled with the VTEP's name first."""
+        fam = kind(name, text, labels=["vtep", *labels])
+        for values, value in rows:
+            fam.add_metric([vtep, *values], value)
+        return fam
+
     class Collector:
         def collect(self) -> Iterator[Any]:
             s = stats()
             vtep = s["vtep"]["name"]
-            port = CounterMetricFamily("vxdp_port", "Per-endpoint traffic",
-                                       labels=["vtep", "port", "network", "vni", "counter"])
-            for name, c in s["ports"].items():
-                for key, value in c.items():
-                    if key not in ("network", "vni") and isinstance(value, int):
-                        port.add_metric([vtep, name, c["network"], str(c["vni"]), key], value)
-            yield port
-            under = CounterMetricFamily("vxdp_underlay", "Underlay datagrams and bytes",
-                                        labels=["vtep", "counter"])
-            for key, value in s["underlay"].items():
-                under.add_metric([vtep, key], value)
-            yield under
-            drops = CounterMetricFamily("vxdp_drops", "Dropped frames/datagrams by reason",
-                                        labels=["vtep", "reason"])
-            for reason, value in s["drops"].items():
-                drops.add_metric([vtep, reason], value)
-            yield drops
-            other = CounterMetricFamily("vxdp_decisions", "Proxy replies, misses, learning",
-                                        labels=["vtep", "kind"])
-            for kind, value in s["counters"].items():
-                other.add_metric([vtep, kind], value)
-            yield other
             off = s.get("offload", {})
-            offc = CounterMetricFamily("vxdp_offload", "TSO/GSO/GRO offload work (issue #5)",
-                                       labels=["vtep", "counter"])
-            for key, value in off.get("counters", {}).items():
-                if key != "gso_sockets":
-                    offc.add_metric([vtep, key], value)
-            yield offc
-            active = GaugeMetricFamily("vxdp_offload_active", "1 if the offload is in use",
-                                       labels=["vtep", "offload"])
-            for key in ("udp_gso", "udp_gro", "tap_coalesce"):
-                active.add_metric([vtep, key], 1 if off.get(key) else 0)
-            yield active
-            socks = GaugeMetricFamily("vxdp_gso_sockets",
-                                      "Per-source-port UDP sockets open for UDP GSO",
-                                      labels=["vtep"])
-            socks.add_metric([vtep], off.get("counters", {}).get("gso_sockets", 0))
-            yield socks
-            up = GaugeMetricFamily("vxdp_endpoints", "Attached endpoints", labels=["vtep"])
-            up.add_metric([vtep], len(s["ports"]))
-            yield up
+            oc = off.get("counters", {})
+            yield family(CounterMetricFamily, "vxdp_port", "Per-endpoint traffic",
+                         ["port", "network", "vni", "counter"],
+                         (([name, c["network"], str(c["vni"]), key], value)
+                          for name, c in s["ports"].items() for key, value in c.items()
+                          if key not in ("network", "vni") and isinstance(value, int)), vtep)
+            for name, text, label, section in _SECTIONS:
+                yield family(CounterMetricFamily, name, text, [label],
+                             (([k], v) for k, v in s[section].items()), vtep)
+            yield family(CounterMetricFamily, "vxdp_offload",
+                         "TSO/GSO/GRO offload work, as in vxdp stats", ["counter"],
+                         (([k], v) for k, v in oc.items() if k != "gso_sockets"), vtep)
+            yield family(GaugeMetricFamily, "vxdp_offload_active", "1 if the offload is in use",
+                         ["offload"], (([k], 1 if off.get(k) else 0)
+                                       for k in ("udp_gso", "udp_gro", "tap_coalesce")), vtep)
+            yield family(GaugeMetricFamily, "vxdp_gso_sockets",
+                         "Per-source-port UDP sockets open for UDP GSO", [],
+                         [([], oc.get("gso_sockets", 0))], vtep)
+            yield family(GaugeMetricFamily, "vxdp_endpoints", "Attached endpoints", [],
+                         [([], len(s["ports"]))], vtep)
 
     host, _, port_s = address.rpartition(":")
     registry = CollectorRegistry()

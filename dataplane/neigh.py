@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from dataplane.errors import EntryExists, EntryNotFound, InvalidArgument
-from dataplane.wire import ip4, is_multicast_mac, is_zero_mac, mac_str, mac_to_bytes
+from dataplane.validate import check_choice, ipv4, unicast_mac_bytes
+from dataplane.wire import mac_str
 
 NEIGH_STATES = ("permanent", "static", "reachable")
 
@@ -27,27 +28,20 @@ class NeighEntry:
                 "state": self.state}
 
 
+# The argument rules of dataplane.validate, refused the way the kernel refuses them (EINVAL).
+# The compiled core imports these three as they are.
+
 def _lladdr(mac: str | bytes) -> bytes:
-    try:
-        b = mac_to_bytes(mac)
-    except ValueError as e:
-        raise InvalidArgument(str(e)) from None
-    if is_zero_mac(b) or is_multicast_mac(b):
-        raise InvalidArgument(f"lladdr {mac_str(b)} is not a unicast MAC address")
-    return b
+    return InvalidArgument.check(lambda v: unicast_mac_bytes(v, what="a neighbour entry"), mac)
 
 
 def _ip(ip: IPv4Address | str) -> IPv4Address:
-    try:
-        return ip4(ip)
-    except ValueError as e:
-        raise InvalidArgument(str(e)) from None
+    return InvalidArgument.check(ipv4, ip)
 
 
 def _state(state: str) -> str:
-    if state not in NEIGH_STATES:
-        raise InvalidArgument(f"neighbour state {state!r} is not one of {', '.join(NEIGH_STATES)}")
-    return state
+    return InvalidArgument.check(lambda v: check_choice(v, NEIGH_STATES, "neighbour state"),
+                                 state)
 
 
 class NeighTable:

@@ -44,6 +44,7 @@ from pyroute2 import IPRoute
 from pyroute2 import netns as _pr_netns
 
 from dataplane.errors import PrivilegeError, VxdpError
+from dataplane.validate import check_netns
 
 __all__ = [
     "NETNS_DIR",
@@ -86,8 +87,10 @@ def require_root(what: str) -> None:
 
 def _check_name(name: str) -> None:
     # The name becomes a path component under /run/netns; refuse anything that escapes it.
-    if not name or "/" in name or name in (".", "..") or "\0" in name:
-        raise VxdpError(f"invalid network namespace name {name!r}")
+    try:
+        check_netns(name)
+    except ValueError as exc:
+        raise VxdpError(str(exc)) from None
 
 
 def netns_path(name: str) -> str:

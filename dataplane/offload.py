@@ -6,8 +6,8 @@ on ``TUNSETOFFLOAD``, so the kernel hands it TCP super-frames of up to 64 KiB wh
 only half done, and takes such frames back. The Cython fast path does this work on every TAP
 read and write (``_fastpath/core.pyx``); this module is the specification it is held to, byte
 for byte and error for error, by ``tests/unit/test_offload_differential.py``, the way
-``dataplane/wire.py`` is for the wire formats. The contract both follow is the offload spec of
-issue #5; every rule below is one of its lines.
+``dataplane/wire.py`` is for the wire formats. The rules below are the contract both follow;
+each says which kernel function (or wireguard-go's) it mirrors.
 
 virtio_net_hdr (``include/uapi/linux/virtio_net.h``), little-endian like the host (x86, the TUN
 default without ``TUNSETVNETBE``)::
@@ -55,7 +55,8 @@ MAX_SEGS = 64            # most segments one coalesced frame carries (the kernel
 MAX_TSO_SEGS = 1024      # most segments one super-frame may expand to: a hostile gso_size of 1
                          # must not turn one read into 65 thousand frames
 
-# segment()'s ValueError reasons, exactly the strings the C hook raises (spec "Errors").
+# segment()'s ValueError reasons, exactly the strings the compiled segmentation raises too (the
+# differential tests compare them).
 SEGMENT_ERRORS: tuple[str, ...] = (
     "short header",          # fewer than 10 bytes of virtio_net_hdr
     "bad csum offsets",      # NEEDS_CSUM with csum_start/csum_offset outside the frame

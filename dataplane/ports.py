@@ -39,10 +39,10 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from dataplane import netns as _netns
 from dataplane.errors import PrivilegeError, VxdpError
+from dataplane.validate import check_ifname
 
 __all__ = ["TAP_GONE_ERRNOS", "TAP_DOWN_ERRNOS", "IFNAMSIZ", "VNET_HDR_LEN", "READ_SIZE",
-           "TAP_OFFLOADS",
-           "TapPort", "check_ifname"]
+           "TAP_OFFLOADS", "TapPort"]
 
 #: errno values from read/write on a TAP fd meaning the device no longer exists (netns deleted,
 #: link deleted): the kernel's tun_get() finds no device and returns -EBADFD.
@@ -79,13 +79,12 @@ TAP_OFFLOADS: frozenset[str] = _OFFLOAD_LADDER[0]
 _IFF_VNET_HDR: int = getattr(pytun, "IFF_VNET_HDR", 0x4000)
 
 
-def check_ifname(name: str, what: str = "interface name") -> None:
-    """Raise VxdpError unless ``name`` is a valid Linux interface name (1..15 bytes, no / or space)."""
-    raw = name.encode()
-    if not raw or len(raw) >= IFNAMSIZ:
-        raise VxdpError(f"{what} {name!r} must be 1 to {IFNAMSIZ - 1} bytes long")
-    if any(c in name for c in "/: \t\n\0") or name in (".", ".."):
-        raise VxdpError(f"{what} {name!r} contains a character Linux refuses")
+def _check_ifname(name: str, what: str) -> None:
+    """:func:`dataplane.validate.check_ifname`, as the VxdpError this module raises."""
+    try:
+        check_ifname(name)
+    except ValueError as exc:
+        raise VxdpError(f"{what}: {exc}") from None
 
 
 def _nl_error(exc: NetlinkError, doing: str) -> VxdpError:
@@ -144,13 +143,13 @@ class TapPort:
         Raises PrivilegeError without root, VxdpError for a bad/in-use name or a failed netlink
         step (the half-built device and any namespace made here are removed again).
         """
-        check_ifname(name, "TAP name")
+        _check_ifname(name, "TAP name")
         if offload and not vnet_hdr:
             # Without the vnet header a super-frame or a partial checksum could not be told
             # apart from a finished frame.
             raise ValueError("TapPort.create: offload needs vnet_hdr")
         final = ifname or name
-        check_ifname(final, "interface name")
+        _check_ifname(final, "interface name")
         if os.geteuid() != 0:
             raise PrivilegeError("creating TAP devices needs root (CAP_NET_ADMIN)")
         if netns is not None:
@@ -162,19 +161,7 @@ class TapPort:
             if ipr.link_lookup(ifname=name):
                 raise VxdpError(f"cannot create TAP {name}: an interface with that name exists")
 
-        flags = pytun.IFF_TAP | pytun.IFF_NO_PI | (_IFF_VNET_HDR if vnet_hdr else 0)
-        try:
-            dev = pytun.TunTapDevice(name=name, flags=flags)
-        except pytun.Error as exc:
-            code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
-            if code in (errno.EPERM, errno.EACCES):
-                raise PrivilegeError("creating TAP devices needs root (CAP_NET_ADMIN)") from exc
-            if code == errno.EBUSY:
-                raise VxdpError(f"cannot create TAP {name}: name in use") from exc
-            if code == errno.EINVAL:
-                raise VxdpError(f"cannot create TAP {name}: name in use by a non-TAP "
-                                "interface or invalid") from exc
-            raise VxdpError(f"cannot create TAP {name}: {exc}") from exc
+        dev = cls._open(name, vnet_hdr)
 
         created_netns = False
         try:
@@ -205,6 +192,23 @@ class TapPort:
         return cls(name=name, dev=dev, mac=mac, mtu=mtu, address=address, netns=netns,
                    ifname=final, ifindex=ifindex, vnet_hdr=vnet_hdr, created_netns=created_netns,
                    offloads=offloads)
+
+    @staticmethod
+    def _open(name: str, vnet_hdr: bool) -> Any:
+        """TUNSETIFF: the TAP device ``name`` and its fd (a pytun.TunTapDevice)."""
+        flags = pytun.IFF_TAP | pytun.IFF_NO_PI | (_IFF_VNET_HDR if vnet_hdr else 0)
+        try:
+            return pytun.TunTapDevice(name=name, flags=flags)
+        except pytun.Error as exc:
+            code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+            if code in (errno.EPERM, errno.EACCES):
+                raise PrivilegeError("creating TAP devices needs root (CAP_NET_ADMIN)") from exc
+            if code == errno.EBUSY:
+                raise VxdpError(f"cannot create TAP {name}: name in use") from exc
+            if code == errno.EINVAL:
+                raise VxdpError(f"cannot create TAP {name}: name in use by a non-TAP "
+                                "interface or invalid") from exc
+            raise VxdpError(f"cannot create TAP {name}: {exc}") from exc
 
     @staticmethod
     def _set_offload(fd: int) -> frozenset[str]:

@@ -12,7 +12,8 @@ spreads flows, which is what the kernel's vxlan does (``udp_flow_src_port``). An
 CAP_NET_RAW, vxdp falls back to sending from the UDP socket (source port fixed at ``port``) and
 says so in ``stats``.
 
-Offloads (issue #5, C path only), each probed here and recorded, never fatal:
+Offloads (the compiled path only; README "Offloads"), each probed here and recorded, never
+fatal:
 
 * ``udp_gro``: UDP_GRO on the receive socket. The kernel then glues consecutive datagrams of
   one flow into one buffer and reports the segment size in a UDP_GRO cmsg; only a reader that

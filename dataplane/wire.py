@@ -16,10 +16,11 @@ strict behaviour and offers the RFC's lenient one.
 
 from __future__ import annotations
 
-import ipaddress
 import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address
+
+from dataplane.validate import VNI_MAX, ipv4, mac_bytes
 
 VXLAN_PORT = 4789          # IANA-assigned, RFC 7348 §5
 VXLAN_HLEN = 8
@@ -71,19 +72,10 @@ EVENT_COUNTERS: tuple[str, ...] = (
 
 # --- addresses -------------------------------------------------------------------------------
 
-def mac_to_bytes(mac: str | bytes) -> bytes:
-    """Parse ``aa:bb:cc:dd:ee:ff`` (or ``-`` separated) into 6 bytes; bytes pass through."""
-    if isinstance(mac, (bytes, bytearray)):
-        if len(mac) != 6:
-            raise ValueError(f"a MAC address is 6 bytes, got {len(mac)}")
-        return bytes(mac)
-    parts = mac.replace("-", ":").split(":")
-    if len(parts) != 6 or not all(1 <= len(p) <= 2 for p in parts):
-        raise ValueError(f"{mac!r} is not a MAC address")
-    try:
-        return bytes(int(p, 16) for p in parts)
-    except ValueError:
-        raise ValueError(f"{mac!r} is not a MAC address") from None
+# Parsing follows dataplane.validate's rules, under the names the wire reference, the tests and
+# the compiled core use.
+mac_to_bytes = mac_bytes
+ip4 = ipv4
 
 
 def mac_str(mac: bytes) -> str:
@@ -104,21 +96,11 @@ def is_valid_src_mac(mac: bytes) -> bool:
     return not is_multicast_mac(mac) and not is_zero_mac(mac)
 
 
-def ip4(addr: IPv4Address | str | int) -> IPv4Address:
-    """Typed IPv4 address from any of the accepted spellings (IPv6 underlay is a later goal)."""
-    if isinstance(addr, IPv4Address):
-        return addr
-    try:
-        return IPv4Address(addr)
-    except (ipaddress.AddressValueError, ValueError):
-        raise ValueError(f"{addr!r} is not an IPv4 address") from None
-
-
 # --- VXLAN (RFC 7348 §5) ---------------------------------------------------------------------
 
 def vxlan_header(vni: int) -> bytes:
     """The 8-byte header: I flag set, every reserved field zero (RFC 7348 §5.1)."""
-    if not 0 <= vni <= 0xFFFFFF:
+    if not 0 <= vni <= VNI_MAX:   # 0 is legal on the wire, only configs refuse it
         raise ValueError(f"VNI {vni} does not fit in 24 bits")
     return struct.pack("!II", VXLAN_FLAG_I << 24, vni << 8)
 

@@ -2,7 +2,9 @@
 
 The builders pack every header by hand with ``struct`` (they do not call ``dataplane.wire``), so
 they are a second opinion on the layouts the reference encodes; scapy is the third one
-(``test_scapy_oracle.py``). Import as ``from tests.strategies import ...`` (the repository root
+(``test_scapy_oracle.py``). Only the TCP segment streams for the coalescing tests are cut by the
+reference's ``offload.segment()`` (which is tested against scapy on its own), so that their
+checksums are right. Import as ``from tests.strategies import ...`` (the repository root
 is on ``sys.path`` through ``pythonpath = ["."]`` in pyproject.toml).
 """
 
@@ -12,7 +14,10 @@ import struct
 from ipaddress import IPv4Address
 from typing import Any
 
+from hypothesis import HealthCheck
 from hypothesis import strategies as st
+
+from dataplane import offload
 
 # --------------------------------------------------------------------------- walkthrough values
 # reference/docker-overlay-walkthrough.txt: VNI 4097, overlay 192.168.55.0/24, MACs 02:42:c0:a8:37:xx
@@ -43,6 +48,24 @@ ETH_P_IP = 0x0800
 ETH_P_ARP = 0x0806
 ETH_P_IPV6 = 0x86DD
 SRC_PORT_LO, SRC_PORT_HI = 49152, 65535
+
+
+#: Hypothesis health checks the frame strategies trip by design (big, slow-to-draw examples).
+HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
+
+
+def walkthrough_network(sw: Any, *, proxy: bool = True, learning: bool = False) -> Any:
+    """Network VNI on a core (``impl.Switch``) as the manager sees it in the walkthrough: c1 on
+    port 1, c2 on port 2, the peer behind REMOTE (permanent FDB + neighbour entry, Docker's
+    peerAdd) and REMOTE2, REMOTE3 in the flood list. Returns ``sw``."""
+    sw.add_network(VNI, proxy=proxy, learning=learning)
+    sw.add_port(1, VNI, C1_MAC)
+    sw.add_port(2, VNI, C2_MAC)
+    sw.fdb_add(VNI, PEER_MAC, REMOTE)
+    sw.fdb_append(VNI, "00:00:00:00:00:00", REMOTE2)
+    sw.fdb_append(VNI, "00:00:00:00:00:00", REMOTE3)
+    sw.neigh_add(VNI, PEER_IP, PEER_MAC)
+    return sw
 
 
 def mac(text: str) -> bytes:
@@ -210,3 +233,127 @@ def mutations(draw: st.DrawFn, data: bytes) -> bytes:
         else:
             b += draw(st.binary(min_size=1, max_size=24))
     return bytes(b)
+
+
+# --------------------------------------------------------------------------- TCP segment streams
+# Inputs for the coalescing tests (dataplane.offload.coalesce and the compiled core's): the
+# segments of a few TCP/IPv4 flows as TSO cuts them, interleaved, some damaged. Lengths and
+# checksums of the super-frames are left as they come: segment() ignores them and fills in
+# the segments'.
+
+TS_OPTS = b"\x01\x01\x08\x0a" + struct.pack("!II", 0x01020304, 0x0A0B0C0D)   # NOP NOP TS
+_FIN, _PSH, _ACK, _CWR = 0x01, 0x08, 0x10, 0x80
+_MAC_S, _MAC_D = bytes.fromhex("0242c0a83704"), bytes.fromhex("0242c0a83705")
+
+
+def vnet(flags: int = 0, gso_type: int = offload.GSO_NONE, hdr_len: int = 0, gso_size: int = 0,
+         csum_start: int = 0, csum_offset: int = 0) -> bytes:
+    """A struct virtio_net_hdr (10 bytes, little-endian), as a TAP with IFF_VNET_HDR uses."""
+    return struct.pack("<BBHHHH", flags, gso_type, hdr_len, gso_size, csum_start, csum_offset)
+
+
+def data(n: int, salt: int = 0) -> bytes:
+    """``n`` payload bytes, different for each ``salt``."""
+    return bytes((i * 13 + salt) & 0xFF for i in range(n))
+
+
+def super4(payload: bytes, *, seq: int = 1000, ack: int = 1, flags: int = _ACK,
+           options: bytes = TS_OPTS, ip_id: int = 1, ttl: int = 64, tos: int = 0,
+           frag: int = 0x4000, win: int = 502, sport: int = 40000, dport: int = 5201,
+           ip_options: bytes = b"", src: bytes = b"\xc0\xa8\x37\x04",
+           dst: bytes = b"\xc0\xa8\x37\x05") -> bytes:
+    """Ethernet + IPv4 + TCP + ``payload``, checksums left zero (a TSO super-frame)."""
+    doff = 20 + len(options)
+    ihl = 20 + len(ip_options)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x40 | (ihl // 4), tos, (ihl + doff + len(payload))
+                     & 0xFFFF, ip_id, frag, ttl, 6, 0, src, dst) + ip_options
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, (doff // 4) << 4, flags, win, 0,
+                      0) + options
+    return _MAC_D + _MAC_S + b"\x08\x00" + ip + tcp + payload
+
+
+def refix(frame: bytes) -> bytes:
+    """``frame`` with valid IPv4 and TCP checksums and lengths, via the reference (one TSO
+    segment of itself); unchanged when it does not parse as TCP/IPv4."""
+    try:
+        return offload.segment(vnet(0, offload.GSO_TCPV4, 0, 65535), frame)[0]
+    except ValueError:
+        return frame
+
+
+def patch_byte(frame: bytes, at: int, value: int) -> bytes:
+    """``frame`` with byte ``at`` set to ``value``."""
+    return frame[:at] + bytes((value,)) + frame[at + 1:]
+
+
+@st.composite
+def tcp_flows(draw: st.DrawFn, k: int) -> list[bytes]:
+    """One flow's segments as TSO cuts them: 1-12 of them, or a full run (MAX_SEGS and a bit
+    more), sometimes past the 64 KiB limit; a source port of its own (``40000 + k``) or a
+    shared one."""
+    g = draw(st.sampled_from([1, 3, 5, 100, 536, 1448]))
+    n = draw(st.one_of(st.integers(1, 12),
+                       st.sampled_from([offload.MAX_SEGS, offload.MAX_SEGS + 2])))
+    if g == 1448 and draw(st.integers(0, 9)) == 0:
+        n = 46                                      # past the 64 KiB limit
+    size = draw(st.integers((n - 1) * g + 1, n * g))
+    kw: dict[str, Any] = {
+        "seq": draw(st.integers(0, 2**32 - 1)),
+        "flags": draw(st.sampled_from([_ACK, _ACK, _ACK, _ACK | _PSH, _ACK | _FIN,
+                                       _ACK | _CWR, _PSH])),
+        "sport": draw(st.sampled_from([40000 + k, 40000])),
+        "options": draw(st.sampled_from([b"", TS_OPTS, TS_OPTS])),
+        "ip_id": draw(st.integers(0, 65535)),
+        "frag": draw(st.sampled_from([0, 0x4000, 0x4000])),
+        "tos": draw(st.sampled_from([0, 0, 0x28])),
+    }
+    return offload.segment(vnet(0, offload.GSO_TCPV4, 0, g), super4(data(size, k), **kw))
+
+
+@st.composite
+def frame_sequences(draw: st.DrawFn) -> list[bytes]:
+    """Segments of 1-3 flows (sometimes the same flow twice), in order or interleaved at
+    random but each flow in its own order, then a few damaged: a header field changed (and
+    the checksums made valid again, so only the run rules can object), PSH set, bits
+    mutated, a segment dropped, duplicated, padded or swapped with the next, junk added."""
+    per_flow = [draw(tcp_flows(k)) for k in range(draw(st.integers(1, 3)))]
+    tags = [k for k, segs in enumerate(per_flow) for _ in segs]
+    if draw(st.booleans()):
+        tags = draw(st.permutations(tags))
+    cursor = [0] * len(per_flow)
+    frames: list[bytes] = []
+    for k in tags:
+        frames.append(per_flow[k][cursor[k]])
+        cursor[k] += 1
+    for _ in range(draw(st.integers(0, 4))):
+        if not frames:
+            break
+        i = draw(st.integers(0, len(frames) - 1))
+        what = draw(st.sampled_from(["tweak", "tweak", "psh", "mutate", "drop", "dup", "junk",
+                                     "pad", "swap"]))
+        frames[i:i + 2] = _damage(draw, what, frames[i:i + 2])
+    return frames
+
+
+def _damage(draw: st.DrawFn, what: str, pair: list[bytes]) -> list[bytes]:
+    """One of frame_sequences' damages to ``pair`` (a frame and the one after it, if any)."""
+    f, rest = pair[0], pair[1:]
+    if what == "tweak" and len(f) > 54:
+        at = draw(st.sampled_from([15, 19, 20, 22, 26, 33, 34, 37, 38, 41, 42, 45, 47, 48,
+                                   49, 52, 53, 54, 57, 61, 65]))
+        return [refix(patch_byte(f, at, draw(st.integers(0, 255)))), *rest]
+    if what == "psh" and len(f) > 54:
+        return [refix(patch_byte(f, 47, f[47] | _PSH)), *rest]
+    if what == "mutate":
+        return [draw(mutations(f)), *rest]
+    if what == "drop":
+        return rest
+    if what == "dup":
+        return [f, f, *rest]
+    if what == "junk":
+        return [draw(st.binary(max_size=80)), f, *rest]
+    if what == "pad":
+        return [f + bytes(draw(st.integers(1, 8))), *rest]
+    if what == "swap" and rest:
+        return [rest[0], f]
+    return pair

@@ -16,8 +16,8 @@ last-known entries, so forwarding continues, and the task retries with exponenti
 (0.2 s … 5 s, jittered, rotating through the configured URLs). ``start()`` never waits for
 etcd: a VTEP whose etcd is unreachable runs on its static config until it comes.
 
-Also here: :class:`EtcdServer`, a real etcd (Debian's ``etcd-server``) in a lab namespace, for
-the tests, the benchmark and ``vxdp demo --store etcd``.
+A real etcd in a lab namespace, for the tests, the benchmark and ``vxdp demo --store etcd``, is
+lab equipment: :class:`dataplane.lab.EtcdServer`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ import contextlib
 import logging
 import os
 import random
-import signal
-import subprocess
 import sys
 import time
 from typing import Any
@@ -36,8 +34,8 @@ from urllib.parse import urlsplit
 
 from dataplane.config import EndpointConfig, NetworkConfig, StoreConfig
 from dataplane.errors import VxdpError
-from dataplane.store.keys import (EndpointRecord, KeyLayout, RemoteTables, VtepRecord,
-                                  normalize_mac)
+from dataplane.store.keys import (EndpointRecord, KeyLayout, RemoteTables, StoreHost,
+                                  VtepRecord, normalize_mac)
 
 # A VTEP forks short-lived children (dataplane.netns.call_in_netns: sysctls and ethtool inside
 # a container's namespace when an endpoint is attached). With gRPC's fork support on, its
@@ -54,7 +52,7 @@ try:
 except ImportError:  # pragma: no cover - a runtime dependency; checked in EtcdStore()
     aetcd = None
 
-__all__ = ["EtcdStore", "EtcdServer", "StoreError"]
+__all__ = ["EtcdStore", "StoreError"]
 
 log = logging.getLogger("vxdp.store")
 
@@ -111,11 +109,11 @@ def _describe(exc: BaseException) -> str:
 class EtcdStore:
     """The etcd store of one VTEP (see the module docstring for the protocol).
 
-    ``host`` is the :class:`dataplane.vtep.Vtep` (or anything with the same ``config``,
-    ``local_endpoints()``, ``peer_add/peer_del/flood_add/flood_del`` and ``emit_event``).
+    ``host`` is the :class:`dataplane.vtep.Vtep`, or anything else that is a
+    :class:`~dataplane.store.keys.StoreHost`.
     """
 
-    def __init__(self, config: StoreConfig, host: Any) -> None:
+    def __init__(self, config: StoreConfig, host: StoreHost) -> None:
         if aetcd is None:
             raise VxdpError("[store] etcd needs the 'aetcd' package (pip install aetcd, or "
                             "reinstall vxdp: it is a runtime dependency)")
@@ -451,97 +449,6 @@ class EtcdStore:
             if hook is not None:
                 hook(ev.kind, key)
         raise StoreError("watch ended")
-
-
-# --------------------------------------------------------------------------- lab helper
-
-_HEALTH = r"""
-import json, sys, time, urllib.request
-url, deadline = sys.argv[1], time.monotonic() + float(sys.argv[2])
-last = ""
-while time.monotonic() < deadline:
-    try:
-        with urllib.request.urlopen(url + "/health", timeout=1) as r:
-            if json.loads(r.read()).get("health") == "true":
-                sys.exit(0)
-    except Exception as e:
-        last = repr(e)
-    time.sleep(0.05)
-print(last, file=sys.stderr)
-sys.exit(1)
-"""
-
-
-class EtcdServer:
-    """A real etcd (Debian's ``etcd-server``) in a lab namespace, for tests, benchmarks and the
-    demo: clients on ``address:port`` only (never 0.0.0.0), peers on the namespace's loopback.
-    The data directory survives :meth:`kill`, so :meth:`start` again restarts the same member
-    with its data (revisions, leases)."""
-
-    def __init__(self, lab: Any, host: str, address: str, data_dir: str, *,
-                 port: int = 2379, name: str = "s1", log_path: str | None = None) -> None:
-        self.lab = lab
-        self.host = host
-        self.address = address
-        self.port = port
-        self.name = name
-        self.data_dir = data_dir
-        self.log_path = log_path or os.path.join(data_dir + ".log")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.address}:{self.port}"
-
-    def argv(self) -> list[str]:
-        peer = "http://127.0.0.1:2380"
-        return ["etcd", "--name", self.name, "--data-dir", self.data_dir,
-                "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
-                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                "--initial-cluster", f"{self.name}={peer}",
-                "--logger", "zap", "--log-level", "warn"]
-
-    def start(self, wait: bool = True, timeout: float = 20.0) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            raise VxdpError("etcd is already running")
-        with open(self.log_path, "ab") as logf:
-            self.proc = self.lab.popen(self.host, self.argv(), stdin=subprocess.DEVNULL,
-                                       stdout=subprocess.DEVNULL, stderr=logf)
-        if wait:
-            self.wait_ready(timeout)
-
-    def wait_ready(self, timeout: float = 20.0) -> None:
-        p = self.lab.run(self.host, [sys.executable, "-c", _HEALTH, self.url, str(timeout)],
-                         check=False, timeout=timeout + 10)
-        if p.returncode != 0:
-            alive = self.proc is not None and self.proc.poll() is None
-            raise VxdpError(f"etcd at {self.url} not healthy within {timeout:.0f}s "
-                            f"({'running' if alive else 'exited'}): {(p.stderr or '').strip()} "
-                            f"{self.log_tail()}")
-
-    def log_tail(self, n: int = 5) -> str:
-        try:
-            with open(self.log_path, errors="replace") as f:
-                return " | ".join(f.read().strip().splitlines()[-n:])
-        except OSError:
-            return ""
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Stop it abruptly (SIGKILL: no goodbye to the clients beyond the kernel's RSTs)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-
-    def stop(self) -> None:
-        self.kill(signal.SIGTERM)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
 
 # --------------------------------------------------------------------------- inspection

@@ -23,58 +23,77 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from dataplane.validate import VNI_MAX, VNI_MIN, is_vni, parse_ipv4, parse_unicast_mac
+
+if TYPE_CHECKING:
+    from dataplane.config import Config, EndpointConfig, NetworkConfig
 
 __all__ = ["EndpointRecord", "KeyLayout", "RemoteTables", "StoreHost", "VtepRecord",
            "RecordError", "normalize_mac"]
 
 log = logging.getLogger("vxdp.store")
 
-_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-
-
 class RecordError(ValueError):
     """A key or value in the store that is not ours to apply (malformed, or inconsistent)."""
 
 
 class StoreHost(Protocol):
-    """What the store needs from a VTEP (``dataplane.vtep.Vtep`` implements it)."""
+    """What the store needs from a VTEP (``dataplane.vtep.Vtep`` implements it).
 
+    :class:`RemoteTables` only programs the tables (``peer_*``, ``flood_*``); the etcd store
+    also reads the config, publishes the attached endpoints and reports on ``vxdp events``.
+    """
+
+    config: Config
+
+    def local_endpoints(self) -> list[tuple[NetworkConfig, EndpointConfig]]: ...
     def peer_add(self, network: str, mac: str, ip: str, vtep: str) -> bool: ...
     def peer_del(self, network: str, mac: str, ip: str) -> bool: ...
     def flood_add(self, network: str, vtep: str) -> bool: ...
     def flood_del(self, network: str, vtep: str) -> bool: ...
+    def emit_event(self, rec: dict[str, Any]) -> None:
+        """Hand one event record (``{"kind": ..., "line": ...}``) to ``vxdp events``."""
 
 
 def normalize_mac(mac: str) -> str:
-    m = mac.strip().lower().replace("-", ":")
-    if not _MAC_RE.match(m):
-        raise RecordError(f"{mac!r} is not a MAC address")
-    if int(m[:2], 16) & 1:
-        raise RecordError(f"{mac} is a multicast MAC, not an endpoint")
-    return m
+    """An endpoint's MAC as the store writes it (canonical, unicast): the config's rule."""
+    try:
+        return parse_unicast_mac(mac, what="an endpoint")
+    except ValueError as exc:
+        raise RecordError(str(exc)) from None
 
 
 def _ipv4(value: Any, what: str) -> str:
-    """Canonical dotted quad. inet_aton + inet_ntoa (C) instead of ipaddress (10x slower, and
-    a 10,000-endpoint sync parses 20,000 of them); the round trip refuses inet_aton's legacy
-    forms ("10.1", "0x7f.1") that are not canonical."""
+    """Canonical dotted quad. inet_aton + inet_ntoa (C) first, instead of ipaddress (10x
+    slower, and a 10,000-endpoint sync parses 20,000 of them); the round trip refuses
+    inet_aton's legacy forms ("10.1", "0x7f.1") that are not canonical, and anything else
+    goes through the config's rule."""
     if isinstance(value, str):
         try:
             if socket.inet_ntoa(socket.inet_aton(value)) == value:
                 return value
         except OSError:
             pass
-        try:
-            return str(IPv4Address(value))   # e.g. leading zeros: let ipaddress decide
-        except ValueError:
-            pass
-    raise RecordError(f"{what} {value!r} is not an IPv4 address")
+    try:
+        return str(parse_ipv4(value))   # e.g. leading zeros: let the rule decide
+    except ValueError as exc:
+        raise RecordError(f"{what}: {exc}") from None
+
+
+def _json_object(key: bytes, value: bytes) -> dict[str, Any]:
+    """A record's value: a JSON object, else RecordError naming the key."""
+    try:
+        d = json.loads(value)
+    except (ValueError, UnicodeDecodeError):
+        raise RecordError(f"{key.decode(errors='replace')}: value is not JSON") from None
+    if not isinstance(d, dict):
+        raise RecordError(f"{key.decode(errors='replace')}: value is not a JSON object")
+    return d
 
 
 @dataclass(frozen=True)
@@ -179,12 +198,7 @@ class KeyLayout:
         if parts is None or parts[0] != "endpoints" or len(parts) != 5:
             raise RecordError(f"{key!r} is not an endpoint key")
         _, k_net, k_vni, k_vtep, k_mac = parts
-        try:
-            d = json.loads(value)
-        except (ValueError, UnicodeDecodeError):
-            raise RecordError(f"{key.decode(errors='replace')}: value is not JSON") from None
-        if not isinstance(d, dict):
-            raise RecordError(f"{key.decode(errors='replace')}: value is not a JSON object")
+        d = _json_object(key, value)
         try:
             network = str(d["network"])
             vni = d["vni"]
@@ -194,8 +208,9 @@ class KeyLayout:
         except KeyError as e:
             raise RecordError(f"{key.decode(errors='replace')}: value lacks "
                               f"{e.args[0]!r}") from None
-        if isinstance(vni, bool) or not isinstance(vni, int) or not 0 <= vni < 1 << 24:
-            raise RecordError(f"{key.decode(errors='replace')}: vni {vni!r} is not a 24-bit VNI")
+        if not is_vni(vni):
+            raise RecordError(f"{key.decode(errors='replace')}: vni {vni!r} is not a VNI "
+                              f"({VNI_MIN}..{VNI_MAX})")
         if (network, str(vni), vtep, mac) != (k_net, k_vni, k_vtep, k_mac):
             raise RecordError(f"{key.decode(errors='replace')}: value "
                               f"({network} vni {vni} {vtep} {mac}) disagrees with its key")
@@ -205,12 +220,7 @@ class KeyLayout:
         parts = self._parts(key)
         if parts is None or parts[0] != "vteps" or len(parts) != 2:
             raise RecordError(f"{key!r} is not a VTEP key")
-        try:
-            d = json.loads(value)
-        except (ValueError, UnicodeDecodeError):
-            raise RecordError(f"{key.decode(errors='replace')}: value is not JSON") from None
-        if not isinstance(d, dict):
-            raise RecordError(f"{key.decode(errors='replace')}: value is not a JSON object")
+        d = _json_object(key, value)
         vtep = _ipv4(d.get("vtep", parts[1]), "vtep")
         if vtep != parts[1]:
             raise RecordError(f"{key.decode(errors='replace')}: value names VTEP {vtep}")
@@ -219,7 +229,7 @@ class KeyLayout:
             raise RecordError(f"{key.decode(errors='replace')}: networks is not an object")
         out = []
         for n, v in nets.items():
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 1 << 24:
+            if not is_vni(v):
                 raise RecordError(f"{key.decode(errors='replace')}: network {n}: bad vni {v!r}")
             out.append((str(n), v))
         return VtepRecord(vtep=vtep, name=str(d.get("name", "")), networks=tuple(sorted(out)))

@@ -5,27 +5,24 @@ only adds worlds. Every lab has a unique namespace prefix and is closed whatever
 closing, no namespace with its prefix may remain.
 
 * ``lab``: a fresh :class:`dataplane.lab.Lab` per test.
-* ``world``: a :class:`vxdp_world.World` on that lab (VTEPs it started are stopped at the end).
-* ``vxdp_world.open_world()``: the same as a context manager, for module-scoped worlds shared
-  by tests that only observe (import it from ``vxdp_world``, not from this conftest: two
-  ``conftest`` modules exist under tests/).
+* ``world``: a :class:`tests.functional.vxdp_world.World` on that lab (VTEPs it started are
+  stopped at the end).
+* ``wt``: the reference walkthrough (:func:`~tests.functional.vxdp_world.build_walkthrough`),
+  one per test module, for the tests that only observe it.
+* ``tests.functional.vxdp_world.open_world()``: the same as a context manager, for
+  module-scoped worlds shared by tests that only observe (import it from the helper module,
+  not from this conftest: two ``conftest`` modules exist under tests/).
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-# The helper module sits next to this file; tests import it as ``vxdp_world``.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from vxdp_world import World  # noqa: E402
-
-from dataplane import netns  # noqa: E402
-from dataplane.lab import Lab  # noqa: E402
+from dataplane import netns
+from dataplane.lab import Lab
+from tests.functional.vxdp_world import Walkthrough, World, build_walkthrough, open_world
 
 
 @pytest.fixture
@@ -41,3 +38,12 @@ def lab() -> Iterator[Lab]:
 def world(lab: Lab) -> Iterator[World]:
     with World(lab) as w:
         yield w
+
+
+@pytest.fixture(scope="module")
+def wt() -> Iterator[Walkthrough]:
+    """The walkthrough world, shared by the tests of a module that only observe it."""
+    with open_world() as w:
+        wt = build_walkthrough(w)
+        yield wt
+        w.stop_all(wt.manager, wt.worker)

@@ -11,9 +11,9 @@ import sys
 import time
 
 import pytest
-from vxdp_world import ROOT
 
 from dataplane import demo, netns
+from tests.functional.vxdp_world import ROOT
 
 pytestmark = pytest.mark.privileged
 

@@ -20,7 +20,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from vxdp_world import (
+
+from dataplane.wire import DROP_REASONS
+from tests.functional.vxdp_world import (
     MANAGER,
     ROOT,
     THIRD,
@@ -34,8 +36,6 @@ from vxdp_world import (
     open_world,
     wait_for,
 )
-
-from dataplane.wire import DROP_REASONS
 
 pytestmark = pytest.mark.privileged
 

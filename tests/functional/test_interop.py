@@ -15,51 +15,34 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
-from vxdp_world import (
+
+from tests.functional.vxdp_world import (
     MANAGER,
-    UNDERLAY,
     VNI,
     WORKER,
-    Container,
-    Vtep,
-    World,
-    network,
+    Interop,
+    interop_containers,
     open_world,
+    start_interop_vxdp,
     tcp_transfer,
     tshark_rows,
 )
-
-from dataplane.lab import KernelVtep
 
 pytestmark = pytest.mark.privileged
 
 NBYTES = 4 * 1024 * 1024
 
 
-@dataclass
-class Interop:
-    world: World
-    c1: Container       # behind vxdp (manager)
-    c2: Container       # behind the kernel (worker)
-    vxdp: Vtep
-    kernel: KernelVtep
-
-
 @pytest.fixture(scope="module")
 def interop() -> Iterator[Interop]:
     with open_world() as w:
-        w.hosts(("manager", MANAGER), ("worker", WORKER), tx_csum_off=True)
-        c1 = w.container("manager", "c1", "192.168.55.4")
-        c2 = w.container("worker", "c2", "192.168.55.3")
+        c1, c2 = interop_containers(w)
         kv = w.lab.kernel_vtep("worker", VNI, WORKER, containers=[(c2.name, c2.mac, f"{c2.ip}/24")],
                                peers=[(c1.mac, c1.ip, MANAGER)], flood=[MANAGER],
                                tx_csum_off=True)
-        v = w.start_vxdp("manager", w.vtep_config("manager", MANAGER, [network(
-            "mynet", VNI, endpoints=[c1], peers=[(c2, WORKER)], flood=[WORKER])],
-            allow=[UNDERLAY]))
+        v = start_interop_vxdp(w, c1, c2)
         yield Interop(w, c1, c2, v, kv)
         v.stop()
 

@@ -4,14 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from tests.functional.vxdp_world import (
-    MANAGER,
-    VNI,
-    WORKER,
-    World,
-    tcp_transfer,
-    walkthrough_configs,
-)
+from tests.functional.vxdp_world import VNI, World, build_walkthrough, tcp_transfer
 
 SCRAPE = ("import urllib.request, sys; "
           "sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:9477/metrics', "
@@ -33,13 +26,8 @@ def value(text: str, name: str, **labels: str) -> float:
 
 
 def test_metrics_follow_stats(world: World) -> None:
-    world.hosts(("manager", MANAGER), ("worker", WORKER))
-    c1 = world.container("manager", "c1", "192.168.55.4")
-    c3 = world.container("manager", "c3", "192.168.55.5")
-    c2 = world.container("worker", "c2", "192.168.55.3")
-    mcfg, kcfg = walkthrough_configs(world, c1, c2, c3)
-    mcfg["vtep"]["metrics"] = "127.0.0.1:9477"
-    manager, _worker = world.start_all(("manager", mcfg), ("worker", kcfg))
+    wt = build_walkthrough(world, manager={"metrics": "127.0.0.1:9477"})
+    c1, c2, manager = wt.c1, wt.c2, wt.manager
 
     before = scrape(world)
     assert value(before, "vxdp_drops_total", reason="unknown_vni") == 0

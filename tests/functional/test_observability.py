@@ -20,11 +20,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from vxdp_world import (
+
+from dataplane.control import ControlClient
+from tests.functional.vxdp_world import (
+    C1_IP,
+    C2_IP,
+    C2_MAC,
+    C3_IP,
+    C3_MAC,
     MANAGER,
     ROOT,
     VNI,
@@ -32,30 +39,15 @@ from vxdp_world import (
     Vtep,
     Walkthrough,
     World,
-    build_walkthrough,
     network,
-    open_world,
 )
-
-from dataplane.control import ControlClient
 
 pytestmark = pytest.mark.privileged
 
-C1_IP, C2_IP, C3_IP = "192.168.55.4", "192.168.55.3", "192.168.55.5"
-C1_MAC, C2_MAC, C3_MAC = "02:42:c0:a8:37:04", "02:42:c0:a8:37:03", "02:42:c0:a8:37:05"
 UNKNOWN_IP = "192.168.55.99"
 SPORT_RANGE = range(49152, 65536)
 ECHO_REQUEST = f"ICMP echo-request {C1_IP} > {C2_IP}"
 ECHO_REPLY = f"ICMP echo-reply {C2_IP} > {C1_IP}"
-
-
-@pytest.fixture(scope="module")
-def wt() -> Iterator[Walkthrough]:
-    """The walkthrough world, shared by the tests of this module that use it."""
-    with open_world() as w:
-        wt = build_walkthrough(w)
-        yield wt
-        w.stop_all(wt.manager, wt.worker)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -106,6 +98,16 @@ class Live:
             poke()
             self._pump(0.2)
 
+    def complete(self, poke: Callable[[], object]) -> Live:
+        """:meth:`drive` until the command ends by itself (``--count``), then check that it
+        exited 0; stopped whatever happens."""
+        try:
+            self.drive(poke)
+        finally:
+            self.kill()
+        assert self.proc.returncode == 0, self.err
+        return self
+
     def finish(self, timeout: float = 10.0) -> int:
         """Wait for the command to end by itself; its exit code (stdout and stderr kept)."""
         out, err = self.proc.communicate(timeout=timeout)
@@ -148,11 +150,7 @@ def test_trace_json_ping_across_nodes(wt: Walkthrough) -> None:
     """Echo requests from c1 name the worker's VTEP, VNI and a flow source port; echo replies
     come from the worker's VTEP and go to c1's port. ``--count`` ends the command."""
     tr = Live(wt.manager, "trace", "--json", "--count", "6")
-    try:
-        tr.drive(lambda: ping1(wt))
-    finally:
-        tr.kill()
-    assert tr.proc.returncode == 0, tr.err
+    tr.complete(lambda: ping1(wt))
     recs = tr.records()
     assert len(recs) == 6, tr.lines()
     for r in recs:
@@ -179,11 +177,7 @@ def test_trace_json_ping_across_nodes(wt: Walkthrough) -> None:
 def test_trace_text_one_line_per_record(wt: Walkthrough) -> None:
     tap = wt.c1.tap
     tr = Live(wt.manager, "trace", "--count", "4", "--port", tap)
-    try:
-        tr.drive(lambda: ping1(wt))
-    finally:
-        tr.kill()
-    assert tr.proc.returncode == 0, tr.err
+    tr.complete(lambda: ping1(wt))
     lines = tr.lines()
     assert len(lines) == 4, lines
     reqs = [ln for ln in lines if ECHO_REQUEST in ln]
@@ -213,11 +207,7 @@ def test_trace_port_and_vni_filters(wt: Walkthrough) -> None:
     try:
         match = Live(wt.manager, "trace", "--json", "--count", "2", "--port", wt.c1.tap,
                      "--vni", str(VNI))
-        try:
-            match.drive(lambda: ping1(wt))
-        finally:
-            match.kill()
-        assert match.proc.returncode == 0, match.err
+        match.complete(lambda: ping1(wt))
         recs = match.records()
         assert len(recs) == 2 and all(r["vni"] == VNI for r in recs), recs
         assert all({"port": wt.c1.tap} in [r["from"], *r["to"]] for r in recs), recs
@@ -263,11 +253,7 @@ def test_trace_arp_answered_by_the_proxy(wt: Walkthrough) -> None:
 def test_capture_has_inner_frame_and_vxlan_datagram(wt: Walkthrough) -> None:
     path = os.path.join(wt.world.tmp, "ping.pcapng")
     cap = Live(wt.manager, "capture", "-w", path, "--count", "8")
-    try:
-        cap.drive(lambda: ping1(wt))
-    finally:
-        cap.kill()
-    assert cap.proc.returncode == 0, cap.err
+    cap.complete(lambda: ping1(wt))
     m = re.search(r"(\d+) packets? written to (.+)", "\n".join(cap.lines()))
     assert m and int(m.group(1)) >= 8 and m.group(2).strip() == path, cap.lines()
     assert shutil.which("tshark"), "tshark is needed to read the capture back"

@@ -1,5 +1,6 @@
-"""Kernel-class offloads of issue #5, end to end: TSO super-frames from the containers' TAPs,
-UDP GSO sends, UDP GRO receives and TCP coalescing into the destination TAP.
+"""The kernel's offloads, used the way a virtio-net guest does, end to end: TSO super-frames
+from the containers' TAPs, UDP GSO sends, UDP GRO receives and TCP coalescing into the
+destination TAP (README "Offloads").
 
 What is checked here (the unit and differential tests hold segment()/coalesce() byte for byte):
 
@@ -36,24 +37,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from vxdp_world import (
+
+from dataplane.lab import ethtool_features
+from tests.functional.vxdp_world import (
     MANAGER,
-    UNDERLAY,
     VNI,
     WORKER,
     Container,
+    Interop,
     Transfer,
     Vtep,
+    Walkthrough,
     World,
-    network,
+    build_walkthrough,
+    interop_containers,
     open_world,
+    start_interop_vxdp,
     tcp_transfer,
     tshark_rows,
     wait_for,
-    walkthrough_configs,
 )
-
-from dataplane.lab import KernelVtep
 
 # Offloads exist only in the compiled path: every test needs _fastpath.core (conftest policy).
 pytestmark = [pytest.mark.privileged, pytest.mark.usefixtures("c_core")]
@@ -69,21 +72,14 @@ MSS_MAX = MTU - 40
 
 OFFLOAD_COUNTERS = ("tso_frames", "tso_segments", "csum_completed", "bad_vnet", "gso_sends",
                     "gso_datagrams", "gso_fallbacks", "gso_sockets", "gro_buffers",
-                    "gro_datagrams", "coalesced_frames", "coalesced_segments", "csum_bad")
+                    "gro_datagrams", "coalesced_frames", "coalesced_segments", "csum_bad",
+                    "csum_partial_rx", "rx_superframes", "rx_superframe_segments")
 
 #: tshark's checksum status values (epan/proto.h: PROTO_CHECKSUM_E_BAD/GOOD/UNVERIFIED...).
 BAD, GOOD = "0", "1"
 
 
 # --------------------------------------------------------------------------- helpers
-
-def start(w: World, *vteps: tuple[str, Mapping[str, Any], Mapping[str, str]]) -> list[Vtep]:
-    """Start (host, config, env) VTEPs side by side, then wait for all of them."""
-    started = [w.start_vxdp(host, cfg, wait=False, env=env) for host, cfg, env in vteps]
-    for v in started:
-        v.wait_ready()
-    return started
-
 
 def offload(v: Vtep) -> dict[str, Any]:
     return v.stats()["offload"]
@@ -135,23 +131,13 @@ def assert_counter_shapes(c: Mapping[str, int]) -> None:
     assert c["tso_segments"] > c["tso_frames"] or c["tso_frames"] == 0, c
 
 
-def ethtool_k(w: World, ns: str, dev: str) -> dict[str, str]:
-    """``ethtool -k DEV`` in ``ns`` as {feature: "on"/"off"} (the "[fixed]" notes dropped)."""
-    out = w.lab.run(ns, ["ethtool", "-k", dev]).stdout
-    feats = {}
-    for line in out.splitlines()[1:]:
-        key, _, value = line.strip().partition(":")
-        feats[key] = value.split()[0] if value.split() else ""
-    return feats
-
-
 def ethtool_set(w: World, ns: str, dev: str, **features: bool) -> dict[str, str]:
     """``ethtool -K DEV name on|off ...`` in ``ns``; the features afterwards."""
     argv = ["ethtool", "-K", dev]
     for name, on in features.items():
         argv += [name.replace("_", "-"), "on" if on else "off"]
     w.lab.run(ns, argv)
-    return ethtool_k(w, ns, dev)
+    return ethtool_features(w.lab.ns(ns), dev)
 
 
 def snmp(w: World, ns: str) -> dict[str, dict[str, int]]:
@@ -185,36 +171,20 @@ def segments(nbytes: int) -> int:
     return nbytes // MSS_MAX
 
 
-@dataclass
-class Wt:
-    world: World
-    c1: Container
-    c2: Container
-    c3: Container
-    manager: Vtep
-    worker: Vtep
-
-
 def walkthrough(w: World, manager: Mapping[str, Any] | None = None,
                 worker: Mapping[str, Any] | None = None,
                 manager_env: Mapping[str, str] = C_PATH,
-                worker_env: Mapping[str, str] = C_PATH) -> Wt:
-    """The walkthrough's containers and VTEPs on hosts that already exist; ``manager`` /
-    ``worker`` are extra ``[vtep]`` keys (e.g. ``{"offload": False}``)."""
-    c1 = w.container("manager", "c1", "192.168.55.4")
-    c3 = w.container("manager", "c3", "192.168.55.5")
-    c2 = w.container("worker", "c2", "192.168.55.3")
-    mcfg, kcfg = walkthrough_configs(w, c1, c2, c3)
-    mcfg["vtep"].update(manager or {})
-    kcfg["vtep"].update(worker or {})
-    m, k = start(w, ("manager", mcfg, manager_env), ("worker", kcfg, worker_env))
-    return Wt(w, c1, c2, c3, m, k)
+                worker_env: Mapping[str, str] = C_PATH, **net_options: Any) -> Walkthrough:
+    """The walkthrough (:func:`build_walkthrough`), on the compiled path unless told
+    otherwise: the offloads exist only there."""
+    return build_walkthrough(w, manager=manager, worker=worker, manager_env=manager_env,
+                             worker_env=worker_env, **net_options)
 
 
 # --------------------------------------------------------------------------- vxdp <-> vxdp
 
 @pytest.fixture(scope="module")
-def wt() -> Iterator[Wt]:
+def wt() -> Iterator[Walkthrough]:
     """The walkthrough with the default config: no ``offload`` key at all, so all of them."""
     with open_world() as w:
         w.hosts(("manager", MANAGER), ("worker", WORKER))
@@ -223,7 +193,7 @@ def wt() -> Iterator[Wt]:
         w.stop_all(wt.manager, wt.worker)
 
 
-def test_default_config_turns_every_offload_on(wt: Wt) -> None:
+def test_default_config_turns_every_offload_on(wt: Walkthrough) -> None:
     assert wt.manager.impl == wt.worker.impl == "c"
     assert "offload" not in Path(wt.manager.config_path).read_text()
     for v, eps in ((wt.manager, (wt.c1, wt.c3)), (wt.worker, (wt.c2,))):
@@ -237,12 +207,12 @@ def test_default_config_turns_every_offload_on(wt: Wt) -> None:
         # The kernel's own view from inside each container: its eth0 (our TAP) offers
         # checksum and TCP segmentation offload, so the stack hands over super-frames.
         for c in eps:
-            feats = ethtool_k(wt.world, c.name, "eth0")
+            feats = ethtool_features(wt.world.lab.ns(c.name), "eth0")
             assert feats["tx-checksumming"] == "on", feats
             assert feats["tcp-segmentation-offload"] == "on", feats
 
 
-def test_tcp_transfers_intact_and_offloads_used(wt: Wt) -> None:
+def test_tcp_transfers_intact_and_offloads_used(wt: Walkthrough) -> None:
     """32-64 MiB each way across hosts and between two containers of one host, sha256 at both
     ends; each VTEP's counters show the bulk of the segments went through TSO, GSO, GRO and
     coalescing (not merely "> 0": at least half of the transfer's segments)."""
@@ -288,7 +258,7 @@ def test_tcp_transfers_intact_and_offloads_used(wt: Wt) -> None:
     assert_no_checksum_errors(w, wt.c1, wt.c2, wt.c3)
 
 
-def test_concurrent_flows_are_not_mixed(wt: Wt) -> None:
+def test_concurrent_flows_are_not_mixed(wt: Walkthrough) -> None:
     """Three transfers at once: two flows into c2 (from c1 and from c3, so one TAP gets the
     interleaved segments of two flows to coalesce) and one the other way. Coalescing across
     flows, or a run that swallowed a segment of another flow, would corrupt a hash."""
@@ -310,7 +280,7 @@ def test_concurrent_flows_are_not_mixed(wt: Wt) -> None:
     assert_no_checksum_errors(w, wt.c1, wt.c2, wt.c3)
 
 
-def test_full_size_ping_with_df(wt: Wt) -> None:
+def test_full_size_ping_with_df(wt: Walkthrough) -> None:
     """1450-byte IP packets with DF (1422 bytes of ICMP payload): the overlay MTU is usable to
     the byte in both directions and on one host, with offloads on."""
     w = wt.world
@@ -347,7 +317,7 @@ def iperf3_udp(w: World, client: Container, server: Container, port: int,
     return p
 
 
-def test_udp_burst_is_glued_by_gro_and_nothing_is_bad(wt: Wt) -> None:
+def test_udp_burst_is_glued_by_gro_and_nothing_is_bad(wt: Walkthrough) -> None:
     """A 1-second iperf3 UDP burst c1 -> c2 of equal-sized datagrams: their partial checksums
     are completed (the TAP has TUN_F_CSUM), runs go out as GSO sends and the worker receives
     them as GRO buffers; no malformed vnet header, no bad UDP checksum at c2. (Loss is not
@@ -381,7 +351,7 @@ def link_drops(w: World, c: Container) -> tuple[int, int]:
     return st["tx"]["dropped"], st["rx"]["dropped"]
 
 
-def test_stats_show_the_containers_side_of_the_taps(wt: Wt) -> None:
+def test_stats_show_the_containers_side_of_the_taps(wt: Walkthrough) -> None:
     """Under overload the first packets lost are the ones a container sends while vxdp has
     not read its TAP yet: the TAP's queue drops them (the container's eth0 tx_dropped) before
     vxdp ever sees them. `vxdp stats` reports them per endpoint (tap_queue_dropped, and
@@ -401,7 +371,7 @@ def test_stats_show_the_containers_side_of_the_taps(wt: Wt) -> None:
     assert "TAP_QUEUE_DROPPED" in text and "TAP_RX_DROPPED" in text, text
 
 
-def test_stats_text_and_json_report_offloads(wt: Wt) -> None:
+def test_stats_text_and_json_report_offloads(wt: Walkthrough) -> None:
     text = wt.manager.cli("stats").stdout
     js = wt.manager.cli_json("stats")["offload"]
     lines = text.splitlines()
@@ -423,17 +393,12 @@ def test_stats_text_and_json_report_offloads(wt: Wt) -> None:
 # --------------------------------------------------------------------------- the kernel as peer
 
 @dataclass
-class Interop:
-    world: World
-    c1: Container       # behind vxdp (manager)
-    c2: Container       # behind the kernel (worker)
-    vxdp: Vtep
-    kernel: KernelVtep
+class OffloadInterop(Interop):
     kernel_gso: bool    # the kernel takes UDP_SEGMENT sends on the manager's eth0 (tx csum off)
 
 
 @pytest.fixture(scope="module")
-def interop() -> Iterator[Interop]:
+def interop() -> Iterator[OffloadInterop]:
     """vxdp on the manager, the kernel's vxlan on the worker, with the kernel's offloads on.
 
     * c2's veth keeps its offloads (TSO, checksum): the kernel's TCP hands super-frames to the
@@ -450,10 +415,8 @@ def interop() -> Iterator[Interop]:
       (udp_gro_receive_segment); Docker's default, no outer checksum, is test_interop's.
     """
     with open_world() as w:
-        w.hosts(("manager", MANAGER), ("worker", WORKER), tx_csum_off=True)
         lab = w.lab
-        c1 = w.container("manager", "c1", "192.168.55.4")
-        c2 = w.container("worker", "c2", "192.168.55.3")
+        c1, c2 = interop_containers(w)
         kv = lab.kernel_vtep("worker", VNI, WORKER,
                              containers=[(c2.name, c2.mac, f"{c2.ip}/24")])
         lab.run("worker", ["ip", "link", "del", kv.vxlan])
@@ -469,16 +432,14 @@ def interop() -> Iterator[Interop]:
             feats = ethtool_set(w, "ul", f"v-{host}", tso=False)
             assert feats["tcp-segmentation-offload"] == "off", feats
         gso = kernel_takes_gso(w, "manager", WORKER)
-        v = w.start_vxdp("manager", w.vtep_config("manager", MANAGER, [network(
-            "mynet", VNI, endpoints=[c1], peers=[(c2, WORKER)], flood=[WORKER], mtu=MTU)],
-            allow=[UNDERLAY]), env=C_PATH)
-        yield Interop(w, c1, c2, v, kv, gso)
+        v = start_interop_vxdp(w, c1, c2, env=C_PATH, mtu=MTU)
+        yield OffloadInterop(w, c1, c2, v, kv, gso)
         v.stop()
 
 
-def test_kernel_peer_has_offloads_on(interop: Interop) -> None:
+def test_kernel_peer_has_offloads_on(interop: OffloadInterop) -> None:
     w = interop.world
-    feats = ethtool_k(w, interop.c2.name, "eth0")
+    feats = ethtool_features(w.lab.ns(interop.c2.name), "eth0")
     assert feats["tx-checksumming"] == "on" and feats["tcp-segmentation-offload"] == "on", feats
     text = w.lab.run("worker", ["ip", "-d", "link", "show", interop.kernel.vxlan]).stdout
     assert f"vxlan id {VNI}" in text and " udpcsum" in text and "nolearning proxy" in text, text
@@ -486,7 +447,7 @@ def test_kernel_peer_has_offloads_on(interop: Interop) -> None:
     assert o["udp_gso"] and o["udp_gro"] and o["tap_coalesce"] and "tso4" in o["tap"], o
 
 
-def test_ping_both_ways_with_the_kernel(interop: Interop) -> None:
+def test_ping_both_ways_with_the_kernel(interop: OffloadInterop) -> None:
     w = interop.world
     w.assert_ping(interop.c1, interop.c2.ip)
     w.assert_ping(interop.c2, interop.c1.ip)
@@ -497,7 +458,7 @@ def test_ping_both_ways_with_the_kernel(interop: Interop) -> None:
 
 
 @pytest.mark.parametrize("direction", ["vxdp_to_kernel", "kernel_to_vxdp"])
-def test_tcp_with_the_kernel_intact(interop: Interop, direction: str) -> None:
+def test_tcp_with_the_kernel_intact(interop: OffloadInterop, direction: str) -> None:
     w, c1, c2 = interop.world, interop.c1, interop.c2
     server, client = (c2, c1) if direction == "vxdp_to_kernel" else (c1, c2)
     n = 24 * MIB
@@ -639,7 +600,7 @@ def test_checksums_on_the_wire_under_load() -> None:
 # --------------------------------------------------------------------------- offloads off
 
 @pytest.fixture(scope="module")
-def offworld() -> Iterator[Wt]:
+def offworld() -> Iterator[Walkthrough]:
     """Manager: the C path with ``offload = false``. Worker: the pure-Python path."""
     with open_world() as w:
         w.hosts(("manager", MANAGER), ("worker", WORKER))
@@ -648,7 +609,7 @@ def offworld() -> Iterator[Wt]:
         w.stop_all(wt.manager, wt.worker)
 
 
-def test_offload_false_turns_everything_off(offworld: Wt) -> None:
+def test_offload_false_turns_everything_off(offworld: Walkthrough) -> None:
     wt, w = offworld, offworld.world
     assert wt.manager.impl == "c"
     n = 4 * MIB
@@ -662,7 +623,7 @@ def test_offload_false_turns_everything_off(offworld: Wt) -> None:
     assert o["off"] == {k: "disabled by [vtep] offload" for k in ("tap", "udp_gso", "udp_gro")}
     assert o["counters"] == {k: 0 for k in OFFLOAD_COUNTERS}, o
     for c in (wt.c1, wt.c3):
-        feats = ethtool_k(w, c.name, "eth0")
+        feats = ethtool_features(w.lab.ns(c.name), "eth0")
         assert feats["tx-checksumming"] == "off", feats
         assert feats["tcp-segmentation-offload"] == "off", feats
     text = wt.manager.cli("stats").stdout
@@ -670,7 +631,7 @@ def test_offload_false_turns_everything_off(offworld: Wt) -> None:
     assert_no_checksum_errors(w, wt.c1, wt.c3)
 
 
-def test_pure_python_path_reports_offloads_off(offworld: Wt) -> None:
+def test_pure_python_path_reports_offloads_off(offworld: Walkthrough) -> None:
     wt, w = offworld, offworld.world
     assert wt.worker.impl == "py"
     n = 4 * MIB
@@ -681,7 +642,7 @@ def test_pure_python_path_reports_offloads_off(offworld: Wt) -> None:
     assert o["tap"] == [] and o["tap_ports"] == {wt.c2.tap: []}, o
     assert not o["udp_gso"] and not o["udp_gro"] and not o["tap_coalesce"], o
     assert not any(o.get("counters", {}).values()), o
-    feats = ethtool_k(w, wt.c2.name, "eth0")
+    feats = ethtool_features(w.lab.ns(wt.c2.name), "eth0")
     assert feats["tx-checksumming"] == "off" and feats["tcp-segmentation-offload"] == "off"
     text = wt.worker.cli("stats").stdout
     assert "offload: off (pure-Python path)" in text.splitlines(), text
@@ -713,8 +674,9 @@ def test_offload_lists_select_offloads_per_vtep() -> None:
         assert ok["off"] == {"tap": "disabled by [vtep] offload"}, ok
         ck = ok["counters"]
         assert ck["tso_frames"] == ck["csum_completed"] == ck["coalesced_frames"] == 0, ck
-        assert ethtool_k(w, wt.c2.name, "eth0")["tcp-segmentation-offload"] == "off"
-        assert ethtool_k(w, wt.c1.name, "eth0")["tcp-segmentation-offload"] == "on"
+        tso = "tcp-segmentation-offload"
+        assert ethtool_features(w.lab.ns(wt.c2.name), "eth0")[tso] == "off"
+        assert ethtool_features(w.lab.ns(wt.c1.name), "eth0")[tso] == "on"
         assert_no_checksum_errors(w, wt.c1, wt.c2)
         w.stop_all(wt.manager, wt.worker)
 
@@ -762,12 +724,8 @@ def test_network_mtu_too_big_for_the_underlay_fragments_like_the_kernel() -> Non
     datagram by datagram on the flow's UDP socket, which fragments (IP_PMTUDISC_DONT); a
     single datagram the raw socket refuses (EMSGSIZE) takes the same way. Nothing is lost."""
     with open_world() as w:
-        w.hosts(("manager", MANAGER), ("worker", WORKER))
-        c1 = w.container("manager", "c1", "192.168.55.4")
-        c3 = w.container("manager", "c3", "192.168.55.5")
-        c2 = w.container("worker", "c2", "192.168.55.3")
-        mcfg, kcfg = walkthrough_configs(w, c1, c2, c3, mtu=1500)
-        m, k = start(w, ("manager", mcfg, C_PATH), ("worker", kcfg, C_PATH))
+        wt = walkthrough(w, mtu=1500)
+        c1, c2, m, k = wt.c1, wt.c2, wt.manager, wt.worker
         # 1472 + 28 = a 1500-byte inner packet, DF set inside: only the outer one fragments
         out = w.lab.run(c1.name, ["ping", "-c", "3", "-i", "0.2", "-W", "2", "-M", "do",
                                   "-s", "1472", c2.ip], check=False)
@@ -797,7 +755,7 @@ print(len(blob) // seg)
 """
 
 
-def test_a_corrupt_segment_is_never_merged_into_a_good_frame(wt: Wt) -> None:
+def test_a_corrupt_segment_is_never_merged_into_a_good_frame(wt: Walkthrough) -> None:
     """A merged frame goes to the container marked "checksum to be completed", which its
     stack takes as verified; merging a segment whose TCP checksum is wrong would launder
     it. A hostile (or broken) peer sends eight back-to-back segments of one flow in one GSO

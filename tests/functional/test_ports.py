@@ -24,7 +24,7 @@ from scapy.layers.l2 import ARP, Ether
 
 from dataplane import netns
 from dataplane.errors import PrivilegeError, VxdpError
-from dataplane.lab import Capture, cleanup_prefix
+from dataplane.lab import Capture, cleanup_prefix, ethtool_features
 from dataplane.ports import (
     TAP_DOWN_ERRNOS,
     TAP_GONE_ERRNOS,
@@ -362,15 +362,6 @@ def vnet_fields(raw: bytes) -> tuple[int, int, int, int, int, int]:
     return struct.unpack_from("<BBHHHH", raw)
 
 
-def ethtool_k(ns: str, ifname: str) -> dict[str, str]:
-    out = netns.run_in_netns(ns, ["ethtool", "-k", ifname]).stdout
-    feats = {}
-    for line in out.splitlines()[1:]:
-        key, _, value = line.strip().partition(":")
-        feats[key] = value.strip()
-    return feats
-
-
 def test_offload_needs_vnet_hdr(nsname: str) -> None:
     with pytest.raises(ValueError, match="offload needs vnet_hdr"):
         TapPort.create("vxto0", MAC, 1450, ADDR, netns=nsname, offload=True)
@@ -386,7 +377,7 @@ def test_tunsetoffload_result_matches_the_kernels_view(nsname: str) -> None:
         # Every kernel since 2.6.27 takes CSUM|TSO4|TSO6; the ladder only matters for odd ones.
         assert port.offloads == {"csum", "tso4", "tso6"}
         assert "offloads=csum,tso4,tso6" in repr(port)
-        feats = ethtool_k(nsname, "eth0")
+        feats = ethtool_features(nsname, "eth0")
         assert feats["tx-checksumming"].startswith("on")
         assert feats["tcp-segmentation-offload"].startswith("on")
         assert feats["tx-tcp-segmentation"].startswith("on")
@@ -394,7 +385,7 @@ def test_tunsetoffload_result_matches_the_kernels_view(nsname: str) -> None:
     with TapPort.create("vxto2", MAC, 1450, ADDR, netns=nsname, ifname="eth1",
                         vnet_hdr=True) as plain:
         assert plain.offloads == frozenset()
-        feats = ethtool_k(nsname, "eth1")
+        feats = ethtool_features(nsname, "eth1")
         assert feats["tx-checksumming"].startswith("off")
         assert feats["tcp-segmentation-offload"].startswith("off")
 

@@ -1,8 +1,8 @@
-"""Multi-host control plane on etcd (issue #6), against a real etcd (Debian's etcd-server).
+"""Multi-host control plane on etcd (``[store]``), against a real etcd (Debian's etcd-server).
 
 Three VTEPs whose configs list only their own endpoints (no peers, no flood list) plus
 ``[store]`` with ttl = 3; etcd runs in its own lab namespace on the underlay (198.18.0.100).
-The tables are filled by the store alone, and the faults of the issue are made real:
+The tables are filled by the store alone, and the faults the store must survive are made real:
 etcd killed (SIGKILL) and restarted on the same data dir, a VTEP killed with SIGKILL and
 restarted, etcd not there yet when the VTEPs start.
 
@@ -26,11 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from vxdp_world import ROOT, VNI, Container, Vtep, World, network, wait_for
 
 from dataplane import netns
-from dataplane.lab import Lab
-from dataplane.store.etcd import EtcdServer
+from dataplane.lab import EtcdServer, Lab
+from tests.functional.vxdp_world import ROOT, VNI, Container, Vtep, World, network, wait_for
 
 pytestmark = [pytest.mark.privileged, pytest.mark.slow]
 

@@ -13,10 +13,17 @@ import re
 import select
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
-from vxdp_world import (
+
+from dataplane import fastpath, netns
+from tests.functional.vxdp_world import (
+    C1_IP,
+    C1_MAC,
+    C2_IP,
+    C2_MAC,
+    C3_IP,
+    C3_MAC,
     MANAGER,
     ROOT,
     THIRD,
@@ -27,25 +34,11 @@ from vxdp_world import (
     World,
     build_walkthrough,
     network,
-    open_world,
     wait_for,
 )
 
-from dataplane import fastpath, netns
-
 pytestmark = pytest.mark.privileged
 
-C1_IP, C2_IP, C3_IP = "192.168.55.4", "192.168.55.3", "192.168.55.5"
-C1_MAC, C2_MAC, C3_MAC = "02:42:c0:a8:37:04", "02:42:c0:a8:37:03", "02:42:c0:a8:37:05"
-
-
-@pytest.fixture(scope="module")
-def wt() -> Iterator[Walkthrough]:
-    """The walkthrough world, shared by the tests that only observe it."""
-    with open_world() as w:
-        wt = build_walkthrough(w)
-        yield wt
-        w.stop_all(wt.manager, wt.worker)
 
 
 def _arp_lines(text: str) -> list[str]:

@@ -6,13 +6,16 @@ Typical use (see ``conftest.py`` for the ``world`` fixture)::
 
     w = World(lab)
     lab.underlay(); lab.host("manager", MANAGER); lab.host("worker", WORKER)
-    c1 = w.container("manager", "c1", "192.168.55.4")
-    c2 = w.container("worker", "c2", "192.168.55.3")
+    c1 = w.container("manager", "c1", C1_IP)
+    c2 = w.container("worker", "c2", C2_IP)
     m = w.start_vxdp("manager", w.vtep_config("manager", MANAGER,
                      [network("mynet", VNI, endpoints=[c1], peers=[(c2, WORKER)],
                               flood=[WORKER])]))
     ...
-    m.stop()   # SIGTERM: asserts exit 0, control socket and TAPs gone
+    m.stop()   # SIGTERM: checks exit 0, control socket and TAPs gone
+
+VTEPs are started by the lab's launcher (:func:`dataplane.lab.start_vxdp`), so a test runs
+``vxdp run`` exactly as the demo and the benchmarks do.
 
 Everything is addressed inside the lab: underlay 198.18.0.0/24, overlay 192.168.55.0/24.
 Names: a container's namespace is ``<lab prefix><short name>`` (made by the lab) and its
@@ -22,12 +25,10 @@ host-side TAP name is the same string (<= 15 bytes), so names never collide betw
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import select
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,12 +39,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dataplane.control import ControlClient
-from dataplane.errors import ControlError
-from dataplane.lab import Capture, Lab
+from dataplane.lab import (
+    Capture,
+    KernelVtep,
+    Lab,
+    VxdpProcess,
+    docker_mac,
+    start_vxdp,
+    to_toml,
+)
+from dataplane.lab.vxdp import PACKAGE_ROOT
 from dataplane.netns import list_netns
 
-ROOT = Path(__file__).resolve().parents[2]
+#: The repository root: the working directory of every ``python -m dataplane`` a test starts.
+ROOT = PACKAGE_ROOT
 
 MANAGER = "198.18.0.1"
 WORKER = "198.18.0.2"
@@ -51,17 +60,18 @@ THIRD = "198.18.0.3"
 UNDERLAY = "198.18.0.0/24"
 VNI = 4097
 VXLAN_PORT = 4789
+#: The walkthrough's containers: c1 and c3 on the manager, c2 on the worker.
+C1_IP, C2_IP, C3_IP = "192.168.55.4", "192.168.55.3", "192.168.55.5"
+C1_MAC, C2_MAC, C3_MAC = docker_mac(C1_IP), docker_mac(C2_IP), docker_mac(C3_IP)
 
-#: Short, bounded probes (the brief: no long pings, no timing asserts).
+#: Short, bounded probes: no long pings, no timing asserts (DESIGN.md §5).
 PING = ("ping", "-c", "3", "-i", "0.2", "-W", "2")
 ARPING = ("arping", "-c", "3", "-W", "0.2")
 
 T = TypeVar("T")
-
-
-def docker_mac(ip: str) -> str:
-    """Docker's container MAC: 02:42 followed by the four octets of the IPv4 address."""
-    return "02:42:" + ":".join(f"{int(o):02x}" for o in ip.split("."))
+#: What World.start_all starts: (host, config) or (host, config, env).
+StartSpec = (tuple[str, Mapping[str, Any] | str]
+             | tuple[str, Mapping[str, Any] | str, Mapping[str, str] | None])
 
 
 def wait_for(pred: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
@@ -76,57 +86,6 @@ def wait_for(pred: Callable[[], T], timeout: float, what: str, interval: float =
         time.sleep(interval)
         last = pred()
     return last
-
-
-# --------------------------------------------------------------------------- TOML
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)  # a JSON string of ASCII text is a valid TOML basic string
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
-def _is_table_array(v: Any) -> bool:
-    return isinstance(v, (list, tuple)) and bool(v) and all(isinstance(x, Mapping) for x in v)
-
-
-def _emit(path: str, table: Mapping[str, Any], out: list[str], array: bool) -> None:
-    out.append(f"[[{path}]]" if array else f"[{path}]")
-    for k, v in table.items():
-        if v is None or isinstance(v, Mapping) or _is_table_array(v):
-            continue
-        out.append(f"{k} = {_toml_value(v)}")
-    out.append("")
-    for k, v in table.items():
-        if isinstance(v, Mapping):
-            _emit(f"{path}.{k}", v, out, False)
-        elif _is_table_array(v):
-            for item in v:
-                _emit(f"{path}.{k}", item, out, True)
-
-
-def to_toml(config: Mapping[str, Any]) -> str:
-    """The small subset of TOML vxdp configs use: top-level tables and arrays of tables,
-    nested arrays of tables (``[[network.endpoint]]``), scalars and lists of scalars.
-    ``None`` values are left out (the key's default applies)."""
-    out: list[str] = []
-    for k, v in config.items():
-        if isinstance(v, Mapping):
-            _emit(k, v, out, False)
-        elif _is_table_array(v):
-            for item in v:
-                _emit(k, item, out, True)
-        elif isinstance(v, (list, tuple)) and not v:
-            continue
-        else:
-            raise TypeError(f"top-level key {k!r} must be a table or an array of tables")
-    return "\n".join(out)
 
 
 # --------------------------------------------------------------------------- model
@@ -172,142 +131,8 @@ def network(name: str, vni: int, *, endpoints: Iterable[Container] = (),
 
 # --------------------------------------------------------------------------- running VTEPs
 
-class Vtep:
-    """One running ``vxdp run CONFIG`` in a host namespace."""
-
-    def __init__(self, world: World, host: str, name: str, proc: subprocess.Popen[bytes],
-                 sock: str, config_path: str, log_path: str) -> None:
-        self.world = world
-        self.host = host
-        self.name = name
-        self.proc = proc
-        self.sock = sock
-        self.config_path = config_path
-        self.log_path = log_path
-        self.returncode: int | None = None
-        self.impl: str | None = None
-        self._stopping: list[dict[str, Any]] | None = None
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def __repr__(self) -> str:
-        return f"<Vtep {self.name} on {self.host} pid={self.pid}>"
-
-    # -- observation ---------------------------------------------------------------------
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log(self) -> str:
-        """What the process wrote to stderr so far (its log)."""
-        try:
-            return Path(self.log_path).read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def request(self, cmd: str, **args: Any) -> Any:
-        """A control-socket request straight through :class:`ControlClient`."""
-        return ControlClient(self.sock).request(cmd, **args)
-
-    def stats(self) -> dict[str, Any]:
-        return self.request("stats")
-
-    def fdb(self) -> list[dict[str, Any]]:
-        """What ``vxdp fdb show --json`` prints (straight from the socket: no CLI start-up)."""
-        return self.request("fdb.show")
-
-    def neigh(self) -> list[dict[str, Any]]:
-        """What ``vxdp neigh show --json`` prints."""
-        return self.request("neigh.show")
-
-    def cli(self, *args: str, check: bool = True, timeout: float = 20.0,
-            ) -> subprocess.CompletedProcess[str]:
-        """``python -m dataplane -s SOCK ARGS...`` (the CLI only needs the unix socket, so it
-        runs in the test's own namespace). ``check``: assert exit 0."""
-        argv = [sys.executable, "-m", "dataplane", "-s", self.sock, *args]
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-        if check:
-            assert p.returncode == 0, (f"vxdp {' '.join(args)} on {self.name} exited "
-                                       f"{p.returncode}: {p.stderr.strip()}")
-        return p
-
-    def cli_json(self, *args: str) -> Any:
-        return json.loads(self.cli(*args, "--json").stdout)
-
-    def counter(self, section: str, key: str) -> int:
-        return int(self.stats()[section][key])
-
-    # -- life cycle ----------------------------------------------------------------------
-
-    def wait_ready(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"vxdp run on {self.host} exited with "
-                                     f"{self.proc.returncode}: {self.log().strip()}")
-            try:
-                stats = self.stats()
-            except ControlError:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"vxdp run on {self.host} did not answer on {self.sock} "
-                                         f"within {timeout:.0f}s: {self.log().strip()}") from None
-                time.sleep(0.05)
-                continue
-            self.impl = stats.get("vtep", {}).get("fastpath")
-            return
-
-    def endpoints(self) -> list[dict[str, Any]]:
-        return self.request("endpoint.show")
-
-    def terminate(self) -> None:
-        """Note the endpoints, then send SIGTERM without waiting (see :meth:`stop`)."""
-        eps: list[dict[str, Any]] = []
-        if self.alive():
-            try:
-                eps = self.endpoints()
-            except ControlError:
-                eps = []
-            self.proc.send_signal(signal.SIGTERM)
-        self._stopping = eps
-
-    def stop(self, timeout: float = 10.0, check: bool = True) -> int:
-        """SIGTERM; with ``check`` assert exit 0, control socket removed, and every endpoint's
-        TAP gone (in its container namespace, or in the host namespace) with no TAP left in the
-        host namespace at all."""
-        if self.returncode is not None:
-            return self.returncode
-        if self._stopping is None:
-            self.terminate()
-        eps = self._stopping or []
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            if check:
-                raise AssertionError(f"vxdp run on {self.host} ignored SIGTERM for "
-                                     f"{timeout:.0f}s") from None
-            rc = self.proc.returncode
-        self.returncode = rc
-        if not check:
-            return rc
-        assert rc == 0, f"vxdp run on {self.host} exited {rc} after SIGTERM: {self.log().strip()}"
-        assert "Traceback" not in self.log(), self.log()
-        assert not os.path.exists(self.sock), f"control socket {self.sock} left behind"
-        lab = self.world.lab
-        for ep in eps:
-            where = ep.get("netns")
-            ifname = ep.get("ifname") or ep["name"]
-            if where and where in lab.namespaces:
-                assert ifname not in self.world.links(where), (
-                    f"{ifname} still exists in {where} after vxdp stopped")
-            assert ep["name"] not in self.world.links(self.host), (
-                f"TAP {ep['name']} still exists in host {self.host} after vxdp stopped")
-        left = self.world.links(self.host, kind="tun")
-        assert not left, f"TAP devices left in {self.host}: {left}"
-        return rc
+#: One running ``vxdp run CONFIG`` in a host namespace (the lab's launcher).
+Vtep = VxdpProcess
 
 
 class Sniffer:
@@ -419,33 +244,26 @@ class World:
     def start_vxdp(self, host: str, config: Mapping[str, Any] | str,
                    timeout: float = 20.0, wait: bool = True,
                    env: Mapping[str, str] | None = None) -> Vtep:
-        """Write ``config`` (dict or TOML text), start ``vxdp run`` in ``host``'s namespace and
-        (unless ``wait=False``) wait until its control socket answers. ``env``: variables added
-        to (or overriding) this process's environment for the VTEP only, e.g.
-        ``{"VXDP_NO_EXTENSIONS": "1"}`` for the pure-Python path."""
+        """:func:`dataplane.lab.start_vxdp` in this world's tmp dir: write ``config`` (dict or
+        TOML text), start ``vxdp run`` in ``host``'s namespace and (unless ``wait=False``)
+        wait until its control socket answers. ``env``: variables added to (or overriding)
+        this process's environment for the VTEP only, e.g. ``{"VXDP_NO_EXTENSIONS": "1"}``
+        for the pure-Python path."""
         text = config if isinstance(config, str) else to_toml(config)
-        parsed = tomllib.loads(text)
-        name = parsed.get("vtep", {}).get("name", "vxdp")
-        sock = parsed.get("vtep", {}).get("control")
-        assert sock, "give the VTEP a control socket in this world (World.vtep_config does)"
-        cfg = self.write_config(name, text)
-        log_path = os.path.join(self.tmp, f"{name}.log")
-        with open(log_path, "wb") as log:
-            # stderr to a file, not a pipe nobody reads: a chatty VTEP must never block.
-            proc = self.lab.popen(host, [sys.executable, "-m", "dataplane", "run", cfg],
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=log, cwd=ROOT,
-                                  env=None if env is None else {**os.environ, **env})
-        v = Vtep(self, host, name, proc, sock, cfg, log_path)
+        assert tomllib.loads(text).get("vtep", {}).get("control"), \
+            "give the VTEP a control socket in this world (World.vtep_config does)"
+        v = start_vxdp(self.lab, host, text, self.tmp, env=env, wait=False)
         self.vteps.append(v)
         if wait:
             v.wait_ready(timeout)
         return v
 
-    def start_all(self, *configs: tuple[str, Mapping[str, Any] | str],
-                  timeout: float = 20.0) -> list[Vtep]:
-        """Start one VTEP per (host, config) side by side, then wait for all of them."""
-        vteps = [self.start_vxdp(host, cfg, wait=False) for host, cfg in configs]
+    def start_all(self, *configs: StartSpec, timeout: float = 20.0) -> list[Vtep]:
+        """Start one VTEP per (host, config) or (host, config, env) side by side, then wait
+        for all of them."""
+        vteps = [self.start_vxdp(spec[0], spec[1], wait=False,
+                                 env=spec[2] if len(spec) > 2 else None)
+                 for spec in configs]
         for v in vteps:
             v.wait_ready(timeout)
         return vteps
@@ -458,13 +276,8 @@ class World:
         return [v.stop() for v in vteps]
 
     def links(self, ns: str, kind: str | None = None) -> list[str]:
-        """Interface names in a lab namespace (``ip -j -d link``), optionally of one kind."""
-        p = self.lab.run(ns, ["ip", "-j", "-d", "link", "show"], check=True)
-        out = []
-        for link in json.loads(p.stdout or "[]"):
-            if kind is None or link.get("linkinfo", {}).get("info_kind") == kind:
-                out.append(link["ifname"])
-        return out
+        """Interface names in a lab namespace, optionally of one kind (see :meth:`Lab.links`)."""
+        return self.lab.links(ns, kind)
 
     # -- probes --------------------------------------------------------------------------
 
@@ -575,14 +388,54 @@ def walkthrough_configs(w: World, c1: Container, c2: Container, c3: Container,
     return m, k
 
 
-def build_walkthrough(w: World) -> Walkthrough:
-    w.hosts(("manager", MANAGER), ("worker", WORKER))
-    c1 = w.container("manager", "c1", "192.168.55.4")
-    c3 = w.container("manager", "c3", "192.168.55.5")
-    c2 = w.container("worker", "c2", "192.168.55.3")
-    mcfg, kcfg = walkthrough_configs(w, c1, c2, c3)
-    manager, worker = w.start_all(("manager", mcfg), ("worker", kcfg))
-    return Walkthrough(w, c1, c2, c3, manager, worker)
+def build_walkthrough(w: World, *, manager: Mapping[str, Any] | None = None,
+                      worker: Mapping[str, Any] | None = None,
+                      manager_env: Mapping[str, str] | None = None,
+                      worker_env: Mapping[str, str] | None = None,
+                      **net_options: Any) -> Walkthrough:
+    """The walkthrough's containers and VTEPs, on hosts made here unless the lab has them
+    already (a test that tunes their links first). ``manager`` / ``worker``: extra ``[vtep]``
+    keys (e.g. ``{"offload": False}``); ``*_env``: the VTEP's environment additions (e.g. the
+    pure-Python path); ``net_options``: extra ``[[network]]`` keys for both."""
+    if not w.lab.hosts:
+        w.hosts(("manager", MANAGER), ("worker", WORKER))
+    c1 = w.container("manager", "c1", C1_IP)
+    c3 = w.container("manager", "c3", C3_IP)
+    c2 = w.container("worker", "c2", C2_IP)
+    mcfg, kcfg = walkthrough_configs(w, c1, c2, c3, **net_options)
+    mcfg["vtep"].update(manager or {})
+    kcfg["vtep"].update(worker or {})
+    m, k = w.start_all(("manager", mcfg, manager_env), ("worker", kcfg, worker_env))
+    return Walkthrough(w, c1, c2, c3, m, k)
+
+
+# --------------------------------------------------------------------------- the kernel as peer
+
+@dataclass
+class Interop:
+    """vxdp on the manager (c1), the kernel's vxlan (Docker-style) on the worker (c2)."""
+    world: World
+    c1: Container       # behind vxdp (manager)
+    c2: Container       # behind the kernel (worker)
+    vxdp: Vtep
+    kernel: KernelVtep
+
+
+def interop_containers(w: World) -> tuple[Container, Container]:
+    """Hosts with tx checksumming off on their eth0 (so a userspace reader sees finished
+    checksums, see :func:`dataplane.lab.disable_tx_checksum`), c1 on the manager and c2 on
+    the worker."""
+    w.hosts(("manager", MANAGER), ("worker", WORKER), tx_csum_off=True)
+    return w.container("manager", "c1", C1_IP), w.container("worker", "c2", C2_IP)
+
+
+def start_interop_vxdp(w: World, c1: Container, c2: Container,
+                       env: Mapping[str, str] | None = None, **net_options: Any) -> Vtep:
+    """The manager's vxdp: c1 as its endpoint, c2 as a peer behind the worker's kernel VTEP,
+    which is also its flood list."""
+    return w.start_vxdp("manager", w.vtep_config("manager", MANAGER, [network(
+        "mynet", VNI, endpoints=[c1], peers=[(c2, WORKER)], flood=[WORKER], **net_options)],
+        allow=[UNDERLAY]), env=env)
 
 
 # --------------------------------------------------------------------------- TCP transfer

@@ -1,5 +1,5 @@
-"""The offload reference (``dataplane.offload``) against the spec of issue #5, with scapy as the
-independent oracle for every byte a segment or a completed checksum carries.
+"""The offload reference (``dataplane.offload``) against the kernel behaviour it mirrors, with
+scapy as the independent oracle for every byte a segment or a completed checksum carries.
 
 * ``segment``: TSO super-frames (IPv4 with and without options, IPv6, timestamps, sequence and
   IP id wrap-around, FIN|PSH|CWR on the super-frame) cut into segments that scapy, rebuilding
@@ -24,7 +24,7 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP, UDP, IPOption_Router_Alert
 from scapy.layers.inet6 import IPv6
@@ -48,25 +48,18 @@ from dataplane.offload import (
     coalesce,
     segment,
 )
-from tests.strategies import mutations, ones_complement
-
-HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
+from tests.strategies import HEALTH, TS_OPTS, frame_sequences, mutations, ones_complement, vnet
+from tests.strategies import patch_byte as _patched
 
 SRC_MAC = bytes.fromhex("0242c0a83704")
 DST_MAC = bytes.fromhex("0242c0a83705")
 SRC4, DST4 = IPv4Address("192.168.55.4"), IPv4Address("192.168.55.5")
 SRC6, DST6 = IPv6Address("fd00:55::4"), IPv6Address("fd00::55:5")
 MAC_S, MAC_D = "02:42:c0:a8:37:04", "02:42:c0:a8:37:05"
-TS_OPTS = b"\x01\x01\x08\x0a" + struct.pack("!II", 0x01020304, 0x0A0B0C0D)   # NOP NOP TS
 FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
 
 
 # --------------------------------------------------------------------------- builders
-
-
-def vnet(flags: int = 0, gso_type: int = GSO_NONE, hdr_len: int = 0, gso_size: int = 0,
-         csum_start: int = 0, csum_offset: int = 0) -> bytes:
-    return struct.pack("<BBHHHH", flags, gso_type, hdr_len, gso_size, csum_start, csum_offset)
 
 
 def tso4(gso_size: int) -> bytes:
@@ -471,10 +464,6 @@ GOOD4 = tcp4(payload_bytes(3000), options=TS_OPTS)
 GOOD6 = tcp6(payload_bytes(3000), options=TS_OPTS)
 
 
-def _patched(frame: bytes, at: int, value: int) -> bytes:
-    return frame[:at] + bytes((value,)) + frame[at + 1:]
-
-
 ERROR_CASES: list[tuple[str, bytes, bytes]] = [
     ("short header", b"", GOOD4),
     ("short header", tso4(1448)[:9], GOOD4),
@@ -730,7 +719,9 @@ def test_coalesce_header_differences_end_the_run(field: str) -> None:
 
 
 def test_coalesce_urgent_pointer_and_ip_reserved_bit_follow_the_head() -> None:
-    """Not compared by the spec (URG is not set, so the pointer means nothing)."""
+    """Neither is compared by the run rules (of the IP flags only DF is, as in wireguard-go's
+    ``tcpPacketsCanCoalesce``; without URG the pointer means nothing): the merged frame keeps
+    the first segment's."""
     segs = flow(3)
     segs[1] = tcp4(payload_bytes(1000, salt=1), seq=6000, options=TS_OPTS, urg=7,
                    frag=0x4000 | 0x8000)
@@ -779,49 +770,6 @@ def test_segment_raises_only_value_error(hdr: bytes, frame: bytes) -> None:
     assert isinstance(segs, list) and segs
     assert all(isinstance(s, bytes) for s in segs)
     assert 1 <= len(segs) <= MAX_TSO_SEGS
-
-
-@st.composite
-def flows(draw: st.DrawFn, sport: int) -> list[bytes]:
-    """One flow's segments, as TSO cuts them (so the checksums are right)."""
-    g = draw(st.sampled_from([1, 3, 100, 536, 1448]))
-    n = draw(st.integers(1, 12))
-    size = draw(st.integers(max(1, (n - 1) * g + 1), n * g))
-    flags = draw(st.sampled_from([ACK, ACK, ACK | PSH, ACK | FIN, PSH]))
-    sf = tcp4(payload_bytes(size, salt=sport), seq=draw(st.integers(0, 2**32 - 1)),
-              flags=flags, sport=draw(st.sampled_from([sport, 40000])),
-              options=draw(st.sampled_from([b"", TS_OPTS])), ip_id=draw(st.integers(0, 65535)),
-              frag=draw(st.sampled_from([0, 0x4000])))
-    return segment(tso4(g), sf)
-
-
-@st.composite
-def frame_sequences(draw: st.DrawFn) -> list[bytes]:
-    """Segments of 1-3 flows (sometimes the same flow twice), interleaved in random order
-    but each in its own order, then a few corrupted, dropped, duplicated, or junk added."""
-    per_flow = [draw(flows(40000 + k)) for k in range(draw(st.integers(1, 3)))]
-    tags = draw(st.permutations([k for k, segs in enumerate(per_flow) for _ in segs]))
-    cursor = [0] * len(per_flow)
-    frames: list[bytes] = []
-    for k in tags:
-        frames.append(per_flow[k][cursor[k]])
-        cursor[k] += 1
-    for _ in range(draw(st.integers(0, 3))):
-        if not frames:
-            break
-        i = draw(st.integers(0, len(frames) - 1))
-        what = draw(st.sampled_from(["mutate", "drop", "dup", "junk", "psh"]))
-        if what == "mutate":
-            frames[i] = draw(mutations(frames[i]))
-        elif what == "drop":
-            del frames[i]
-        elif what == "dup":
-            frames.insert(i, frames[i])
-        elif what == "junk":
-            frames.insert(i, draw(st.binary(max_size=80)))
-        elif len(frames[i]) > 54:
-            frames[i] = fix(_patched(frames[i], 47, frames[i][47] | PSH))
-    return frames
 
 
 @settings(max_examples=200, suppress_health_check=HEALTH)

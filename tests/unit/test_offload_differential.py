@@ -42,14 +42,22 @@ from dataplane.offload import (
     MAX_SEGS,
     MAX_TSO_SEGS,
 )
-from tests.strategies import mutations
+from tests.strategies import (
+    HEALTH as FRAME_HEALTH,
+    TS_OPTS,
+    data,
+    frame_sequences,
+    mutations,
+    refix,
+    super4,
+    vnet,
+)
+from tests.strategies import patch_byte as _patch
 
-HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example,
-          HealthCheck.function_scoped_fixture]
+HEALTH = [*FRAME_HEALTH, HealthCheck.function_scoped_fixture]
 
 FIN, PSH, ACK, CWR = 0x01, 0x08, 0x10, 0x80
 MAC_D, MAC_S = bytes.fromhex("0242c0a83705"), bytes.fromhex("0242c0a83704")
-TS_OPTS = b"\x01\x01\x08\x0a" + struct.pack("!II", 0x01020304, 0x0A0B0C0D)
 
 Segment = Callable[[bytes, bytes], list[bytes]]
 Coalesce = Callable[[Sequence[bytes]], list[tuple[bytes, bytes]]]
@@ -174,30 +182,9 @@ def _run(n: int, strategy: st.SearchStrategy[Any], body: Callable[[Any], None]) 
 
 # --------------------------------------------------------------------------- builders
 # Checksums and length fields are left as they come: segment() ignores them on super-frames,
-# and coalesce() inputs are made by the reference segment(), which fills them in.
-
-
-def vnet(flags: int = 0, gso_type: int = GSO_NONE, hdr_len: int = 0, gso_size: int = 0,
-         csum_start: int = 0, csum_offset: int = 0) -> bytes:
-    return struct.pack("<BBHHHH", flags, gso_type, hdr_len, gso_size, csum_start, csum_offset)
-
-
-def data(n: int, salt: int = 0) -> bytes:
-    return bytes((i * 13 + salt) & 0xFF for i in range(n))
-
-
-def super4(payload: bytes, *, seq: int = 1000, ack: int = 1, flags: int = ACK,
-           options: bytes = TS_OPTS, ip_id: int = 1, ttl: int = 64, tos: int = 0,
-           frag: int = 0x4000, win: int = 502, sport: int = 40000, dport: int = 5201,
-           ip_options: bytes = b"", src: bytes = b"\xc0\xa8\x37\x04",
-           dst: bytes = b"\xc0\xa8\x37\x05") -> bytes:
-    doff = 20 + len(options)
-    ihl = 20 + len(ip_options)
-    ip = struct.pack("!BBHHHBBH4s4s", 0x40 | (ihl // 4), tos, (ihl + doff + len(payload))
-                     & 0xFFFF, ip_id, frag, ttl, 6, 0, src, dst) + ip_options
-    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, (doff // 4) << 4, flags, win, 0,
-                      0) + options
-    return MAC_D + MAC_S + b"\x08\x00" + ip + tcp + payload
+# and coalesce() inputs are made by the reference segment(), which fills them in. vnet, data,
+# super4 and refix are tests/strategies.py's (frame_sequences, shared with test_offload.py,
+# is built from them).
 
 
 def super6(payload: bytes, *, seq: int = 1000, flags: int = ACK, options: bytes = TS_OPTS,
@@ -209,15 +196,6 @@ def super6(payload: bytes, *, seq: int = 1000, flags: int = ACK, options: bytes 
     tcp = struct.pack("!HHIIBBHHH", 40000, 5201, seq, 1, (doff // 4) << 4, flags, 502, 0,
                       0) + options
     return MAC_D + MAC_S + b"\x86\xdd" + ip + tcp + payload
-
-
-def refix(frame: bytes) -> bytes:
-    """``frame`` with valid IPv4 and TCP checksums and lengths, via the reference (one TSO
-    segment of itself); unchanged when it does not parse as TCP/IPv4."""
-    try:
-        return offload.segment(vnet(0, GSO_TCPV4, 0, 65535), frame)[0]
-    except ValueError:
-        return frame
 
 
 def flow(n: int, g: int, *, last: int | None = None, salt: int = 0, **kw: Any) -> list[bytes]:
@@ -234,10 +212,6 @@ G6 = super6(data(3000))
 def vlan(frame: bytes, tpid: int = 0x8100, vid: int = 100) -> bytes:
     """``frame`` with one more VLAN tag in front of its ethertype."""
     return frame[:12] + struct.pack("!HH", tpid, vid) + frame[12:]
-
-
-def _patch(frame: bytes, at: int, value: int) -> bytes:
-    return frame[:at] + bytes((value,)) + frame[at + 1:]
 
 
 def _udp_zero_case() -> bytes:
@@ -482,63 +456,6 @@ def segment_inputs(draw: st.DrawFn) -> tuple[bytes, bytes]:
 
 def test_segment_hypothesis(hooks: Hooks) -> None:
     _run(hooks.examples(300), segment_inputs(), lambda args: check_segment(hooks, *args))
-
-
-@st.composite
-def flows(draw: st.DrawFn, k: int) -> list[bytes]:
-    g = draw(st.sampled_from([1, 5, 100, 536, 1448]))
-    n = draw(st.one_of(st.integers(1, 10), st.sampled_from([MAX_SEGS, MAX_SEGS + 2])))
-    if g == 1448 and draw(st.integers(0, 9)) == 0:
-        n = 46                                      # past the 64 KiB limit
-    size = draw(st.integers((n - 1) * g + 1, n * g))
-    kw: dict[str, Any] = {
-        "seq": draw(st.integers(0, 2**32 - 1)),
-        "flags": draw(st.sampled_from([ACK, ACK, ACK, ACK | PSH, ACK | FIN, ACK | CWR, PSH])),
-        "sport": draw(st.sampled_from([40000 + k, 40000])),
-        "options": draw(st.sampled_from([b"", TS_OPTS, TS_OPTS])),
-        "ip_id": draw(st.integers(0, 65535)),
-        "frag": draw(st.sampled_from([0, 0x4000, 0x4000])),
-        "tos": draw(st.sampled_from([0, 0, 0x28])),
-    }
-    return offload.segment(vnet(0, GSO_TCPV4, 0, g), super4(data(size, k), **kw))
-
-
-@st.composite
-def frame_sequences(draw: st.DrawFn) -> list[bytes]:
-    per_flow = [draw(flows(k)) for k in range(draw(st.integers(1, 3)))]
-    tags = [k for k, segs in enumerate(per_flow) for _ in segs]
-    if draw(st.booleans()):
-        tags = draw(st.permutations(tags))
-    cursor = [0] * len(per_flow)
-    frames: list[bytes] = []
-    for k in tags:
-        frames.append(per_flow[k][cursor[k]])
-        cursor[k] += 1
-    for _ in range(draw(st.integers(0, 4))):
-        if not frames:
-            break
-        i = draw(st.integers(0, len(frames) - 1))
-        what = draw(st.sampled_from(["tweak", "tweak", "mutate", "drop", "dup", "junk", "pad",
-                                     "swap"]))
-        f = frames[i]
-        if what == "tweak" and len(f) > 54:
-            # a header field changed, checksums valid again: only the run rules can object
-            at = draw(st.sampled_from([15, 19, 20, 22, 26, 33, 34, 37, 38, 41, 42, 45, 47, 48,
-                                       49, 52, 53, 54, 57, 61, 65]))
-            frames[i] = refix(_patch(f, at, draw(st.integers(0, 255))))
-        elif what == "mutate":
-            frames[i] = draw(mutations(f))
-        elif what == "drop":
-            del frames[i]
-        elif what == "dup":
-            frames.insert(i, f)
-        elif what == "junk":
-            frames.insert(i, draw(st.binary(max_size=80)))
-        elif what == "pad":
-            frames[i] = f + bytes(draw(st.integers(1, 8)))
-        elif what == "swap" and i + 1 < len(frames):
-            frames[i], frames[i + 1] = frames[i + 1], f
-    return frames
 
 
 def test_coalesce_hypothesis(hooks: Hooks) -> None:

@@ -31,21 +31,14 @@ from tests.strategies import (
     REMOTE3,
     VNI,
     mac_text,
+    walkthrough_network,
 )
 
 C1, C2, PEER = mac_text(C1_MAC), mac_text(C2_MAC), mac_text(PEER_MAC)
 
 
 def switch(impl: Any, *, proxy: bool = True, strict: bool = True) -> Any:
-    sw = impl.Switch(LOCAL, strict=strict)
-    sw.add_network(VNI, proxy=proxy)
-    sw.add_port(1, VNI, C1_MAC)
-    sw.add_port(2, VNI, C2_MAC)
-    sw.fdb_add(VNI, PEER_MAC, REMOTE)
-    sw.fdb_append(VNI, "00:00:00:00:00:00", REMOTE2)
-    sw.fdb_append(VNI, "00:00:00:00:00:00", REMOTE3)
-    sw.neigh_add(VNI, PEER_IP, PEER_MAC)
-    return sw
+    return walkthrough_network(impl.Switch(LOCAL, strict=strict), proxy=proxy)
 
 
 def decode_vtep_action(action: tuple[Any, ...], frame: bytes) -> IP:

@@ -279,9 +279,13 @@ class _Host(FakeHost):
                                               IPv4Address(A)),))
         self.net, self.ep1 = net, ep1
         self.config = Config(vtep=VtepConfig(name="n1", local=IPv4Address(ME)), networks=(net,))
+        self.events: list[dict[str, Any]] = []
 
     def local_endpoints(self) -> list[tuple[NetworkConfig, EndpointConfig]]:
         return [(self.net, self.ep1)]
+
+    def emit_event(self, rec: dict[str, Any]) -> None:
+        self.events.append(rec)
 
 
 def test_etcd_store_publishes_without_etcd_and_closes_promptly() -> None:

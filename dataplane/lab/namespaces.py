@@ -1,4 +1,5 @@
-"""Namespace topologies for the demo, the functional tests and the benchmarks.
+"""The lab itself: namespaces for an underlay, hosts and containers, and the processes run in
+them, all removed again at the end.
 
 The walkthrough (reference/docker-overlay-walkthrough.txt) on one machine::
 
@@ -13,40 +14,42 @@ own namespace. :meth:`Lab.close` (also run from ``atexit``) kills what the lab s
 removes every namespace it made; :func:`cleanup_prefix` does the same from names alone, for a
 lab whose process died.
 
-Product code: pyroute2 for links, addresses, FDB and neighbours; programs run through
-:mod:`dataplane.netns` (setns in ``preexec_fn``), never ``ip netns exec``.
+pyroute2 for links, addresses, FDB and neighbours; programs run through
+:mod:`dataplane.netns` (setns in ``preexec_fn``), never ``ip netns exec``. The kernel's vxlan as
+a peer is :mod:`dataplane.lab.kernel`; tcpdump and link features are :mod:`dataplane.lab.tools`.
 """
 
 from __future__ import annotations
 
 import atexit
 import errno
+import json
 import os
-import select
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import ndmsg
 
 from dataplane import netns as _netns
 from dataplane.errors import VxdpError
-from dataplane.ports import check_ifname
+from dataplane.lab import kernel
+from dataplane.lab.kernel import KernelVtep
+from dataplane.lab.tools import Capture, disable_tx_checksum, end_process
+from dataplane.validate import VNI_MAX, VNI_MIN, check_ifname, is_vni
 
-__all__ = ["Capture", "ContainerInfo", "HostInfo", "KernelVtep", "Lab", "cleanup_prefix",
-           "disable_tx_checksum", "install_signal_exit", "UNDERLAY_SPACE"]
+__all__ = ["ContainerInfo", "HostInfo", "Lab", "UNDERLAY_SPACE", "cleanup_prefix", "docker_mac",
+           "install_signal_exit"]
 
 #: The lab's underlay must stay inside the RFC 2544 benchmarking range (network safety: the
 #: lab never uses addresses that could be routed anywhere real).
 UNDERLAY_SPACE = IPv4Network("198.18.0.0/15")
 
-_ZERO_MAC = "00:00:00:00:00:00"
 _lock = threading.Lock()
 _instances = 0
 
@@ -133,31 +136,9 @@ def cleanup_prefix(prefix: str) -> list[str]:
     return removed
 
 
-def disable_tx_checksum(ns: str | None, ifname: str) -> dict[str, bool]:
-    """``ethtool -K IFNAME tx off`` inside ``ns`` through pyroute2's ethtool ioctls.
-
-    Why: veth/vxlan hand CHECKSUM_PARTIAL skbs across namespaces without filling the L4
-    checksum. A userspace reader of those bytes (a UDP socket receiving a kernel VTEP's
-    datagrams, or a TAP) then sees a wrong inner checksum. With tx checksum offload off the
-    kernel computes it in software before the frame leaves. Returns the resulting tx-checksum
-    feature states.
-    """
-    if ns is None:
-        return _disable_tx_checksum(ifname)
-    return _netns.call_in_netns(ns, _disable_tx_checksum, ifname)
-
-
-def _disable_tx_checksum(ifname: str) -> dict[str, bool]:
-    from pyroute2.ethtool.ethtool import Ethtool
-
-    with Ethtool() as et:
-        feats = et.get_features(ifname)
-        names = [k for k in feats.features.keys() if k.startswith("tx-checksum")]
-        for k in names:
-            feats.features[k].enable = False
-        et.set_features(ifname, feats)
-        after = et.get_features(ifname)
-        return {k: bool(after.features[k].enable) for k in names}
+def docker_mac(ip: str) -> str:
+    """Docker's container MAC: 02:42 followed by the four octets of the IPv4 address."""
+    return "02:42:" + ":".join(f"{int(o):02x}" for o in ip.split("."))
 
 
 @dataclass
@@ -177,66 +158,6 @@ class ContainerInfo:
     mac: str
     address: IPv4Interface
     mtu: int
-
-
-@dataclass
-class KernelVtep:
-    """What :meth:`Lab.kernel_vtep` built in a host namespace (names are in ``ns``)."""
-    host: str
-    ns: str
-    network: str
-    vni: int
-    local: IPv4Address
-    bridge: str
-    vxlan: str
-    mtu: int
-    dstport: int
-    ports: dict[str, str] = field(default_factory=dict)  # container name -> host-side veth
-
-
-class Capture:
-    """A running tcpdump; :meth:`stop` returns what it printed (one line per packet)."""
-
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        self.proc = proc
-        self.stderr = b""
-
-    def wait_listening(self, timeout: float = 5.0) -> None:
-        """Block until tcpdump has attached to the interface ("listening on" on stderr)."""
-        assert self.proc.stderr is not None
-        fd = self.proc.stderr.fileno()
-        deadline = time.monotonic() + timeout
-        while b"listening on" not in self.stderr:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise VxdpError("tcpdump did not start listening in time: "
-                                + self.stderr.decode(errors="replace").strip())
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    raise VxdpError("tcpdump exited: " + self.stderr.decode(errors="replace").strip())
-                self.stderr += chunk
-
-    def stop(self, timeout: float = 5.0) -> str:
-        """Stop (SIGINT, so tcpdump flushes) unless it already exited after ``-c``; its stdout."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        try:
-            out, err = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, err = self.proc.communicate()
-        self.stderr += err or b""
-        return (out or b"").decode(errors="replace")
-
-    def wait(self, timeout: float = 5.0) -> str:
-        """Wait for a ``-c COUNT`` capture to finish by itself; its stdout (stop on timeout)."""
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
-        return self.stop()
 
 
 class Lab:
@@ -325,7 +246,10 @@ class Lab:
         assert self.underlay_ns is not None and self.subnet is not None
         iface = self._underlay_address(address)
         port = f"v-{name}"
-        check_ifname(port, "host name (as bridge port v-NAME)")
+        try:
+            check_ifname(port)
+        except ValueError as exc:
+            raise VxdpError(f"lab host {name}: bridge port {port}: {exc}") from None
         ns = self._new_ns(name)
         try:
             with _netns.ns_iproute(ns) as ipr:
@@ -366,8 +290,7 @@ class Lab:
         Its ``eth0`` comes from whoever attaches it: a vxdp VTEP (TAP, ``netns`` = the returned
         name) or :meth:`kernel_vtep`. The MAC/address/MTU are recorded for the latter.
         """
-        if host not in self.hosts:
-            raise VxdpError(f"no host {host!r} in lab {self.prefix}")
+        self._host(host)
         ns = self._new_ns(name)
         self.containers[name] = ContainerInfo(name=name, ns=ns, host=host, mac=mac.lower(),
                                               address=IPv4Interface(address), mtu=mtu)
@@ -385,40 +308,23 @@ class Lab:
         l3miss, ageing 300, MTU ``mtu``), one veth per container (host side ``veth<k>`` on the
         bridge, container side ``eth0`` with the container's MAC/address/MTU), each peer as a
         permanent ``self`` FDB entry plus a permanent neighbour on the vxlan device (Docker's
-        peerAdd), and each flood VTEP as an all-zeros FDB entry. Docker keeps br0/vxlan0 in a
-        per-network namespace; here they live in the host namespace (names carry the VNI so
-        several networks can coexist). ``tx_csum_off`` disables tx checksum offload on the
+        peerAdd), and each flood VTEP as an all-zeros FDB entry (see
+        :mod:`dataplane.lab.kernel`). ``tx_csum_off`` disables tx checksum offload on the
         container veths (see :func:`disable_tx_checksum`).
 
         ``containers`` items are (name, mac, address); a name already made with
         :meth:`container` reuses that namespace.
         """
-        if host not in self.hosts:
-            raise VxdpError(f"no host {host!r} in lab {self.prefix}")
-        if not 0 < vni < 1 << 24:
-            raise VxdpError(f"vni {vni} out of range 1..16777215")
-        h = self.hosts[host]
+        h = self._host(host)
+        if not is_vni(vni):
+            raise VxdpError(f"vni {vni} out of range {VNI_MIN}..{VNI_MAX}")
         if (host, vni) in self.vteps:
             raise VxdpError(f"host {host} already has a kernel vtep for vni {vni}")
         local_ip = IPv4Address(local) if local is not None else h.address.ip
         kv = KernelVtep(host=host, ns=h.ns, network=network, vni=vni, local=local_ip,
                         bridge=f"br{vni}", vxlan=f"vxlan{vni}", mtu=mtu, dstport=dstport)
-        try:
-            with _netns.ns_iproute(h.ns) as ipr:
-                ipr.link("add", ifname=kv.bridge, kind="bridge")
-                br = ipr.link_lookup(ifname=kv.bridge)[0]
-                ipr.link("set", index=br, mtu=mtu)
-                ipr.link("add", ifname=kv.vxlan, kind="vxlan",
-                         vxlan_id=vni, vxlan_port=dstport, vxlan_local=str(local_ip),
-                         vxlan_learning=0, vxlan_proxy=1, vxlan_l2miss=1, vxlan_l3miss=1,
-                         vxlan_ageing=300)
-                vx = ipr.link_lookup(ifname=kv.vxlan)[0]
-                ipr.link("set", index=vx, mtu=mtu, master=br)
-                ipr.link("set", index=vx, state="up")
-                ipr.link("set", index=br, state="up")
-            self.vteps[(host, vni)] = kv
-        except NetlinkError as exc:
-            raise VxdpError(f"kernel vtep {host}/{vni}: {os.strerror(exc.code)}") from exc
+        kernel.create(kv)
+        self.vteps[(host, vni)] = kv
         for cname, mac, address in containers:
             self.kernel_attach(host, vni, cname, mac, address, tx_csum_off=tx_csum_off)
         for mac, ip, vtep in peers:
@@ -439,53 +345,26 @@ class Lab:
             cns = self.container(host, name, mac, iface, kv.mtu)
         veth = f"veth{h.next_veth}"
         h.next_veth += 1
-        try:
-            with _netns.ns_iproute(h.ns) as ipr:
-                # The peer is created directly in the container namespace under its final name.
-                ipr.link("add", ifname=veth, kind="veth", peer={"ifname": "eth0", "net_ns_fd": cns})
-                vidx = ipr.link_lookup(ifname=veth)[0]
-                br = ipr.link_lookup(ifname=kv.bridge)[0]
-                ipr.link("set", index=vidx, mtu=kv.mtu, master=br)
-                ipr.link("set", index=vidx, state="up")
-            with _netns.ns_iproute(cns) as ipr:
-                idx = ipr.link_lookup(ifname="eth0")[0]
-                ipr.link("set", index=idx, address=mac, mtu=kv.mtu)
-                ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
-                ipr.link("set", index=idx, state="up")
-        except NetlinkError as exc:
-            raise VxdpError(f"kernel vtep {host}/{vni}: attach {name}: {os.strerror(exc.code)}") from exc
+        kernel.attach(kv, cns, name, veth, mac, iface)
         if tx_csum_off:
             disable_tx_checksum(cns, "eth0")
             disable_tx_checksum(h.ns, veth)
-        kv.ports[name] = veth
         return cns
 
     def kernel_peer_add(self, host: str, vni: int, mac: str, ip: IPv4Address | str,
                         vtep: IPv4Address | str) -> None:
-        """Docker's peerAdd: ``bridge fdb add MAC dev vxlan dst VTEP self permanent`` and
-        ``ip neigh add IP lladdr MAC dev vxlan nud permanent``."""
-        kv = self._vtep(host, vni)
-        with _netns.ns_iproute(kv.ns) as ipr:
-            vx = ipr.link_lookup(ifname=kv.vxlan)[0]
-            try:
-                # pyroute2 adds NUD_NOARP|NUD_PERMANENT and NTF_SELF by default for fdb().
-                ipr.fdb("append", ifindex=vx, lladdr=mac.lower(), dst=str(IPv4Address(vtep)))
-                ipr.neigh("add", ifindex=vx, dst=str(IPv4Address(ip)), lladdr=mac.lower(),
-                          state=ndmsg.states["permanent"])
-            except NetlinkError as exc:
-                raise VxdpError(f"kernel vtep {host}/{vni}: peer {mac} {ip} via {vtep}: "
-                                f"{os.strerror(exc.code)}") from exc
+        """Docker's peerAdd on the kernel vtep (see :func:`dataplane.lab.kernel.peer_add`)."""
+        kernel.peer_add(self._vtep(host, vni), mac, ip, vtep)
 
     def kernel_flood_add(self, host: str, vni: int, vtep: IPv4Address | str) -> None:
-        """``bridge fdb append 00:00:00:00:00:00 dev vxlan dst VTEP``: head-end replication."""
-        kv = self._vtep(host, vni)
-        with _netns.ns_iproute(kv.ns) as ipr:
-            vx = ipr.link_lookup(ifname=kv.vxlan)[0]
-            try:
-                ipr.fdb("append", ifindex=vx, lladdr=_ZERO_MAC, dst=str(IPv4Address(vtep)))
-            except NetlinkError as exc:
-                raise VxdpError(f"kernel vtep {host}/{vni}: flood {vtep}: "
-                                f"{os.strerror(exc.code)}") from exc
+        """One more VTEP in the kernel vtep's flood list (head-end replication)."""
+        kernel.flood_add(self._vtep(host, vni), vtep)
+
+    def _host(self, host: str) -> HostInfo:
+        try:
+            return self.hosts[host]
+        except KeyError:
+            raise VxdpError(f"no host {host!r} in lab {self.prefix}") from None
 
     def _vtep(self, host: str, vni: int) -> KernelVtep:
         try:
@@ -524,6 +403,13 @@ class Lab:
             cap.wait_listening()
         return cap
 
+    def links(self, ns: str, kind: str | None = None) -> list[str]:
+        """Interface names in a lab namespace (``ip -j -d link``), optionally of one kind
+        (``tun``, ``veth``, ``vxlan``...)."""
+        p = self.run(ns, ["ip", "-j", "-d", "link", "show"], check=True)
+        return [link["ifname"] for link in json.loads(p.stdout or "[]")
+                if kind is None or link.get("linkinfo", {}).get("info_kind") == kind]
+
     # ------------------------------------------------------------------ teardown
     def close(self) -> None:
         """Kill the lab's processes and remove its namespaces (reverse order). Idempotent."""
@@ -537,13 +423,7 @@ class Lab:
         errors: list[str] = []
         for proc in reversed(self._procs):
             try:
-                if proc.poll() is None:
-                    proc.terminate()
-                    try:
-                        proc.wait(timeout=1.0)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait(timeout=2.0)
+                end_process(proc, timeout=1.0)
                 for stream in (proc.stdin, proc.stdout, proc.stderr):
                     if stream is not None:
                         stream.close()

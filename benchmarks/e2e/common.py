@@ -1,0 +1,60 @@
+"""What every part of the end-to-end benchmark shares: the topology's addresses, the worlds,
+the metrics and goals, and the one error and log line."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from dataplane.lab import docker_mac
+
+ROOT = Path(__file__).resolve().parents[2]
+
+VNI = 4097
+UNDERLAY = "198.18.0.0/24"
+MANAGER = "198.18.0.1"
+WORKER = "198.18.0.2"
+C1_IP, C2_IP = "192.168.55.4", "192.168.55.3"     # as in the walkthrough (c1 on manager, c2 on worker)
+C1_MAC, C2_MAC = docker_mac(C1_IP), docker_mac(C2_IP)
+MTU = 1450
+IPERF_PORT = 5201
+FRAME = 64                                       # inner Ethernet frame, bytes (no FCS)
+UDP_PAYLOAD = FRAME - 14 - 20 - 8                # = 22; iperf3 needs >= 16 (its own header)
+
+WORLDS = ("kernel", "vxdp", "python")
+LABELS = {"kernel": "kernel vxlan (Docker-style)", "vxdp": "vxdp (Cython fast path)",
+          "python": "vxdp pure-Python path"}
+
+#: What vxdp has to reach against the kernel's vxlan, as ratios vxdp / kernel measured in the
+#: same run: half its TCP throughput, at most 1.5x its round trip, at least its 64-byte rate.
+GOALS = {
+    "tcp1_gbps": (">=", 0.5),
+    "tcp4_gbps": (">=", 0.5),
+    "rtt_p50_ms": ("<=", 1.5),
+    "udp64_delivered_pps": (">=", 1.0),
+}
+
+#: metric key -> (label, unit, higher is better)
+METRICS = {
+    "tcp1_gbps": ("TCP 1 stream", "Gbit/s", True),
+    "tcp4_gbps": ("TCP 4 streams", "Gbit/s", True),
+    "udp64_delivered_pps": ("UDP 64 B delivered", "pps", True),
+    "udp64_offered_pps": ("UDP 64 B offered (sent)", "pps", True),
+    "udp64_loss_pct": ("UDP 64 B loss", "%", False),
+    "rtt_p50_ms": ("ping RTT p50", "ms", False),
+    "rtt_p99_ms": ("ping RTT p99", "ms", False),
+    "cpu_s_per_gbit_machine": ("CPU s/Gbit, machine busy (TCP 1)", "s", False),
+    "cpu_s_per_gbit_machine_net": ("CPU s/Gbit, machine minus background (TCP 1)", "s", False),
+    "cpu_s_per_gbit_vtep": ("CPU s/Gbit, vxdp processes only (TCP 1)", "s", False),
+    "cpu_s_per_gbit_machine_tcp4": ("CPU s/Gbit, machine busy (TCP 4)", "s", False),
+    "cpu_s_per_gbit_vtep_tcp4": ("CPU s/Gbit, vxdp processes only (TCP 4)", "s", False),
+}
+
+
+class BenchError(Exception):
+    pass
+
+
+def log(msg: str) -> None:
+    print(f"[bench_e2e {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)

@@ -56,12 +56,13 @@ from dataplane.errors import EntryExists, EntryNotFound, InvalidArgument, TableF
 from dataplane.fdb import _dst, _mac, _state as _fdb_state, FDB_STATES, is_group_mac
 from dataplane.neigh import _ip, _lladdr, _state as _neigh_state, NEIGH_STATES
 from dataplane import switch as _reference
+from dataplane.validate import VNI_MAX
 from dataplane.wire import (
     DEFAULT_SRC_PORT_RANGE, DROP_REASONS, EVENT_COUNTERS, VXLAN_PORT, ip4, mac_str,
     vxlan_header,
 )
 
-MAX_VNI = _reference.MAX_VNI
+MAX_VNI = VNI_MAX
 PORT_COUNTERS = _reference.PORT_COUNTERS
 EVENTS_MAX = EVENTS_MAX_C
 BURST_MAX = 1024
@@ -171,15 +172,8 @@ cdef class Switch:
                  allow=(), burst=64, dstport=VXLAN_PORT, events_max=EVENTS_MAX):
         cdef sw_t *s = self.s
         cdef uint32_t i, cap = 1
-        try:
-            self.local = ip4(local)
-            self.allow = tuple(IPv4Network(a) for a in allow)
-        except ValueError as e:  # AddressValueError/NetmaskValueError are ValueErrors
-            raise InvalidArgument(str(e)) from None
-        lo, hi = src_port_range
-        if not 1 <= lo <= hi <= 65535:
-            raise InvalidArgument(f"source port range {lo}-{hi} is not within 1-65535")
-        self.src_port_range = (lo, hi)
+        self.local, self.src_port_range, self.allow = _reference.underlay_args(
+            local, src_port_range, allow)
         self.strict = strict
         if not 1 <= burst <= BURST_MAX:
             raise InvalidArgument(f"burst {burst} is not within 1-{BURST_MAX}")

@@ -22,7 +22,7 @@ from _fastpath.core cimport (
     tso_segment, vnet_csum, l4info_t, rx_csum, rx_segment, RX_PARTIAL, RX_VALID, tab_init, tab_insert, tab_free, tab_find, tab_home, tab_key_at,
     fdb_key, fdb_find, ent_nremotes,
     HEADROOM, IPUDP_HLEN, MAX_FRAME, VXLAN_HLEN, SEG_BUF, MAX_TSO_SEGS, FDB_MIN_CAP,
-    N_VE, VE_SHORT_HEADER,
+    N_VE, VE_SHORT_HEADER, CSUM_UNKNOWN,
 )
 
 from ipaddress import IPv4Address
@@ -55,66 +55,55 @@ def flow_hash(frame) -> int:
 
 # -- the burst path, outputs as the reference's actions ----------------------------------------
 
+cdef list run_bursts(Switch sw, list frames, int32_t port, list sources, double now,
+                     bint outer):
+    """The frames (UDP payloads when `sources` is given) through the burst path, `burst` of
+    them per process_*_burst() call, and the actions they produced."""
+    cdef sw_t *s = sw.s
+    cdef uint32_t k = 0, i
+    cdef bytes b
+    cdef uint32_t limit = MAX_FRAME + (VXLAN_HLEN if sources is not None else 0)
+    out = []
+    s.n_out = 0
+    try:
+        for i in range(len(frames)):
+            b = frames[i]
+            if len(b) > limit:
+                raise ValueError(f"frame longer than {limit} bytes")
+            if sources is None:
+                memcpy(rx_frame(&s.rx, k), <const unsigned char*>b, len(b))
+            else:
+                s.rx.src[k] = addr32(sources[i])
+                memcpy(rx_datagram(&s.rx, k), <const unsigned char*>b, len(b))
+            s.rx.len[k] = len(b)
+            k += 1
+            if k == s.rx.burst or i == len(frames) - 1:
+                if sources is None:
+                    process_port_burst(s, port, k, now)
+                else:
+                    process_underlay_burst(s, k, now, False)
+                out.extend(sw._collect(s.n_out, outer))
+                s.n_out = 0
+                k = 0
+    finally:
+        s.n_out = 0
+    return out
+
+
 def from_port_burst(Switch sw, port, frames, double now, *, outer=False):
     """``Switch.from_port`` for several frames through the burst path (rx slots, one
     process_port_burst() per ``burst`` frames): the same actions as from_port on each
     frame in turn. ``outer=True`` returns complete outer IPv4 datagrams in the "vtep"
     actions (what the raw socket would send)."""
-    cdef sw_t *s = sw.s
-    cdef int32_t p = port_arg(port)
-    cdef uint32_t k = 0
-    cdef bytes b
-    out = []
-    s.n_out = 0
-    try:
-        for fr in frames:
-            b = fr if type(fr) is bytes else bytes(fr)
-            if len(b) > MAX_FRAME:
-                raise ValueError(f"frame longer than {MAX_FRAME} bytes")
-            memcpy(rx_frame(&s.rx, k), <const unsigned char*>b, len(b))
-            s.rx.len[k] = len(b)
-            k += 1
-            if k == s.rx.burst:
-                process_port_burst(s, p, k, now)
-                out.extend(sw._collect(s.n_out, outer))
-                s.n_out = 0
-                k = 0
-        if k:
-            process_port_burst(s, p, k, now)
-            out.extend(sw._collect(s.n_out, outer))
-    finally:
-        s.n_out = 0
-    return out
+    return run_bursts(sw, [bytes(f) for f in frames], port_arg(port), None, now, outer)
 
 
 def from_underlay_burst(Switch sw, datagrams, double now, *, outer=False):
     """``Switch.from_underlay`` for several ``(source, datagram)`` pairs through the burst
-    path."""
-    cdef sw_t *s = sw.s
-    cdef uint32_t k = 0
-    cdef bytes b
-    out = []
-    s.n_out = 0
-    try:
-        for source, dg in datagrams:
-            s.rx.src[k] = addr32(source)
-            b = dg if type(dg) is bytes else bytes(dg)
-            if len(b) > MAX_FRAME + VXLAN_HLEN:
-                raise ValueError(f"datagram longer than {MAX_FRAME + VXLAN_HLEN} bytes")
-            memcpy(rx_datagram(&s.rx, k), <const unsigned char*>b, len(b))
-            s.rx.len[k] = len(b)
-            k += 1
-            if k == s.rx.burst:
-                process_underlay_burst(s, k, now)
-                out.extend(sw._collect(s.n_out, outer))
-                s.n_out = 0
-                k = 0
-        if k:
-            process_underlay_burst(s, k, now)
-            out.extend(sw._collect(s.n_out, outer))
-    finally:
-        s.n_out = 0
-    return out
+    path (the core alone: without the rx step that rx_udp_burst runs in front of it)."""
+    pairs = list(datagrams)
+    return run_bursts(sw, [bytes(d) for _, d in pairs], -1, [src for src, _ in pairs], now,
+                      outer)
 
 
 def build_outer(Switch sw, dst, sport, payload) -> bytes:
@@ -168,7 +157,8 @@ def bench_port(Switch sw, port, frame, long count, double now) -> int:
 
 
 def bench_underlay(Switch sw, source, datagram, long count, double now) -> int:
-    """Like bench_port for UDP payloads (VXLAN header + frame) from ``source``."""
+    """Like bench_port for UDP payloads (VXLAN header + frame) from ``source``, through the
+    rx step and the core as rx_udp_burst runs them."""
     cdef sw_t *s = sw.s
     cdef bytes b = bytes(datagram)
     cdef const unsigned char *src = b
@@ -185,7 +175,7 @@ def bench_underlay(Switch sw, source, datagram, long count, double now) -> int:
             memcpy(rx_datagram(&s.rx, i), src, n)
             s.rx.len[i] = n
             s.rx.src[i] = a
-        total += process_underlay_burst(s, k, now)
+        total += process_underlay_burst(s, k, now, True)
         s.n_out = 0
         done += k
     return total
@@ -376,6 +366,7 @@ cdef int queue_frames(Switch sw, list frames, int fd) except -1:
         r.data = <uint8_t*><const char*>b
         r.len = <uint32_t>len(b)
         r.port = 0
+        r.csum = CSUM_UNKNOWN       # as frames from a TAP: the coalescer checks them
     return 0
 
 

@@ -14,7 +14,7 @@ doing the same work, and scapy building (encap) or dissecting (decap) the same p
 timing, the three must agree on the bytes. No I/O: this is the ceiling of one core.
 
 Also: FDB lookups per second with 100 vs 1,000,000 entries and the table's bytes per entry;
-and the offload work of issue #5 per 64 KB TCP super-frame (TSO segmentation with per-segment
+and the offload work per 64 KB TCP super-frame (TSO segmentation with per-segment
 TCP checksums; the coalescing checks and merged header of the way back), C vs the
 ``dataplane.offload`` reference on the same frames, checked equal first.
 """

@@ -195,18 +195,9 @@ def complete_csum(frame: bytes, csum_start: int, csum_offset: int) -> bytes:
     return frame[:at] + c.to_bytes(2, "big") + frame[at + 2:]
 
 
-def tso_segments(frame: bytes, gso: int, gso_size: int) -> list[bytes]:
-    """``inet_gso_segment``/``ipv6_gso_segment`` + ``tcp_gso_segment`` on an Ethernet frame:
-    cut the TCP payload into ``gso_size`` chunks, each under a copy of the headers with its
-    own lengths, IPv4 id (+1 per segment), sequence number, flags and checksums.
-
-    Up to two VLAN tags (802.1Q 0x8100, 802.1ad 0x88A8) may precede the IP header: a VLAN
-    device on top of the TAP inherits its TSO (tun's ``vlan_features``) and ``tun_put_user``
-    writes the tag inline, so the container's tagged TCP arrives as tagged super-frames.
-
-    The super-frame's own length fields and TCP checksum are ignored (the kernel never fills
-    them in for a GSO skb); so are virtio_net_hdr's hdr_len and csum fields. Flags follow
-    ``tcp_gso_segment``: FIN and PSH only on the last segment, CWR only on the first."""
+def _tso_headers(frame: bytes, gso: int) -> tuple[int, int, int]:
+    """Where a super-frame's IP and TCP headers are: (IP offset, TCP offset, TCP header
+    length), checked as inet_gso_segment/ipv6_gso_segment and tcp_gso_segment check them."""
     n = len(frame)
     if n < ETH_HLEN:
         raise ValueError("bad ip header")
@@ -238,6 +229,25 @@ def tso_segments(frame: bytes, gso: int, gso_size: int) -> list[bytes]:
     hl = l4 + doff
     if doff < 20 or hl > n:
         raise ValueError("bad tcp header")
+    return l3, l4, doff
+
+
+def tso_segments(frame: bytes, gso: int, gso_size: int) -> list[bytes]:
+    """``inet_gso_segment``/``ipv6_gso_segment`` + ``tcp_gso_segment`` on an Ethernet frame:
+    cut the TCP payload into ``gso_size`` chunks, each under a copy of the headers with its
+    own lengths, IPv4 id (+1 per segment), sequence number, flags and checksums.
+
+    Up to two VLAN tags (802.1Q 0x8100, 802.1ad 0x88A8) may precede the IP header: a VLAN
+    device on top of the TAP inherits its TSO (tun's ``vlan_features``) and ``tun_put_user``
+    writes the tag inline, so the container's tagged TCP arrives as tagged super-frames.
+
+    The super-frame's own length fields and TCP checksum are ignored (the kernel never fills
+    them in for a GSO skb); so are virtio_net_hdr's hdr_len and csum fields. Flags follow
+    ``tcp_gso_segment``: FIN and PSH only on the last segment, CWR only on the first."""
+    l3, l4, doff = _tso_headers(frame, gso)
+    v4 = gso == GSO_TCPV4
+    ihl = l4 - l3
+    hl = l4 + doff
     if gso_size == 0:
         raise ValueError("zero gso size")
     payload = frame[hl:]

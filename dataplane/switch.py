@@ -35,6 +35,7 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Union
 
 from dataplane.errors import EntryNotFound, InvalidArgument
+from dataplane.validate import VNI_MAX
 from dataplane.fdb import Fdb, FdbEntry
 from dataplane.neigh import NeighTable
 from dataplane.fdb import _mac as parse_mac
@@ -68,7 +69,7 @@ TraceRecord = tuple[float, str, int, int, bytes, str, tuple[tuple[object, ...], 
 TRACE_RING = 4096      # records held between two drains; more are counted in trace_lost
 TRACE_SNAP = 2048      # bytes of each frame/datagram kept (a 1500-MTU frame fits whole)
 
-MAX_VNI = 0xFFFFFF
+MAX_VNI = VNI_MAX          # RFC 7348 §5: 24 bits (VNI 0 is never served)
 PORT_COUNTERS = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes")
 
 
@@ -92,8 +93,39 @@ class PortCounters:
     tx_bytes: int = 0
 
 
+def _frame_checks(frame: bytes, net: Network) -> tuple[str, Arp | None]:
+    """The drop reason for an inner frame the bridge would refuse ("" when it is fine), and
+    its ARP body if it is ARP: length (ETH_HLEN..MTU + 14), a usable source MAC
+    (is_valid_ether_addr), a well-formed ARP."""
+    if len(frame) < ETH_HLEN:
+        return "runt", None
+    if len(frame) > net.mtu + ETH_HLEN:
+        return "oversize", None
+    if not is_valid_src_mac(frame[6:12]):
+        return "bad_src_mac", None
+    if frame[12] == 0x08 and frame[13] == 0x06:
+        arp = parse_arp(frame)
+        return ("", arp) if arp is not None else ("bad_arp", None)
+    return "", None
+
+
 def _loc(e: FdbEntry) -> str:
     return e.location()
+
+
+def underlay_args(local: IPv4Address | str, src_port_range: tuple[int, int],
+                  allow: tuple[IPv4Network | str, ...] | list[IPv4Network | str]
+                  ) -> tuple[IPv4Address, tuple[int, int], tuple[IPv4Network, ...]]:
+    """A switch's underlay arguments checked (both cores take them through here)."""
+    try:
+        addr = ip4(local)
+        nets = tuple(IPv4Network(a) for a in allow)
+    except ValueError as e:  # AddressValueError/NetmaskValueError are ValueErrors
+        raise InvalidArgument(str(e)) from None
+    lo, hi = src_port_range
+    if not 1 <= lo <= hi <= 65535:
+        raise InvalidArgument(f"source port range {lo}-{hi} is not within 1-65535")
+    return addr, (lo, hi), nets
 
 
 class Switch:
@@ -103,15 +135,8 @@ class Switch:
                  src_port_range: tuple[int, int] = DEFAULT_SRC_PORT_RANGE,
                  strict: bool = True,
                  allow: tuple[IPv4Network | str, ...] | list[IPv4Network | str] = ()) -> None:
-        try:
-            self.local = ip4(local)
-            self.allow = tuple(IPv4Network(a) for a in allow)
-        except ValueError as e:  # AddressValueError/NetmaskValueError are ValueErrors
-            raise InvalidArgument(str(e)) from None
-        lo, hi = src_port_range
-        if not 1 <= lo <= hi <= 65535:
-            raise InvalidArgument(f"source port range {lo}-{hi} is not within 1-65535")
-        self.src_port_range = (lo, hi)
+        self.local, self.src_port_range, self.allow = underlay_args(local, src_port_range,
+                                                                    allow)
         self.strict = strict
         self._networks: dict[int, Network] = {}
         self._port_vni: dict[int, int] = {}
@@ -313,17 +338,10 @@ class Switch:
         c = self._port_counters[port]
         c.rx_packets += 1
         c.rx_bytes += len(frame)
-        if len(frame) < ETH_HLEN:
-            return self._drop("runt")
-        if len(frame) > net.mtu + ETH_HLEN:
-            return self._drop("oversize")
+        bad, arp = _frame_checks(frame, net)
+        if bad:
+            return self._drop(bad)
         dst, src = frame[0:6], frame[6:12]
-        if not is_valid_src_mac(src):
-            return self._drop("bad_src_mac")
-        is_arp = frame[12] == 0x08 and frame[13] == 0x06
-        arp = parse_arp(frame) if is_arp else None
-        if is_arp and arp is None:
-            return self._drop("bad_arp")
 
         # Bridge learning: source MAC → ingress port (br_fdb_update).
         result, old = net.fdb.learn(src, now, port=port)
@@ -443,15 +461,10 @@ class Switch:
         if self.strict and reserved_bits_set(datagram):
             return self._drop("reserved_bits")
         frame = datagram[8:]
-        if len(frame) < ETH_HLEN:
-            return self._drop("runt")
-        if len(frame) > net.mtu + ETH_HLEN:
-            return self._drop("oversize")
+        bad, _ = _frame_checks(frame, net)
+        if bad:
+            return self._drop(bad)
         dst, src = frame[0:6], frame[6:12]
-        if not is_valid_src_mac(src):
-            return self._drop("bad_src_mac")
-        if frame[12] == 0x08 and frame[13] == 0x06 and parse_arp(frame) is None:
-            return self._drop("bad_arp")
         if net.learning:
             result, old = net.fdb.learn(src, now, dst=src_ip)
             if result == "conflict":

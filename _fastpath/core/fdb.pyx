@@ -238,6 +238,16 @@ cdef int fdb_api_add(Switch sw, uint32_t slot, object mac, object dst, object po
     return 0
 
 
+cdef int fdb_create_remote(Switch sw, uint32_t slot, bytes m, str state, object d,
+                           object now) except -1:
+    """A new remote entry (append or replace of an absent MAC), if the network has room."""
+    check_room(sw, slot)
+    if fdb_new(sw.s, slot, mac_bytes48(m), FDB_STATES.index(state), -1, u32_addr(d),
+               now) == NULL:
+        raise MemoryError()
+    return 0
+
+
 cdef int fdb_api_append(Switch sw, uint32_t slot, object mac, object dst, object state,
                         object now) except -1:
     """Fdb.append: a new entry, or one more remote on the all-zeros / a multicast MAC."""
@@ -250,11 +260,7 @@ cdef int fdb_api_append(Switch sw, uint32_t slot, object mac, object dst, object
     state = _fdb_state(state)
     e = fdb_find(&s.fdb, fdb_key(slot, mac_bytes48(m)))
     if e == NULL:
-        check_room(sw, slot)
-        if fdb_new(s, slot, mac_bytes48(m), FDB_STATES.index(state), -1, u32_addr(d),
-                   now) == NULL:
-            raise MemoryError()
-        return 0
+        return fdb_create_remote(sw, slot, m, state, d, now)
     if not is_group_mac(m):
         raise InvalidArgument(
             f"append adds extra remotes only to 00:00:00:00:00:00 or a multicast MAC; "
@@ -288,11 +294,7 @@ cdef int fdb_api_replace(Switch sw, uint32_t slot, object mac, object dst, objec
     d = _dst(dst)
     e = fdb_find(&s.fdb, fdb_key(slot, mac_bytes48(m)))
     if e == NULL:
-        check_room(sw, slot)
-        if fdb_new(s, slot, mac_bytes48(m), FDB_STATES.index(state), -1, u32_addr(d),
-                   now) == NULL:
-            raise MemoryError()
-        return 0
+        return fdb_create_remote(sw, slot, m, state, d, now)
     e.state = FDB_STATES.index(state)
     e.updated = now
     ent_drop_list(&s.fdb, e)

@@ -32,7 +32,8 @@ cdef void rx_free(rx_t *r) noexcept nogil
 cdef int rx_seg_alloc(rx_t *r) noexcept nogil
 cdef int rx_gro_alloc(rx_t *r) noexcept nogil
 cdef uint32_t process_port_burst(sw_t *s, int32_t port, uint32_t n, double now) noexcept nogil
-cdef uint32_t process_underlay_burst(sw_t *s, uint32_t n, double now) noexcept nogil
+cdef uint32_t process_underlay_burst(sw_t *s, uint32_t n, double now,
+                                     bint rx_step) noexcept nogil
 cdef uint32_t tap_burst(sw_t *s, int32_t p, int fd, double now) noexcept nogil
 cdef uint32_t udp_burst(sw_t *s, int sock_fd, double now) noexcept nogil
 cdef uint64_t poll_all(sw_t *s, int sock_fd, double idle, double limit) noexcept nogil

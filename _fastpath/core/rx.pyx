@@ -122,11 +122,17 @@ cdef void underlay_in(sw_t *s, uint32_t src, uint8_t *d, uint32_t n, double now)
     s.rx_note = 0
 
 
-cdef uint32_t process_underlay_burst(sw_t *s, uint32_t n, double now) noexcept nogil:
-    """Rx slots 0..n-1 (UDP payloads from rx.src) through the core."""
+cdef uint32_t process_underlay_burst(sw_t *s, uint32_t n, double now,
+                                     bint rx_step) noexcept nogil:
+    """Rx slots 0..n-1 (UDP payloads from rx.src) through the core, behind the rx step
+    (underlay_in) unless `rx_step` is off (the core alone, as Switch.from_underlay)."""
     cdef uint32_t i
     for i in range(n):
-        underlay_in(s, s.rx.src[i], rx_datagram(&s.rx, i), s.rx.len[i], now)
+        if rx_step:
+            underlay_in(s, s.rx.src[i], rx_datagram(&s.rx, i), s.rx.len[i], now)
+        else:
+            s.cur_csum = CSUM_UNKNOWN
+            core_from_underlay(s, s.rx.src[i], rx_datagram(&s.rx, i), s.rx.len[i], now)
     return s.n_out
 
 
@@ -281,7 +287,7 @@ cdef uint32_t udp_burst(sw_t *s, int sock_fd, double now) noexcept nogil:
         if r.udp_gro:
             process_gro_burst(s, k, now)
         else:
-            process_underlay_burst(s, k, now)
+            process_underlay_burst(s, k, now, True)
         transmit(s)
     return <uint32_t>rc
 

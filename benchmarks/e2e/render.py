@@ -210,7 +210,7 @@ def render_generated(doc: dict[str, Any]) -> str:
         "",
         table_md(doc),
         "",
-        "Goals of issue #5 (ratios to the kernel in the same run):",
+        "Goals (ratios to the kernel in the same run):",
         "",
         goals_md(doc),
         "",

@@ -2,7 +2,7 @@
 (``dataplane.offload.segment``/``coalesce``) and through the C fast path's test hooks
 (``_fastpath.testing.offload_segment``/``offload_coalesce``) must give equal results: the same
 list of ``bytes`` (or ``(bytes, bytes)`` pairs), or a ``ValueError`` with the same reason string
-(the offload spec of issue #5, "Errors").
+(the offload reference's "Errors": ``offload.SEGMENT_ERRORS``).
 
 Inputs: crafted edge cases (every error reason, every limit just inside and just outside), then
 hypothesis: well-formed TSO super-frames under varied virtio_net_hdrs, the same mutated and

@@ -89,6 +89,8 @@ cdef class Switch:
     cdef list _pynet             # slot -> (vni, maxaddress) as given, for messages; or None
     cdef list _pending           # events already converted to tuples (ageing, drained ring)
     cdef dict _ipcache           # u32 (network order) -> IPv4Address
+    cdef dict _dumps             # dumps in slices: token -> KeySnap
+    cdef uint64_t _dump_token
 
     cdef object _ip(self, uint32_t addr)
     cdef int _net(self, object vni) except -1

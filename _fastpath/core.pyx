@@ -53,7 +53,10 @@ import math
 from ipaddress import IPv4Address, IPv4Network
 
 from dataplane.errors import EntryExists, EntryNotFound, InvalidArgument, TableFull
-from dataplane.fdb import _dst, _mac, _state as _fdb_state, FDB_STATES, is_group_mac
+from dataplane.fdb import (
+    _dst, _mac, _state as _fdb_state, FDB_STATES, endpoint_mac_message, is_group_mac,
+    remote_mac_message,
+)
 from dataplane.neigh import _ip, _lladdr, _state as _neigh_state, NEIGH_STATES
 from dataplane import switch as _reference
 from dataplane.validate import VNI_MAX
@@ -167,6 +170,7 @@ cdef class Switch:
         self._pynet = []
         self._pending = []
         self._ipcache = {}
+        self._dumps = {}
 
     def __init__(self, local, *, src_port_range=DEFAULT_SRC_PORT_RANGE, strict=True,
                  allow=(), burst=64, dstport=VXLAN_PORT, events_max=EVENTS_MAX):
@@ -364,6 +368,29 @@ cdef class Switch:
 
     def neigh_dump(self):
         return nb_api_dump(self)
+
+    # -- lookups and dumps in slices (switch.py says why) -------------------------------------
+
+    def fdb_get(self, vni, mac):
+        """The rows of one MAC (fdb_dump's shape), [] when there is no entry."""
+        cdef uint32_t slot = self._net(vni)
+        cdef fdb_ent *e = fdb_find(&self.s.fdb, fdb_key(slot, mac_bytes48(_mac(mac))))
+        rows = []
+        if e != NULL:
+            ent_rows(self, self._pynet[slot][0], e, rows)
+        return rows
+
+    def neigh_get(self, vni, ip):
+        cdef uint32_t slot = self._net(vni)
+        cdef nb_ent *e = nb_find(&self.s.nb, nb_key(slot, int(_ip(ip))))
+        return nb_row(self, self._pynet[slot][0], e) if e != NULL else None
+
+    def fdb_dump_chunk(self, cursor=0, limit=1024):
+        """fdb_dump a slice at a time, in table order (switch.Switch.fdb_dump_chunk)."""
+        return table_chunk(self, &self.s.fdb.tab, cursor, limit, True)
+
+    def neigh_dump_chunk(self, cursor=0, limit=1024):
+        return table_chunk(self, &self.s.nb, cursor, limit, False)
 
     # -- observability ------------------------------------------------------------------------
 

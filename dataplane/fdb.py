@@ -81,6 +81,21 @@ def _one_destination(dst: object, port: object) -> None:
         raise InvalidArgument("an FDB entry needs exactly one of dst (remote) or port (local)")
 
 
+def endpoint_mac_message(mac: bytes, vni: int) -> str:
+    """Why an FDB change may not point a local endpoint's MAC at a remote VTEP: every frame
+    to the container would leave for the underlay (and be dropped as remote_dest on the way
+    back). On a kernel host the bridge's FDB and the vxlan device's are apart, so this
+    cannot happen there."""
+    return (f"{mac_str(mac)} is the MAC of a local endpoint in VNI {vni}: it cannot point at "
+            f"a remote VTEP (detach the endpoint first)")
+
+
+def remote_mac_message(mac: bytes, vni: int, where: str, state: str) -> str:
+    """Why an endpoint may not take a MAC the FDB has as a remote's (the reverse case)."""
+    return (f"{mac_str(mac)} is in the FDB of VNI {vni} as a {state} entry for {where}: "
+            f"delete it (vxdp fdb del) before attaching an endpoint with this MAC")
+
+
 def is_group_mac(mac: bytes) -> bool:
     """The MACs that may carry several remotes: all-zeros (default flood) and multicast."""
     return is_zero_mac(mac) or is_multicast_mac(mac)
@@ -158,6 +173,8 @@ class Fdb:
         if e is None:
             self._new(m, state, now, port, d)
             return
+        if e.port is not None and e.state != "learned" and d is not None:
+            raise InvalidArgument(endpoint_mac_message(m, self.vni))
         e.state = state
         e.updated = now
         e.port = port

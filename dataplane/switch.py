@@ -32,12 +32,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
-from typing import Union
+from typing import Any, Union
 
-from dataplane.errors import EntryNotFound, InvalidArgument
+from dataplane.errors import EntryExists, EntryNotFound, InvalidArgument
 from dataplane.validate import VNI_MAX
-from dataplane.fdb import Fdb, FdbEntry
+from dataplane.fdb import Fdb, FdbEntry, remote_mac_message
 from dataplane.neigh import NeighTable
+from dataplane.neigh import _ip as neigh_ip
 from dataplane.fdb import _mac as parse_mac
 from dataplane.wire import (
     ARPOP_REQUEST,
@@ -69,6 +70,8 @@ TraceRecord = tuple[float, str, int, int, bytes, str, tuple[tuple[object, ...], 
 TRACE_RING = 4096      # records held between two drains; more are counted in trace_lost
 TRACE_SNAP = 2048      # bytes of each frame/datagram kept (a 1500-MTU frame fits whole)
 
+DUMP_CHUNK = 1024     # entries per fdb/neigh dump slice: well under a millisecond of work
+DUMPS_KEPT = 16      # dumps in slices open at once (older ones are forgotten)
 MAX_VNI = VNI_MAX          # RFC 7348 §5: 24 bits (VNI 0 is never served)
 PORT_COUNTERS = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes")
 
@@ -145,6 +148,8 @@ class Switch:
         self._drops = dict.fromkeys(DROP_REASONS, 0)
         self._counters = dict.fromkeys(EVENT_COUNTERS, 0)
         self._events: list[Event] = []
+        self._dumps: dict[int, tuple[str, list[tuple[int, Any]], list[int]]] = {}
+        self._dump_token = 0
         # Trace (vxdp trace/capture): off by default and then free; when on, one record per
         # frame or datagram into a bounded ring whose overflow is counted, never waited on.
         self._trace_on = False
@@ -183,6 +188,9 @@ class Switch:
             e = net.fdb.lookup(parse_mac(mac))
             if e is not None and e.state == "learned":
                 net.fdb.delete(e.mac)
+            elif e is not None and e.port is None:
+                raise EntryExists(remote_mac_message(e.mac, vni, f"dst {e.remotes[0]}",
+                                                     e.state))
             net.fdb.add(mac, port=port, state="permanent", now=now)
         self._port_vni[port] = vni
         self._port_counters[port] = PortCounters()
@@ -244,6 +252,65 @@ class Switch:
 
     def neigh_dump(self) -> list[dict[str, object]]:
         return [e.as_dict(vni) for vni in sorted(self._networks) for e in self._networks[vni].neigh]
+
+    # -- lookups and dumps in slices: what a reader may ask of a live table -------------------
+
+    def fdb_get(self, vni: int, mac: str | bytes) -> list[dict[str, object]]:
+        """The rows of one MAC (``fdb_dump``'s shape), [] when there is no entry."""
+        e = self._net(vni).fdb.lookup(parse_mac(mac))
+        return e.rows(vni) if e is not None else []
+
+    def neigh_get(self, vni: int, ip: IPv4Address | str) -> dict[str, object] | None:
+        n = self._net(vni).neigh.lookup(neigh_ip(ip))
+        return n.as_dict(vni) if n is not None else None
+
+    def fdb_dump_chunk(self, cursor: int = 0, limit: int = DUMP_CHUNK
+                       ) -> tuple[list[dict[str, object]], int]:
+        """``fdb_dump`` a slice at a time, for readers that must not hold the loop: the rows
+        of at most ``limit`` entries and the cursor to go on with (0 starts a dump, -1 says
+        it is over; a slice may have no rows yet). Order is the table's, not sorted. Entries
+        present throughout the dump are in it once; one added or removed meanwhile may be
+        in it or not."""
+        return self._dump_chunk("fdb", cursor, limit)
+
+    def neigh_dump_chunk(self, cursor: int = 0, limit: int = DUMP_CHUNK
+                         ) -> tuple[list[dict[str, object]], int]:
+        """``neigh_dump`` a slice at a time (see fdb_dump_chunk)."""
+        return self._dump_chunk("neigh", cursor, limit)
+
+    def _dump_chunk(self, table: str, cursor: int, limit: int
+                    ) -> tuple[list[dict[str, object]], int]:
+        # The keys are taken once per dump (a dict copy each, C calls), the rows made a slice
+        # at a time from what is still there; the cursor names the dump.
+        if cursor == 0:
+            self._dump_token += 1
+            cursor = self._dump_token
+            self._dumps[cursor] = (table, [(vni, key) for vni in sorted(self._networks)
+                                           for key in list(getattr(self._networks[vni],
+                                                                   table)._entries)], [0])
+            while len(self._dumps) > DUMPS_KEPT:
+                del self._dumps[min(self._dumps)]
+        dump = self._dumps.get(cursor)
+        if dump is None or dump[0] != table:
+            raise InvalidArgument(f"dump cursor {cursor} is not (or no longer) valid")
+        _, keys, at = dump
+        rows: list[dict[str, object]] = []
+        while at[0] < len(keys) and len(rows) < limit:
+            vni, key = keys[at[0]]
+            at[0] += 1
+            net = self._networks.get(vni)
+            if net is None:
+                continue
+            if table == "fdb":
+                e = net.fdb.lookup(key)
+                rows += e.rows(vni) if e is not None else []
+            else:
+                n = net.neigh.lookup(key)
+                rows += [n.as_dict(vni)] if n is not None else []
+        if at[0] >= len(keys):
+            del self._dumps[cursor]
+            return rows, -1
+        return rows, cursor
 
     # -- observability ------------------------------------------------------------------------
 

@@ -295,6 +295,8 @@ cdef int fdb_api_replace(Switch sw, uint32_t slot, object mac, object dst, objec
     e = fdb_find(&s.fdb, fdb_key(slot, mac_bytes48(m)))
     if e == NULL:
         return fdb_create_remote(sw, slot, m, state, d, now)
+    if e.port >= 0 and e.state != ST_LEARNED:
+        raise InvalidArgument(endpoint_mac_message(m, sw._pynet[slot][0]))
     e.state = FDB_STATES.index(state)
     e.updated = now
     ent_drop_list(&s.fdb, e)
@@ -356,22 +358,107 @@ cdef list fdb_api_dump(Switch sw):
             if b is None:
                 continue
             for i in range(<uint64_t>b[0], <uint64_t>b[1]):
-                e = fdb_find(&s.fdb, keys[i])
-                mac = mac48_str(keys[i] & MAC_MASK)
-                state = FDB_STATES[e.state]
-                if e.port >= 0:
-                    rows.append({"vni": vni, "mac": mac, "state": state,
-                                 "updated": e.updated, "port": e.port, "dst": None})
-                    continue
-                cnt = ent_nremotes(&s.fdb, e)
-                rem = ent_remotes(&s.fdb, e)
-                for j in range(cnt):
-                    rows.append({"vni": vni, "mac": mac, "state": state,
-                                 "updated": e.updated, "port": None,
-                                 "dst": str(sw._ip(rem[j]))})
+                ent_rows(sw, vni, fdb_find(&s.fdb, keys[i]), rows)
     finally:
         free(keys)
     return rows
+
+
+cdef int ent_rows(Switch sw, object vni, fdb_ent *e, list rows) except -1:
+    """Append entry e's rows to `rows`: one per (MAC, destination), as fdb.FdbEntry.rows."""
+    cdef uint32_t j, cnt
+    cdef uint32_t *rem
+    mac = mac48_str(e.key & MAC_MASK)
+    state = FDB_STATES[e.state]
+    if e.port >= 0:
+        rows.append({"vni": vni, "mac": mac, "state": state, "updated": e.updated,
+                     "port": e.port, "dst": None})
+        return 0
+    cnt = ent_nremotes(&sw.s.fdb, e)
+    rem = ent_remotes(&sw.s.fdb, e)
+    for j in range(cnt):
+        rows.append({"vni": vni, "mac": mac, "state": state, "updated": e.updated,
+                     "port": None, "dst": str(sw._ip(rem[j]))})
+    return 0
+
+
+cdef class KeySnap:
+    """The keys of one dump in slices (Switch.fdb_dump_chunk / neigh_dump_chunk): first taken
+    from the bucket array a slice at a time (a resize meanwhile starts that over), then turned
+    into rows a slice at a time, each key looked up afresh — so a long dump never holds the
+    loop, and no resize can make it skip entries that were there throughout."""
+    cdef uint64_t *keys
+    cdef uint64_t n, room, scan, tcap, pos
+    cdef bint fdb
+
+    def __dealloc__(self):
+        free(self.keys)
+
+
+cdef int snap_scan(KeySnap k, table_t *t, uint64_t buckets) except -1:
+    """Collect the keys of up to `buckets` more buckets; restart if the table was resized."""
+    cdef uint64_t end, key
+    cdef uint64_t *grown
+    if k.tcap != t.cap:
+        k.tcap = t.cap
+        k.scan = 0
+        k.n = 0
+    end = min(k.scan + buckets, t.cap)
+    while k.scan < end:
+        key = tab_key_at(t, k.scan, t.esize)
+        k.scan += 1
+        if key == 0:
+            continue
+        if k.n == k.room:
+            k.room = k.room * 2 if k.room else 1024
+            grown = <uint64_t*>realloc(k.keys, k.room * sizeof(uint64_t))
+            if grown == NULL:
+                raise MemoryError()
+            k.keys = grown
+        k.keys[k.n] = key
+        k.n += 1
+    return 0
+
+
+cdef tuple table_chunk(Switch sw, table_t *t, object cursor, uint32_t limit, bint fdb):
+    """One slice of a dump in slices: (rows, cursor to go on with, or -1 at the end)."""
+    cdef KeySnap k
+    cdef uint32_t slot
+    cdef uint64_t key
+    cdef uint8_t *e
+    rows = []
+    if not cursor:
+        k = KeySnap()
+        k.fdb = fdb
+        sw._dump_token += 1
+        sw._dumps[sw._dump_token] = k
+        while len(sw._dumps) > 16:      # dumps abandoned by their readers
+            del sw._dumps[min(sw._dumps)]
+        cursor = sw._dump_token
+    k = sw._dumps.get(cursor)
+    if k is None or k.fdb != fdb:
+        raise InvalidArgument(f"dump cursor {cursor} is not (or no longer) valid")
+    if k.scan < t.cap or k.tcap != t.cap:
+        snap_scan(k, t, <uint64_t>limit * 16)
+        return rows, cursor
+    while k.pos < k.n and len(rows) < limit:
+        key = k.keys[k.pos]
+        k.pos += 1
+        e = <uint8_t*>tab_find(t, key, t.esize)
+        if e == NULL:
+            continue
+        if fdb:
+            slot = fdb_key_slot(key)
+            if sw._pynet[slot] is not None:
+                ent_rows(sw, sw._pynet[slot][0], <fdb_ent*>e, rows)
+        else:
+            slot = <uint32_t>(key >> NB_KEY_SHIFT) - 1
+            if sw._pynet[slot] is not None:
+                rows.append(nb_row(sw, sw._pynet[slot][0], <nb_ent*>e))
+    if k.pos >= k.n:
+        del sw._dumps[cursor]
+        return rows, -1
+    return rows, cursor
 
 
 cdef uint64_t fdb_api_age(Switch sw, double now) except? 0xFFFFFFFFFFFFFFFF:

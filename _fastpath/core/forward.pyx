@@ -481,6 +481,10 @@ cdef int port_api_add(Switch sw, object port, object vni, object mac, object now
         e = fdb_find(&s.fdb, fdb_key(slot, mac_bytes48(_mac(mac))))
         if e != NULL and e.state == ST_LEARNED:
             fdb_delete(s, e)
+        elif e != NULL and e.port < 0:
+            raise EntryExists(remote_mac_message(
+                _mac(mac), vni, f"dst {sw._ip(ent_first_remote(&s.fdb, e))}",
+                FDB_STATES[e.state]))
         fdb_api_add(sw, slot, mac, None, port, "permanent", now)
     ports_grow(s, p)
     net_port_insert(&s.nets[slot], p)

@@ -71,11 +71,13 @@ cdef list nb_api_dump(Switch sw):
             if b is None:
                 continue
             for i in range(<uint64_t>b[0], <uint64_t>b[1]):
-                e = nb_find(&s.nb, keys[i])
-                rows.append({"vni": vni,
-                             "ip": str(sw._ip(htonl(<uint32_t>(keys[i] & 0xFFFFFFFF)))),
-                             "lladdr": mac48_str(vx_mac48(e.mac)),
-                             "state": NEIGH_STATES[e.state]})
+                rows.append(nb_row(sw, vni, nb_find(&s.nb, keys[i])))
     finally:
         free(keys)
     return rows
+
+
+cdef dict nb_row(Switch sw, object vni, nb_ent *e):
+    """A neighbour entry as neigh.NeighEntry.as_dict."""
+    return {"vni": vni, "ip": str(sw._ip(htonl(<uint32_t>(e.key & 0xFFFFFFFF)))),
+            "lladdr": mac48_str(vx_mac48(e.mac)), "state": NEIGH_STATES[e.state]}

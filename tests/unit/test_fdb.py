@@ -171,12 +171,20 @@ def test_replace_rewrites_remote_state_and_time(fdb: Fdb) -> None:
     assert snapshot(fdb) == [(M1, "static", None, [B], 9.0)]
 
 
-def test_replace_turns_local_into_remote_and_back(fdb: Fdb) -> None:
+def test_replace_never_points_a_local_endpoint_at_a_remote(fdb: Fdb) -> None:
+    """An endpoint's MAC pointed at a remote VTEP would black-hole the container: refused
+    (on a kernel host the bridge's FDB is apart from the vxlan device's). A remote entry
+    can still become local, and a learned local one can move to a remote."""
     fdb.add(M1, port=4)
-    fdb.replace(M1, dst=A)
-    assert snapshot(fdb) == [(M1, "permanent", None, [A], 0.0)]
-    fdb.replace(M1, port=5)
-    assert snapshot(fdb) == [(M1, "permanent", 5, [], 0.0)]
+    with pytest.raises(InvalidArgument, match="MAC of a local endpoint"):
+        fdb.replace(M1, dst=A)
+    assert snapshot(fdb) == [(M1, "permanent", 4, [], 0.0)]
+    fdb.replace(M2, dst=A)
+    fdb.replace(M2, port=5)
+    assert snapshot(fdb)[1] == (M2, "permanent", 5, [], 0.0)
+    fdb.learn(M3, 1.0, port=6)
+    fdb.replace(M3, dst=B)
+    assert snapshot(fdb)[2] == (M3, "permanent", None, [B], 0.0)
 
 
 def test_replace_learned_entry_makes_it_static(fdb: Fdb) -> None:

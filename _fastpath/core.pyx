@@ -54,7 +54,8 @@ from ipaddress import IPv4Address, IPv4Network
 
 from dataplane.errors import EntryExists, EntryNotFound, InvalidArgument, TableFull
 from dataplane.fdb import (
-    _dst, _mac, _state as _fdb_state, FDB_STATES, endpoint_mac_message, is_group_mac,
+    _dst, _mac, _state as _fdb_state, DEFAULT_MAX_LEARNED, DEFAULT_MAX_LEARNED_PER_PORT,
+    FDB_STATES, endpoint_mac_message, is_group_mac,
     remote_mac_message,
 )
 from dataplane.neigh import _ip, _lladdr, _state as _neigh_state, NEIGH_STATES
@@ -85,16 +86,16 @@ if (len(DROP_REASONS), len(EVENT_COUNTERS), len(OFFLOAD_COUNTERS), len(VNET_ERRO
         != (N_DROPS, N_EVC, N_OFFC, N_VE) \
         or DROP_REASONS[DR_UNKNOWN_PORT] != "unknown_port" \
         or OFFLOAD_COUNTERS[OC_RX_SUPERFRAME_SEGMENTS] != "rx_superframe_segments" \
-        or EVENT_COUNTERS[EC_FDB_FULL] != "fdb_full" \
+        or EVENT_COUNTERS[EC_LEARN_LIMIT] != "learn_limit" \
         or FDB_STATES != ("permanent", "static", "learned") \
         or NEIGH_STATES != ("permanent", "static", "reachable") \
         or (_reference.TRACE_RING, _reference.TRACE_SNAP) != (TRACE_RING_C, TRACE_SNAP_C):
     raise ImportError("_fastpath.core: dataplane's counter/state names and core/defs.pxd "
                       "disagree; update defs.pxd")
 
-cdef tuple _EV_KINDS = ("l2miss", "l3miss", "learned", "moved", "aged")
+cdef tuple _EV_KINDS = ("l2miss", "l3miss", "learned", "moved", "aged", "learn_limit")
 cdef tuple _TF_NAMES = ("learned", "moved", "fdb_full", "arp_consumed", "l3miss", "arp_local",
-                        "proxy_reply", "l2miss", "csum_partial", "segmented")
+                        "proxy_reply", "l2miss", "csum_partial", "segmented", "learn_limit")
 cdef dict _TF_CODES = {name: i for i, name in enumerate(_TF_NAMES)}
 cdef uint64_t MAC_MASK = 0xFFFFFFFFFFFF
 
@@ -303,8 +304,13 @@ cdef class Switch:
     # -- configuration ------------------------------------------------------------------------
 
     def add_network(self, vni, *, mtu=1450, proxy=True, learning=False, ageing=300.0,
-                    maxaddress=0):
+                    maxaddress=0, max_learned=DEFAULT_MAX_LEARNED,
+                    max_learned_per_port=DEFAULT_MAX_LEARNED_PER_PORT):
+        cdef net_t *net
         net_api_add(self, vni, mtu, proxy, learning, ageing, maxaddress)
+        net = &self.s.nets[<uint32_t>self._networks[vni]]
+        net.max_learned = clamp64(max_learned)
+        net.max_learned_port = clamp64(max_learned_per_port)
 
     def del_network(self, vni):
         net_api_del(self, vni)

@@ -26,6 +26,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any, NoReturn
 
 from dataplane.errors import ConfigError
+from dataplane.fdb import DEFAULT_MAX_LEARNED, DEFAULT_MAX_LEARNED_PER_PORT
 from dataplane.validate import (
     check_etcd_url,
     check_host_port,
@@ -99,7 +100,9 @@ class NetworkConfig:
     proxy: bool = True
     learning: bool = False
     ageing: float = DEFAULT_AGEING
-    maxaddress: int = 0  # 0 = unlimited (kernel vxlan semantics)
+    maxaddress: int = 0  # remote entries at most; 0 = unlimited (kernel vxlan semantics)
+    max_learned: int = DEFAULT_MAX_LEARNED  # local learned entries at most; 0 = unlimited
+    max_learned_per_port: int = DEFAULT_MAX_LEARNED_PER_PORT
     flood: tuple[IPv4Address, ...] = ()
     endpoints: tuple[EndpointConfig, ...] = ()
     peers: tuple[PeerConfig, ...] = ()
@@ -250,8 +253,8 @@ _TYPE_NAMES: dict[type, str] = {
 
 _VTEP_KEYS = ("name", "local", "port", "control", "allow", "src_port_range", "strict", "metrics",
               "burst", "offload", "busy_poll")
-_NETWORK_KEYS = ("name", "vni", "mtu", "proxy", "learning", "ageing", "maxaddress", "flood",
-                 "endpoint", "peer")
+_NETWORK_KEYS = ("name", "vni", "mtu", "proxy", "learning", "ageing", "maxaddress",
+                 "max_learned", "max_learned_per_port", "flood", "endpoint", "peer")
 _ENDPOINT_KEYS = ("name", "mac", "address", "netns", "ifname")
 _PEER_KEYS = ("mac", "address", "vtep")
 _STORE_KEYS = ("etcd", "prefix", "ttl")
@@ -490,6 +493,10 @@ class _Parser:
         if ageing is not None and ageing == float("inf"):
             self.fail(ctx, "ageing", "must be finite")
         maxaddress = self.int_range(ctx, tbl, "maxaddress", 0, None, 0, " (0 = unlimited)")
+        max_learned = self.int_range(ctx, tbl, "max_learned", 0, None, DEFAULT_MAX_LEARNED,
+                                     " (0 = unlimited)")
+        max_learned_per_port = self.int_range(ctx, tbl, "max_learned_per_port", 0, None,
+                                              DEFAULT_MAX_LEARNED_PER_PORT, " (0 = unlimited)")
         flood: list[IPv4Address] = []
         for j, item in enumerate(self.get(ctx, tbl, "flood", list) or ()):
             try:
@@ -540,6 +547,7 @@ class _Parser:
             name=name, vni=vni, mtu=mtu, proxy=True if proxy is None else proxy,
             learning=False if learning is None else learning,
             ageing=DEFAULT_AGEING if ageing is None else float(ageing), maxaddress=maxaddress,
+            max_learned=max_learned, max_learned_per_port=max_learned_per_port,
             flood=tuple(flood), endpoints=tuple(endpoints), peers=tuple(peers))
 
     def _unique(self, ctx: Ctx, key: str, value: Any, seen: dict[Any, str], here: str) -> None:

@@ -180,7 +180,7 @@ class Observer:
         else:
             rec["mac"] = key
         where = ""
-        if kind == "learned":
+        if kind in ("learned", "learn_limit"):
             rec["new"] = self._location(new)
             where = " " + rec["new"]
         elif kind == "moved":
@@ -376,7 +376,9 @@ class Observer:
         except ValueError:
             raise InvalidArgument(f"--to {to!r} is neither an IPv4 nor a MAC address") from None
         kwargs = {n.vni: {"mtu": n.mtu, "proxy": n.proxy, "learning": n.learning,
-                          "ageing": n.ageing, "maxaddress": n.maxaddress}
+                          "ageing": n.ageing, "maxaddress": n.maxaddress,
+                          "max_learned": n.max_learned,
+                          "max_learned_per_port": n.max_learned_per_port}
                   for n in v.networks.values()}
         ports = [(x.port_id, x.network.vni) for x in v.endpoints.values()]
         vc = v.config.vtep

@@ -26,6 +26,8 @@ Events (drained with ``events()``), tuples ``(kind, vni, key, old, new)``; locat
     ("learned", vni, mac, "", loc)       new learned entry
     ("moved", vni, mac, old_loc, loc)    learned entry migrated
     ("aged", vni, mac, loc, "")          learned entry expired
+    ("learn_limit", vni, mac, "", loc)   a port's (or its network's) learned MACs are full:
+                                         once per port until it is below its bound again
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from typing import Any, Union
 
 from dataplane.errors import EntryExists, EntryNotFound, InvalidArgument
 from dataplane.validate import VNI_MAX
-from dataplane.fdb import Fdb, FdbEntry, remote_mac_message
+from dataplane.fdb import (DEFAULT_MAX_LEARNED, DEFAULT_MAX_LEARNED_PER_PORT, Fdb, FdbEntry,
+                           remote_mac_message)
 from dataplane.neigh import NeighTable
 from dataplane.neigh import _ip as neigh_ip
 from dataplane.fdb import _mac as parse_mac
@@ -161,13 +164,17 @@ class Switch:
     # -- configuration ------------------------------------------------------------------------
 
     def add_network(self, vni: int, *, mtu: int = 1450, proxy: bool = True,
-                    learning: bool = False, ageing: float = 300.0, maxaddress: int = 0) -> None:
+                    learning: bool = False, ageing: float = 300.0, maxaddress: int = 0,
+                    max_learned: int = DEFAULT_MAX_LEARNED,
+                    max_learned_per_port: int = DEFAULT_MAX_LEARNED_PER_PORT) -> None:
         if not 0 < vni <= MAX_VNI:
             raise InvalidArgument(f"VNI {vni} is not within 1-{MAX_VNI}")
         if vni in self._networks:
             raise InvalidArgument(f"VNI {vni} is already served")
-        self._networks[vni] = Network(vni, mtu, proxy, learning, Fdb(vni, maxaddress, ageing),
-                                      NeighTable(vni), [], vxlan_header(vni))
+        fdb = Fdb(vni, maxaddress, ageing, max_learned=max_learned,
+                  max_learned_per_port=max_learned_per_port)
+        self._networks[vni] = Network(vni, mtu, proxy, learning, fdb, NeighTable(vni), [],
+                                      vxlan_header(vni))
 
     def del_network(self, vni: int) -> None:
         net = self._net(vni)
@@ -412,7 +419,7 @@ class Switch:
 
         # Bridge learning: source MAC → ingress port (br_fdb_update).
         result, old = net.fdb.learn(src, now, port=port)
-        self._note_learning(vni, src, result, old, f"port:{port}")
+        self._note_learning(net, src, result, old, f"port:{port}", port)
 
         out: list[Action] = []
         # Bridge part: which local ports, and does the frame reach the "vxlan port"?
@@ -481,8 +488,9 @@ class Switch:
         self._flag("proxy_reply")
         self._to_port(out, port, arp_reply(arp, n.lladdr))
 
-    def _note_learning(self, vni: int, mac: bytes, result: str, old: FdbEntry | None,
-                       loc: str) -> None:
+    def _note_learning(self, net: Network, mac: bytes, result: str, old: FdbEntry | None,
+                       loc: str, port: int | None) -> None:
+        vni = net.vni
         if result == "new":
             self._flag("learned")
             self._counters["learned"] += 1
@@ -495,6 +503,14 @@ class Switch:
         elif result == "full":
             self._flag("fdb_full")
             self._counters["fdb_full"] += 1
+        elif result == "limited":
+            # The frame is still forwarded (the bridge does too); the event says so once per
+            # port until the port is below its bound again.
+            self._flag("learn_limit")
+            self._counters["learn_limit"] += 1
+            if port not in net.fdb.limited_ports:
+                net.fdb.limited_ports.add(port)   # type: ignore[arg-type]
+                self._events.append(("learn_limit", vni, mac_str(mac), "", loc))
 
     def from_underlay(self, source: IPv4Address | str, datagram: bytes,
                       now: float, *, note: str = "") -> list[Action]:
@@ -536,7 +552,7 @@ class Switch:
             result, old = net.fdb.learn(src, now, dst=src_ip)
             if result == "conflict":
                 return self._drop("fdb_conflict")
-            self._note_learning(vni, src, result, old, str(src_ip))
+            self._note_learning(net, src, result, old, str(src_ip), None)
 
         out: list[Action] = []
         if is_multicast_mac(dst):

@@ -102,6 +102,14 @@ def describe(record: Sequence[Any], port_name: PortName, network_of: Callable[[i
             steps.append(f"learn {mac_str(frame[6:12])} → {'port ' + port_name(int(source[5:])) if from_port else source}")
         if "moved" in flags:
             steps.append(f"move {mac_str(frame[6:12])} → {source}")
+        if "learn_limit" in flags:
+            steps.append(f"not learned: {mac_str(frame[6:12])} would exceed the port's or the "
+                         f"network's learned MACs (max_learned)")
+        if "csum_partial" in flags:
+            steps.append("inner checksum left partial by the sender (checksum offload on a "
+                         "veth/virtio underlay): completed")
+        if "segmented" in flags:
+            steps.append("TSO super-frame from the sender's underlay: cut to the network MTU")
         vteps = [o for o in outs if o[0] == "vtep"]
         ports = [o for o in outs if o[0] == "port"]
         ingress = int(source[5:]) if from_port else -1

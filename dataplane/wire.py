@@ -67,6 +67,7 @@ EVENT_COUNTERS: tuple[str, ...] = (
     "moved",           # learned entries that moved (MAC migration)
     "aged",            # learned entries removed by ageing
     "fdb_full",        # learning refused: maxaddress reached
+    "learn_limit",     # local learning refused: a port's or the network's learned MACs full
 )
 
 

@@ -91,7 +91,8 @@ cdef enum:  # event counters, wire.EVENT_COUNTERS order
     EC_MOVED = 4
     EC_AGED = 5
     EC_FDB_FULL = 6
-    N_EVC = 7
+    EC_LEARN_LIMIT = 7
+    N_EVC = 8
 
 cdef enum:  # offload counters, OFFLOAD_COUNTERS order in core.pyx
     OC_TSO_FRAMES = 0
@@ -129,6 +130,7 @@ cdef enum:  # event kinds (Switch.events(): "l2miss", "l3miss", "learned", "move
     EV_LEARNED = 2
     EV_MOVED = 3
     EV_AGED = 4
+    EV_LEARN_LIMIT = 5
 
 cdef enum:  # trace flags: decisions that leave no output (Switch._flag names)
     TF_LEARNED = 0
@@ -141,6 +143,7 @@ cdef enum:  # trace flags: decisions that leave no output (Switch._flag names)
     TF_L2MISS = 7
     TF_CSUM_PARTIAL = 8          # from the rx step in front of the core (rx notes)
     TF_SEGMENTED = 9
+    TF_LEARN_LIMIT = 10
 
 cdef enum:  # where an event or trace record points
     LOC_NONE = 0
@@ -160,3 +163,4 @@ cdef enum:  # learn() results (fdb.LearnResult)
     LR_CONFLICT = 3
     LR_FULL = 4
     LR_KEPT = 5
+    LR_LIMITED = 6

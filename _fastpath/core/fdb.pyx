@@ -110,6 +110,27 @@ cdef int ent_del_remote(fdb_t *f, fdb_ent *e, uint32_t addr) noexcept nogil:
 
 # -- entries -----------------------------------------------------------------------------------
 
+cdef inline bint port_learn_full(const net_t *net, const port_t *pt) noexcept nogil:
+    return (net.max_learned_port > 0 and <int64_t>pt.learned >= net.max_learned_port) \
+        or (net.max_learned > 0 and <int64_t>net.learned_local >= net.max_learned)
+
+
+cdef void ent_count(sw_t *s, const fdb_ent *e, int delta) noexcept nogil:
+    """fdb.Fdb._count: the counts the limits look at, -1 before an entry changes or goes,
+    +1 after it appears or changed."""
+    cdef net_t *net = &s.nets[fdb_key_slot(e.key)]
+    cdef port_t *pt
+    net.count += delta
+    if e.port < 0:
+        net.remotes += delta
+    elif e.state == ST_LEARNED:
+        pt = &s.ports[e.port]
+        net.learned_local += delta
+        pt.learned += delta
+        if delta < 0 and pt.limited and not port_learn_full(net, pt):
+            pt.limited = 0
+
+
 cdef fdb_ent *fdb_new(sw_t *s, uint32_t slot, uint64_t mac, uint8_t state, int32_t port,
                       uint32_t remote, double now) noexcept nogil:
     """Create an entry (the caller checked absence and room). NULL when out of memory."""
@@ -120,14 +141,42 @@ cdef fdb_ent *fdb_new(sw_t *s, uint32_t slot, uint64_t mac, uint8_t state, int32
     e.port = <int16_t>port
     e.remote = remote if port < 0 else 0
     e.updated = now
-    s.nets[slot].count += 1
+    ent_count(s, e, 1)
     return e
 
 
 cdef void fdb_delete(sw_t *s, fdb_ent *e) noexcept nogil:
     ent_drop_list(&s.fdb, e)
-    s.nets[fdb_key_slot(e.key)].count -= 1
+    ent_count(s, e, -1)
     tab_remove(&s.fdb.tab, e)
+
+
+cdef inline bint remotes_full(const net_t *net) noexcept nogil:
+    return net.limited and <int64_t>net.remotes >= net.maxaddress
+
+
+cdef int make_room(sw_t *s, uint32_t slot, uint8_t state) noexcept nogil:
+    """fdb.Fdb._make_room: room for one more remote entry — a configured one takes the place
+    of the oldest learned remote entry (by update time, then MAC) when maxaddress is reached.
+    -1 when there is none to give way. Invalidates entry pointers taken before."""
+    cdef table_t *t = &s.fdb.tab
+    cdef fdb_ent *e
+    cdef fdb_ent *old = NULL
+    cdef uint64_t i
+    if not remotes_full(&s.nets[slot]):
+        return 0
+    if state == ST_LEARNED:
+        return -1
+    for i in range(t.cap):
+        e = <fdb_ent*>(t.slots + i * sizeof(fdb_ent))
+        if e.key != 0 and fdb_key_slot(e.key) == slot and e.port < 0 and e.state == ST_LEARNED:
+            if old == NULL or e.updated < old.updated or (
+                    e.updated == old.updated and (e.key & MAC_MASK) < (old.key & MAC_MASK)):
+                old = e
+    if old == NULL:
+        return -1
+    fdb_delete(s, old)
+    return 0
 
 
 cdef uint64_t fdb_purge(sw_t *s, uint32_t slot, int32_t port, bint keep_permanent) noexcept nogil:
@@ -151,6 +200,32 @@ cdef uint64_t fdb_purge(sw_t *s, uint32_t slot, int32_t port, bint keep_permanen
     return gone
 
 
+cdef bint learn_refused(sw_t *s, net_t *net, int32_t port, fdb_ent *e) noexcept nogil:
+    """fdb.Fdb._learn_refused: may learning make `e` (NULL: a new entry) point at `port`
+    (a remote when < 0)? Only what the change adds counts against the bounds."""
+    if port < 0:
+        return (e == NULL or e.port >= 0) and remotes_full(net)
+    if net.max_learned_port > 0 and <int64_t>s.ports[port].learned >= net.max_learned_port:
+        return True
+    return (e == NULL or e.port < 0) and net.max_learned > 0 \
+        and <int64_t>net.learned_local >= net.max_learned
+
+
+cdef int learn_refusal(sw_t *s, net_t *net, uint64_t mac, int32_t port) noexcept nogil:
+    """Count a refused learning: fdb_full for the underlay, learn_limit (with one event per
+    port until it is below its bound again) for a local port. The frame goes on."""
+    if port < 0:
+        tflag(s, TF_FDB_FULL)
+        s.evc[EC_FDB_FULL] += 1
+        return LR_FULL
+    tflag(s, TF_LEARN_LIMIT)
+    s.evc[EC_LEARN_LIMIT] += 1
+    if not s.ports[port].limited:
+        s.ports[port].limited = 1
+        ev_push(s, EV_LEARN_LIMIT, net.vni, mac, LOC_NONE, 0, LOC_PORT, <uint32_t>port)
+    return LR_LIMITED
+
+
 cdef int learn(sw_t *s, uint32_t slot, uint64_t mac, double now, int32_t port,
                uint32_t dst) noexcept nogil:
     """Fdb.learn + Switch._note_learning (br_fdb_update for ports, vxlan_snoop for the
@@ -162,29 +237,30 @@ cdef int learn(sw_t *s, uint32_t slot, uint64_t mac, double now, int32_t port,
     cdef uint32_t oval, nval
     nkind = LOC_PORT if port >= 0 else LOC_IP
     nval = <uint32_t>port if port >= 0 else dst
+    if e != NULL:
+        if port >= 0:
+            same = e.port == port
+        else:
+            same = e.port < 0 and ent_first_remote(&s.fdb, e) == dst
+        if same:
+            if e.state == ST_LEARNED:
+                e.updated = now
+            return LR_REFRESH
+        if e.state != ST_LEARNED:
+            # kernel: a permanent/static entry never migrates (vxlan_snoop drops the packet;
+            # the bridge forwards but keeps its entry)
+            return LR_KEPT if port >= 0 else LR_CONFLICT
+    if learn_refused(s, net, port, e):
+        return learn_refusal(s, net, mac, port)
     if e == NULL:
-        if (net.limited and <int64_t>net.count >= net.maxaddress) \
-                or fdb_new(s, slot, mac, ST_LEARNED, port, dst, now) == NULL:
-            # full (addrmax: ENOSPC) — or out of memory, refused the same way
-            tflag(s, TF_FDB_FULL)
+        if fdb_new(s, slot, mac, ST_LEARNED, port, dst, now) == NULL:
+            tflag(s, TF_FDB_FULL)       # out of memory: refused as a full table
             s.evc[EC_FDB_FULL] += 1
             return LR_FULL
         tflag(s, TF_LEARNED)
         s.evc[EC_LEARNED] += 1
         ev_push(s, EV_LEARNED, net.vni, mac, LOC_NONE, 0, nkind, nval)
         return LR_NEW
-    if port >= 0:
-        same = e.port == port
-    else:
-        same = e.port < 0 and ent_first_remote(&s.fdb, e) == dst
-    if same:
-        if e.state == ST_LEARNED:
-            e.updated = now
-        return LR_REFRESH
-    if e.state != ST_LEARNED:
-        # kernel: a permanent/static entry never migrates (vxlan_snoop drops the packet;
-        # the bridge forwards but keeps its entry)
-        return LR_KEPT if port >= 0 else LR_CONFLICT
     if e.port >= 0:
         okind = LOC_PORT
         oval = <uint32_t>e.port
@@ -192,9 +268,11 @@ cdef int learn(sw_t *s, uint32_t slot, uint64_t mac, double now, int32_t port,
         okind = LOC_IP
         oval = ent_first_remote(&s.fdb, e)
     ent_drop_list(&s.fdb, e)
+    ent_count(s, e, -1)
     e.port = <int16_t>port
     e.remote = dst if port < 0 else 0
     e.updated = now
+    ent_count(s, e, 1)
     tflag(s, TF_MOVED)
     s.evc[EC_MOVED] += 1
     ev_push(s, EV_MOVED, net.vni, mac, okind, oval, nkind, nval)
@@ -208,11 +286,11 @@ cdef inline uint64_t mac_bytes48(bytes m):
     return vx_mac48(p)
 
 
-cdef int check_room(Switch sw, uint32_t slot) except -1:
-    cdef net_t *net = &sw.s.nets[slot]
-    if net.limited and <int64_t>net.count >= net.maxaddress:
+cdef int check_room(Switch sw, uint32_t slot, str state) except -1:
+    """make_room() for a control-plane remote entry, TableFull when there is none."""
+    if make_room(sw.s, slot, FDB_STATES.index(state)) < 0:
         vni, maxaddress = sw._pynet[slot]
-        raise TableFull(f"FDB of VNI {vni} is full ({maxaddress} entries)")
+        raise TableFull(f"FDB of VNI {vni} is full ({maxaddress} remote entries)")
     return 0
 
 
@@ -230,7 +308,8 @@ cdef int fdb_api_add(Switch sw, uint32_t slot, object mac, object dst, object po
         raise EntryExists(
             f"FDB entry {mac_str(m)} already exists in VNI {sw._pynet[slot][0]}")
     d = _dst(dst) if dst is not None else None
-    check_room(sw, slot)
+    if port is None:
+        check_room(sw, slot, state)
     if fdb_new(s, slot, mac_bytes48(m), FDB_STATES.index(state),
                <int32_t>port if port is not None else -1,
                u32_addr(d) if d is not None else 0, now) == NULL:
@@ -241,7 +320,7 @@ cdef int fdb_api_add(Switch sw, uint32_t slot, object mac, object dst, object po
 cdef int fdb_create_remote(Switch sw, uint32_t slot, bytes m, str state, object d,
                            object now) except -1:
     """A new remote entry (append or replace of an absent MAC), if the network has room."""
-    check_room(sw, slot)
+    check_room(sw, slot, state)
     if fdb_new(sw.s, slot, mac_bytes48(m), FDB_STATES.index(state), -1, u32_addr(d),
                now) == NULL:
         raise MemoryError()
@@ -297,11 +376,16 @@ cdef int fdb_api_replace(Switch sw, uint32_t slot, object mac, object dst, objec
         return fdb_create_remote(sw, slot, m, state, d, now)
     if e.port >= 0 and e.state != ST_LEARNED:
         raise InvalidArgument(endpoint_mac_message(m, sw._pynet[slot][0]))
+    if e.port >= 0:
+        check_room(sw, slot, state)     # a learned local entry becomes a remote one
+        e = fdb_find(&s.fdb, fdb_key(slot, mac_bytes48(m)))
+    ent_count(s, e, -1)
     e.state = FDB_STATES.index(state)
     e.updated = now
     ent_drop_list(&s.fdb, e)
     e.port = -1
     e.remote = u32_addr(d)
+    ent_count(s, e, 1)
     return 0
 
 

@@ -8,9 +8,13 @@ ctypedef struct net_t:
     uint8_t learning
     uint8_t limited              # maxaddress set (truthy)
     int64_t maxlen               # mtu + 14, clamped to int64
-    int64_t maxaddress           # meaningful when limited
+    int64_t maxaddress           # remote entries at most, when limited (the kernel's addrmax)
+    int64_t max_learned          # local learned entries at most (0: unlimited)
+    int64_t max_learned_port     # local learned entries per port at most (0: unlimited)
     double ageing
     uint64_t count               # FDB entries of this network
+    uint64_t remotes             # ... of them pointing at remote VTEPs
+    uint64_t learned_local       # ... of them learned on local ports
     uint64_t ncount              # neighbour entries of this network
     int32_t *ports               # ascending
     uint32_t nports
@@ -26,6 +30,8 @@ ctypedef struct port_t:
     uint64_t tx_bytes
     uint64_t tx_errors           # write() failed (burst I/O only)
     uint64_t tx_dropped          # write() said EAGAIN, or no fd (burst I/O only)
+    uint64_t learned             # FDB entries learned on this port
+    uint8_t limited              # learning refused since it was last below its bound
     uint8_t gone                 # fd reported EBADF/EBADFD/ENODEV/ENXIO; see gone_ports()
     uint8_t vnet                 # virtio_net_hdr length on the fd (0, 10 or 12)
 

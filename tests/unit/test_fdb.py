@@ -15,6 +15,7 @@ A, B, C = IPv4Address("198.18.0.2"), IPv4Address("198.18.0.3"), IPv4Address("198
 M1 = bytes.fromhex("020000000001")
 M2 = bytes.fromhex("020000000002")
 M3 = bytes.fromhex("020000000003")
+M4 = bytes.fromhex("020000000004")
 GROUPS = [ZERO_MAC, BROADCAST, MCAST_MAC]
 
 
@@ -342,15 +343,20 @@ def test_learn_same_place_as_static_is_refresh_without_touching(fdb: Fdb, state:
 
 
 def test_learn_full_at_maxaddress() -> None:
+    """maxaddress bounds the remote entries only (the kernel's addrmax counts the vxlan
+    device's entries; the bridge's local ones are another table)."""
     fdb = Fdb(4097, maxaddress=2)
     assert fdb.learn(M1, 0.0, dst=A)[0] == "new"
-    assert fdb.learn(M2, 0.0, port=1)[0] == "new"
-    assert fdb.learn(M3, 0.0, dst=A) == ("full", None)
-    assert fdb.lookup(M3) is None
-    # a full table still refreshes and moves what it has
+    assert fdb.learn(M2, 0.0, port=1)[0] == "new"      # local: not counted
+    assert fdb.learn(M3, 0.0, dst=A)[0] == "new"
+    assert fdb.learn(M4, 0.0, dst=A) == ("full", None)
+    assert fdb.lookup(M4) is None
+    # a full table still refreshes and moves what it has among remotes
     assert fdb.learn(M1, 1.0, dst=A)[0] == "refresh"
     assert fdb.learn(M1, 2.0, dst=B)[0] == "moved"
-    assert len(fdb) == 2
+    # but a local entry cannot move to a remote: that would add one
+    assert fdb.learn(M2, 3.0, dst=A) == ("full", None)
+    assert len(fdb) == 3
 
 
 def test_maxaddress_bounds_control_plane_too() -> None:
@@ -363,7 +369,47 @@ def test_maxaddress_bounds_control_plane_too() -> None:
     with pytest.raises(TableFull):
         fdb.replace(M2, dst=A)
     fdb.replace(M1, dst=B)  # rewriting an existing entry needs no room
-    assert snapshot(fdb) == [(M1, "permanent", None, [B], 0.0)]
+    fdb.add(M3, port=2)     # local entries do not count
+    assert snapshot(fdb) == [(M1, "permanent", None, [B], 0.0), (M3, "permanent", 2, [], 0.0)]
+
+
+def test_a_configured_entry_takes_the_place_of_the_oldest_learned_one() -> None:
+    """Learned entries filling maxaddress never make a permanent or static add fail: the
+    oldest learned remote entry gives way (it would age out anyway)."""
+    fdb = Fdb(4097, maxaddress=2)
+    fdb.learn(M1, 5.0, dst=A)
+    fdb.learn(M2, 3.0, dst=A)
+    fdb.add(M3, dst=B, state="static")
+    assert [m for m, *_ in snapshot(fdb)] == [M1, M3]       # M2 (older) went
+    fdb.replace(M4, dst=B)
+    assert [m for m, *_ in snapshot(fdb)] == [M3, M4]
+    with pytest.raises(TableFull, match="2 remote entries"):
+        fdb.append(ZERO_MAC, A)                             # nothing learned left to evict
+
+
+def test_local_learning_is_bounded_per_port_and_per_network() -> None:
+    """No container can fill the table with random source MACs: learned local entries are
+    bounded per port and per network ("limited"); endpoints (permanent) never count."""
+    fdb = Fdb(4097, max_learned=5, max_learned_per_port=3)
+    fdb.add(M1, port=1)
+    macs = [bytes((2, 0, 0, 9, 0, i)) for i in range(10)]
+    assert [fdb.learn(m, 0.0, port=1)[0] for m in macs[:4]] == ["new"] * 3 + ["limited"]
+    fdb.limited_ports.add(1)                                  # as the switch notes it
+    assert [fdb.learn(m, 0.0, port=2)[0] for m in macs[4:7]] == ["new", "new", "limited"]
+    assert fdb.learned_local == 5 and fdb.learned_by_port == {1: 3, 2: 2}
+    assert fdb.learn(macs[0], 1.0, port=2)[0] == "moved"     # the network's count is unchanged
+    assert fdb.learn(macs[1], 1.0, port=2)[0] == "limited"   # ... but port 2 is full now
+    assert fdb.learned_by_port == {1: 2, 2: 3}
+    assert 1 not in fdb.limited_ports                         # below its bound again
+    fdb.delete(macs[0])
+    assert fdb.learn(macs[8], 1.0, port=1)[0] == "new"
+    assert fdb.remove_port(1) == 4 and fdb.learned_local == 2
+
+
+def test_learning_limits_zero_are_unbounded() -> None:
+    fdb = Fdb(4097, max_learned=0, max_learned_per_port=0)
+    for i in range(3000):
+        assert fdb.learn(bytes((2, 0, 0, 0, i >> 8, i & 0xFF)), 0.0, port=1)[0] == "new"
 
 
 def test_maxaddress_zero_is_unbounded() -> None:

@@ -670,7 +670,9 @@ def test_fdb_conflict(impl: Any, state: str) -> None:
 
 
 def test_learning_full(impl: Any) -> None:
-    sw = walkthrough(impl, learning=True, maxaddress=4)   # 3 permanent entries + 1
+    """maxaddress bounds the remote entries (1 permanent peer + 1 here); local learning is
+    bounded separately and does not count against it."""
+    sw = walkthrough(impl, learning=True, maxaddress=2)
     f1 = from_peer(src=X_MAC)
     f2 = from_peer(src=bytes.fromhex("02000000aa02"))
     assert sw.from_underlay(REMOTE2, HDR + f1, 0.0) == [("port", 1, f1)]
@@ -678,7 +680,7 @@ def test_learning_full(impl: Any) -> None:
     assert counts(sw) == {"learned": 1, "fdb_full": 1}
     assert len(sw.fdb_dump()) == 4
     sw.from_port(2, eth(BROADCAST, bytes.fromhex("02000000aa03"), 0x88B5), 0.0)
-    assert counts(sw) == {"learned": 1, "fdb_full": 2}
+    assert counts(sw) == {"learned": 2, "fdb_full": 1}
 
 
 # --------------------------------------------------------------------------- VNI isolation
@@ -824,3 +826,25 @@ def test_events_drained_once(impl: Any) -> None:
     sw.from_port(1, arp_request(C1_MAC, C1_IP, UNKNOWN_IP), 0.0)
     assert len(sw.events()) == 1   # every miss is reported, not only the first
     assert counts(sw) == {"l3miss": 2, "l2miss": 1}
+
+
+def test_local_learning_limits_count_and_tell_once_per_port(impl: Any) -> None:
+    """A container sending from many source MACs fills only its own bound: frames still go
+    out, learn_limit is counted, one event per port until it is below its bound again, and
+    an endpoint attached afterwards is never refused."""
+    sw = impl.Switch("198.18.0.1")
+    sw.add_network(VNI, max_learned=4, max_learned_per_port=2)
+    sw.add_port(1, VNI, C1_MAC)
+    sw.add_port(2, VNI, C2_MAC)
+    out = [sw.from_port(1, eth(BROADCAST, bytes((2, 9, 0, 0, 0, i)), 0x0800, bytes(46)), 1.0)
+           for i in range(5)]
+    assert all(o == [("port", 2, o[0][2])] for o in out)        # every frame flooded on
+    c = sw.counters()["counters"]
+    assert (c["learned"], c["learn_limit"]) == (2, 3)
+    assert [e[0] for e in sw.events()] == ["learned", "learned", "learn_limit"]
+    assert sw.events() == []
+    sw.fdb_del(VNI, bytes((2, 9, 0, 0, 0, 0)))                 # below its bound again
+    sw.from_port(1, eth(BROADCAST, bytes((2, 9, 0, 0, 0, 7)), 0x0800, bytes(46)), 2.0)
+    sw.from_port(1, eth(BROADCAST, bytes((2, 9, 0, 0, 0, 8)), 0x0800, bytes(46)), 2.0)
+    assert [e[0] for e in sw.events()] == ["learned", "learn_limit"]
+    sw.add_port(3, VNI, bytes.fromhex("0242c0a83799"))          # endpoints never count

@@ -40,13 +40,14 @@ from _fastpath.includes.vxbits cimport (
     vx_table_alloc, vx_table_free,
 )
 from _fastpath.includes.libc_net cimport (
-    ssize_t, iovec, msghdr, mmsghdr, sockaddr_in, recvmmsg, sendmmsg, read, write,
+    ssize_t, iovec, msghdr, cmsghdr, CMSG_FIRSTHDR, mmsghdr, sockaddr_in, recvmmsg, sendmmsg,
+    read, write,
     htonl, htons, ntohl, errno, AF_INET, MSG_DONTWAIT, MSG_TRUNC, MSG_CTRUNC,
     EAGAIN, EINTR, EBADF, EBADFD, EIO, ENODEV, ENXIO, ENOBUFS, EINVAL, EMSGSIZE,
 )
 from _fastpath.includes.vxsock cimport (
-    vx_gso_socket, vx_send_gso, vx_send_one, VX_GRO_CMSG_SPACE, vx_gro_size, vx_writev,
-    vx_close,
+    vx_gso_socket, vx_send_gso, vx_send_one, VX_RX_CMSG_SPACE, vx_rx_cmsgs, vx_writev,
+    vx_close, VX_TX_CMSG_SPACE, vx_tos_ttl, vx_set_df,
 )
 
 import math
@@ -60,6 +61,7 @@ from dataplane.fdb import (
 )
 from dataplane.neigh import _ip, _lladdr, _state as _neigh_state, NEIGH_STATES
 from dataplane import switch as _reference
+from dataplane.tunnel import DF_MODES, Outer
 from dataplane.validate import VNI_MAX
 from dataplane.wire import (
     DEFAULT_SRC_PORT_RANGE, DROP_REASONS, EVENT_COUNTERS, VXLAN_PORT, ip4, mac_str,
@@ -142,6 +144,7 @@ include "core/trace.pyx"
 include "core/fdb.pyx"
 include "core/neigh.pyx"
 include "core/wire.pyx"
+include "core/tunnel.pyx"
 include "core/forward.pyx"
 include "core/offload.pyx"
 include "core/tx.pyx"
@@ -305,12 +308,17 @@ cdef class Switch:
 
     def add_network(self, vni, *, mtu=1450, proxy=True, learning=False, ageing=300.0,
                     maxaddress=0, max_learned=DEFAULT_MAX_LEARNED,
-                    max_learned_per_port=DEFAULT_MAX_LEARNED_PER_PORT):
+                    max_learned_per_port=DEFAULT_MAX_LEARNED_PER_PORT, ttl="auto", tos=0,
+                    df="unset"):
         cdef net_t *net
+        t, q, d = _reference.outer_rules(ttl, tos, df)
         net_api_add(self, vni, mtu, proxy, learning, ageing, maxaddress)
         net = &self.s.nets[<uint32_t>self._networks[vni]]
         net.max_learned = clamp64(max_learned)
         net.max_learned_port = clamp64(max_learned_per_port)
+        net.ttl = t
+        net.tos = q
+        net.df = DF_MODES.index(d)
 
     def del_network(self, vni):
         net_api_del(self, vni)
@@ -496,9 +504,10 @@ cdef class Switch:
             if r.port >= 0:
                 out.append(("port", r.port, PyBytes_FromStringAndSize(<char*>r.data, r.len)))
                 continue
+            hdr = Outer(0, r.tos, r.ttl, bool(r.df))
             if not outer:
                 data = PyBytes_FromStringAndSize(<char*>r.data, r.len)
-                out.append(("vtep", self._ip(r.dst), r.sport, data))
+                out.append(("vtep", self._ip(r.dst), r.sport, data, hdr))
                 continue
             outer_csum(s, r)
             if r.inline_hdr:
@@ -507,7 +516,7 @@ cdef class Switch:
             else:
                 data = PyBytes_FromStringAndSize(<char*>(r.data - IPUDP_HLEN),
                                                  r.len + IPUDP_HLEN)
-            out.append(("vtep", self._ip(r.dst), r.sport, data))
+            out.append(("vtep", self._ip(r.dst), r.sport, data, hdr))
         return out
 
     def from_port(self, port, frame, now):
@@ -538,10 +547,10 @@ cdef class Switch:
             s.n_out = 0
             free(tmp)
 
-    def from_underlay(self, source, datagram, now, *, note=""):
-        """A UDP payload received on the VXLAN port from ``source`` (the outer IPv4 source).
-        ``note``: what the rx step in front of the core did to it (a trace flag name, e.g.
-        "csum_partial"), recorded in the trace."""
+    def from_underlay(self, source, datagram, now, *, tos=0, note=""):
+        """A UDP payload received on the VXLAN port from ``source`` (the outer IPv4 source)
+        under outer TOS ``tos``. ``note``: what the rx step in front of the core did to it
+        (a trace flag name, e.g. "csum_partial"), recorded in the trace."""
         cdef sw_t *s = self.s
         cdef uint32_t src = u32_addr(_source(source))
         cdef bytes b = datagram if type(datagram) is bytes else bytes(datagram)
@@ -557,7 +566,8 @@ cdef class Switch:
         s.n_out = 0
         s.cur_csum = CSUM_UNKNOWN
         s.rx_note = _TF_CODES[note] + 1 if note else 0
-        core_from_underlay(s, src, base + HEADROOM - VXLAN_HLEN, <uint32_t>n, now)
+        core_from_underlay(s, src, base + HEADROOM - VXLAN_HLEN, <uint32_t>n, now,
+                           <uint8_t>tos)
         s.rx_note = 0
         try:
             return self._collect(s.n_out, False)
@@ -675,8 +685,6 @@ cdef class Switch:
             raise MemoryError()
         if not udp_gso:
             gso_close_all(&s.tx)
-        if udp_gro and rx_gro_alloc(&s.rx) < 0:
-            raise MemoryError()
         s.tx.udp_gso = 1 if udp_gso else 0
         s.rx.udp_gro = 1 if udp_gro else 0
         s.tx.tap_coalesce = 1 if tap_coalesce else 0

@@ -73,7 +73,8 @@ cdef list run_bursts(Switch sw, list frames, int32_t port, list sources, double 
             if sources is None:
                 memcpy(rx_frame(&s.rx, k), <const unsigned char*>b, len(b))
             else:
-                s.rx.src[k] = addr32(sources[i])
+                s.rx.src[k] = addr32(sources[i][0])
+                s.rx.tos[k] = <uint8_t>sources[i][1]
                 memcpy(rx_datagram(&s.rx, k), <const unsigned char*>b, len(b))
             s.rx.len[k] = len(b)
             k += 1
@@ -99,16 +100,19 @@ def from_port_burst(Switch sw, port, frames, double now, *, outer=False):
 
 
 def from_underlay_burst(Switch sw, datagrams, double now, *, outer=False):
-    """``Switch.from_underlay`` for several ``(source, datagram)`` pairs through the burst
-    path (the core alone: without the rx step that rx_udp_burst runs in front of it)."""
-    pairs = list(datagrams)
-    return run_bursts(sw, [bytes(d) for _, d in pairs], -1, [src for src, _ in pairs], now,
-                      outer)
+    """``Switch.from_underlay`` for several ``(source, datagram)`` or ``(source, datagram,
+    tos)`` items through the burst path (the core alone: without the rx step that
+    rx_udp_burst runs in front of it)."""
+    items = [tuple(x) for x in datagrams]
+    return run_bursts(sw, [bytes(x[1]) for x in items], -1,
+                      [(x[0], x[2] if len(x) > 2 else 0) for x in items], now, outer)
 
 
-def build_outer(Switch sw, dst, sport, payload) -> bytes:
+def build_outer(Switch sw, dst, sport, payload, uint8_t tos=0, uint8_t ttl=64,
+                bint df=False) -> bytes:
     """IPv4 + UDP + ``payload`` from ``local`` to ``dst``, built by the C encapsulation
-    code: equal to ``wire.outer_datagram(local, dst, sport, payload, dstport)``."""
+    code: equal to ``wire.outer_datagram(local, dst, sport, payload, dstport, tos=, ttl=,
+    df=)``."""
     cdef bytes b = bytes(payload)
     cdef size_t n = len(b)
     cdef uint32_t d = addr32(dst)
@@ -122,7 +126,7 @@ def build_outer(Switch sw, dst, sport, payload) -> bytes:
     p = <uint8_t*>PyBytes_AS_STRING(out)
     memcpy(p + IPUDP_HLEN, <const unsigned char*>b, n)
     build_ipudp(p, sw.s.local, d, <uint16_t>sport, sw.s.dport, <uint32_t>n,
-                vx_csum_add(0, p + IPUDP_HLEN, n))
+                vx_csum_add(0, p + IPUDP_HLEN, n), tos, ttl, df)
     return out
 
 

@@ -103,6 +103,9 @@ class NetworkConfig:
     maxaddress: int = 0  # remote entries at most; 0 = unlimited (kernel vxlan semantics)
     max_learned: int = DEFAULT_MAX_LEARNED  # local learned entries at most; 0 = unlimited
     max_learned_per_port: int = DEFAULT_MAX_LEARNED_PER_PORT
+    ttl: int | str = "auto"  # outer TTL: "auto" (64), 1..255, "inherit" (the kernel's rules)
+    tos: int | str = 0  # outer DSCP: 0..255 or "inherit"; ECN per RFC 6040 always
+    df: str = "unset"  # outer DF: "unset", "set", "inherit"
     flood: tuple[IPv4Address, ...] = ()
     endpoints: tuple[EndpointConfig, ...] = ()
     peers: tuple[PeerConfig, ...] = ()
@@ -254,7 +257,8 @@ _TYPE_NAMES: dict[type, str] = {
 _VTEP_KEYS = ("name", "local", "port", "control", "allow", "src_port_range", "strict", "metrics",
               "burst", "offload", "busy_poll")
 _NETWORK_KEYS = ("name", "vni", "mtu", "proxy", "learning", "ageing", "maxaddress",
-                 "max_learned", "max_learned_per_port", "flood", "endpoint", "peer")
+                 "max_learned", "max_learned_per_port", "ttl", "tos", "df", "flood",
+                 "endpoint", "peer")
 _ENDPOINT_KEYS = ("name", "mac", "address", "netns", "ifname")
 _PEER_KEYS = ("mac", "address", "vtep")
 _STORE_KEYS = ("etcd", "prefix", "ttl")
@@ -497,6 +501,7 @@ class _Parser:
                                      " (0 = unlimited)")
         max_learned_per_port = self.int_range(ctx, tbl, "max_learned_per_port", 0, None,
                                               DEFAULT_MAX_LEARNED_PER_PORT, " (0 = unlimited)")
+        ttl, tos, df = self.outer_rules(ctx, tbl)
         flood: list[IPv4Address] = []
         for j, item in enumerate(self.get(ctx, tbl, "flood", list) or ()):
             try:
@@ -548,7 +553,31 @@ class _Parser:
             learning=False if learning is None else learning,
             ageing=DEFAULT_AGEING if ageing is None else float(ageing), maxaddress=maxaddress,
             max_learned=max_learned, max_learned_per_port=max_learned_per_port,
-            flood=tuple(flood), endpoints=tuple(endpoints), peers=tuple(peers))
+            ttl=ttl, tos=tos, df=df, flood=tuple(flood), endpoints=tuple(endpoints), peers=tuple(peers))
+
+    def outer_rules(self, ctx: Ctx, tbl: Mapping[str, Any]) -> tuple[int | str, int | str, str]:
+        """``ttl``, ``tos`` and ``df`` of a network: the outer header rules of the kernel's
+        vxlan (``ip link add ... ttl auto|N|inherit tos N|inherit df unset|set|inherit``)."""
+        ttl = self.get(ctx, tbl, "ttl", (int, str))
+        if ttl is None:
+            ttl = "auto"
+        elif isinstance(ttl, str) and ttl not in ("auto", "inherit"):
+            self.fail(ctx, "ttl", f"{show(ttl)} is not \"auto\", \"inherit\" or 1..255")
+        elif isinstance(ttl, int) and not 1 <= ttl <= 255:
+            self.fail(ctx, "ttl", f"{ttl} is out of range (1..255, or \"auto\"/\"inherit\")")
+        tos = self.get(ctx, tbl, "tos", (int, str))
+        if tos is None:
+            tos = 0
+        elif isinstance(tos, str) and tos != "inherit":
+            self.fail(ctx, "tos", f"{show(tos)} is not \"inherit\" or 0..255")
+        elif isinstance(tos, int) and not 0 <= tos <= 255:
+            self.fail(ctx, "tos", f"{tos} is out of range (0..255, or \"inherit\")")
+        df = self.get(ctx, tbl, "df", str)
+        if df is None:
+            df = "unset"
+        elif df not in ("unset", "set", "inherit"):
+            self.fail(ctx, "df", f"{show(df)} is not \"unset\", \"set\" or \"inherit\"")
+        return ttl, tos, df
 
     def _unique(self, ctx: Ctx, key: str, value: Any, seen: dict[Any, str], here: str) -> None:
         """One MAC (FDB) and one IP (neighbour table) per network, across endpoints and peers:

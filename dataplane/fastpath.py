@@ -26,12 +26,14 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import struct
 from ipaddress import IPv4Address
 from typing import Any
 
 from dataplane import offload
 from dataplane import switch as _reference
 from dataplane.errors import EntryNotFound, InvalidArgument
+from dataplane.tunnel import Outer
 from dataplane.wire import VXLAN_PORT, outer_datagram, reserved_bits_set
 
 IMPLEMENTATIONS = ("py", "c")
@@ -41,6 +43,7 @@ FD_GONE = frozenset({errno.EBADF, errno.EBADFD, errno.ENODEV, errno.ENXIO})
 #: errno values of a full queue or buffer: a drop, not an error.
 FULL = frozenset({errno.EAGAIN, errno.ENOBUFS})
 READ_SIZE = 65536
+CMSG_ROOM = socket.CMSG_SPACE(4)      # the outer TOS of a datagram (IP_RECVTOS)
 
 
 class PyBurstSwitch(_reference.Switch):
@@ -129,7 +132,7 @@ class PyBurstSwitch(_reference.Switch):
         n = 0
         while n < self.burst:
             try:
-                data, (src, _sport) = sock.recvfrom(READ_SIZE)
+                data, anc, _flags, (src, _sport) = sock.recvmsg(READ_SIZE, CMSG_ROOM)
             except BlockingIOError:
                 break
             except InterruptedError:
@@ -138,8 +141,10 @@ class PyBurstSwitch(_reference.Switch):
                 self._ul_io["rx_errors"] += 1
                 break
             n += 1
+            tos = next((d[0] for lvl, typ, d in anc
+                        if lvl == socket.IPPROTO_IP and typ == socket.IP_TOS and d), 0)
             for datagram, note in self._receive(src, data):
-                self._transmit(self.from_underlay(src, datagram, now, note=note))
+                self._transmit(self.from_underlay(src, datagram, now, tos=tos, note=note))
         return n
 
     def _receive(self, src: str, data: bytes) -> list[tuple[bytes, str]]:
@@ -164,7 +169,7 @@ class PyBurstSwitch(_reference.Switch):
             if a[0] == "port":
                 self._to_tap(a[1], a[2])
             else:
-                self._to_underlay(a[1], a[2], a[3])
+                self._to_underlay(a[1], a[2], a[3], a[4])
 
     def _to_tap(self, port: int, frame: bytes) -> None:
         io = self._port_io.setdefault(port, {"tx_errors": 0, "tx_dropped": 0})
@@ -183,16 +188,21 @@ class PyBurstSwitch(_reference.Switch):
                 self._fds.pop(port, None)
                 self._gone.append(port)
 
-    def _to_underlay(self, dst: Any, sport: int, payload: bytes) -> None:
+    def _to_underlay(self, dst: Any, sport: int, payload: bytes, outer: Outer) -> None:
         if self._tx is None:
             self._ul_io["tx_dropped"] += 1
             return
+        dport = outer.dport or self.dstport
         try:
             if self._tx_raw:
-                self._tx.sendto(outer_datagram(self.local, dst, sport, payload,
-                                               self.dstport), (str(dst), 0))
+                self._tx.sendto(outer_datagram(self.local, dst, sport, payload, dport,
+                                               ttl=outer.ttl, tos=outer.tos, df=outer.df),
+                                (str(dst), 0))
             else:
-                self._tx.sendto(payload, (str(dst), self.dstport))
+                self._tx.sendmsg([payload], [
+                    (socket.IPPROTO_IP, socket.IP_TOS, struct.pack("i", outer.tos)),
+                    (socket.IPPROTO_IP, socket.IP_TTL, struct.pack("i", outer.ttl))],
+                    0, (str(dst), dport))
         except OSError as e:
             self._ul_io["tx_dropped" if e.errno in FULL else "tx_errors"] += 1
 

@@ -378,7 +378,8 @@ class Observer:
         kwargs = {n.vni: {"mtu": n.mtu, "proxy": n.proxy, "learning": n.learning,
                           "ageing": n.ageing, "maxaddress": n.maxaddress,
                           "max_learned": n.max_learned,
-                          "max_learned_per_port": n.max_learned_per_port}
+                          "max_learned_per_port": n.max_learned_per_port,
+                          "ttl": n.ttl, "tos": n.tos, "df": n.df}
                   for n in v.networks.values()}
         ports = [(x.port_id, x.network.vni) for x in v.endpoints.values()]
         vc = v.config.vtep

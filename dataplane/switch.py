@@ -37,6 +37,8 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Any, Union
 
 from dataplane.errors import EntryExists, EntryNotFound, InvalidArgument
+from dataplane.tunnel import (DF_MODES, TOS_INHERIT, TTL_AUTO, TTL_INHERIT, Outer, ecn_decap,
+                              outer_fields)
 from dataplane.validate import VNI_MAX
 from dataplane.fdb import (DEFAULT_MAX_LEARNED, DEFAULT_MAX_LEARNED_PER_PORT, Fdb, FdbEntry,
                            remote_mac_message)
@@ -64,7 +66,7 @@ from dataplane.wire import (
 )
 
 PortAction = tuple[str, int, bytes]
-VtepAction = tuple[str, IPv4Address, int, bytes]
+VtepAction = tuple[str, IPv4Address, int, bytes, Outer]
 Action = Union[PortAction, VtepAction]
 Event = tuple[str, int, str, str, str]
 TraceRecord = tuple[float, str, int, int, bytes, str, tuple[tuple[object, ...], ...],
@@ -89,6 +91,31 @@ class Network:
     neigh: NeighTable
     ports: list[int] = field(default_factory=list)   # ascending
     header: bytes = b""                               # prebuilt VXLAN header for this VNI
+    ttl: int = TTL_AUTO          # outer header rules (dataplane.tunnel): TTL_AUTO, 1..255,
+    tos: int = 0                 # TTL_INHERIT; 0..255 or TOS_INHERIT; one of DF_MODES
+    df: str = "unset"
+
+
+def outer_rules(ttl: int | str, tos: int | str, df: str) -> tuple[int, int, str]:
+    """A network's ``ttl`` ("auto", 0 = auto, 1..255, "inherit"), ``tos`` (0..255,
+    "inherit") and ``df`` (DF_MODES) as tunnel.outer_fields takes them."""
+    if ttl == "inherit":
+        t = TTL_INHERIT
+    elif ttl == "auto":
+        t = TTL_AUTO
+    elif isinstance(ttl, int) and not isinstance(ttl, bool) and 0 <= ttl <= 255:
+        t = ttl
+    else:
+        raise InvalidArgument(f"ttl {ttl!r} is not auto, inherit or 1..255")
+    if tos == "inherit":
+        q = TOS_INHERIT
+    elif isinstance(tos, int) and not isinstance(tos, bool) and 0 <= tos <= 255:
+        q = tos
+    else:
+        raise InvalidArgument(f"tos {tos!r} is not inherit or 0..255")
+    if df not in DF_MODES:
+        raise InvalidArgument(f"df {df!r} is not one of {', '.join(DF_MODES)}")
+    return t, q, df
 
 
 @dataclass
@@ -166,15 +193,17 @@ class Switch:
     def add_network(self, vni: int, *, mtu: int = 1450, proxy: bool = True,
                     learning: bool = False, ageing: float = 300.0, maxaddress: int = 0,
                     max_learned: int = DEFAULT_MAX_LEARNED,
-                    max_learned_per_port: int = DEFAULT_MAX_LEARNED_PER_PORT) -> None:
+                    max_learned_per_port: int = DEFAULT_MAX_LEARNED_PER_PORT,
+                    ttl: int | str = "auto", tos: int | str = 0, df: str = "unset") -> None:
         if not 0 < vni <= MAX_VNI:
             raise InvalidArgument(f"VNI {vni} is not within 1-{MAX_VNI}")
         if vni in self._networks:
             raise InvalidArgument(f"VNI {vni} is already served")
+        t, q, d = outer_rules(ttl, tos, df)
         fdb = Fdb(vni, maxaddress, ageing, max_learned=max_learned,
                   max_learned_per_port=max_learned_per_port)
         self._networks[vni] = Network(vni, mtu, proxy, learning, fdb, NeighTable(vni), [],
-                                      vxlan_header(vni))
+                                      vxlan_header(vni), t, q, d)
 
     def del_network(self, vni: int) -> None:
         net = self._net(vni)
@@ -390,10 +419,11 @@ class Switch:
         c.tx_bytes += len(frame)
         out.append(("port", port, frame))
 
-    def _to_vtep(self, out: list[Action], dst: IPv4Address, sport: int, payload: bytes) -> None:
+    def _to_vtep(self, out: list[Action], dst: IPv4Address, sport: int, payload: bytes,
+                 outer: Outer) -> None:
         self._underlay.tx_packets += 1
         self._underlay.tx_bytes += len(payload)
-        out.append(("vtep", dst, sport, payload))
+        out.append(("vtep", dst, sport, payload, outer))
 
     def from_port(self, port: int, frame: bytes, now: float) -> list[Action]:
         """A frame a local endpoint sent (read from its TAP)."""
@@ -463,8 +493,10 @@ class Switch:
         lo, hi = self.src_port_range
         sport = src_port(frame, lo, hi)
         payload = net.header + frame
+        tos, ttl, df = outer_fields(frame, net.tos, net.ttl, net.df)
+        outer = Outer(0, tos, ttl, df)
         for r in e.remotes:
-            self._to_vtep(out, r, sport, payload)
+            self._to_vtep(out, r, sport, payload, outer)
         return out
 
     def _arp_reduce(self, net: Network, port: int, arp: Arp, out: list[Action]) -> None:
@@ -513,24 +545,25 @@ class Switch:
                 self._events.append(("learn_limit", vni, mac_str(mac), "", loc))
 
     def from_underlay(self, source: IPv4Address | str, datagram: bytes,
-                      now: float, *, note: str = "") -> list[Action]:
-        """A UDP payload received on the VXLAN port from ``source`` (the outer IPv4 source).
-        ``note``: what the rx step in front of the core did to it (``offload.receive``:
-        "csum_partial", "segmented"), recorded as the first trace flag."""
+                      now: float, *, tos: int = 0, note: str = "") -> list[Action]:
+        """A UDP payload received on the VXLAN port from ``source`` (the outer IPv4 source)
+        with outer TOS ``tos`` (for RFC 6040 ECN decapsulation). ``note``: what the rx step
+        in front of the core did to it (``offload.receive``: "csum_partial", "segmented"),
+        recorded as the first trace flag."""
         try:
             src_ip = ip4(source)
         except ValueError as e:
             raise InvalidArgument(str(e)) from None
         if not self._trace_on:
-            return self._from_underlay(src_ip, datagram, now)
+            return self._from_underlay(src_ip, datagram, now, tos)
         self._reason, self._flags = "", [note] if note else []
-        out = self._from_underlay(src_ip, datagram, now)
+        out = self._from_underlay(src_ip, datagram, now, tos)
         vni = parse_vxlan(datagram)[1] if len(datagram) >= 8 else -1
         self._record(now, str(src_ip), vni, datagram, out)
         return out
 
-    def _from_underlay(self, src_ip: IPv4Address, datagram: bytes,
-                       now: float) -> list[Action]:
+    def _from_underlay(self, src_ip: IPv4Address, datagram: bytes, now: float,
+                       tos: int) -> list[Action]:
         self._underlay.rx_packets += 1
         self._underlay.rx_bytes += len(datagram)
         if self.allow and not any(src_ip in n for n in self.allow):
@@ -553,6 +586,11 @@ class Switch:
             if result == "conflict":
                 return self._drop("fdb_conflict")
             self._note_learning(net, src, result, old, str(src_ip), None)
+        # RFC 6040 §4.2 after learning, as vxlan_rcv orders them
+        decapped = ecn_decap(frame, tos)
+        if decapped is None:
+            return self._drop("ecn_not_ect_ce")
+        frame = decapped
 
         out: list[Action] = []
         if is_multicast_mac(dst):

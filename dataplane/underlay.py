@@ -105,6 +105,9 @@ class Underlay:
                 raise VxdpError(f"cannot bind {self.local}:{self.port}: permission denied") from None
             raise VxdpError(f"cannot bind {self.local}:{self.port}: {e.strerror}") from None
         rx.setblocking(False)
+        # The outer TOS of every datagram (a control message each): RFC 6040 decapsulation
+        # needs its ECN bits, as the kernel's vxlan_rcv reads them from the outer header.
+        rx.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, 1)
         _set_buffer(rx, SO_RCVBUFFORCE, socket.SO_RCVBUF, SOCKET_BUFFER)
         _set_buffer(rx, SO_SNDBUFFORCE, socket.SO_SNDBUF, SOCKET_BUFFER)
         self.rx = rx

@@ -148,7 +148,8 @@ class Vtep:
         sw.add_network(net.vni, mtu=net.mtu, proxy=net.proxy, learning=net.learning,
                        ageing=net.ageing, maxaddress=net.maxaddress,
                        max_learned=net.max_learned,
-                       max_learned_per_port=net.max_learned_per_port)
+                       max_learned_per_port=net.max_learned_per_port,
+                       ttl=net.ttl, tos=net.tos, df=net.df)
         # Docker's peerAdd: one permanent FDB entry + one permanent neighbour entry per peer.
         for p in net.peers:
             sw.fdb_add(net.vni, p.mac, p.vtep, "permanent")

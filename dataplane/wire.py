@@ -56,6 +56,7 @@ DROP_REASONS: tuple[str, ...] = (
     "hairpin",         # unicast back to its ingress port (bridge never does that)
     "remote_dest",     # from the underlay to a MAC that lives on another VTEP (split horizon)
     "unknown_port",    # frame from a port the switch does not know (detached meanwhile)
+    "ecn_not_ect_ce",  # RFC 6040: a not-ECT inner frame under an outer CE (kernel: drop)
 )
 
 # Other counters: decisions that are not drops.
@@ -254,14 +255,17 @@ def udp_header(src: IPv4Address, dst: IPv4Address, sport: int, dport: int,
 
 
 def ipv4_header(src: IPv4Address, dst: IPv4Address, payload_len: int, ident: int = 0,
-                ttl: int = 64, proto: int = IPPROTO_UDP) -> bytes:
-    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + payload_len, ident, 0, ttl, proto, 0,
-                      src.packed, dst.packed)
+                ttl: int = 64, proto: int = IPPROTO_UDP, tos: int = 0, df: bool = False) -> bytes:
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, tos, 20 + payload_len, ident,
+                      0x4000 if df else 0, ttl, proto, 0, src.packed, dst.packed)
     return hdr[:10] + struct.pack("!H", inet_checksum(hdr)) + hdr[12:]
 
 
 def outer_datagram(src: IPv4Address, dst: IPv4Address, sport: int, payload: bytes,
-                   dport: int = VXLAN_PORT, ident: int = 0, ttl: int = 64) -> bytes:
-    """IPv4 + UDP + ``payload`` (VXLAN header + inner frame), checksums complete."""
+                   dport: int = VXLAN_PORT, ident: int = 0, ttl: int = 64, tos: int = 0,
+                   df: bool = False) -> bytes:
+    """IPv4 + UDP + ``payload`` (VXLAN header + inner frame), checksums complete; ``tos``,
+    ``ttl`` and ``df`` as dataplane.tunnel.outer_fields gives them."""
     udp = udp_header(src, dst, sport, dport, payload)
-    return ipv4_header(src, dst, len(udp) + len(payload), ident, ttl) + udp + payload
+    return ipv4_header(src, dst, len(udp) + len(payload), ident, ttl, tos=tos, df=df) \
+        + udp + payload

@@ -81,7 +81,8 @@ cdef enum:  # drop reasons, wire.DROP_REASONS order
     DR_HAIRPIN = 10
     DR_REMOTE_DEST = 11
     DR_UNKNOWN_PORT = 12
-    N_DROPS = 13
+    DR_ECN_NOT_ECT_CE = 13
+    N_DROPS = 14
 
 cdef enum:  # event counters, wire.EVENT_COUNTERS order
     EC_PROXY_REPLIES = 0

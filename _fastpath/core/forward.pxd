@@ -20,6 +20,9 @@ ctypedef struct net_t:
     uint32_t nports
     uint32_t ports_cap
     uint8_t hdr[8]               # prebuilt VXLAN header (RFC 7348 §5.1)
+    int16_t ttl                  # outer header rules (tunnel.pxd): 0 auto, 1..255, -1 inherit
+    int16_t tos                  # 0..255, -1 inherit
+    uint8_t df                   # DF_UNSET / DF_SET / DF_INHERIT
 
 ctypedef struct port_t:
     int32_t net                  # network slot, -1 = not attached
@@ -48,6 +51,9 @@ ctypedef struct txrec:
     uint8_t inline_hdr           # 1: IPv4+UDP header in `hdr`, 0: at data - 28
     uint8_t csum_todo            # the UDP checksum is not filled in yet (outer_csum)
     uint8_t csum                 # port records: CSUM_ state of the frame's L4 checksum
+    uint8_t tos                  # underlay records: the outer TOS, TTL and DF (tunnel.pyx)
+    uint8_t ttl
+    uint8_t df
     int32_t next                 # port records in a coalescing run: the next member
     uint8_t hdr[IPUDP_HLEN]
 
@@ -80,8 +86,8 @@ cdef int core_port(sw_t *s, int32_t port, uint8_t *f, uint32_t n, double now,
                    uint8_t *scratch) noexcept nogil
 cdef int32_t underlay_slot(sw_t *s, uint32_t src, const uint8_t *d, uint32_t n) noexcept nogil
 cdef int core_underlay(sw_t *s, uint32_t src, uint8_t *d, uint32_t n,
-                       double now) noexcept nogil
+                       double now, uint8_t tos) noexcept nogil
 cdef void core_from_port(sw_t *s, int32_t port, int64_t tsrc, uint8_t *f, uint32_t n,
                          double now, uint8_t *scratch) noexcept nogil
 cdef void core_from_underlay(sw_t *s, uint32_t src, uint8_t *d, uint32_t n,
-                             double now) noexcept nogil
+                             double now, uint8_t tos) noexcept nogil

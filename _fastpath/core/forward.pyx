@@ -68,9 +68,11 @@ cdef void encap(sw_t *s, net_t *net, fdb_ent *e, uint8_t *f, uint32_t n) noexcep
     cdef uint32_t cnt = ent_nremotes(&s.fdb, e), i
     cdef uint32_t *rem = ent_remotes(&s.fdb, e)
     cdef uint16_t sport
+    cdef uint8_t tos, ttl, df
     cdef txrec *r
     memcpy(payload, net.hdr, VXLAN_HLEN)
     sport = flow_sport(s, f, n)
+    outer_fields(net, f, n, &tos, &ttl, &df)
     for i in range(cnt):
         r = out_push(s)
         if r == NULL:
@@ -81,12 +83,16 @@ cdef void encap(sw_t *s, net_t *net, fdb_ent *e, uint8_t *f, uint32_t n) noexcep
         r.dst = rem[i]
         r.sport = sport
         r.csum_todo = 1
+        r.tos = tos
+        r.ttl = ttl
+        r.df = df
         if i == 0:
             r.inline_hdr = 0
-            build_ipudp(payload - IPUDP_HLEN, s.local, rem[i], sport, s.dport, plen, 0)
+            build_ipudp(payload - IPUDP_HLEN, s.local, rem[i], sport, s.dport, plen, 0,
+                        tos, ttl, df)
         else:
             r.inline_hdr = 1
-            build_ipudp(r.hdr, s.local, rem[i], sport, s.dport, plen, 0)
+            build_ipudp(r.hdr, s.local, rem[i], sport, s.dport, plen, 0, tos, ttl, df)
         s.ul_tx_packets += 1
         s.ul_tx_bytes += plen
 
@@ -234,7 +240,7 @@ cdef int32_t underlay_slot(sw_t *s, uint32_t src, const uint8_t *d, uint32_t n) 
 
 
 cdef int core_underlay(sw_t *s, uint32_t src, uint8_t *d, uint32_t n,
-                       double now) noexcept nogil:
+                       double now, uint8_t tos) noexcept nogil:
     """Switch._from_underlay in C: `d` is the UDP payload (VXLAN header + frame) received
     from `src` (network order); outputs are appended to s.out. Checks in vxlan_rcv's order
     (RFC 7348 §5.1, §4.1: decapsulate, learn, deliver; never back to the underlay).
@@ -274,6 +280,8 @@ cdef int core_underlay(sw_t *s, uint32_t src, uint8_t *d, uint32_t n,
     if net.learning:
         if learn(s, slot, smac, now, -1, src) == LR_CONFLICT:
             return drop(s, DR_FDB_CONFLICT)
+    if (tos & 3) and ecn_decap(f, fl, tos) < 0:     # RFC 6040 §4.2, after learning
+        return drop(s, DR_ECN_NOT_ECT_CE)
     if not (f[0] & 1):
         dst = vx_mac48(f)
         e = fdb_find(&s.fdb, fdb_key(slot, dst))
@@ -307,19 +315,19 @@ cdef void core_from_port(sw_t *s, int32_t port, int64_t tsrc, uint8_t *f, uint32
 
 
 cdef void core_from_underlay(sw_t *s, uint32_t src, uint8_t *d, uint32_t n,
-                             double now) noexcept nogil:
+                             double now, uint8_t tos) noexcept nogil:
     """Switch.from_underlay: the core, plus the trace record when tracing is on."""
     cdef uint32_t first
     cdef int reason
     cdef int32_t vni = -1
     if vx_likely(not s.tr.on):
-        core_underlay(s, src, d, n, now)
+        core_underlay(s, src, d, n, now, tos)
         return
     first = s.n_out
     s.tr.tf_n = 0
     if s.rx_note:
         tflag(s, s.rx_note - 1)         # what the rx step did before (rx notes: TF_ + 1)
-    reason = core_underlay(s, src, d, n, now)
+    reason = core_underlay(s, src, d, n, now, tos)
     if n >= VXLAN_HLEN:
         vni = <int32_t>vxlan_vni(d)
     trace_record(s, now, LOC_IP, src, vni, d, n, reason, first)

@@ -9,6 +9,7 @@ ctypedef struct tx_t:
     iovec *iov                   # 2 * cap
     sockaddr_in *addr            # cap
     uint32_t *rec                # cap: s.out index of each queued sendmmsg message
+    uint8_t *ctl                 # cap * VX_TX_CMSG_SPACE: TOS/TTL of each message (UDP socket)
     uint32_t cap
     iovec *wv                    # COALESCE_MAX + 2 (TAP writev) + GSO_MAX_SEGS (UDP GSO)
     # offloads
@@ -16,6 +17,7 @@ ctypedef struct tx_t:
     uint8_t tap_coalesce         # TCP runs to vnet ports are written as one GSO frame
     int32_t *gso_fd              # 65536: per source port UDP socket, -1 none, -2 bind failed
     uint32_t *gso_used           # 65536: gso_epoch of the last use
+    uint8_t *gso_df              # 65536: the DF setting the socket has now
     uint32_t gso_epoch
     uint32_t gso_nsock
     uint32_t gso_refused         # smallest datagram a GSO send was refused for (EINVAL)

@@ -17,6 +17,8 @@ cdef void tx_free(tx_t *t) noexcept nogil:
     gso_close_all(t)
     free(t.gso_fd)
     free(t.gso_used)
+    free(t.gso_df)
+    free(t.ctl)
     free(t.msgs)
     free(t.iov)
     free(t.addr)
@@ -203,19 +205,23 @@ cdef int gso_tables(tx_t *t) noexcept nogil:
     set_offload(udp_gso=True), or by the first datagram too big for the raw socket."""
     cdef int32_t *fds
     cdef uint32_t *used
+    cdef uint8_t *dfs
     cdef uint32_t i
     if t.gso_fd != NULL:
         return 0
     fds = <int32_t*>malloc(65536 * sizeof(int32_t))
     used = <uint32_t*>calloc(65536, sizeof(uint32_t))
-    if fds == NULL or used == NULL:
+    dfs = <uint8_t*>calloc(65536, 1)
+    if fds == NULL or used == NULL or dfs == NULL:
         free(fds)
         free(used)
+        free(dfs)
         return -1
     for i in range(65536):
         fds[i] = -1
     t.gso_fd = fds
     t.gso_used = used
+    t.gso_df = dfs
     return 0
 
 
@@ -236,8 +242,17 @@ cdef int gso_socket(sw_t *s, uint16_t sport) noexcept nogil:
         t.gso_fd[sport] = -2        # retried after GSO_IDLE_TICKS (gso_gc)
         return -1
     t.gso_fd[sport] = fd
+    t.gso_df[sport] = 0                 # vx_gso_socket opens it with DF clear
     t.gso_nsock += 1
     return fd
+
+
+cdef inline void gso_df(tx_t *t, uint16_t sport, uint8_t df) noexcept nogil:
+    """The per-source-port socket's DF setting for the next send (changed only when the
+    flow's datagrams need the other one: `df inherit` can vary per packet)."""
+    if t.gso_df[sport] != df:
+        vx_set_df(t.gso_fd[sport], df)
+        t.gso_df[sport] = df
 
 
 cdef void gso_close_all(tx_t *t) noexcept nogil:
@@ -281,7 +296,7 @@ cdef uint32_t gso_run(sw_t *s, uint32_t i) noexcept nogil:
     while i + k < s.n_out and k < GSO_MAX_SEGS:
         q = &s.out[i + k]
         if q.port >= 0 or q.dst != r.dst or q.sport != r.sport or q.len > r.len \
-                or total + q.len > 65507:
+                or total + q.len > 65507 or q.tos != r.tos or q.ttl != r.ttl or q.df != r.df:
             break
         total += q.len
         k += 1
@@ -318,6 +333,9 @@ cdef void raw_queue(sw_t *s, uint32_t nb, uint32_t idx) noexcept nogil:
         v[0].iov_base = r.data
         v[0].iov_len = r.len
         m.msg_hdr.msg_iovlen = 1
+        m.msg_hdr.msg_control = t.ctl + <size_t>nb * VX_TX_CMSG_SPACE
+        m.msg_hdr.msg_controllen = VX_TX_CMSG_SPACE
+        vx_tos_ttl(&m.msg_hdr, CMSG_FIRSTHDR(&m.msg_hdr), r.tos, r.ttl)
     elif r.inline_hdr:
         v[0].iov_base = r.hdr
         v[0].iov_len = IPUDP_HLEN
@@ -335,10 +353,13 @@ cdef bint udp_one(sw_t *s, txrec *r) noexcept nogil:
     goes out on the flow's UDP socket instead, where the kernel fragments it — what the
     kernel's vxlan does with `df unset` (its default), offloads or not. True if it was sent."""
     cdef int fd
-    if gso_tables(&s.tx) < 0:
-        return False
+    if r.df or gso_tables(&s.tx) < 0:
+        return False            # DF set: the kernel does not fragment either (IpFragFails)
     fd = gso_socket(s, r.sport)
-    return fd >= 0 and vx_send_one(fd, r.dst, s.dport, r.data, r.len) >= 0
+    if fd < 0:
+        return False
+    gso_df(&s.tx, r.sport, 0)
+    return vx_send_one(fd, r.dst, s.dport, r.data, r.len, r.tos, r.ttl) >= 0
 
 
 cdef uint32_t raw_flush(sw_t *s, uint32_t nb) noexcept nogil:
@@ -369,7 +390,7 @@ cdef void udp_each(sw_t *s, int fd, uint32_t i, uint32_t k) noexcept nogil:
     cdef txrec *r
     for j in range(k):
         r = &s.out[i + j]
-        if vx_send_one(fd, r.dst, s.dport, r.data, r.len) < 0:
+        if vx_send_one(fd, r.dst, s.dport, r.data, r.len, r.tos, r.ttl) < 0:
             ul_tx_error(s, errno, 1)
 
 
@@ -387,7 +408,7 @@ cdef bint gso_send(sw_t *s, int fd, uint32_t i, uint32_t k) noexcept nogil:
     for j in range(k):
         v[j].iov_base = s.out[i + j].data
         v[j].iov_len = s.out[i + j].len
-    if vx_send_gso(fd, r.dst, s.dport, v, <int>k, <uint16_t>r.len) >= 0:
+    if vx_send_gso(fd, r.dst, s.dport, v, <int>k, <uint16_t>r.len, r.tos, r.ttl) >= 0:
         s.offc[OC_GSO_SENDS] += 1
         s.offc[OC_GSO_DATAGRAMS] += k
         return True
@@ -413,19 +434,23 @@ cdef int tx_reserve(tx_t *t, uint32_t nv) noexcept nogil:
     free(t.iov)
     free(t.addr)
     free(t.rec)
+    free(t.ctl)
     t.msgs = <mmsghdr*>calloc(ncap, sizeof(mmsghdr))
     t.iov = <iovec*>calloc(2 * ncap, sizeof(iovec))
     t.addr = <sockaddr_in*>calloc(ncap, sizeof(sockaddr_in))
     t.rec = <uint32_t*>calloc(ncap, sizeof(uint32_t))
-    if t.msgs == NULL or t.iov == NULL or t.addr == NULL or t.rec == NULL:
+    t.ctl = <uint8_t*>calloc(ncap, VX_TX_CMSG_SPACE)
+    if t.msgs == NULL or t.iov == NULL or t.addr == NULL or t.rec == NULL or t.ctl == NULL:
         free(t.msgs)
         free(t.iov)
         free(t.addr)
         free(t.rec)
+        free(t.ctl)
         t.msgs = NULL
         t.iov = NULL
         t.addr = NULL
         t.rec = NULL
+        t.ctl = NULL
         t.cap = 0
         return -1
     t.cap = ncap
@@ -454,6 +479,8 @@ cdef void tx_underlay(sw_t *s, uint32_t nv) noexcept nogil:
                 if fd >= 0:
                     # datagrams queued for sendmmsg go first: per-flow order
                     nb = raw_flush(s, nb)
+                    if t.raw:
+                        gso_df(t, r.sport, r.df)
                     if r.len >= t.gso_refused:
                         s.offc[OC_GSO_FALLBACKS] += 1
                         udp_each(s, fd, i, k)
@@ -472,6 +499,7 @@ cdef void tx_underlay(sw_t *s, uint32_t nv) noexcept nogil:
                 # datagrams on it, so that no per-socket queue or qdisc choice (fq, XPS)
                 # can reorder them against its GSO runs
                 t.gso_used[r.sport] = t.gso_epoch
+                gso_df(t, r.sport, r.df)
                 udp_each(s, t.gso_fd[r.sport], i, 1)
                 i += 1
                 continue

@@ -2,7 +2,8 @@
 # IPv4 + UDP header, its checksums, the flow-hashed source port (RFC 7348 §5), ARP sanity.
 
 cdef void build_ipudp(uint8_t *h, uint32_t src, uint32_t dst, uint16_t sport,
-                      uint16_t dport, uint32_t plen, uint64_t psum) noexcept nogil
+                      uint16_t dport, uint32_t plen, uint64_t psum, uint8_t tos, uint8_t ttl,
+                      uint8_t df) noexcept nogil
 
 cdef inline bint arp_ok(const uint8_t *f, uint32_t n) noexcept nogil:
     """wire.parse_arp: long enough, Ethernet(1)/IPv4(0x0800), hlen 6, plen 4."""

@@ -2,10 +2,12 @@
 
 
 cdef void build_ipudp(uint8_t *h, uint32_t src, uint32_t dst, uint16_t sport,
-                      uint16_t dport, uint32_t plen, uint64_t psum) noexcept nogil:
+                      uint16_t dport, uint32_t plen, uint64_t psum, uint8_t tos, uint8_t ttl,
+                      uint8_t df) noexcept nogil:
     """IPv4 + UDP headers in front of a `plen`-byte UDP payload whose (native-order) ones'
-    complement sum is `psum`: byte for byte wire.outer_datagram() (ID 0, DF clear, TTL 64,
-    UDP checksum over the RFC 768 pseudo-header, a computed 0 sent as 0xFFFF).
+    complement sum is `psum`: byte for byte wire.outer_datagram() (ID 0 — the raw socket
+    has the kernel pick one, as ip_select_ident does for the kernel's vxlan — the given TOS,
+    TTL and DF, UDP checksum over the RFC 768 pseudo-header, a computed 0 sent as 0xFFFF).
 
     Both checksums are computed from the field values, not by re-reading the bytes just
     stored: reading back a header assembled from narrow stores stalls store-to-load
@@ -13,14 +15,16 @@ cdef void build_ipudp(uint8_t *h, uint32_t src, uint32_t dst, uint16_t sport,
     cdef uint32_t hs = ntohl(src), hd = ntohl(dst)
     cdef uint32_t ulen = (plen + 8) & 0xFFFF, tot = (plen + IPUDP_HLEN) & 0xFFFF
     cdef uint64_t addrs = (hs >> 16) + (hs & 0xFFFF) + (hd >> 16) + (hd & 0xFFFF)
-    cdef uint16_t ipc = <uint16_t>~vx_csum_fold(0x4500 + tot + 0x4011 + addrs)
+    cdef uint32_t frag = 0x4000 if df else 0
+    cdef uint16_t ipc = <uint16_t>~vx_csum_fold(0x4500 + tos + tot + frag
+                                                + (<uint32_t>ttl << 8) + 17 + addrs)
     cdef uint16_t uc = <uint16_t>~vx_csum_fold(vx_csum_be(psum) + addrs + 17 + ulen + sport
                                                + dport + ulen)
     if uc == 0:
         uc = 0xFFFF
-    vx_put_be32(h, 0x45000000 | tot)     # version/IHL, TOS 0, total length
-    vx_put_be32(h + 4, 0)                 # ID 0, flags/fragment 0
-    vx_put_be32(h + 8, 0x40110000 | ipc)  # TTL 64, UDP, header checksum
+    vx_put_be32(h, 0x45000000 | (<uint32_t>tos << 16) | tot)   # version/IHL, TOS, length
+    vx_put_be32(h + 4, frag)                                    # ID 0, DF or not
+    vx_put_be32(h + 8, (<uint32_t>ttl << 24) | 0x110000 | ipc)  # TTL, UDP, header checksum
     memcpy(h + 12, &src, 4)
     memcpy(h + 16, &dst, 4)
     vx_put_be32(h + 20, (<uint32_t>sport << 16) | dport)
@@ -40,5 +44,6 @@ cdef void outer_csum(sw_t *s, txrec *r) noexcept nogil:
     if not r.csum_todo:
         return
     h = &r.hdr[0] if r.inline_hdr else r.data - IPUDP_HLEN
-    build_ipudp(h, s.local, r.dst, r.sport, s.dport, r.len, vx_csum_add(0, r.data, r.len))
+    build_ipudp(h, s.local, r.dst, r.sport, s.dport, r.len, vx_csum_add(0, r.data, r.len),
+                r.tos, r.ttl, r.df)
     r.csum_todo = 0

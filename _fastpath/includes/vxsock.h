@@ -53,13 +53,42 @@ static inline int vx_gso_socket(uint32_t local_be, uint16_t sport, int sndbuf) {
     return fd;
 }
 
+/* The outer TOS and TTL of one send, as IP_TOS / IP_TTL control messages (ip_cmsg_send):
+   the kernel's vxlan sets them per packet (RFC 6040 ECN, `tos`/`ttl` inherit), and a UDP
+   socket's own settings would be one value for every flow. Appends to `m`'s control buffer,
+   which must have VX_TX_CMSG_SPACE bytes left. */
+#define VX_TX_CMSG_SPACE ((size_t)(2 * CMSG_SPACE(sizeof(int))))
+static inline void vx_tos_ttl(struct msghdr *m, struct cmsghdr *c, uint8_t tos, uint8_t ttl) {
+    int v = tos;
+    c->cmsg_level = IPPROTO_IP;
+    c->cmsg_type = IP_TOS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &v, sizeof v);
+    c = CMSG_NXTHDR(m, c);
+    v = ttl;
+    c->cmsg_level = IPPROTO_IP;
+    c->cmsg_type = IP_TTL;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &v, sizeof v);
+}
+
+/* DF on a UDP socket's datagrams: Linux has no per-datagram DF, so a socket's
+   IP_MTU_DISCOVER is switched when a datagram needs the other setting (DO: DF set and
+   EMSGSIZE past the path MTU; DONT: DF clear, the kernel fragments). */
+static inline int vx_set_df(int fd, int df) {
+    int v = df ? IP_PMTUDISC_DO : IP_PMTUDISC_DONT;
+    return setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &v, sizeof v);
+}
+
 /* One sendmsg() carrying `cnt` iovecs that the kernel cuts into datagrams of `gso_size`
    bytes (the last may be shorter) with the UDP_SEGMENT control message: one trip
    through the UDP/IP stack for up to 64 datagrams (udp_send_skb → GSO). */
 static inline ssize_t vx_send_gso(int fd, uint32_t dst_be, uint16_t dport,
-                                  struct iovec *iov, int cnt, uint16_t gso_size) {
+                                  struct iovec *iov, int cnt, uint16_t gso_size,
+                                  uint8_t tos, uint8_t ttl) {
     struct sockaddr_in a;
-    union { char buf[CMSG_SPACE(sizeof(uint16_t))]; struct cmsghdr align; } ctl;
+    union { char buf[CMSG_SPACE(sizeof(uint16_t)) + VX_TX_CMSG_SPACE];
+            struct cmsghdr align; } ctl;
     struct msghdr m;
     struct cmsghdr *c;
     ssize_t r;
@@ -80,43 +109,66 @@ static inline ssize_t vx_send_gso(int fd, uint32_t dst_be, uint16_t dport,
     c->cmsg_type = UDP_SEGMENT;
     c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
     memcpy(CMSG_DATA(c), &gso_size, sizeof gso_size);
+    vx_tos_ttl(&m, CMSG_NXTHDR(&m, c), tos, ttl);
     do { r = sendmsg(fd, &m, MSG_DONTWAIT); } while (r < 0 && errno == EINTR);
     return r;
 }
 
 /* One datagram on a GSO socket without UDP_SEGMENT: the fallback when the kernel
-   refuses a GSO send, and the way out for a datagram too big for the path. The socket
-   has IP_PMTUDISC_DONT, so an oversized one is fragmented like the kernel's vxlan does
-   without `df set` (a raw IP_HDRINCL socket refuses it with EMSGSIZE instead). */
+   refuses a GSO send, and the way out for a datagram too big for the path. With DF clear
+   (IP_PMTUDISC_DONT) an oversized one is fragmented like the kernel's vxlan does without
+   `df set` (a raw IP_HDRINCL socket refuses it with EMSGSIZE instead). */
 static inline ssize_t vx_send_one(int fd, uint32_t dst_be, uint16_t dport,
-                                  const void *data, size_t len) {
+                                  const void *data, size_t len, uint8_t tos, uint8_t ttl) {
     struct sockaddr_in a;
+    struct iovec v;
+    union { char buf[VX_TX_CMSG_SPACE]; struct cmsghdr align; } ctl;
+    struct msghdr m;
     ssize_t r;
     memset(&a, 0, sizeof a);
     a.sin_family = AF_INET;
     a.sin_port = htons(dport);
     a.sin_addr.s_addr = dst_be;
-    do {
-        r = sendto(fd, data, len, MSG_DONTWAIT, (struct sockaddr *)&a, sizeof a);
-    } while (r < 0 && errno == EINTR);
+    v.iov_base = (void *)data;
+    v.iov_len = len;
+    memset(&ctl, 0, sizeof ctl);
+    memset(&m, 0, sizeof m);
+    m.msg_name = &a;
+    m.msg_namelen = sizeof a;
+    m.msg_iov = &v;
+    m.msg_iovlen = 1;
+    m.msg_control = ctl.buf;
+    m.msg_controllen = sizeof ctl.buf;
+    vx_tos_ttl(&m, CMSG_FIRSTHDR(&m), tos, ttl);
+    do { r = sendmsg(fd, &m, MSG_DONTWAIT); } while (r < 0 && errno == EINTR);
     return r;
 }
 
-/* Room for the UDP_GRO control message of one received buffer. */
-#define VX_GRO_CMSG_SPACE ((size_t)CMSG_SPACE(sizeof(int)))
+/* Room for the control messages of one received buffer: UDP_GRO's segment size and the
+   outer TOS (IP_RECVTOS, one byte) or IPv6 traffic class (IPV6_RECVTCLASS, an int). */
+#define VX_RX_CMSG_SPACE ((size_t)(2 * CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(int))))
 
-/* The segment size of a buffer that UDP GRO glued together (udp_cmsg_recv), 0 if the
-   buffer is a single datagram. */
-static inline uint32_t vx_gro_size(struct msghdr *m) {
+/* What the control messages of a received buffer say: the segment size of a buffer that UDP
+   GRO glued together (udp_cmsg_recv; 0 if it is a single datagram) and the outer TOS / traffic
+   class (ip_cmsg_recv_tos; GRO never glues datagrams whose TOS or TTL differ, so it is every
+   segment's). */
+static inline void vx_rx_cmsgs(struct msghdr *m, uint32_t *gso, uint8_t *tos) {
     struct cmsghdr *c;
     int v;
+    *gso = 0;
+    *tos = 0;
+    if (m->msg_controllen == 0) return;
     for (c = CMSG_FIRSTHDR(m); c != NULL; c = CMSG_NXTHDR(m, c)) {
         if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
             memcpy(&v, CMSG_DATA(c), sizeof v);
-            return v > 0 ? (uint32_t)v : 0;
+            *gso = v > 0 ? (uint32_t)v : 0;
+        } else if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_TOS) {
+            *tos = *(const uint8_t *)CMSG_DATA(c);
+        } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_TCLASS) {
+            memcpy(&v, CMSG_DATA(c), sizeof v);
+            *tos = (uint8_t)v;
         }
     }
-    return 0;
 }
 
 static inline ssize_t vx_writev(int fd, const struct iovec *iov, int cnt) {

@@ -352,8 +352,11 @@ def test_differential_harness_catches_a_difference() -> None:
     class Flipped(reference.Switch):
         def from_port(self, port: int, frame: bytes, now: float) -> list[Any]:
             out = super().from_port(port, frame, now)
-            return [a[:-1] + (a[-1][:-1] + bytes((a[-1][-1] ^ 1,)),) if a[-1] else a
-                    for a in out]
+            def flip(a: Any) -> Any:
+                at = 2 if a[0] == "port" else 3           # the frame / the UDP payload
+                b = a[at]
+                return a[:at] + (b[:-1] + bytes((b[-1] ^ 1,)),) + a[at + 1:] if b else a
+            return [flip(a) for a in out]
 
     class FlippedModule:
         Switch = Flipped

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from dataplane import wire
+from dataplane.tunnel import Outer
 from dataplane.errors import EntryExists, EntryNotFound, InvalidArgument
 from tests.strategies import (
     BROADCAST,
@@ -46,6 +47,9 @@ from tests.strategies import (
 
 HDR = vxlan_hdr(VNI)
 X_MAC = bytes.fromhex("02000000aa01")   # a MAC nobody configured (learning tests)
+
+
+OUT = Outer()      # the outer header rules' defaults: the VTEP's port, TOS 0, TTL 64, no DF
 
 
 def walkthrough(impl: Any, *, proxy: bool = True, learning: bool = False, strict: bool = True,
@@ -108,8 +112,8 @@ def test_action_tuple_shapes(impl: Any) -> None:
         if a[0] == "port":
             assert len(a) == 3 and type(a[1]) is int and type(a[2]) is bytes
         else:
-            assert len(a) == 4 and isinstance(a[1], IPv4Address) and type(a[2]) is int
-            assert type(a[3]) is bytes
+            assert len(a) == 5 and isinstance(a[1], IPv4Address) and type(a[2]) is int
+            assert type(a[3]) is bytes and type(a[4]) is Outer
 
 
 def test_counter_names(impl: Any) -> None:
@@ -270,8 +274,8 @@ def test_proxy_off_arp_is_replicated_to_flood_list(impl: Any) -> None:
     sw = walkthrough(impl, proxy=False, flood=(REMOTE2, REMOTE3))
     req = arp_request(C1_MAC, C1_IP, PEER_IP)
     sport = wire.src_port(req)
-    assert sw.from_port(1, req, 0.0) == [("port", 2, req), ("vtep", REMOTE2, sport, HDR + req),
-                                         ("vtep", REMOTE3, sport, HDR + req)]
+    assert sw.from_port(1, req, 0.0) == [("port", 2, req), ("vtep", REMOTE2, sport, HDR + req, OUT),
+                                         ("vtep", REMOTE3, sport, HDR + req, OUT)]
     miss = arp_request(C1_MAC, C1_IP, UNKNOWN_IP)
     assert len(sw.from_port(1, miss, 0.0)) == 3
     assert counts(sw) == {} and sw.events() == []   # no proxy: no l3miss either
@@ -280,7 +284,7 @@ def test_proxy_off_arp_is_replicated_to_flood_list(impl: Any) -> None:
 def test_proxy_off_unicast_arp_goes_to_the_peer(impl: Any) -> None:
     sw = walkthrough(impl, proxy=False)
     req = arp_request(C1_MAC, C1_IP, PEER_IP, dst=PEER_MAC)
-    assert sw.from_port(1, req, 0.0) == [("vtep", REMOTE, wire.src_port(req), HDR + req)]
+    assert sw.from_port(1, req, 0.0) == [("vtep", REMOTE, wire.src_port(req), HDR + req, OUT)]
 
 
 def test_arp_request_from_underlay_is_delivered_not_answered(impl: Any) -> None:
@@ -299,7 +303,7 @@ def test_unicast_to_remote_is_encapsulated_once(impl: Any, rng: tuple[int, int] 
     frame = to_peer(b"x" * 100)
     acts = sw.from_port(1, frame, 0.0)
     assert len(acts) == 1
-    kind, dst, sport, payload = acts[0]
+    kind, dst, sport, payload, _outer = acts[0]
     lo, hi = rng or (49152, 65535)
     assert (kind, dst) == ("vtep", REMOTE)
     assert lo <= sport <= hi and sport == wire.src_port(frame, lo, hi)
@@ -332,8 +336,8 @@ def test_unknown_unicast_floods_and_replicates_in_list_order(impl: Any) -> None:
     f = ipv4_frame(UNKNOWN_MAC, C1_MAC, C1_IP, UNKNOWN_IP)
     sport = wire.src_port(f)
     assert sw.from_port(1, f, 0.0) == [
-        ("port", 2, f), ("vtep", REMOTE3, sport, HDR + f), ("vtep", REMOTE, sport, HDR + f),
-        ("vtep", REMOTE2, sport, HDR + f)]
+        ("port", 2, f), ("vtep", REMOTE3, sport, HDR + f, OUT), ("vtep", REMOTE, sport, HDR + f, OUT),
+        ("vtep", REMOTE2, sport, HDR + f, OUT)]
     assert counts(sw) == {} and sw.events() == []
 
 
@@ -352,8 +356,8 @@ def test_broadcast_goes_to_other_ports_and_flood_list(impl: Any) -> None:
     f = ipv4_frame(BROADCAST, C2_MAC, C2_IP, "192.168.55.255")
     sport = wire.src_port(f)
     assert sw.from_port(2, f, 0.0) == [("port", 1, f), ("port", 5, f),
-                                       ("vtep", REMOTE2, sport, HDR + f),
-                                       ("vtep", REMOTE3, sport, HDR + f)]
+                                       ("vtep", REMOTE2, sport, HDR + f, OUT),
+                                       ("vtep", REMOTE3, sport, HDR + f, OUT)]
 
 
 def test_broadcast_without_flood_list_is_not_a_miss(impl: Any) -> None:
@@ -370,7 +374,7 @@ def test_multicast_mac_entry_takes_precedence_over_flood_list(impl: Any) -> None
     sw.fdb_append(VNI, MCAST_MAC, REMOTE3)
     f = eth(MCAST_MAC, C1_MAC, 0x88B5, b"group")
     assert sw.from_port(1, f, 0.0) == [("port", 2, f),
-                                       ("vtep", REMOTE3, wire.src_port(f), HDR + f)]
+                                       ("vtep", REMOTE3, wire.src_port(f), HDR + f, OUT)]
 
 
 def test_hairpin_is_dropped(impl: Any) -> None:
@@ -396,7 +400,7 @@ def test_runt_from_port(impl: Any, n: int) -> None:
 def test_oversize_from_port(impl: Any, mtu: int) -> None:
     sw = walkthrough(impl, mtu=mtu)
     ok = sized_frame(PEER_MAC, C1_MAC, mtu + 14)
-    assert sw.from_port(1, ok, 0.0) == [("vtep", REMOTE, wire.src_port(ok), HDR + ok)]
+    assert sw.from_port(1, ok, 0.0) == [("vtep", REMOTE, wire.src_port(ok), HDR + ok, OUT)]
     dropped(sw, sw.from_port(1, sized_frame(PEER_MAC, C1_MAC, mtu + 15), 0.0), "oversize")
 
 
@@ -705,7 +709,7 @@ def test_vni_isolation_from_ports(impl: Any) -> None:
     sw = two_networks(impl)
     b = eth(BROADCAST, C1_MAC, 0x88B5, b"A")
     assert sw.from_port(1, b, 0.0) == [("port", 2, b),
-                                       ("vtep", REMOTE, wire.src_port(b), HDR + b)]
+                                       ("vtep", REMOTE, wire.src_port(b), HDR + b, OUT)]
     # a MAC that lives in B is unknown in A
     to_b = eth(bytes.fromhex("02000000b003"), C1_MAC, 0x88B5, b"A")
     assert [a[:2] for a in sw.from_port(1, to_b, 0.0)] == [("port", 2), ("vtep", REMOTE)]
@@ -719,7 +723,7 @@ def test_vni_isolation_from_ports(impl: Any) -> None:
     assert [a[:2] for a in acts] == [("port", 4), ("port", 3)]
     # B's unicast to its peer is encapsulated with B's VNI
     f = eth(PEER_MAC, bytes.fromhex("02000000b004"), 0x88B5, b"B")
-    assert sw.from_port(4, f, 0.0) == [("vtep", REMOTE3, wire.src_port(f), vxlan_hdr(VNI_B) + f)]
+    assert sw.from_port(4, f, 0.0) == [("vtep", REMOTE3, wire.src_port(f), vxlan_hdr(VNI_B) + f, OUT)]
 
 
 def test_vni_isolation_from_underlay(impl: Any) -> None:

@@ -3,9 +3,10 @@
 # and the Switch class. _fastpath/testing.pyx cimports them; the product never does.
 
 from libc.stdint cimport int8_t, uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int32_t, int64_t
+from libc.string cimport memcpy, memcmp
 
 from _fastpath.includes.libc_net cimport iovec, mmsghdr, msghdr, sockaddr_in
-from _fastpath.includes.vxbits cimport vx_mix64, vx_unlikely
+from _fastpath.includes.vxbits cimport vx_mix64, vx_unlikely, vx_put_be32
 
 # The switch state is defined last (it embeds every part's state); the parts' functions
 # take a pointer to it.
@@ -14,6 +15,7 @@ ctypedef sw_s sw_t
 
 include "core/defs.pxd"
 include "core/table.pxd"
+include "core/remote.pxd"
 include "core/fdb.pxd"
 include "core/neigh.pxd"
 include "core/forward.pxd"
@@ -44,6 +46,7 @@ cdef struct sw_s:
     port_t *ports
     uint32_t ports_cap
     # tables
+    remotes_t rem
     fdb_t fdb
     table_t nb
     # counters (wire.DROP_REASONS, wire.EVENT_COUNTERS, OFFLOAD_COUNTERS order)
@@ -66,6 +69,8 @@ cdef struct sw_s:
     txrec *out
     uint32_t n_out
     uint32_t out_cap
+    uint8_t *xbuf                # copy arena (encap copies with a VXLAN header of their own)
+    uint32_t xoff
     rx_t rx
     tx_t tx
 
@@ -89,12 +94,13 @@ cdef class Switch:
     cdef dict _networks          # VNI (as given to add_network) -> slot
     cdef list _pynet             # slot -> (vni, maxaddress) as given, for messages; or None
     cdef list _pending           # events already converted to tuples (ageing, drained ring)
-    cdef dict _ipcache           # u32 (network order) -> IPv4Address
+    cdef dict _ipcache           # 16-byte address -> IPv4Address / IPv6Address
     cdef dict _dumps             # dumps in slices: token -> KeySnap
     cdef uint64_t _dump_token
 
-    cdef object _ip(self, uint32_t addr)
+    cdef object _addr(self, const uint8_t *addr)
     cdef int _net(self, object vni) except -1
     cdef void _drain(self)
-    cdef object _loc(self, uint8_t kind, uint32_t val)
+    cdef object _loc(self, uint8_t kind, uint32_t port, const uint8_t *addr)
+    cdef object _remote(self, object vni, object dst, object dst_port, object dst_vni)
     cdef list _collect(self, uint32_t n, bint outer)

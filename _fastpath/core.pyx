@@ -51,11 +51,11 @@ from _fastpath.includes.vxsock cimport (
 )
 
 import math
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address
 
 from dataplane.errors import EntryExists, EntryNotFound, InvalidArgument, TableFull
 from dataplane.fdb import (
-    _dst, _mac, _state as _fdb_state, DEFAULT_MAX_LEARNED, DEFAULT_MAX_LEARNED_PER_PORT,
+    Remote, _dst, _mac, _state as _fdb_state, DEFAULT_MAX_LEARNED, DEFAULT_MAX_LEARNED_PER_PORT,
     FDB_STATES, endpoint_mac_message, is_group_mac,
     remote_mac_message,
 )
@@ -100,6 +100,7 @@ cdef tuple _TF_NAMES = ("learned", "moved", "fdb_full", "arp_consumed", "l3miss"
                         "proxy_reply", "l2miss", "csum_partial", "segmented", "learn_limit")
 cdef dict _TF_CODES = {name: i for i, name in enumerate(_TF_NAMES)}
 cdef uint64_t MAC_MASK = 0xFFFFFFFFFFFF
+cdef bytes V4MAPPED_PREFIX = bytes(10) + b"\xff\xff"      # ::ffff:0:0/96 (RFC 4291 §2.5.5.2)
 
 
 # -- conversions between Python arguments and C values ---------------------------------------
@@ -140,6 +141,7 @@ cdef object _source(object source):
 
 
 include "core/table.pyx"
+include "core/remote.pyx"
 include "core/trace.pyx"
 include "core/fdb.pyx"
 include "core/neigh.pyx"
@@ -170,6 +172,7 @@ cdef class Switch:
         if self.s == NULL:
             raise MemoryError()
         tx_init(&self.s.tx)
+        rem_init(&self.s.rem)
         self._networks = {}
         self._pynet = []
         self._pending = []
@@ -223,6 +226,8 @@ cdef class Switch:
         free(s.vmap)
         free(s.ports)
         fdb_free(&s.fdb)
+        rem_free(&s.rem)
+        free(s.xbuf)
         tab_free(&s.nb)
         free(s.allow_net)
         free(s.allow_mask)
@@ -339,21 +344,36 @@ cdef class Switch:
 
     # -- tables (control plane) ---------------------------------------------------------------
 
-    def fdb_add(self, vni, mac, dst, state="permanent", now=0.0):
-        fdb_api_add(self, self._net(vni), mac, dst, None, state, now)
+    cdef object _remote(self, object vni, object dst, object dst_port, object dst_vni):
+        return _reference.make_remote(dst, dst_port, dst_vni, self.s.dport,
+                                      self._pynet[self._net(vni)][0])
 
-    def fdb_append(self, vni, mac, dst, state="permanent", now=0.0):
-        fdb_api_append(self, self._net(vni), mac, dst, state, now)
+    def fdb_add(self, vni, mac, dst, state="permanent", now=0.0, *, dst_port=0, dst_vni=0):
+        cdef uint32_t slot = self._net(vni)
+        fdb_api_add(self, slot, mac, self._remote(vni, dst, dst_port, dst_vni), None, state,
+                    now)
 
-    def fdb_replace(self, vni, mac, dst, state="permanent", now=0.0):
-        fdb_api_replace(self, self._net(vni), mac, dst, state, now)
+    def fdb_append(self, vni, mac, dst, state="permanent", now=0.0, *, dst_port=0,
+                   dst_vni=0):
+        cdef uint32_t slot = self._net(vni)
+        fdb_api_append(self, slot, mac, self._remote(vni, dst, dst_port, dst_vni), state, now)
 
-    def fdb_del(self, vni, mac, dst=None):
-        fdb_api_del(self, self._net(vni), mac, dst)
+    def fdb_replace(self, vni, mac, dst, state="permanent", now=0.0, *, dst_port=0,
+                    dst_vni=0):
+        cdef uint32_t slot = self._net(vni)
+        fdb_api_replace(self, slot, mac, self._remote(vni, dst, dst_port, dst_vni), state,
+                        now)
 
-    def fdb_flush(self, vni, keep_permanent=True):
-        """``bridge fdb flush``: drop dynamic entries (all with ``keep_permanent=False``)."""
-        cdef uint64_t gone = fdb_purge(self.s, self._net(vni), -1, bool(keep_permanent))
+    def fdb_del(self, vni, mac, dst=None, *, dst_port=0, dst_vni=0):
+        cdef uint32_t slot = self._net(vni)
+        fdb_api_del(self, slot, mac,
+                    None if dst is None else self._remote(vni, dst, dst_port, dst_vni))
+
+    def fdb_flush(self, vni, keep_permanent=True, *, dynamic_only=False):
+        """``bridge fdb flush``: drop dynamic and static entries (all with
+        ``keep_permanent=False``, only the learned ones with ``dynamic_only``)."""
+        cdef uint64_t gone = fdb_purge(self.s, self._net(vni), -1, bool(keep_permanent),
+                                       bool(dynamic_only))
         if gone == <uint64_t>-1:
             raise MemoryError()
         return gone
@@ -408,21 +428,23 @@ cdef class Switch:
 
     # -- observability ------------------------------------------------------------------------
 
-    cdef object _ip(self, uint32_t addr):
-        """IPv4Address for a network-order u32, cached (actions and dumps repeat few VTEPs)."""
-        a = self._ipcache.get(addr)
+    cdef object _addr(self, const uint8_t *addr):
+        """IPv4Address / IPv6Address for 16 address bytes (IPv4-mapped: IPv4), cached
+        (actions, dumps and traces repeat a few VTEPs)."""
+        cdef bytes b = PyBytes_FromStringAndSize(<const char*>addr, 16)
+        a = self._ipcache.get(b)
         if a is None:
             if len(self._ipcache) >= 4096:
                 self._ipcache.clear()
-            a = IPv4Address(ntohl(addr))
-            self._ipcache[addr] = a
+            a = IPv4Address(b[12:]) if b[:12] == V4MAPPED_PREFIX else IPv6Address(b)
+            self._ipcache[b] = a
         return a
 
-    cdef object _loc(self, uint8_t kind, uint32_t val):
+    cdef object _loc(self, uint8_t kind, uint32_t port, const uint8_t *addr):
         if kind == LOC_PORT:
-            return f"port:{<int32_t>val}"
+            return f"port:{<int32_t>port}"
         if kind == LOC_IP:
-            return str(self._ip(val))
+            return str(self._addr(addr))
         return ""
 
     cdef void _drain(self):
@@ -433,11 +455,12 @@ cdef class Switch:
         for i in range(q.count):
             ev = &q.ring[(q.head + i) & (q.cap - 1)]
             if ev.kind == EV_L3MISS:
-                key = str(self._ip(htonl(<uint32_t>ev.key)))
+                key = str(self._addr(ev.ip))
             else:
-                key = mac48_str(ev.key)
+                key = mac48_str(ev.mac)
             self._pending.append((_EV_KINDS[ev.kind], ev.vni, key,
-                                  self._loc(ev.okind, ev.oval), self._loc(ev.nkind, ev.nval)))
+                                  self._loc(ev.okind, ev.oport, ev.oaddr),
+                                  self._loc(ev.nkind, ev.nport, ev.naddr)))
         q.head = (q.head + q.count) & (q.cap - 1)
         q.count = 0
 
@@ -504,10 +527,11 @@ cdef class Switch:
             if r.port >= 0:
                 out.append(("port", r.port, PyBytes_FromStringAndSize(<char*>r.data, r.len)))
                 continue
-            hdr = Outer(0, r.tos, r.ttl, bool(r.df))
+            hdr = Outer(0 if r.dport == s.dport else r.dport, r.tos, r.ttl, bool(r.df))
+            dst = self._addr(s.rem.r[r.rid].addr)
             if not outer:
                 data = PyBytes_FromStringAndSize(<char*>r.data, r.len)
-                out.append(("vtep", self._ip(r.dst), r.sport, data, hdr))
+                out.append(("vtep", dst, r.sport, data, hdr))
                 continue
             outer_csum(s, r)
             if r.inline_hdr:
@@ -516,7 +540,7 @@ cdef class Switch:
             else:
                 data = PyBytes_FromStringAndSize(<char*>(r.data - IPUDP_HLEN),
                                                  r.len + IPUDP_HLEN)
-            out.append(("vtep", self._ip(r.dst), r.sport, data, hdr))
+            out.append(("vtep", dst, r.sport, data, hdr))
         return out
 
     def from_port(self, port, frame, now):
@@ -552,7 +576,7 @@ cdef class Switch:
         under outer TOS ``tos``. ``note``: what the rx step in front of the core did to it
         (a trace flag name, e.g. "csum_partial"), recorded in the trace."""
         cdef sw_t *s = self.s
-        cdef uint32_t src = u32_addr(_source(source))
+        cdef bytes src = addr16(_source(source))
         cdef bytes b = datagram if type(datagram) is bytes else bytes(datagram)
         cdef size_t n = len(b)
         cdef uint8_t *base = s.rx.slots
@@ -566,8 +590,8 @@ cdef class Switch:
         s.n_out = 0
         s.cur_csum = CSUM_UNKNOWN
         s.rx_note = _TF_CODES[note] + 1 if note else 0
-        core_from_underlay(s, src, base + HEADROOM - VXLAN_HLEN, <uint32_t>n, now,
-                           <uint8_t>tos)
+        core_from_underlay(s, <const uint8_t*>src, base + HEADROOM - VXLAN_HLEN,
+                           <uint32_t>n, now, <uint8_t>tos)
         s.rx_note = 0
         try:
             return self._collect(s.n_out, False)

@@ -20,7 +20,7 @@ from _fastpath.core cimport (
     Switch, sw_t, txrec, port_t, table_t, fdb_ent, rx_frame, rx_datagram, out_push,
     process_port_burst, process_underlay_burst, outer_csum, build_ipudp, transmit,
     tso_segment, vnet_csum, l4info_t, rx_csum, rx_segment, RX_PARTIAL, RX_VALID, tab_init, tab_insert, tab_free, tab_find, tab_home, tab_key_at,
-    fdb_key, fdb_find, ent_nremotes,
+    fdb_key, fdb_find, ent_nremotes, addr_v4mapped,
     HEADROOM, IPUDP_HLEN, MAX_FRAME, VXLAN_HLEN, SEG_BUF, MAX_TSO_SEGS, FDB_MIN_CAP,
     N_VE, VE_SHORT_HEADER, CSUM_UNKNOWN,
 )
@@ -73,7 +73,7 @@ cdef list run_bursts(Switch sw, list frames, int32_t port, list sources, double 
             if sources is None:
                 memcpy(rx_frame(&s.rx, k), <const unsigned char*>b, len(b))
             else:
-                s.rx.src[k] = addr32(sources[i][0])
+                addr_v4mapped(s.rx.src + 16 * k, addr32(sources[i][0]))
                 s.rx.tos[k] = <uint8_t>sources[i][1]
                 memcpy(rx_datagram(&s.rx, k), <const unsigned char*>b, len(b))
             s.rx.len[k] = len(b)
@@ -178,7 +178,7 @@ def bench_underlay(Switch sw, source, datagram, long count, double now) -> int:
         for i in range(k):
             memcpy(rx_datagram(&s.rx, i), src, n)
             s.rx.len[i] = n
-            s.rx.src[i] = a
+            addr_v4mapped(s.rx.src + 16 * i, a)
         total += process_underlay_burst(s, k, now, True)
         s.n_out = 0
         done += k

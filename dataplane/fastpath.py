@@ -54,9 +54,8 @@ class PyBurstSwitch(_reference.Switch):
 
     def __init__(self, local: IPv4Address | str, *, burst: int = 64,
                  dstport: int = VXLAN_PORT, **kwargs: Any) -> None:
-        super().__init__(local, **kwargs)
+        super().__init__(local, dstport=dstport, **kwargs)
         self.burst = burst
-        self.dstport = dstport
         self.events_lost = 0
         self._fds: dict[int, int] = {}
         self._gone: list[int] = []

@@ -30,11 +30,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
-from typing import Literal
+from ipaddress import IPv4Address, IPv6Address
+from typing import Literal, NamedTuple
 
 from dataplane.errors import EntryExists, EntryNotFound, InvalidArgument, TableFull
-from dataplane.validate import check_choice, ipv4, mac_bytes
+from dataplane.validate import check_choice, ipaddr, mac_bytes
 from dataplane.wire import is_multicast_mac, is_zero_mac, mac_str
 
 FDB_STATES = ("permanent", "static", "learned")
@@ -43,12 +43,25 @@ DEFAULT_MAX_LEARNED = 16384         # local learned entries per network
 DEFAULT_MAX_LEARNED_PER_PORT = 1024
 
 
+class Remote(NamedTuple):
+    """Where a remote entry sends (the kernel's ``struct vxlan_rdst``): the VTEP's address and,
+    per entry, the UDP destination port and the VNI on the wire — 0 for the VTEP's own port
+    and the network's VNI (``bridge fdb add ... dst IP port P vni N``)."""
+
+    addr: IPv4Address | IPv6Address
+    port: int = 0
+    vni: int = 0
+
+    def __str__(self) -> str:
+        return str(self.addr)
+
+
 @dataclass(slots=True)
 class FdbEntry:
     mac: bytes
     state: str
     port: int | None = None                       # local endpoint port id
-    remotes: list[IPv4Address] = field(default_factory=list)
+    remotes: list[Remote] = field(default_factory=list)
     updated: float = 0.0                          # last refresh by learning (ageing clock)
 
     @property
@@ -64,8 +77,10 @@ class FdbEntry:
         base: dict[str, object] = {"vni": vni, "mac": mac_str(self.mac), "state": self.state,
                                    "updated": self.updated}
         if self.port is not None:
-            return [{**base, "port": self.port, "dst": None}]
-        return [{**base, "port": None, "dst": str(r)} for r in self.remotes]
+            return [{**base, "port": self.port, "dst": None, "dst_port": None,
+                     "dst_vni": None}]
+        return [{**base, "port": None, "dst": str(r.addr), "dst_port": r.port or None,
+                 "dst_vni": r.vni or None} for r in self.remotes]
 
 
 # The argument rules of dataplane.validate, refused the way the kernel refuses them (EINVAL).
@@ -75,8 +90,14 @@ def _mac(mac: str | bytes) -> bytes:
     return InvalidArgument.check(mac_bytes, mac)
 
 
-def _dst(dst: IPv4Address | str) -> IPv4Address:
-    return InvalidArgument.check(ipv4, dst)
+def _dst(dst: Remote | IPv4Address | IPv6Address | str) -> Remote:
+    """A remote: a Remote as it is, or an address with the VTEP's port and the network's VNI."""
+    r = dst if isinstance(dst, Remote) else Remote(InvalidArgument.check(ipaddr, dst))
+    if r.addr.version == 6 and r.addr.is_link_local:
+        # the kernel takes a link-local remote only with its device (``via``); vxdp sends
+        # from a routed socket and keeps no scope per remote
+        raise InvalidArgument(f"{r.addr} is link-local: a remote VTEP needs a routable address")
+    return r
 
 
 def _state(state: str) -> str:
@@ -119,7 +140,7 @@ class Fdb:
         self.max_learned = max_learned                      # 0: unlimited
         self.max_learned_per_port = max_learned_per_port    # 0: unlimited
         self._entries: dict[bytes, FdbEntry] = {}
-        self.remotes = 0                    # entries pointing at remote VTEPs (maxaddress)
+        self.n_remote = 0                   # entries pointing at remote VTEPs (maxaddress)
         self.learned_local = 0              # learned entries pointing at local ports
         self.learned_by_port: dict[int, int] = {}
         self.limited_ports: set[int] = set()   # ports refused learning since last below limit
@@ -128,7 +149,7 @@ class Fdb:
         """Keep the counts the limits look at; called with -1 before an entry changes or
         goes and with +1 after it appears or changed."""
         if e.port is None:
-            self.remotes += delta
+            self.n_remote += delta
         elif e.state == "learned":
             self.learned_local += delta
             n = self.learned_by_port.get(e.port, 0) + delta
@@ -161,7 +182,7 @@ class Fdb:
         return self._entries.get(mac)
 
     def _remotes_full(self) -> bool:
-        return bool(self.maxaddress) and self.remotes >= self.maxaddress
+        return bool(self.maxaddress) and self.n_remote >= self.maxaddress
 
     def _make_room(self, state: str) -> None:
         """Room for one more remote entry: a configured (permanent/static) one takes the
@@ -177,14 +198,14 @@ class Fdb:
         raise TableFull(f"FDB of VNI {self.vni} is full ({self.maxaddress} remote entries)")
 
     def _new(self, mac: bytes, state: str, now: float, port: int | None,
-             dst: IPv4Address | None) -> FdbEntry:
+             dst: Remote | None) -> FdbEntry:
         if port is None:
             self._make_room(state)
         return self._put(FdbEntry(mac, state, port, [dst] if dst is not None else [], now))
 
     # -- control-plane operations (bridge fdb add/append/replace/del/flush) --------------------
 
-    def add(self, mac: str | bytes, *, dst: IPv4Address | str | None = None,
+    def add(self, mac: str | bytes, *, dst: Remote | IPv4Address | str | None = None,
             port: int | None = None, state: str = "permanent", now: float = 0.0) -> None:
         m = _mac(mac)
         state = _state(state)
@@ -195,7 +216,7 @@ class Fdb:
             raise EntryExists(f"FDB entry {mac_str(m)} already exists in VNI {self.vni}")
         self._new(m, state, now, port, _dst(dst) if dst is not None else None)
 
-    def append(self, mac: str | bytes, dst: IPv4Address | str, state: str = "permanent",
+    def append(self, mac: str | bytes, dst: Remote | IPv4Address | str, state: str = "permanent",
                now: float = 0.0) -> None:
         m = _mac(mac)
         d = _dst(dst)
@@ -213,7 +234,7 @@ class Fdb:
         if d not in e.remotes:   # the kernel ignores an already-listed remote
             e.remotes.append(d)
 
-    def replace(self, mac: str | bytes, *, dst: IPv4Address | str | None = None,
+    def replace(self, mac: str | bytes, *, dst: Remote | IPv4Address | str | None = None,
                 port: int | None = None, state: str = "permanent", now: float = 0.0) -> None:
         m = _mac(mac)
         state = _state(state)
@@ -242,7 +263,7 @@ class Fdb:
         e.remotes = [d] if d is not None else []
         self._put(e)
 
-    def delete(self, mac: str | bytes, dst: IPv4Address | str | None = None) -> None:
+    def delete(self, mac: str | bytes, dst: Remote | IPv4Address | str | None = None) -> None:
         m = _mac(mac)
         e = self._entries.get(m)
         if e is None:
@@ -257,10 +278,12 @@ class Fdb:
         if not e.remotes:
             self._drop(m)
 
-    def flush(self, *, keep_permanent: bool = True) -> int:
-        """``bridge fdb flush``: drop dynamic entries (all with ``keep_permanent=False``)."""
+    def flush(self, *, keep_permanent: bool = True, dynamic_only: bool = False) -> int:
+        """``bridge fdb flush``: drop the static and learned entries (every entry with
+        ``keep_permanent=False``; only learned ones with ``dynamic_only``)."""
         doomed = [m for m, e in self._entries.items()
-                  if not keep_permanent or e.state != "permanent"]
+                  if (e.state == "learned" if dynamic_only
+                      else not keep_permanent or e.state != "permanent")]
         for m in doomed:
             self._drop(m)
         return len(doomed)
@@ -277,7 +300,7 @@ class Fdb:
     # -- data-plane operations ----------------------------------------------------------------
 
     def learn(self, mac: bytes, now: float, *, port: int | None = None,
-              dst: IPv4Address | None = None) -> tuple[LearnResult, FdbEntry | None]:
+              dst: Remote | None = None) -> tuple[LearnResult, FdbEntry | None]:
         """Source learning (``vxlan_snoop`` for the underlay, ``br_fdb_update`` for ports).
 
         Returns what happened and, for ``moved``, a copy of the entry as it was before.
@@ -287,8 +310,9 @@ class Fdb:
         """
         e = self._entries.get(mac)
         if e is not None:
+            # vxlan_snoop compares the address only: a learned entry keeps its port and VNI
             same = (e.port == port) if port is not None else (
-                e.port is None and e.remotes[0] == dst)
+                e.port is None and dst is not None and e.remotes[0].addr == dst.addr)
             if same:
                 if e.state == "learned":
                     e.updated = now

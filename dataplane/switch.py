@@ -41,11 +41,13 @@ from dataplane.tunnel import (DF_MODES, TOS_INHERIT, TTL_AUTO, TTL_INHERIT, Oute
                               outer_fields)
 from dataplane.validate import VNI_MAX
 from dataplane.fdb import (DEFAULT_MAX_LEARNED, DEFAULT_MAX_LEARNED_PER_PORT, Fdb, FdbEntry,
-                           remote_mac_message)
+                           Remote, remote_mac_message)
+from dataplane.fdb import _dst as _fdb_dst
 from dataplane.neigh import NeighTable
 from dataplane.neigh import _ip as neigh_ip
 from dataplane.fdb import _mac as parse_mac
 from dataplane.wire import (
+    VXLAN_PORT,
     ARPOP_REQUEST,
     Arp,
     DEFAULT_SRC_PORT_RANGE,
@@ -146,6 +148,21 @@ def _loc(e: FdbEntry) -> str:
     return e.location()
 
 
+def make_remote(dst: IPv4Address | str, dst_port: int, dst_vni: int, dstport: int,
+                net_vni: int) -> Remote:
+    """``dst [port P] [vni N]`` as a Remote: P and N as the kernel keeps them per entry, the
+    VTEP's own port (``dstport``) and the network's VNI stored as 0 (``vxlan_fdb_info``
+    shows neither). Both cores take their arguments through here."""
+    if not isinstance(dst_port, int) or isinstance(dst_port, bool) \
+            or not 0 <= dst_port <= 65535:
+        raise InvalidArgument(f"port {dst_port!r} is not within 1-65535")
+    if not isinstance(dst_vni, int) or isinstance(dst_vni, bool) \
+            or not 0 <= dst_vni <= MAX_VNI:
+        raise InvalidArgument(f"remote VNI {dst_vni!r} is not within 1-{MAX_VNI}")
+    return Remote(_fdb_dst(dst).addr, 0 if dst_port == dstport else dst_port,
+                  0 if dst_vni == net_vni else dst_vni)
+
+
 def underlay_args(local: IPv4Address | str, src_port_range: tuple[int, int],
                   allow: tuple[IPv4Network | str, ...] | list[IPv4Network | str]
                   ) -> tuple[IPv4Address, tuple[int, int], tuple[IPv4Network, ...]]:
@@ -167,9 +184,13 @@ class Switch:
     def __init__(self, local: IPv4Address | str, *,
                  src_port_range: tuple[int, int] = DEFAULT_SRC_PORT_RANGE,
                  strict: bool = True,
-                 allow: tuple[IPv4Network | str, ...] | list[IPv4Network | str] = ()) -> None:
+                 allow: tuple[IPv4Network | str, ...] | list[IPv4Network | str] = (),
+                 dstport: int = VXLAN_PORT) -> None:
         self.local, self.src_port_range, self.allow = underlay_args(local, src_port_range,
                                                                     allow)
+        if not 1 <= dstport <= 65535:
+            raise InvalidArgument(f"destination port {dstport} is not within 1-65535")
+        self.dstport = dstport
         self.strict = strict
         self._networks: dict[int, Network] = {}
         self._port_vni: dict[int, int] = {}
@@ -250,23 +271,40 @@ class Switch:
 
     # -- tables (control plane) ---------------------------------------------------------------
 
+    def _remote(self, net: Network, dst: IPv4Address | str, dst_port: int,
+                dst_vni: int) -> Remote:
+        return make_remote(dst, dst_port, dst_vni, self.dstport, net.vni)
+
     def fdb_add(self, vni: int, mac: str | bytes, dst: IPv4Address | str,
-                state: str = "permanent", now: float = 0.0) -> None:
-        self._net(vni).fdb.add(mac, dst=dst, state=state, now=now)
+                state: str = "permanent", now: float = 0.0, *, dst_port: int = 0,
+                dst_vni: int = 0) -> None:
+        net = self._net(vni)
+        net.fdb.add(mac, dst=self._remote(net, dst, dst_port, dst_vni), state=state, now=now)
 
     def fdb_append(self, vni: int, mac: str | bytes, dst: IPv4Address | str,
-                   state: str = "permanent", now: float = 0.0) -> None:
-        self._net(vni).fdb.append(mac, dst, state=state, now=now)
+                   state: str = "permanent", now: float = 0.0, *, dst_port: int = 0,
+                   dst_vni: int = 0) -> None:
+        net = self._net(vni)
+        net.fdb.append(mac, self._remote(net, dst, dst_port, dst_vni), state=state, now=now)
 
     def fdb_replace(self, vni: int, mac: str | bytes, dst: IPv4Address | str,
-                    state: str = "permanent", now: float = 0.0) -> None:
-        self._net(vni).fdb.replace(mac, dst=dst, state=state, now=now)
+                    state: str = "permanent", now: float = 0.0, *, dst_port: int = 0,
+                    dst_vni: int = 0) -> None:
+        net = self._net(vni)
+        net.fdb.replace(mac, dst=self._remote(net, dst, dst_port, dst_vni), state=state,
+                        now=now)
 
-    def fdb_del(self, vni: int, mac: str | bytes, dst: IPv4Address | str | None = None) -> None:
-        self._net(vni).fdb.delete(mac, dst)
+    def fdb_del(self, vni: int, mac: str | bytes, dst: IPv4Address | str | None = None, *,
+                dst_port: int = 0, dst_vni: int = 0) -> None:
+        net = self._net(vni)
+        net.fdb.delete(mac, None if dst is None else self._remote(net, dst, dst_port, dst_vni))
 
-    def fdb_flush(self, vni: int, keep_permanent: bool = True) -> int:
-        return self._net(vni).fdb.flush(keep_permanent=keep_permanent)
+    def fdb_flush(self, vni: int, keep_permanent: bool = True, *,
+                  dynamic_only: bool = False) -> int:
+        """``bridge fdb flush``: drop dynamic and static entries (all of them with
+        ``keep_permanent=False``; only the learned ones with ``dynamic_only``)."""
+        return self._net(vni).fdb.flush(keep_permanent=keep_permanent,
+                                        dynamic_only=dynamic_only)
 
     def fdb_dump(self) -> list[dict[str, object]]:
         """All entries, one row per (MAC, destination), ordered by VNI then MAC."""
@@ -494,9 +532,10 @@ class Switch:
         sport = src_port(frame, lo, hi)
         payload = net.header + frame
         tos, ttl, df = outer_fields(frame, net.tos, net.ttl, net.df)
-        outer = Outer(0, tos, ttl, df)
         for r in e.remotes:
-            self._to_vtep(out, r, sport, payload, outer)
+            # a remote's own VNI (the kernel's per-entry vni: VNI translation) in its header
+            p = payload if not r.vni else vxlan_header(r.vni) + frame
+            self._to_vtep(out, r.addr, sport, p, Outer(r.port, tos, ttl, df))
         return out
 
     def _arp_reduce(self, net: Network, port: int, arp: Arp, out: list[Action]) -> None:
@@ -582,7 +621,7 @@ class Switch:
             return self._drop(bad)
         dst, src = frame[0:6], frame[6:12]
         if net.learning:
-            result, old = net.fdb.learn(src, now, dst=src_ip)
+            result, old = net.fdb.learn(src, now, dst=Remote(src_ip))
             if result == "conflict":
                 return self._drop("fdb_conflict")
             self._note_learning(net, src, result, old, str(src_ip), None)

@@ -21,14 +21,14 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address
 from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = [
     "IFNAME_MAX", "VNI_MAX", "VNI_MIN",
     "check_choice", "check_etcd_url", "check_host_port", "check_ifname", "check_netns", "check_network_name",
-    "check_vtep_name", "ipv4", "is_vni", "mac_bytes", "parse_allow", "parse_interface",
+    "check_vtep_name", "ipaddr", "ipv4", "is_vni", "mac_bytes", "parse_allow", "parse_interface",
     "parse_ipv4", "parse_mac", "parse_overlay_ip", "parse_underlay_ip", "parse_unicast_mac",
     "parse_vni", "show", "unicast_mac_bytes",
 ]
@@ -239,6 +239,18 @@ def ipv4(value: IPv4Address | str | int) -> IPv4Address:
         except ValueError:
             pass
     return parse_ipv4(value)            # anything else: accepted or explained
+
+
+def ipaddr(value: IPv4Address | IPv6Address | str | int) -> IPv4Address | IPv6Address:
+    """Typed IPv4 or IPv6 address (an underlay address: a VTEP of either family)."""
+    if isinstance(value, (IPv4Address, IPv6Address)):
+        return value
+    if isinstance(value, str) and ":" in value:
+        try:
+            return IPv6Address(value.strip())
+        except ValueError:
+            raise ValueError(f"{show(value)} is not an IP address") from None
+    return ipv4(value)
 
 
 def parse_underlay_ip(value: Any, *, allow_unspecified: bool = False) -> IPv4Address:

@@ -26,6 +26,7 @@ cdef enum:
     GSO_SOCK_MAX = 256           # per-source-port UDP sockets open at once
     GSO_IDLE_TICKS = 30          # offload_gc() calls a GSO socket may stay unused
     VNET_HDR_MIN = 10            # struct virtio_net_hdr (12 with num_buffers)
+    XBUF_SIZE = 262144           # copy arena of a burst (encap copies with their own VXLAN VNI)
 
 cdef enum:
     # Frame offsets (untagged Ethernet, RFC 894; IPv4 RFC 791; TCP RFC 9293). The TCP

@@ -46,7 +46,9 @@ ctypedef struct txrec:
     uint8_t *data
     uint32_t len
     int32_t port                 # >= 0: local port; -1: underlay
-    uint32_t dst                 # underlay destination, network order
+    uint32_t rid                 # underlay: the remote (remote.pxd) sent to
+    uint32_t dst                 # ... its IPv4 address, network order
+    uint16_t dport               # ... its UDP port
     uint16_t sport
     uint8_t inline_hdr           # 1: IPv4+UDP header in `hdr`, 0: at data - 28
     uint8_t csum_todo            # the UDP checksum is not filled in yet (outer_csum)
@@ -60,13 +62,16 @@ ctypedef struct txrec:
 # Fixed-size event record, turned into the reference's tuples only in Switch.events().
 ctypedef struct event_t:
     uint8_t kind                 # EV_
-    uint8_t okind                # LOC_ of oval
-    uint8_t nkind                # LOC_ of nval
+    uint8_t okind                # LOC_ of the old location
+    uint8_t nkind                # LOC_ of the new location
     uint8_t _pad
     uint32_t vni
-    uint64_t key                 # MAC (48 bits) or IPv4 (host order)
-    uint32_t oval                # old location: port id or IPv4 (network order)
-    uint32_t nval                # new location
+    uint64_t mac                 # the MAC the event is about (48 bits), or:
+    uint8_t ip[16]               # the address (l3miss), IPv4-mapped for IPv4
+    uint32_t oport               # old location: a port id (LOC_PORT) ...
+    uint32_t nport
+    uint8_t oaddr[16]            # ... or a VTEP's address (LOC_IP)
+    uint8_t naddr[16]
 
 # Bounded event ring: a full ring loses events (counted), the dataplane never waits.
 ctypedef struct events_t:
@@ -80,14 +85,16 @@ cdef enum:
     EVENTS_MAX_C = 65536
 
 cdef int out_reserve(sw_t *s) noexcept nogil
-cdef void ev_push(sw_t *s, uint8_t kind, uint32_t vni, uint64_t key, uint8_t okind,
-                  uint32_t oval, uint8_t nkind, uint32_t nval) noexcept nogil
+cdef void ev_push(sw_t *s, uint8_t kind, uint32_t vni, uint64_t mac, const uint8_t *ip,
+                  uint8_t okind, uint32_t oport, const uint8_t *oaddr, uint8_t nkind,
+                  uint32_t nport, const uint8_t *naddr) noexcept nogil
 cdef int core_port(sw_t *s, int32_t port, uint8_t *f, uint32_t n, double now,
                    uint8_t *scratch) noexcept nogil
-cdef int32_t underlay_slot(sw_t *s, uint32_t src, const uint8_t *d, uint32_t n) noexcept nogil
-cdef int core_underlay(sw_t *s, uint32_t src, uint8_t *d, uint32_t n,
+cdef int32_t underlay_slot(sw_t *s, const uint8_t *src, const uint8_t *d,
+                          uint32_t n) noexcept nogil
+cdef int core_underlay(sw_t *s, const uint8_t *src, uint8_t *d, uint32_t n,
                        double now, uint8_t tos) noexcept nogil
 cdef void core_from_port(sw_t *s, int32_t port, int64_t tsrc, uint8_t *f, uint32_t n,
                          double now, uint8_t *scratch) noexcept nogil
-cdef void core_from_underlay(sw_t *s, uint32_t src, uint8_t *d, uint32_t n,
+cdef void core_from_underlay(sw_t *s, const uint8_t *src, uint8_t *d, uint32_t n,
                              double now, uint8_t tos) noexcept nogil

@@ -6,7 +6,7 @@ ctypedef struct rx_t:
     uint32_t burst
     uint8_t *slots               # burst * SLOT_STRIDE
     uint32_t *len
-    uint32_t *src                # underlay sources, network order
+    uint8_t *src                 # underlay sources: 16 bytes each, IPv4-mapped for IPv4
     uint8_t *scratch             # burst * SCRATCH_STRIDE
     mmsghdr *msgs                # burst
     iovec *iov                   # burst

@@ -7,7 +7,7 @@ cdef int rx_init(rx_t *r, uint32_t burst) noexcept nogil:
     # rx slots: pages are only touched as far as frames reach (huge pages from 2 MiB)
     r.slots = <uint8_t*>vx_table_alloc(<size_t>burst * SLOT_STRIDE)
     r.len = <uint32_t*>calloc(burst, sizeof(uint32_t))
-    r.src = <uint32_t*>calloc(burst, sizeof(uint32_t))
+    r.src = <uint8_t*>calloc(burst, 16)
     r.scratch = <uint8_t*>calloc(burst, SCRATCH_STRIDE)
     r.msgs = <mmsghdr*>calloc(burst, sizeof(mmsghdr))
     r.iov = <iovec*>calloc(burst, sizeof(iovec))
@@ -70,7 +70,7 @@ cdef uint32_t process_port_burst(sw_t *s, int32_t port, uint32_t n, double now) 
     return s.n_out
 
 
-cdef void underlay_in(sw_t *s, uint32_t src, uint8_t *d, uint32_t n, double now,
+cdef void underlay_in(sw_t *s, const uint8_t *src, uint8_t *d, uint32_t n, double now,
                       uint8_t tos) noexcept nogil:
     """One datagram from the underlay through offload.receive() in front of the core — a
     partial inner checksum completed, a TCP super-frame cut into wire segments (rx_csum,
@@ -119,10 +119,11 @@ cdef uint32_t process_underlay_burst(sw_t *s, uint32_t n, double now,
     cdef uint32_t i
     for i in range(n):
         if rx_step:
-            underlay_in(s, s.rx.src[i], rx_datagram(&s.rx, i), s.rx.len[i], now, s.rx.tos[i])
+            underlay_in(s, s.rx.src + 16 * i, rx_datagram(&s.rx, i), s.rx.len[i], now,
+                        s.rx.tos[i])
         else:
             s.cur_csum = CSUM_UNKNOWN
-            core_from_underlay(s, s.rx.src[i], rx_datagram(&s.rx, i), s.rx.len[i], now,
+            core_from_underlay(s, s.rx.src + 16 * i, rx_datagram(&s.rx, i), s.rx.len[i], now,
                                s.rx.tos[i])
     return s.n_out
 
@@ -175,13 +176,13 @@ cdef void process_gro_burst(sw_t *s, uint32_t n, double now) noexcept nogil:
         ln = r.len[i]
         g = r.gso[i]
         if g == 0 or g >= ln:
-            underlay_in(s, r.src[i], d, ln, now, r.tos[i])
+            underlay_in(s, r.src + 16 * i, d, ln, now, r.tos[i])
             continue
         s.offc[OC_GRO_BUFFERS] += 1
         off = 0
         while off < ln:
             pl = ln - off if ln - off < g else g
-            underlay_in(s, r.src[i], d + off, pl, now, r.tos[i])
+            underlay_in(s, r.src + 16 * i, d + off, pl, now, r.tos[i])
             s.offc[OC_GRO_DATAGRAMS] += 1
             off += pl
 
@@ -269,7 +270,7 @@ cdef uint32_t udp_burst(sw_t *s, int sock_fd, double now) noexcept nogil:
         if k != i:
             memcpy(rx_datagram(r, k), rx_datagram(r, i), r.msgs[i].msg_len)
         r.len[k] = r.msgs[i].msg_len
-        r.src[k] = r.addr[i].sin_addr.s_addr
+        addr_v4mapped(r.src + 16 * k, r.addr[i].sin_addr.s_addr)
         vx_rx_cmsgs(&r.msgs[i].msg_hdr, &r.gso[k], &r.tos[k])
         k += 1
     if k:

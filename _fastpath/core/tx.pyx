@@ -295,7 +295,7 @@ cdef uint32_t gso_run(sw_t *s, uint32_t i) noexcept nogil:
     cdef uint32_t k = 1, total = r.len
     while i + k < s.n_out and k < GSO_MAX_SEGS:
         q = &s.out[i + k]
-        if q.port >= 0 or q.dst != r.dst or q.sport != r.sport or q.len > r.len \
+        if q.port >= 0 or q.rid != r.rid or q.sport != r.sport or q.len > r.len \
                 or total + q.len > 65507 or q.tos != r.tos or q.ttl != r.ttl or q.df != r.df:
             break
         total += q.len
@@ -329,7 +329,7 @@ cdef void raw_queue(sw_t *s, uint32_t nb, uint32_t idx) noexcept nogil:
     m.msg_hdr.msg_namelen = sizeof(sockaddr_in)
     m.msg_hdr.msg_iov = v
     if not t.raw:               # UDP socket: the kernel adds IPv4 + UDP
-        t.addr[nb].sin_port = htons(s.dport)
+        t.addr[nb].sin_port = htons(r.dport)
         v[0].iov_base = r.data
         v[0].iov_len = r.len
         m.msg_hdr.msg_iovlen = 1
@@ -359,7 +359,7 @@ cdef bint udp_one(sw_t *s, txrec *r) noexcept nogil:
     if fd < 0:
         return False
     gso_df(&s.tx, r.sport, 0)
-    return vx_send_one(fd, r.dst, s.dport, r.data, r.len, r.tos, r.ttl) >= 0
+    return vx_send_one(fd, r.dst, r.dport, r.data, r.len, r.tos, r.ttl) >= 0
 
 
 cdef uint32_t raw_flush(sw_t *s, uint32_t nb) noexcept nogil:
@@ -390,7 +390,7 @@ cdef void udp_each(sw_t *s, int fd, uint32_t i, uint32_t k) noexcept nogil:
     cdef txrec *r
     for j in range(k):
         r = &s.out[i + j]
-        if vx_send_one(fd, r.dst, s.dport, r.data, r.len, r.tos, r.ttl) < 0:
+        if vx_send_one(fd, r.dst, r.dport, r.data, r.len, r.tos, r.ttl) < 0:
             ul_tx_error(s, errno, 1)
 
 
@@ -408,7 +408,7 @@ cdef bint gso_send(sw_t *s, int fd, uint32_t i, uint32_t k) noexcept nogil:
     for j in range(k):
         v[j].iov_base = s.out[i + j].data
         v[j].iov_len = s.out[i + j].len
-    if vx_send_gso(fd, r.dst, s.dport, v, <int>k, <uint16_t>r.len, r.tos, r.ttl) >= 0:
+    if vx_send_gso(fd, r.dst, r.dport, v, <int>k, <uint16_t>r.len, r.tos, r.ttl) >= 0:
         s.offc[OC_GSO_SENDS] += 1
         s.offc[OC_GSO_DATAGRAMS] += k
         return True
@@ -472,6 +472,10 @@ cdef void tx_underlay(sw_t *s, uint32_t nv) noexcept nogil:
         if r.port >= 0:
             i += 1
             continue
+        if not s.rem.r[r.rid].v4:
+            s.ul_tx_errors += 1         # an IPv6 remote: this VTEP sends IPv4 only
+            i += 1
+            continue
         if t.udp_gso:
             k = gso_run(s, i)
             if k >= 2:
@@ -520,3 +524,4 @@ cdef void transmit(sw_t *s) noexcept nogil:
     if nv:
         tx_underlay(s, nv)
     s.n_out = 0
+    s.xoff = 0

@@ -14,6 +14,11 @@ cdef inline bint arp_ok(const uint8_t *f, uint32_t n) noexcept nogil:
 cdef inline bint is_arp(const uint8_t *f) noexcept nogil:
     return f[ETH_TYPE] == 0x08 and f[ETH_TYPE + 1] == 0x06
 
+cdef inline void vxlan_put(uint8_t *d, uint32_t vni) noexcept nogil:
+    """A VXLAN header for `vni` (RFC 7348 §5.1: I flag, reserved fields zero)."""
+    vx_put_be32(d, 0x08000000)
+    vx_put_be32(d + 4, vni << 8)
+
 cdef inline uint32_t vxlan_vni(const uint8_t *d) noexcept nogil:
     """The 24-bit VNI of a VXLAN header (RFC 7348 §5, bytes 4-6)."""
     return (<uint32_t>d[4] << 16) | (<uint32_t>d[5] << 8) | d[6]

@@ -44,6 +44,6 @@ cdef void outer_csum(sw_t *s, txrec *r) noexcept nogil:
     if not r.csum_todo:
         return
     h = &r.hdr[0] if r.inline_hdr else r.data - IPUDP_HLEN
-    build_ipudp(h, s.local, r.dst, r.sport, s.dport, r.len, vx_csum_add(0, r.data, r.len),
+    build_ipudp(h, s.local, r.dst, r.sport, r.dport, r.len, vx_csum_add(0, r.data, r.len),
                 r.tos, r.ttl, r.df)
     r.csum_todo = 0

@@ -99,7 +99,20 @@ def mac_args(draw: st.DrawFn, pool: list[bytes]) -> str | bytes:
 @st.composite
 def dst_args(draw: st.DrawFn) -> str | IPv4Address:
     d = draw(st.sampled_from(VTEPS))
-    return draw(st.sampled_from([d, str(d), str(d), "198.18.0.300", "::1"]))
+    return draw(st.sampled_from([d, str(d), str(d), "198.18.0.300", "::1", "2001:db8::2",
+                                 "fe80::1"]))
+
+
+@st.composite
+def descriptor_args(draw: st.DrawFn) -> dict[str, int]:
+    """A remote's port and VNI (``dst IP port P vni N``): mostly the defaults, sometimes the
+    VTEP's own values given explicitly, other values and out-of-range ones."""
+    kw: dict[str, int] = {}
+    if draw(st.integers(0, 3)) == 0:
+        kw["dst_port"] = draw(st.sampled_from([0, 4789, 8472, 8472, 65535, 65536, -1]))
+    if draw(st.integers(0, 3)) == 0:
+        kw["dst_vni"] = draw(st.sampled_from([0, 4097, 5000, 5000, 0xFFFFFF, 1 << 24]))
+    return kw
 
 
 @st.composite
@@ -229,12 +242,15 @@ def scenarios(draw: st.DrawFn, max_ops: int = 40) -> Scenario:
             calls.append(("age", (now,), {}))
         elif kind in ("fdb_add", "fdb_append", "fdb_replace"):
             calls.append((kind, (vni, draw(mac_args(pool)), draw(dst_args()),
-                                 draw(st.sampled_from(FDB_STATES + ["bogus"]))), {"now": now}))
+                                 draw(st.sampled_from(FDB_STATES + ["bogus"]))),
+                          {"now": now, **draw(descriptor_args())}))
         elif kind == "fdb_del":
-            calls.append((kind, (vni, draw(mac_args(pool)),
-                                 draw(st.one_of(st.none(), dst_args()))), {}))
+            dst = draw(st.one_of(st.none(), dst_args()))
+            calls.append((kind, (vni, draw(mac_args(pool)), dst),
+                          draw(descriptor_args()) if dst is not None else {}))
         elif kind == "fdb_flush":
-            calls.append((kind, (vni,), {"keep_permanent": draw(st.booleans())}))
+            calls.append((kind, (vni,), {"keep_permanent": draw(st.booleans()),
+                                         "dynamic_only": draw(st.booleans())}))
         elif kind in ("neigh_add", "neigh_replace"):
             ip = draw(st.sampled_from(IP_POOL))
             calls.append((kind, (vni, draw(st.sampled_from([ip, str(ip), "192.168.55"])),

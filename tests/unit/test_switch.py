@@ -181,13 +181,13 @@ def test_dumps(impl: Any) -> None:
     sw = walkthrough(impl, flood=(REMOTE2,))
     assert sw.fdb_dump() == [
         {"vni": VNI, "mac": "00:00:00:00:00:00", "state": "permanent", "updated": 0.0,
-         "port": None, "dst": "198.18.0.3"},
+         "port": None, "dst": "198.18.0.3", "dst_port": None, "dst_vni": None},
         {"vni": VNI, "mac": "02:42:c0:a8:37:03", "state": "permanent", "updated": 0.0,
-         "port": None, "dst": "198.18.0.2"},
+         "port": None, "dst": "198.18.0.2", "dst_port": None, "dst_vni": None},
         {"vni": VNI, "mac": "02:42:c0:a8:37:04", "state": "permanent", "updated": 0.0,
-         "port": 1, "dst": None},
+         "port": 1, "dst": None, "dst_port": None, "dst_vni": None},
         {"vni": VNI, "mac": "02:42:c0:a8:37:05", "state": "permanent", "updated": 0.0,
-         "port": 2, "dst": None},
+         "port": 2, "dst": None, "dst_port": None, "dst_vni": None},
     ]
     assert sw.neigh_dump() == [
         {"vni": VNI, "ip": "192.168.55.3", "lladdr": "02:42:c0:a8:37:03", "state": "permanent"},
@@ -438,7 +438,7 @@ def test_port_learning(impl: Any) -> None:
     sw.from_port(1, f, 9.0)
     assert sw.events() == [("moved", VNI, "02:00:00:00:aa:01", "port:2", "port:1")]
     assert {"vni": VNI, "mac": "02:00:00:00:aa:01", "state": "learned", "updated": 9.0,
-            "port": 1, "dst": None} in sw.fdb_dump()
+            "port": 1, "dst": None, "dst_port": None, "dst_vni": None} in sw.fdb_dump()
 
 
 def test_port_learning_does_not_move_static_endpoint(impl: Any) -> None:
@@ -596,7 +596,7 @@ def test_learning_on_learns_moves_and_forwards(impl: Any) -> None:
     assert sw.from_underlay("198.18.0.7", HDR + f, 10.0) == [("port", 1, f)]
     assert sw.events() == [("learned", VNI, "02:00:00:00:aa:01", "", "198.18.0.7")]
     assert {"vni": VNI, "mac": "02:00:00:00:aa:01", "state": "learned", "updated": 10.0,
-            "port": None, "dst": "198.18.0.7"} in sw.fdb_dump()
+            "port": None, "dst": "198.18.0.7", "dst_port": None, "dst_vni": None} in sw.fdb_dump()
     out = ipv4_frame(X_MAC, C1_MAC, C1_IP, "192.168.55.60")
     assert [a[:2] for a in sw.from_port(1, out, 11.0)] == [("vtep", IPv4Address("198.18.0.7"))]
     sw.from_underlay("198.18.0.7", HDR + f, 12.0)        # refresh: no event

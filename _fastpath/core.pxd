@@ -7,6 +7,7 @@ from libc.string cimport memcpy, memcmp
 
 from _fastpath.includes.libc_net cimport iovec, mmsghdr, msghdr, sockaddr_in
 from _fastpath.includes.vxbits cimport vx_mix64, vx_unlikely, vx_put_be32
+from _fastpath.includes.vxsock cimport vx_sockaddr
 
 # The switch state is defined last (it embeds every part's state); the parts' functions
 # take a pointer to it.
@@ -28,14 +29,18 @@ include "core/rx.pxd"
 
 cdef struct sw_s:
     # configuration
-    uint32_t local               # network order
+    uint32_t local               # IPv4 underlay address, network order (has4)
+    uint8_t local6[16]           # IPv6 underlay address (has6)
+    uint8_t local4m[16]          # the IPv4 one IPv4-mapped (per-source-port sockets)
+    uint8_t has4
+    uint8_t has6
     uint32_t sport_lo
     uint64_t sport_span          # hi - lo + 1
     uint16_t dport               # host order
     uint8_t strict
-    uint32_t n_allow
-    uint32_t *allow_net          # host order
-    uint32_t *allow_mask
+    uint32_t n_allow             # [vtep] allow as 16-byte prefixes (IPv4: IPv4-mapped /96+n)
+    uint64_t *allow_net          # 2 per prefix: the address's two halves, masked
+    uint64_t *allow_mask         # 2 per prefix
     # networks and the VNI -> slot map (open addressing, rebuilt by the control plane)
     net_t *nets
     uint32_t nets_cap
@@ -87,7 +92,7 @@ cdef inline txrec *out_push(sw_t *s) noexcept nogil:
 cdef class Switch:
     cdef sw_t *s
     # Python-side mirrors of the reference's attributes (returned as given)
-    cdef object _local
+    cdef object _locals
     cdef object _src_port_range
     cdef object _strict
     cdef object _allow
@@ -98,6 +103,7 @@ cdef class Switch:
     cdef dict _dumps             # dumps in slices: token -> KeySnap
     cdef uint64_t _dump_token
 
+    cdef _set_locals(self, object locals_)
     cdef object _addr(self, const uint8_t *addr)
     cdef int _net(self, object vni) except -1
     cdef void _drain(self)

@@ -46,7 +46,7 @@ from _fastpath.includes.libc_net cimport (
     EAGAIN, EINTR, EBADF, EBADFD, EIO, ENODEV, ENXIO, ENOBUFS, EINVAL, EMSGSIZE,
 )
 from _fastpath.includes.vxsock cimport (
-    vx_gso_socket, vx_send_gso, vx_send_one, VX_RX_CMSG_SPACE, vx_rx_cmsgs, vx_writev,
+    vx_sockaddr, vx_sockaddr_set, vx_sockaddr_get, vx_gso_socket, vx_send_gso, vx_send_one, VX_RX_CMSG_SPACE, vx_rx_cmsgs, vx_writev,
     vx_close, VX_TX_CMSG_SPACE, vx_tos_ttl, vx_set_df,
 )
 
@@ -62,6 +62,7 @@ from dataplane.fdb import (
 from dataplane.neigh import _ip, _lladdr, _state as _neigh_state, NEIGH_STATES
 from dataplane import switch as _reference
 from dataplane.tunnel import DF_MODES, Outer
+from dataplane.underlay import socket_kind
 from dataplane.validate import VNI_MAX
 from dataplane.wire import (
     DEFAULT_SRC_PORT_RANGE, DROP_REASONS, EVENT_COUNTERS, VXLAN_PORT, ip4, mac_str,
@@ -133,11 +134,9 @@ cdef bint port_id(object port, int32_t *out):
 
 
 cdef object _source(object source):
-    """An underlay source address; a malformed one is InvalidArgument, as in the reference."""
-    try:
-        return ip4(source)
-    except ValueError as e:
-        raise InvalidArgument(str(e)) from None
+    """An underlay source address (IPv4 or IPv6); a malformed one is InvalidArgument, as in
+    the reference."""
+    return _reference.source_address(source)
 
 
 include "core/table.pyx"
@@ -183,8 +182,9 @@ cdef class Switch:
                  allow=(), burst=64, dstport=VXLAN_PORT, events_max=EVENTS_MAX):
         cdef sw_t *s = self.s
         cdef uint32_t i, cap = 1
-        self.local, self.src_port_range, self.allow = _reference.underlay_args(
+        locals_, self.src_port_range, self.allow = _reference.underlay_args(
             local, src_port_range, allow)
+        self._set_locals(locals_)
         self.strict = strict
         if not 1 <= burst <= BURST_MAX:
             raise InvalidArgument(f"burst {burst} is not within 1-{BURST_MAX}")
@@ -243,13 +243,25 @@ cdef class Switch:
 
     @property
     def local(self):
-        return self._local
+        """The primary underlay address (the IPv4 one if there is one), as the reference."""
+        return self._locals.primary
 
-    @local.setter
-    def local(self, value):
-        self.s.local = u32_addr(ip4(value))
-        self._local = value
-        gso_close_all(&self.s.tx)   # per-source-port sockets are bound to the old address
+    @property
+    def locals(self):
+        """The underlay addresses, one per family (dataplane.switch.Locals)."""
+        return self._locals
+
+    cdef _set_locals(self, object locals_):
+        cdef sw_t *s = self.s
+        cdef bytes b
+        s.has4 = locals_.v4 is not None
+        s.has6 = locals_.v6 is not None
+        s.local = u32_addr(locals_.v4) if s.has4 else 0
+        addr_v4mapped(s.local4m, s.local)
+        b = locals_.v6.packed if s.has6 else bytes(16)
+        memcpy(s.local6, <const char*>b, 16)
+        self._locals = locals_
+        gso_close_all(&s.tx)   # per-source-port sockets are bound to the old addresses
 
     @property
     def src_port_range(self):
@@ -281,18 +293,26 @@ cdef class Switch:
     def allow(self, value):
         cdef sw_t *s = self.s
         cdef uint32_t i, n
-        nets = [IPv4Network(a) for a in value]
+        cdef bytes net, mask
+        nets = list(value)
         n = len(nets)
         free(s.allow_net)
         free(s.allow_mask)
-        s.allow_net = <uint32_t*>malloc((n + 1) * sizeof(uint32_t))
-        s.allow_mask = <uint32_t*>malloc((n + 1) * sizeof(uint32_t))
+        s.allow_net = <uint64_t*>malloc((2 * n + 2) * sizeof(uint64_t))
+        s.allow_mask = <uint64_t*>malloc((2 * n + 2) * sizeof(uint64_t))
         s.n_allow = 0
         if s.allow_net == NULL or s.allow_mask == NULL:
             raise MemoryError()
         for i in range(n):
-            s.allow_net[i] = <uint32_t>int(nets[i].network_address)
-            s.allow_mask[i] = <uint32_t>int(nets[i].netmask)
+            a = nets[i]
+            if a.version == 4:      # ::ffff:a.b.c.d/96+n
+                net = V4MAPPED_PREFIX + a.network_address.packed
+                mask = b"\xff" * 12 + a.netmask.packed
+            else:
+                net = a.network_address.packed
+                mask = a.netmask.packed
+            memcpy(&s.allow_net[2 * i], <const char*>net, 16)
+            memcpy(&s.allow_mask[2 * i], <const char*>mask, 16)
         s.n_allow = n
         self._allow = value
 
@@ -314,9 +334,9 @@ cdef class Switch:
     def add_network(self, vni, *, mtu=1450, proxy=True, learning=False, ageing=300.0,
                     maxaddress=0, max_learned=DEFAULT_MAX_LEARNED,
                     max_learned_per_port=DEFAULT_MAX_LEARNED_PER_PORT, ttl="auto", tos=0,
-                    df="unset"):
+                    df="unset", flowlabel=0):
         cdef net_t *net
-        t, q, d = _reference.outer_rules(ttl, tos, df)
+        t, q, d, lab = _reference.outer_rules(ttl, tos, df, flowlabel)
         net_api_add(self, vni, mtu, proxy, learning, ageing, maxaddress)
         net = &self.s.nets[<uint32_t>self._networks[vni]]
         net.max_learned = clamp64(max_learned)
@@ -324,6 +344,7 @@ cdef class Switch:
         net.ttl = t
         net.tos = q
         net.df = DF_MODES.index(d)
+        net.label = lab
 
     def del_network(self, vni):
         net_api_del(self, vni)
@@ -346,7 +367,7 @@ cdef class Switch:
 
     cdef object _remote(self, object vni, object dst, object dst_port, object dst_vni):
         return _reference.make_remote(dst, dst_port, dst_vni, self.s.dport,
-                                      self._pynet[self._net(vni)][0])
+                                      self._pynet[self._net(vni)][0], self._locals)
 
     def fdb_add(self, vni, mac, dst, state="permanent", now=0.0, *, dst_port=0, dst_vni=0):
         cdef uint32_t slot = self._net(vni)
@@ -516,7 +537,8 @@ cdef class Switch:
 
     cdef list _collect(self, uint32_t n, bint outer):
         """Output records -> the reference's action tuples. With ``outer``, underlay actions
-        carry the complete IPv4 datagram the burst path built instead of the UDP payload."""
+        carry the complete IPv4/IPv6 datagram the burst path built instead of the UDP
+        payload."""
         cdef sw_t *s = self.s
         cdef uint32_t i
         cdef txrec *r
@@ -527,19 +549,19 @@ cdef class Switch:
             if r.port >= 0:
                 out.append(("port", r.port, PyBytes_FromStringAndSize(<char*>r.data, r.len)))
                 continue
-            hdr = Outer(0 if r.dport == s.dport else r.dport, r.tos, r.ttl, bool(r.df))
-            dst = self._addr(s.rem.r[r.rid].addr)
+            hdr = Outer(0 if r.dport == s.dport else r.dport, r.tos, r.ttl, bool(r.df),
+                        r.label)
+            dst = self._addr(r.dst)
             if not outer:
                 data = PyBytes_FromStringAndSize(<char*>r.data, r.len)
                 out.append(("vtep", dst, r.sport, data, hdr))
                 continue
             outer_csum(s, r)
             if r.inline_hdr:
-                data = (PyBytes_FromStringAndSize(<char*>r.hdr, IPUDP_HLEN)
+                data = (PyBytes_FromStringAndSize(<char*>r.hdr, r.hlen)
                         + PyBytes_FromStringAndSize(<char*>r.data, r.len))
             else:
-                data = PyBytes_FromStringAndSize(<char*>(r.data - IPUDP_HLEN),
-                                                 r.len + IPUDP_HLEN)
+                data = PyBytes_FromStringAndSize(<char*>(r.data - r.hlen), r.len + r.hlen)
             out.append(("vtep", dst, r.sport, data, hdr))
         return out
 
@@ -572,8 +594,8 @@ cdef class Switch:
             free(tmp)
 
     def from_underlay(self, source, datagram, now, *, tos=0, note=""):
-        """A UDP payload received on the VXLAN port from ``source`` (the outer IPv4 source)
-        under outer TOS ``tos``. ``note``: what the rx step in front of the core did to it
+        """A UDP payload received on the VXLAN port from ``source`` (the outer IPv4 or IPv6
+        source) under outer TOS / traffic class ``tos``. ``note``: what the rx step in front of the core did to it
         (a trace flag name, e.g. "csum_partial"), recorded in the trace."""
         cdef sw_t *s = self.s
         cdef bytes src = addr16(_source(source))
@@ -644,22 +666,25 @@ cdef class Switch:
         s.ports[p].gone = 0
         s.ports[p].vnet = <uint8_t>vnet_hdr_len
 
-    def set_tx_socket(self, int fd):
-        """Register the socket that outer datagrams are sent on with sendmmsg(); -1
-        unregisters. The fd stays owned by the caller. A raw IPPROTO_RAW socket (IP_HDRINCL)
-        gets the complete IPv4 + UDP + VXLAN datagram built here (per-flow source port,
-        RFC 7348 §5); a UDP socket (the no-CAP_NET_RAW fallback) gets the VXLAN payload only
-        and the kernel adds IPv4/UDP from its bound port."""
+    def set_tx_socket(self, int fd, *, family=None):
+        """Register the socket that outer datagrams of its address family are sent on with
+        sendmmsg(); -1 unregisters (the family then says which). The fd stays owned by the
+        caller. A raw IPPROTO_RAW socket (header included) gets the complete IP + UDP +
+        VXLAN datagram built here (per-flow source port, RFC 7348 §5); a UDP socket (the
+        no-CAP_NET_RAW fallback) gets the VXLAN payload only and the kernel adds IP/UDP
+        from its bound port."""
         cdef bint raw = True
+        cdef int f
         if fd >= 0:
-            import socket
-            dup = socket.fromfd(fd, socket.AF_INET, socket.SOCK_RAW)
-            try:
-                raw = dup.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) == socket.SOCK_RAW
-            finally:
-                dup.close()
-        self.s.tx.raw = raw
-        self.s.tx.fd = fd
+            family, raw = socket_kind(fd)
+        elif family not in (4, 6):
+            raise InvalidArgument("unregistering a tx socket needs its family (4 or 6)")
+        f = 1 if family == 6 else 0
+        if (f == 1 and not self.s.has6) or (f == 0 and not self.s.has4):
+            raise InvalidArgument(f"an IPv{family} socket, and this VTEP has no IPv{family} "
+                                  f"underlay address")
+        self.s.tx.fam[f].raw = raw
+        self.s.tx.fam[f].fd = fd
 
     def gone_ports(self):
         """Ports whose TAP fd failed with EBADF/EBADFD/ENODEV/ENXIO since the last call:
@@ -686,12 +711,13 @@ cdef class Switch:
         transmit the outputs. Returns the number of datagrams received (0 on EAGAIN)."""
         return udp_burst(self.s, sock_fd, now)
 
-    def busy_poll(self, int sock_fd, double idle, double limit) -> int:
-        """Keep serving every registered TAP fd and the UDP socket ``sock_fd`` without
-        sleeping until nothing has arrived for ``idle`` seconds, ``limit`` seconds at most
-        (rx.pyx poll_all says why). The GIL stays held: the switch belongs to the event
-        loop's thread."""
-        return poll_all(self.s, sock_fd, idle, limit)
+    def busy_poll(self, int sock_fd, double idle, double limit, int sock_fd2=-1) -> int:
+        """Keep serving every registered TAP fd and the UDP socket ``sock_fd`` (and
+        ``sock_fd2``: a VTEP of both families has one per family) without sleeping until
+        nothing has arrived for ``idle`` seconds, ``limit`` seconds at most (rx.pyx
+        poll_all says why). The GIL stays held: the switch belongs to the event loop's
+        thread."""
+        return poll_all(self.s, sock_fd, sock_fd2, idle, limit)
 
     def set_offload(self, *, udp_gso=False, udp_gro=False, tap_coalesce=False):
         """Switch the offloads on or off (dataplane/offload.py says what each does; the
@@ -705,7 +731,8 @@ cdef class Switch:
         * ``tap_coalesce``: consecutive segments of a TCP flow to a vnet TAP are written as
           one GSO_TCPV4 frame."""
         cdef sw_t *s = self.s
-        if udp_gso and gso_tables(&s.tx) < 0:
+        if udp_gso and ((s.has4 and gso_tables(&s.tx.fam[0]) < 0)
+                        or (s.has6 and gso_tables(&s.tx.fam[1]) < 0)):
             raise MemoryError()
         if not udp_gso:
             gso_close_all(&s.tx)
@@ -723,7 +750,7 @@ cdef class Switch:
         cdef sw_t *s = self.s
         cdef int i
         d = {OFFLOAD_COUNTERS[i]: s.offc[i] for i in range(N_OFFC)}
-        d["gso_sockets"] = s.tx.gso_nsock
+        d["gso_sockets"] = s.tx.fam[0].gso_nsock + s.tx.fam[1].gso_nsock
         return d
 
     def close(self):

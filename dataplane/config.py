@@ -22,7 +22,7 @@ import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Network
 from typing import Any, NoReturn
 
 from dataplane.errors import ConfigError
@@ -34,8 +34,11 @@ from dataplane.validate import (
     check_netns,
     check_network_name,
     check_vtep_name,
+    IPAddress,
+    Locals,
     parse_allow,
     parse_interface,
+    parse_locals,
     parse_overlay_ip,
     parse_underlay_ip,
     parse_unicast_mac,
@@ -87,7 +90,7 @@ class PeerConfig:
 
     mac: str
     address: IPv4Address  # overlay address (neighbour entry)
-    vtep: IPv4Address  # underlay address of the VTEP that hosts it (FDB dst)
+    vtep: IPAddress  # underlay address of the VTEP that hosts it (FDB dst), IPv4 or IPv6
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,8 @@ class NetworkConfig:
     ttl: int | str = "auto"  # outer TTL: "auto" (64), 1..255, "inherit" (the kernel's rules)
     tos: int | str = 0  # outer DSCP: 0..255 or "inherit"; ECN per RFC 6040 always
     df: str = "unset"  # outer DF: "unset", "set", "inherit"
-    flood: tuple[IPv4Address, ...] = ()
+    flowlabel: int | str = 0  # outer IPv6 flow label: 0..0xFFFFF or "inherit"
+    flood: tuple[IPAddress, ...] = ()
     endpoints: tuple[EndpointConfig, ...] = ()
     peers: tuple[PeerConfig, ...] = ()
 
@@ -116,10 +120,11 @@ class VtepConfig:
     """The ``[vtep]`` table. Keyword-only because ``name`` has a default but ``local`` does not."""
 
     name: str = "vxdp"
-    local: IPv4Address
+    local: Locals  # underlay addresses, one per family; str() shows them
     port: int = DEFAULT_PORT
     control: str = ""  # "" → /run/vxdp/<name>.sock (filled in by __post_init__)
-    allow: tuple[IPv4Network, ...] = ()  # empty = accept VXLAN from any source
+    allow: tuple[IPv4Network | IPv6Network, ...] = ()  # empty = accept VXLAN from any source
+    udp6zerocsumrx: bool = False  # accept IPv6 VXLAN with a zero UDP checksum (kernel option)
     src_port_range: tuple[int, int] = DEFAULT_SRC_PORT_RANGE
     strict: bool = True  # drop datagrams with reserved bits set (kernel default)
     metrics: str | None = None  # "host:port" for a metrics listener, if any
@@ -128,6 +133,8 @@ class VtepConfig:
     busy_poll: int = 0  # microseconds of polling after a burst before sleeping; 0 = off
 
     def __post_init__(self) -> None:
+        # an address, its text or a list of them (code building a config) as one Locals
+        object.__setattr__(self, "local", parse_locals(self.local))
         if not self.control:
             # frozen dataclass: the default depends on another field, so set it once here
             object.__setattr__(self, "control", default_control_path(self.name))
@@ -255,10 +262,10 @@ _TYPE_NAMES: dict[type, str] = {
 }
 
 _VTEP_KEYS = ("name", "local", "port", "control", "allow", "src_port_range", "strict", "metrics",
-              "burst", "offload", "busy_poll")
+              "burst", "offload", "busy_poll", "udp6zerocsumrx")
 _NETWORK_KEYS = ("name", "vni", "mtu", "proxy", "learning", "ageing", "maxaddress",
-                 "max_learned", "max_learned_per_port", "ttl", "tos", "df", "flood",
-                 "endpoint", "peer")
+                 "max_learned", "max_learned_per_port", "ttl", "tos", "df", "flowlabel",
+                 "flood", "endpoint", "peer")
 _ENDPOINT_KEYS = ("name", "mac", "address", "netns", "ifname")
 _PEER_KEYS = ("mac", "address", "vtep")
 _STORE_KEYS = ("etcd", "prefix", "ttl")
@@ -392,10 +399,7 @@ class _Parser:
         ctx: Ctx = ("vtep",)
         self.check_keys(ctx, tbl, _VTEP_KEYS)
         name = self.convert(ctx, tbl, "name", check_vtep_name) or "vxdp"
-        local = self.convert(ctx, tbl, "local", parse_underlay_ip, required=True)
-        if local.is_multicast:
-            self.fail(ctx, "local", f"{show(str(local))} is a multicast address; local must be "
-                                    "an address of this host", needle=str(local))
+        local = self.locals(ctx, tbl)
         port = self.int_range(ctx, tbl, "port", 1, 65535, DEFAULT_PORT)
         control = self.get(ctx, tbl, "control", str)
         if control is not None:
@@ -404,7 +408,7 @@ class _Parser:
             if len(control.encode()) > UNIX_PATH_MAX:
                 self.fail(ctx, "control", f"{show(control)} is too long for a unix socket path "
                                           f"(at most {UNIX_PATH_MAX} bytes)")
-        allow: list[IPv4Network] = []
+        allow: list[IPv4Network | IPv6Network] = []
         allow_raw = self.get(ctx, tbl, "allow", list)
         for j, item in enumerate(allow_raw or ()):
             try:
@@ -434,10 +438,28 @@ class _Parser:
         offload = self.offload(ctx, tbl)
         busy_poll = self.int_range(ctx, tbl, "busy_poll", 0, BUSY_POLL_MAX, 0,
                                    " microseconds")
+        zero6 = self.get(ctx, tbl, "udp6zerocsumrx", bool)
+        if zero6 and local.v6 is None:
+            self.fail(ctx, "udp6zerocsumrx", "needs an IPv6 local address (it is about IPv6 "
+                                             "VXLAN with a zero UDP checksum)")
         return VtepConfig(name=name, local=local, port=port, control=control or "",
                           allow=tuple(allow), src_port_range=src_port_range,
                           strict=True if strict is None else strict, metrics=metrics,
-                          burst=burst, offload=offload, busy_poll=busy_poll)
+                          burst=burst, offload=offload, busy_poll=busy_poll,
+                          udp6zerocsumrx=bool(zero6))
+
+    def locals(self, ctx: Ctx, tbl: Mapping[str, Any]) -> Locals:
+        """``local``: an IPv4 or IPv6 address, or a list of one per family."""
+        raw = self.get(ctx, tbl, "local", (str, list), required=True)
+        items = raw if isinstance(raw, list) else [raw]
+        for item in items:
+            if not isinstance(item, str):
+                self.fail(ctx, "local", f"{show(item)} is not an address (a string)")
+        try:
+            return parse_locals(items)
+        except ValueError as exc:
+            self.fail(ctx, "local", str(exc), needle=items[0] if items else None)
+        raise AssertionError("unreachable")
 
     def offload(self, ctx: Ctx, tbl: Mapping[str, Any]) -> frozenset[str]:
         """``offload = true`` (default: all), ``false`` (none) or a list of names from
@@ -501,15 +523,19 @@ class _Parser:
                                      " (0 = unlimited)")
         max_learned_per_port = self.int_range(ctx, tbl, "max_learned_per_port", 0, None,
                                               DEFAULT_MAX_LEARNED_PER_PORT, " (0 = unlimited)")
-        ttl, tos, df = self.outer_rules(ctx, tbl)
-        flood: list[IPv4Address] = []
+        ttl, tos, df, flowlabel = self.outer_rules(ctx, tbl)
+        flood: list[IPAddress] = []
         for j, item in enumerate(self.get(ctx, tbl, "flood", list) or ()):
             try:
                 addr = parse_underlay_ip(item)
             except ValueError as exc:
                 self.fail_item(ctx, "flood", j, str(exc), item)
-            if addr == vtep.local:
+            if addr in vtep.local:
                 self.fail_item(ctx, "flood", j, f"{show(item)} is this VTEP's own local "
+                                                "address", item)
+            if vtep.local.of(addr.version) is None:
+                self.fail_item(ctx, "flood", j, f"{show(item)} is an IPv{addr.version} VTEP "
+                                                f"and [vtep] local has no IPv{addr.version} "
                                                 "address", item)
             if addr in flood:
                 self.fail_item(ctx, "flood", j, f"{show(item)} is listed twice", item)
@@ -540,10 +566,14 @@ class _Parser:
         for j, raw in enumerate(self.array_of_tables(ctx, tbl, "peer")):
             pctx: Ctx = (*ctx, "peer", j)
             peer = self.peer(pctx, raw)
-            if peer.vtep == vtep.local:
+            if peer.vtep in vtep.local:
                 self.fail(pctx, "vtep", f"{show(str(peer.vtep))} is this VTEP's own local "
                                         "address; list local containers as [[network.endpoint]]",
                           needle=str(peer.vtep))
+            if vtep.local.of(peer.vtep.version) is None:
+                self.fail(pctx, "vtep", f"{show(str(peer.vtep))} is an IPv{peer.vtep.version} "
+                                        f"VTEP and [vtep] local has no IPv{peer.vtep.version} "
+                                        "address", needle=str(peer.vtep))
             here = _dotted(pctx)
             self._unique(pctx, "mac", peer.mac, macs, here)
             self._unique(pctx, "address", peer.address, ips, here)
@@ -553,11 +583,14 @@ class _Parser:
             learning=False if learning is None else learning,
             ageing=DEFAULT_AGEING if ageing is None else float(ageing), maxaddress=maxaddress,
             max_learned=max_learned, max_learned_per_port=max_learned_per_port,
-            ttl=ttl, tos=tos, df=df, flood=tuple(flood), endpoints=tuple(endpoints), peers=tuple(peers))
+            ttl=ttl, tos=tos, df=df, flowlabel=flowlabel, flood=tuple(flood),
+            endpoints=tuple(endpoints), peers=tuple(peers))
 
-    def outer_rules(self, ctx: Ctx, tbl: Mapping[str, Any]) -> tuple[int | str, int | str, str]:
-        """``ttl``, ``tos`` and ``df`` of a network: the outer header rules of the kernel's
-        vxlan (``ip link add ... ttl auto|N|inherit tos N|inherit df unset|set|inherit``)."""
+    def outer_rules(self, ctx: Ctx, tbl: Mapping[str, Any]
+                    ) -> tuple[int | str, int | str, str, int | str]:
+        """``ttl``, ``tos``, ``df`` and ``flowlabel`` of a network: the outer header rules of
+        the kernel's vxlan (``ip link add ... ttl auto|N|inherit tos N|inherit
+        df unset|set|inherit flowlabel N|inherit``)."""
         ttl = self.get(ctx, tbl, "ttl", (int, str))
         if ttl is None:
             ttl = "auto"
@@ -577,7 +610,16 @@ class _Parser:
             df = "unset"
         elif df not in ("unset", "set", "inherit"):
             self.fail(ctx, "df", f"{show(df)} is not \"unset\", \"set\" or \"inherit\"")
-        return ttl, tos, df
+        flowlabel = self.get(ctx, tbl, "flowlabel", (int, str))
+        if flowlabel is None:
+            flowlabel = 0
+        elif isinstance(flowlabel, str) and flowlabel != "inherit":
+            self.fail(ctx, "flowlabel", f"{show(flowlabel)} is not \"inherit\" or "
+                                        "0..1048575 (20 bits)")
+        elif isinstance(flowlabel, int) and not 0 <= flowlabel <= 0xFFFFF:
+            self.fail(ctx, "flowlabel", f"{flowlabel} is out of range (0..1048575, or "
+                                        "\"inherit\")")
+        return ttl, tos, df, flowlabel
 
     def _unique(self, ctx: Ctx, key: str, value: Any, seen: dict[Any, str], here: str) -> None:
         """One MAC (FDB) and one IP (neighbour table) per network, across endpoints and peers:

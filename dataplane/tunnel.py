@@ -12,6 +12,8 @@ They are the kernel's, from ``include/net/ip_tunnels.h``, ``include/net/inet_ecn
   not IP); DF ``unset``, ``set``, or ``inherit`` (set for inner IPv6 and for inner IPv4 with
   DF). Inheritance looks through up to two VLAN tags, except DF's, which looks at the
   Ethernet type only (``eth_hdr(skb)->h_proto``);
+* the outer IPv6 flow label (``outer_label``): the network's ``flowlabel`` (0 unless set), or
+  the inner IPv6 one with ``inherit``;
 * decapsulation (``ecn_decap``): RFC 6040 §4.2's table — an outer CE marks an ECT inner CE, an
   outer ECT(1) turns an inner ECT(0) into ECT(1), and a Not-ECT inner under an outer CE is
   dropped (the kernel counts it in rx_frame_errors; vxdp as ``ecn_not_ect_ce``). Untagged IPv4
@@ -35,6 +37,8 @@ TTL_INHERIT = -1
 TOS_INHERIT = -1
 DEFAULT_TTL = 64
 DF_MODES = ("unset", "set", "inherit")
+LABEL_INHERIT = -1      # flowlabel "inherit" (IFLA_VXLAN_LABEL_POLICY 1)
+LABEL_MAX = 0xFFFFF     # 20 bits (RFC 6437)
 
 ECN_NOT_ECT, ECN_ECT_1, ECN_ECT_0, ECN_CE = 0, 1, 2, 3
 
@@ -121,6 +125,20 @@ def outer_fields(frame: bytes, tos: int, ttl: int, df: str) -> tuple[int, int, b
     else:
         out_df = False
     return out_tos, out_ttl, out_df
+
+
+def outer_label(frame: bytes, label: int) -> int:
+    """The outer IPv6 flow label for inner ``frame`` on a network configured with ``label``
+    (0..LABEL_MAX or LABEL_INHERIT): the fixed label (0 by default — udp_tunnel6_xmit_skb
+    makes none up), or with ``inherit`` the inner IPv6 one, 0 for anything else
+    (``ip_tunnel_get_flowlabel``)."""
+    if label != LABEL_INHERIT:
+        return label
+    ip = inner_ip(frame)
+    if ip is None or ip.version != 6:
+        return 0
+    l3 = ip.l3
+    return ((frame[l3 + 1] & 0x0F) << 16) | (frame[l3 + 2] << 8) | frame[l3 + 3]
 
 
 def _ones_add(a: int, b: int) -> int:

@@ -26,6 +26,7 @@ from dataplane.errors import ConfigError, EntryNotFound, InvalidArgument, VxdpEr
 from dataplane.observe import Observer
 from dataplane.ports import VNET_HDR_LEN, TapPort
 from dataplane.underlay import Underlay
+from dataplane.validate import ipaddr
 from dataplane.wire import ZERO_MAC
 
 log = logging.getLogger("vxdp")
@@ -52,7 +53,7 @@ class Vtep:
         self.switch: Any = fastpath.Switch(v.local, src_port_range=v.src_port_range,
                                            strict=v.strict, allow=v.allow, burst=v.burst,
                                            dstport=v.port)
-        self.underlay = Underlay(v.local, v.port)
+        self.underlay = Underlay(v.local, v.port, v.udp6zerocsumrx)
         self.endpoints: dict[str, Endpoint] = {}
         self.ports: dict[int, Endpoint] = {}          # port id -> endpoint
         self.networks: dict[str, NetworkConfig] = {}
@@ -84,7 +85,8 @@ class Vtep:
         try:
             # Without CAP_NET_RAW there is no raw socket: datagrams then leave from the UDP
             # socket itself (fixed source port, said in stats).
-            self.switch.set_tx_socket((self.underlay.tx or self.underlay.rx).fileno())
+            for fam in self.underlay.families:
+                self.switch.set_tx_socket(self.underlay.tx_socket(fam).fileno())
             # Every TAP of this VTEP gets a vnet header when "tap" is on, so coalescing
             # (which the core applies only to ports with a vnet header) is on with it.
             self.tap_offload = self.tap_coalesce = "tap" in want
@@ -113,7 +115,8 @@ class Vtep:
         except BaseException:
             await self.stop()
             raise
-        self._loop.add_reader(self.underlay.rx.fileno(), self._on_underlay)
+        for fd in self.underlay.rx_fds():
+            self._loop.add_reader(fd, self._on_underlay, fd)
         self._ageing = self._loop.call_later(AGEING_INTERVAL, self._age)
         log.info("vxdp %s: serving %d network(s) on %s:%d (%s fast path)", v.name,
                  len(self.config.networks), v.local, v.port, self.impl)
@@ -127,9 +130,9 @@ class Vtep:
             await self.store.close()
         if self._ageing is not None:
             self._ageing.cancel()
-        rx = getattr(self.underlay, "rx", None)
-        if self._loop is not None and rx is not None:
-            self._loop.remove_reader(rx.fileno())
+        if self._loop is not None:
+            for fd in self.underlay.rx_fds():
+                self._loop.remove_reader(fd)
         for name in list(self.endpoints):
             self.detach(name)
         # End live streams first so their clients see a clean end, then close the server.
@@ -149,7 +152,7 @@ class Vtep:
                        ageing=net.ageing, maxaddress=net.maxaddress,
                        max_learned=net.max_learned,
                        max_learned_per_port=net.max_learned_per_port,
-                       ttl=net.ttl, tos=net.tos, df=net.df)
+                       ttl=net.ttl, tos=net.tos, df=net.df, flowlabel=net.flowlabel)
         # Docker's peerAdd: one permanent FDB entry + one permanent neighbour entry per peer.
         for p in net.peers:
             sw.fdb_add(net.vni, p.mac, p.vtep, "permanent")
@@ -231,7 +234,7 @@ class Vtep:
     def flood_add(self, network: str, vtep: str) -> bool:
         """Another VTEP serves ``network``: head-end replication to it (append is idempotent)."""
         net = self.networks.get(network)
-        if net is None or vtep == str(self.config.vtep.local):
+        if net is None or ipaddr(vtep) in self.config.vtep.local:
             return False
         self.switch.fdb_append(net.vni, ZERO_MAC, vtep, "permanent", time.monotonic())
         return True
@@ -256,13 +259,15 @@ class Vtep:
         self.switch.rx_tap_burst(pid, self.ports[pid].tap.fd, time.monotonic())
         self._after_burst()
 
-    def _on_underlay(self) -> None:
-        self.switch.rx_udp_burst(self.underlay.rx.fileno(), time.monotonic())
+    def _on_underlay(self, fd: int) -> None:
+        self.switch.rx_udp_burst(fd, time.monotonic())
         self._after_burst()
 
     def _after_burst(self) -> None:
         if self._busy_poll:
-            self.switch.busy_poll(self.underlay.rx.fileno(), self._busy_poll, BUSY_POLL_SLICE)
+            fds = self.underlay.rx_fds()
+            self.switch.busy_poll(fds[0], self._busy_poll, BUSY_POLL_SLICE,
+                                  fds[1] if len(fds) > 1 else -1)
         for gone in self.switch.gone_ports():
             self._port_gone(gone)
         self.observe.publish_events()

@@ -4,12 +4,13 @@
 
 cdef enum:
     # Buffer geometry. A frame sits HEADROOM bytes into its rx slot so that the outer
-    # IPv4 (20) + UDP (8) + VXLAN (8) headers can be written in front of it: a unicast
-    # encapsulation sends the rx slot itself and never copies the inner frame.
+    # IPv4 (20) or IPv6 (40) + UDP (8) + VXLAN (8) headers can be written in front of it: a
+    # unicast encapsulation sends the rx slot itself and never copies the inner frame.
     HEADROOM = 64
     VXLAN_HLEN = 8               # RFC 7348 §5: flags, reserved, VNI, reserved
-    OUTER_HLEN = 36              # IPv4 + UDP + VXLAN, what encapsulation prepends
+    OUTER_HLEN = 56              # IPv6 + UDP + VXLAN, the most encapsulation prepends
     IPUDP_HLEN = 28              # IPv4 + UDP, what the raw socket needs in front of VXLAN
+    IP6UDP_HLEN = 48             # IPv6 + UDP (RFC 8200 §3: a 40-byte fixed header)
     MAX_FRAME = 65535            # largest frame a TAP read or a UDP datagram can carry
     SLOT_STRIDE = 65664          # HEADROOM + 65536 + 64 spare, a multiple of 64
     SCRATCH_STRIDE = 64          # per-frame scratch (synthesised ARP reply: 42 bytes)

@@ -342,7 +342,7 @@ cdef bytes addr16(object addr):
     return addr.packed
 
 
-cdef uint32_t remote_held(Switch sw, object remote) except? NO_REMOTE:
+cdef int64_t remote_held(Switch sw, object remote) except -1:
     """The pool id of `remote` (an fdb.Remote), made if needed and held once for the caller,
     who drops it when done (the entries it gave the id to hold their own references)."""
     cdef bytes a = addr16(remote.addr)
@@ -352,12 +352,6 @@ cdef uint32_t remote_held(Switch sw, object remote) except? NO_REMOTE:
         raise MemoryError()
     rem_hold(&sw.s.rem, rid)
     return rid
-
-
-cdef object remote_of(Switch sw, uint32_t rid):
-    """The fdb.Remote of pool id `rid`."""
-    cdef remote_t *r = &sw.s.rem.r[rid]
-    return Remote(sw._addr(r.addr), r.port, r.vni)
 
 
 cdef int fdb_api_add(Switch sw, uint32_t slot, object mac, object dst, object port,

@@ -23,6 +23,7 @@ ctypedef struct net_t:
     int16_t ttl                  # outer header rules (tunnel.pxd): 0 auto, 1..255, -1 inherit
     int16_t tos                  # 0..255, -1 inherit
     uint8_t df                   # DF_UNSET / DF_SET / DF_INHERIT
+    int32_t label                # IPv6 flow label 0..0xFFFFF, -1 inherit
 
 ctypedef struct port_t:
     int32_t net                  # network slot, -1 = not attached
@@ -39,25 +40,29 @@ ctypedef struct port_t:
     uint8_t vnet                 # virtio_net_hdr length on the fd (0, 10 or 12)
 
 # One output of the core. Port outputs: `data`/`len` is the frame. Underlay outputs: `data`
-# points at the VXLAN header, `len` is the UDP payload length, and the 28-byte IPv4+UDP
-# header is either right in front of `data` (contiguous: the first copy, written into the
-# rx slot's headroom) or in `hdr` (further head-end-replication copies share the payload).
+# points at the VXLAN header, `len` is the UDP payload length, and the IPv4+UDP (28 bytes)
+# or IPv6+UDP (48) header is either right in front of `data` (contiguous: the first copy,
+# written into the rx slot's headroom) or in `hdr` (further head-end-replication copies
+# share the payload).
 ctypedef struct txrec:
     uint8_t *data
     uint32_t len
     int32_t port                 # >= 0: local port; -1: underlay
     uint32_t rid                 # underlay: the remote (remote.pxd) sent to
-    uint32_t dst                 # ... its IPv4 address, network order
+    uint8_t dst[16]              # ... its address (IPv4-mapped for IPv4), network order
     uint16_t dport               # ... its UDP port
     uint16_t sport
-    uint8_t inline_hdr           # 1: IPv4+UDP header in `hdr`, 0: at data - 28
+    uint8_t v6                   # IPv6 underlay (hlen 48), else IPv4 (hlen 28)
+    uint8_t hlen                 # IPUDP_HLEN or IP6UDP_HLEN
+    uint8_t inline_hdr           # 1: IP+UDP header in `hdr`, 0: at data - hlen
     uint8_t csum_todo            # the UDP checksum is not filled in yet (outer_csum)
     uint8_t csum                 # port records: CSUM_ state of the frame's L4 checksum
     uint8_t tos                  # underlay records: the outer TOS, TTL and DF (tunnel.pyx)
     uint8_t ttl
     uint8_t df
+    uint32_t label               # ... and the IPv6 flow label
     int32_t next                 # port records in a coalescing run: the next member
-    uint8_t hdr[IPUDP_HLEN]
+    uint8_t hdr[IP6UDP_HLEN]
 
 # Fixed-size event record, turned into the reference's tuples only in Switch.events().
 ctypedef struct event_t:

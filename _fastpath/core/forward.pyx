@@ -82,7 +82,7 @@ cdef uint8_t *xcopy(sw_t *s, const uint8_t *payload, uint32_t plen) noexcept nog
 
 cdef void encap(sw_t *s, net_t *net, fdb_ent *e, uint8_t *f, uint32_t n) noexcept nogil:
     """The vxlan port's transmit (vxlan_xmit → vxlan_xmit_one, per remote): VXLAN header
-    (RFC 7348 §5.1) written in the headroom in front of the frame, IPv4+UDP headers per
+    (RFC 7348 §5.1) written in the headroom in front of the frame, IPv4 or IPv6 + UDP headers per
     destination. The first copy's headers go into the headroom too (contiguous datagram =
     the rx slot), later copies carry theirs in the output record and share the payload —
     unless a remote has a VNI of its own (the kernel's per-entry vni), whose copy gets its
@@ -100,10 +100,11 @@ cdef void encap(sw_t *s, net_t *net, fdb_ent *e, uint8_t *f, uint32_t n) noexcep
     cdef remote_t *rm
     cdef uint16_t sport
     cdef uint8_t tos, ttl, df
+    cdef uint32_t label
     cdef bint own
     cdef txrec *r
     sport = flow_sport(s, f, n)
-    outer_fields(net, f, n, &tos, &ttl, &df)
+    outer_fields(net, f, n, &tos, &ttl, &df, &label)
     rm = &s.rem.r[rem[0]]
     vni0 = rm.vni if rm.vni else net.vni
     if vni0 == net.vni:
@@ -129,22 +130,27 @@ cdef void encap(sw_t *s, net_t *net, fdb_ent *e, uint8_t *f, uint32_t n) noexcep
         r.len = plen
         r.port = -1
         r.rid = rem[i]
-        r.dst = rem_v4(rm)
+        memcpy(r.dst, rm.addr, 16)
         r.dport = rm.port if rm.port else s.dport
         r.sport = sport
         r.csum_todo = 1
         r.tos = tos
         r.ttl = ttl
-        r.df = df
-        if not rm.v4:
-            r.inline_hdr = 1            # IPv6 underlay: no header yet (transmit() skips it)
-        elif own:
-            r.inline_hdr = 0
-            build_ipudp(data - IPUDP_HLEN, s.local, r.dst, sport, r.dport, plen, 0,
-                        tos, ttl, df)
+        r.inline_hdr = 0 if own else 1
+        if rm.v4:
+            r.v6 = 0
+            r.hlen = IPUDP_HLEN
+            r.df = df
+            r.label = 0                 # a flow label means nothing to IPv4
+            build_ipudp(data - IPUDP_HLEN if own else r.hdr, s.local, rem_v4(rm), sport,
+                        r.dport, plen, 0, tos, ttl, df)
         else:
-            r.inline_hdr = 1
-            build_ipudp(r.hdr, s.local, r.dst, sport, r.dport, plen, 0, tos, ttl, df)
+            r.v6 = 1
+            r.hlen = IP6UDP_HLEN
+            r.df = 0                    # nor DF to IPv6 (vxlan_xmit_one: AF_INET only)
+            r.label = label
+            build_ip6udp(data - IP6UDP_HLEN if own else r.hdr, s.local6, rm.addr, sport,
+                         r.dport, plen, 0, tos, ttl, label)
         s.ul_tx_packets += 1
         s.ul_tx_bytes += plen
 
@@ -258,12 +264,15 @@ cdef int core_port(sw_t *s, int32_t port, uint8_t *f, uint32_t n, double now,
 
 
 cdef inline bint allowed(sw_t *s, const uint8_t *src) noexcept nogil:
-    """Is the outer source in [vtep] allow? (IPv4 networks; `src` IPv4-mapped.)"""
-    cdef uint32_t h = vx_be32(src + 12), i
-    if memcmp(src, V4MAPPED, 12) != 0:
-        return False
+    """Is the outer source in [vtep] allow? Prefixes of either family as 16-byte masks
+    (an IPv4 /n is the IPv4-mapped /96+n), `src` 16 bytes."""
+    cdef uint64_t hi, lo
+    cdef uint32_t i
+    memcpy(&hi, src, 8)
+    memcpy(&lo, src + 8, 8)
     for i in range(s.n_allow):
-        if (h & s.allow_mask[i]) == s.allow_net[i]:
+        if (hi & s.allow_mask[2 * i]) == s.allow_net[2 * i] \
+                and (lo & s.allow_mask[2 * i + 1]) == s.allow_net[2 * i + 1]:
             return True
     return False
 
@@ -300,7 +309,8 @@ cdef int32_t underlay_slot(sw_t *s, const uint8_t *src, const uint8_t *d,
 cdef int core_underlay(sw_t *s, const uint8_t *src, uint8_t *d, uint32_t n,
                        double now, uint8_t tos) noexcept nogil:
     """Switch._from_underlay in C: `d` is the UDP payload (VXLAN header + frame) received
-    from `src` (16 bytes, IPv4-mapped for IPv4); outputs are appended to s.out. Checks in vxlan_rcv's order
+    from `src` (16 bytes, IPv4-mapped for IPv4); outputs are appended to s.out. Checks in
+    vxlan_rcv's order
     (RFC 7348 §5.1, §4.1: decapsulate, learn, deliver; never back to the underlay).
     Returns the drop reason, or -1."""
     cdef int32_t sl

@@ -10,7 +10,7 @@ ctypedef struct rx_t:
     uint8_t *scratch             # burst * SCRATCH_STRIDE
     mmsghdr *msgs                # burst
     iovec *iov                   # burst
-    sockaddr_in *addr            # burst
+    vx_sockaddr *addr            # burst: the sources recvmmsg() fills in (either family)
     uint8_t udp_gro              # the rx socket has UDP_GRO on: split by the cmsg gso_size
     uint32_t *gso                # burst: UDP GRO segment size of slot i, 0 = one datagram
     uint8_t *tos                 # burst: outer TOS of slot i (IP_RECVTOS), for ECN
@@ -36,4 +36,5 @@ cdef uint32_t process_underlay_burst(sw_t *s, uint32_t n, double now,
                                      bint rx_step) noexcept nogil
 cdef uint32_t tap_burst(sw_t *s, int32_t p, int fd, double now) noexcept nogil
 cdef uint32_t udp_burst(sw_t *s, int sock_fd, double now) noexcept nogil
-cdef uint64_t poll_all(sw_t *s, int sock_fd, double idle, double limit) noexcept nogil
+cdef uint64_t poll_all(sw_t *s, int sock_fd, int sock_fd2, double idle,
+                       double limit) noexcept nogil

@@ -11,7 +11,7 @@ cdef int rx_init(rx_t *r, uint32_t burst) noexcept nogil:
     r.scratch = <uint8_t*>calloc(burst, SCRATCH_STRIDE)
     r.msgs = <mmsghdr*>calloc(burst, sizeof(mmsghdr))
     r.iov = <iovec*>calloc(burst, sizeof(iovec))
-    r.addr = <sockaddr_in*>calloc(burst, sizeof(sockaddr_in))
+    r.addr = <vx_sockaddr*>calloc(burst, sizeof(vx_sockaddr))
     r.gso = <uint32_t*>calloc(burst, sizeof(uint32_t))
     r.tos = <uint8_t*>calloc(burst, 1)
     r.cmsg = <uint8_t*>calloc(burst, VX_RX_CMSG_SPACE)
@@ -250,7 +250,7 @@ cdef uint32_t udp_burst(sw_t *s, int sock_fd, double now) noexcept nogil:
         m.msg_hdr.msg_iov = &r.iov[i]
         m.msg_hdr.msg_iovlen = 1
         m.msg_hdr.msg_name = &r.addr[i]
-        m.msg_hdr.msg_namelen = sizeof(sockaddr_in)
+        m.msg_hdr.msg_namelen = sizeof(vx_sockaddr)
         m.msg_hdr.msg_control = r.cmsg + <size_t>i * VX_RX_CMSG_SPACE
         m.msg_hdr.msg_controllen = VX_RX_CMSG_SPACE
         m.msg_len = 0
@@ -264,13 +264,12 @@ cdef uint32_t udp_burst(sw_t *s, int sock_fd, double now) noexcept nogil:
         return 0
     for i in range(<uint32_t>rc):
         if r.msgs[i].msg_hdr.msg_flags & (MSG_TRUNC | MSG_CTRUNC) \
-                or r.addr[i].sin_family != AF_INET:
+                or not vx_sockaddr_get(&r.addr[i], r.src + 16 * k):
             s.ul_rx_errors += 1
             continue
         if k != i:
             memcpy(rx_datagram(r, k), rx_datagram(r, i), r.msgs[i].msg_len)
         r.len[k] = r.msgs[i].msg_len
-        addr_v4mapped(r.src + 16 * k, r.addr[i].sin_addr.s_addr)
         vx_rx_cmsgs(&r.msgs[i].msg_hdr, &r.gso[k], &r.tos[k])
         k += 1
     if k:
@@ -282,8 +281,10 @@ cdef uint32_t udp_burst(sw_t *s, int sock_fd, double now) noexcept nogil:
     return <uint32_t>rc
 
 
-cdef uint64_t poll_all(sw_t *s, int sock_fd, double idle, double limit) noexcept nogil:
-    """Serve every registered TAP fd and the UDP socket `sock_fd` without sleeping until
+cdef uint64_t poll_all(sw_t *s, int sock_fd, int sock_fd2, double idle,
+                       double limit) noexcept nogil:
+    """Serve every registered TAP fd and the UDP socket `sock_fd` (and `sock_fd2`, the other
+    family's, when >= 0) without sleeping until
     nothing has arrived for `idle` seconds (or `limit` seconds have passed in all, so the
     event loop still gets its turn under sustained load).
 
@@ -304,6 +305,8 @@ cdef uint64_t poll_all(sw_t *s, int sock_fd, double idle, double limit) noexcept
                 got += tap_burst(s, <int32_t>p, s.ports[p].fd, last * 1e-9)
         if sock_fd >= 0:
             got += udp_burst(s, sock_fd, last * 1e-9)
+        if sock_fd2 >= 0:
+            got += udp_burst(s, sock_fd2, last * 1e-9)
         t = vx_now_ns()
         if got:
             total += got

@@ -1,4 +1,4 @@
-# Outer header rules (dataplane/tunnel.py: outer_fields, ecn_decap).
+# Outer header rules (dataplane/tunnel.py: outer_fields, outer_label, ecn_decap).
 
 
 cdef inline int inner_l3(const uint8_t *f, uint32_t n, bint through_tags) noexcept nogil:
@@ -22,10 +22,12 @@ cdef inline int inner_l3(const uint8_t *f, uint32_t n, bint through_tags) noexce
 
 
 cdef void outer_fields(const net_t *net, const uint8_t *f, uint32_t n, uint8_t *tos,
-                       uint8_t *ttl, uint8_t *df) noexcept nogil:
-    """tunnel.outer_fields: the outer TOS (RFC 6040 §4.1 ECN), TTL and DF for frame f."""
+                       uint8_t *ttl, uint8_t *df, uint32_t *label) noexcept nogil:
+    """tunnel.outer_fields and outer_label: the outer TOS (RFC 6040 §4.1 ECN), TTL, DF
+    and IPv6 flow label for frame f."""
     cdef int l3 = inner_l3(f, n, True)
     cdef uint8_t ds = 0, ecn, it = 0
+    cdef uint32_t fl = 0
     if l3 >= 0:
         if (f[l3] >> 4) == 4:
             ds = f[l3 + 1]
@@ -33,6 +35,8 @@ cdef void outer_fields(const net_t *net, const uint8_t *f, uint32_t n, uint8_t *
         else:
             ds = ((f[l3] & 0x0F) << 4) | (f[l3 + 1] >> 4)
             it = f[l3 + 7]
+            fl = ((<uint32_t>f[l3 + 1] & 0x0F) << 16) | (<uint32_t>f[l3 + 2] << 8) | f[l3 + 3]
+    label[0] = fl if net.label == LABEL_INHERIT_C else <uint32_t>net.label
     ecn = ds & 3
     tos[0] = ((ds if net.tos == TOS_INHERIT_C else <uint8_t>net.tos) & 0xFC) \
         | (2 if ecn == 3 else ecn)

@@ -120,7 +120,8 @@ class EtcdStore:
         self.config = config
         self.host = host
         cfg = host.config
-        self.local = str(cfg.vtep.local)
+        # a VTEP of both families is known to the others by its IPv4 address
+        self.local = str(cfg.vtep.local.primary)
         self.name = cfg.vtep.name
         self.layout = KeyLayout(config.prefix)
         self.ttl = int(config.ttl)

@@ -123,7 +123,8 @@ def test_learning_keeps_defaults_and_moves_by_address(impl: Any) -> None:
 
 
 def test_ipv6_remote_is_kept(impl: Any) -> None:
-    sw = switch(impl)
+    sw = impl.Switch([LOCAL, "2001:db8::1"])
+    sw.add_network(VNI)
     v6 = IPv6Address("2001:db8::2")
     sw.fdb_add(VNI, PEER_MAC, v6)
     assert entry(sw, PEER_MAC)["dst"] == str(v6)

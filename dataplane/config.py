@@ -55,6 +55,7 @@ BURST_MAX = 1024
 UNIX_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1
 DEFAULT_STORE_PREFIX = "/vxdp"
 DEFAULT_STORE_TTL = 10
+DEFAULT_DOCKER_PLUGIN = "vxdp"
 # [vtep] busy_poll upper bound (µs): polling longer than this between bursts is a spin loop.
 BUSY_POLL_MAX = 100_000
 
@@ -143,11 +144,38 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class DockerConfig:
+    """The optional ``[docker]`` table: serve Docker's remote network + IPAM driver API
+    (libnetwork's remote driver protocol) on ``socket``, under the driver name ``plugin``.
+
+    ``state`` is where the VTEP keeps what must outlive it: Docker's networks and pools
+    (dockerd never replays them to a restarted plugin), local IPAM allocations and the
+    container endpoints (Docker and CNI) it re-attaches after a restart."""
+
+    plugin: str = DEFAULT_DOCKER_PLUGIN
+    socket: str = ""  # "" → /run/docker/plugins/<plugin>.sock
+    state: str = ""  # "" → /var/lib/vxdp/<vtep name>.json
+
+    def __post_init__(self) -> None:
+        if not self.socket:
+            object.__setattr__(self, "socket", f"/run/docker/plugins/{self.plugin}.sock")
+
+
+@dataclass(frozen=True)
 class Config:
     vtep: VtepConfig
     networks: tuple[NetworkConfig, ...]
     store: StoreConfig | None = None
     path: str | None = None  # file it was read from, for messages
+    docker: DockerConfig | None = None
+
+    @property
+    def state_path(self) -> str:
+        """Where run-time state is saved (see :class:`DockerConfig`), with or without
+        ``[docker]``: CNI endpoints are re-attached after a restart too."""
+        if self.docker is not None and self.docker.state:
+            return self.docker.state
+        return default_state_path(self.vtep.name)
 
     def network(self, name: str) -> NetworkConfig | None:
         """The network called ``name``, or None."""
@@ -165,6 +193,10 @@ class Config:
 
 def default_control_path(vtep_name: str) -> str:
     return f"/run/vxdp/{vtep_name}.sock"
+
+
+def default_state_path(vtep_name: str) -> str:
+    return f"/var/lib/vxdp/{vtep_name}.json"
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,7 +294,8 @@ _NETWORK_KEYS = ("name", "vni", "mtu", "proxy", "learning", "ageing", "maxaddres
 _ENDPOINT_KEYS = ("name", "mac", "address", "netns", "ifname")
 _PEER_KEYS = ("mac", "address", "vtep")
 _STORE_KEYS = ("etcd", "prefix", "ttl")
-_TOP_KEYS = ("vtep", "network", "store")
+_DOCKER_KEYS = ("plugin", "socket", "state")
+_TOP_KEYS = ("vtep", "network", "store", "docker")
 
 
 def _type_name(value: Any) -> str:
@@ -270,6 +303,15 @@ def _type_name(value: Any) -> str:
         if type(value) is typ:
             return name
     return type(value).__name__
+
+
+def _check_plugin_name(value: Any) -> str:
+    """A Docker plugin name: the socket file's name and the ``-d``/``--ipam-driver`` value."""
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}",
+                                                      value):
+        raise ValueError(f"{show(value)} is not a valid plugin name (1..64 of letters, digits, "
+                         "'_', '.', '-'; it names the socket file)")
+    return value
 
 
 class _Parser:
@@ -372,8 +414,11 @@ class _Parser:
                               path=self.path, key="vtep")
         vtep = self.vtep(vtep_tbl)
         nets_raw = self.array_of_tables((), data, "network")
-        if not nets_raw:
-            raise ConfigError("no [[network]] defined (at least one is required)",
+        docker_tbl = self.table((), data, "docker")
+        if not nets_raw and docker_tbl is None:
+            # With [docker], `docker network create` makes networks at run time.
+            raise ConfigError("no [[network]] defined (at least one is required, unless "
+                              "[docker] creates them at run time)",
                               path=self.path, key="network")
         networks: list[NetworkConfig] = []
         seen_names: dict[str, int] = {}
@@ -386,7 +431,9 @@ class _Parser:
                                          seen_netns_if))
         store_tbl = self.table((), data, "store")
         store = self.store(store_tbl) if store_tbl is not None else None
-        return Config(vtep=vtep, networks=tuple(networks), store=store, path=config_path)
+        docker = self.docker(docker_tbl) if docker_tbl is not None else None
+        return Config(vtep=vtep, networks=tuple(networks), store=store, path=config_path,
+                      docker=docker)
 
     def vtep(self, tbl: dict[str, Any]) -> VtepConfig:
         ctx: Ctx = ("vtep",)
@@ -631,6 +678,27 @@ class _Parser:
             prefix = prefix.rstrip("/") or "/"
         ttl = self.int_range(ctx, tbl, "ttl", 1, None, DEFAULT_STORE_TTL, " seconds")
         return StoreConfig(etcd=tuple(urls), prefix=prefix, ttl=ttl)
+
+
+    def docker(self, tbl: dict[str, Any]) -> DockerConfig:
+        ctx: Ctx = ("docker",)
+        self.check_keys(ctx, tbl, _DOCKER_KEYS)
+        # The plugin name is the socket's file name and the name users give to
+        # `docker network create -d NAME --ipam-driver NAME`.
+        plugin = self.convert(ctx, tbl, "plugin", _check_plugin_name) or DEFAULT_DOCKER_PLUGIN
+        paths: dict[str, str] = {}
+        for key, limit in (("socket", UNIX_PATH_MAX), ("state", 4095)):
+            value = self.get(ctx, tbl, key, str)
+            if value is None:
+                continue
+            if not value.startswith("/"):
+                self.fail(ctx, key, f"{show(value)} must be an absolute path", needle=value)
+            if len(value.encode()) > limit:
+                self.fail(ctx, key, f"{show(value)} is too long (at most {limit} bytes)",
+                          needle=value)
+            paths[key] = value
+        return DockerConfig(plugin=plugin, socket=paths.get("socket", ""),
+                            state=paths.get("state", ""))
 
 
 # --------------------------------------------------------------------------------------------

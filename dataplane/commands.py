@@ -105,6 +105,11 @@ COMMANDS: dict[str, Handler] = {
     "endpoint.del": endpoint_del,
     "endpoint.show": endpoint_show,
 }
+# Containers from runtimes (dataplane.docker): what the Docker driver and vxdp-cni hold, and
+# the commands vxdp-cni sends.
+from dataplane.docker.cni import COMMANDS as _RUNTIME_COMMANDS  # noqa: E402
+
+COMMANDS.update(_RUNTIME_COMMANDS)
 
 
 async def dispatch(v: Vtep, cmd: str, args: dict[str, Any]) -> Any:

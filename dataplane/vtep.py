@@ -122,7 +122,7 @@ class Vtep:
         self._loop.add_reader(self.underlay.rx.fileno(), self._on_underlay)
         self._ageing = self._loop.call_later(AGEING_INTERVAL, self._age)
         log.info("vxdp %s: serving %d network(s) on %s:%d (%s fast path)", v.name,
-                 len(self.config.networks), v.local, v.port, self.impl)
+                 len(self.networks), v.local, v.port, self.impl)
 
     async def stop(self) -> None:
         """Remove everything this process created: TAPs, control socket, sockets."""

@@ -59,6 +59,7 @@ APPLETS = ("sh", "ls", "ip", "ping", "cat", "sleep", "ifconfig", "route", "arpin
            "wc", "seq", "timeout", "env", "mkdir", "rm", "test", "[")
 
 _libc = ctypes.CDLL(None, use_errno=True)
+SLEEP = ("sh", "-c", "trap 'exit 0' TERM; sleep 1000000 & wait")
 
 
 def docker_cli() -> str:
@@ -201,7 +202,8 @@ class DockerHost:
                 "--pidfile", f"{self.root}/docker.pid", "-H", f"unix://{self.sock}",
                 "--config-file", f"{self.root}/daemon.json", "--iptables=false",
                 "--ip6tables=false", "--ip-forward=false", "--ip-masq=false", "--bridge=none",
-                "--storage-driver=vfs", f"--cgroup-parent={self.ns}", *self.args]
+                "--storage-driver=vfs", f"--cgroup-parent={self.ns}",
+                *self.args]
         with open(self.log_path, "ab") as log:
             self.proc = _netns.popen_in_netns(self.ns, argv, stdin=subprocess.DEVNULL,
                                               stdout=log, stderr=log, preexec_fn=self.enter())
@@ -263,13 +265,15 @@ class DockerHost:
 
     def run(self, name: str, network: str, *cmd: str, ip: str | None = None,
             mac: str | None = None, extra: Sequence[str] = ()) -> str:
-        """``docker run -d --name NAME --network NETWORK IMAGE CMD`` (default: sleep)."""
+        """``docker run -d --name NAME --network NETWORK IMAGE CMD``. The default command
+        sleeps and, unlike a bare ``sleep`` as PID 1, leaves on SIGTERM, so ``docker stop``
+        and a dockerd shutdown take no 10 s grace period."""
         argv = ["run", "-d", "--name", name, "--network", network, *extra]
         if ip:
             argv += ["--ip", ip]
         if mac:
             argv += ["--mac-address", mac]
-        return self.docker(*argv, IMAGE, *(cmd or ("sleep", "100000"))).stdout.strip()
+        return self.docker(*argv, IMAGE, *(cmd or SLEEP)).stdout.strip()
 
     def exec(self, container: str, *cmd: str, check: bool = True,
              timeout: float = 60.0) -> subprocess.CompletedProcess[str]:

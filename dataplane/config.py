@@ -127,11 +127,16 @@ class VtepConfig:
     burst: int = DEFAULT_BURST
     offload: frozenset[str] = OFFLOADS  # subset of OFFLOADS; empty = no offloads at all
     busy_poll: int = 0  # microseconds of polling after a burst before sleeping; 0 = off
+    # What must outlive the process (Docker networks and pools, the container endpoints it
+    # re-attaches after a restart); "" → /var/lib/vxdp/<name>.json, written only when used.
+    state: str = ""
 
     def __post_init__(self) -> None:
         if not self.control:
             # frozen dataclass: the default depends on another field, so set it once here
             object.__setattr__(self, "control", default_control_path(self.name))
+        if not self.state:
+            object.__setattr__(self, "state", default_state_path(self.name))
 
 
 @dataclass(frozen=True)
@@ -147,14 +152,11 @@ class StoreConfig:
 class DockerConfig:
     """The optional ``[docker]`` table: serve Docker's remote network + IPAM driver API
     (libnetwork's remote driver protocol) on ``socket``, under the driver name ``plugin``.
-
-    ``state`` is where the VTEP keeps what must outlive it: Docker's networks and pools
-    (dockerd never replays them to a restarted plugin), local IPAM allocations and the
-    container endpoints (Docker and CNI) it re-attaches after a restart."""
+    What must outlive the VTEP (Docker's networks and pools: dockerd never replays them to
+    a restarted plugin) goes to ``[vtep] state``."""
 
     plugin: str = DEFAULT_DOCKER_PLUGIN
     socket: str = ""  # "" → /run/docker/plugins/<plugin>.sock
-    state: str = ""  # "" → /var/lib/vxdp/<vtep name>.json
 
     def __post_init__(self) -> None:
         if not self.socket:
@@ -168,14 +170,6 @@ class Config:
     store: StoreConfig | None = None
     path: str | None = None  # file it was read from, for messages
     docker: DockerConfig | None = None
-
-    @property
-    def state_path(self) -> str:
-        """Where run-time state is saved (see :class:`DockerConfig`), with or without
-        ``[docker]``: CNI endpoints are re-attached after a restart too."""
-        if self.docker is not None and self.docker.state:
-            return self.docker.state
-        return default_state_path(self.vtep.name)
 
     def network(self, name: str) -> NetworkConfig | None:
         """The network called ``name``, or None."""
@@ -287,14 +281,14 @@ _TYPE_NAMES: dict[type, str] = {
 }
 
 _VTEP_KEYS = ("name", "local", "port", "control", "allow", "src_port_range", "strict", "metrics",
-              "burst", "offload", "busy_poll")
+              "burst", "offload", "busy_poll", "state")
 _NETWORK_KEYS = ("name", "vni", "mtu", "proxy", "learning", "ageing", "maxaddress",
                  "max_learned", "max_learned_per_port", "ttl", "tos", "df", "flood",
                  "endpoint", "peer")
 _ENDPOINT_KEYS = ("name", "mac", "address", "netns", "ifname")
 _PEER_KEYS = ("mac", "address", "vtep")
 _STORE_KEYS = ("etcd", "prefix", "ttl")
-_DOCKER_KEYS = ("plugin", "socket", "state")
+_DOCKER_KEYS = ("plugin", "socket")
 _TOP_KEYS = ("vtep", "network", "store", "docker")
 
 
@@ -481,10 +475,11 @@ class _Parser:
         offload = self.offload(ctx, tbl)
         busy_poll = self.int_range(ctx, tbl, "busy_poll", 0, BUSY_POLL_MAX, 0,
                                    " microseconds")
+        state = self.path_value(ctx, tbl, "state", 4095)
         return VtepConfig(name=name, local=local, port=port, control=control or "",
                           allow=tuple(allow), src_port_range=src_port_range,
                           strict=True if strict is None else strict, metrics=metrics,
-                          burst=burst, offload=offload, busy_poll=busy_poll)
+                          burst=burst, offload=offload, busy_poll=busy_poll, state=state or "")
 
     def offload(self, ctx: Ctx, tbl: Mapping[str, Any]) -> frozenset[str]:
         """``offload = true`` (default: all), ``false`` (none) or a list of names from
@@ -686,19 +681,19 @@ class _Parser:
         # The plugin name is the socket's file name and the name users give to
         # `docker network create -d NAME --ipam-driver NAME`.
         plugin = self.convert(ctx, tbl, "plugin", _check_plugin_name) or DEFAULT_DOCKER_PLUGIN
-        paths: dict[str, str] = {}
-        for key, limit in (("socket", UNIX_PATH_MAX), ("state", 4095)):
-            value = self.get(ctx, tbl, key, str)
-            if value is None:
-                continue
+        socket = self.path_value(ctx, tbl, "socket", UNIX_PATH_MAX)
+        return DockerConfig(plugin=plugin, socket=socket or "")
+
+    def path_value(self, ctx: Ctx, tbl: Mapping[str, Any], key: str, limit: int) -> str | None:
+        """An absolute path of at most ``limit`` bytes (a socket, the state file)."""
+        value = self.get(ctx, tbl, key, str)
+        if value is not None:
             if not value.startswith("/"):
                 self.fail(ctx, key, f"{show(value)} must be an absolute path", needle=value)
             if len(value.encode()) > limit:
                 self.fail(ctx, key, f"{show(value)} is too long (at most {limit} bytes)",
                           needle=value)
-            paths[key] = value
-        return DockerConfig(plugin=plugin, socket=paths.get("socket", ""),
-                            state=paths.get("state", ""))
+        return value
 
 
 # --------------------------------------------------------------------------------------------

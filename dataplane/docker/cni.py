@@ -84,7 +84,7 @@ async def cni_add(v: Vtep, args: dict[str, Any]) -> Any:
                               f"{', '.join(sorted(v.networks)) or 'none'})")
     for key, have in (("vni", net.vni), ("mtu", net.mtu)):
         if args.get(key) is not None and args[key] != have:
-            raise InvalidArgument(f"network {network} has {key} {have} here, the CNI "
+            raise InvalidArgument(f"network {network} has {key.upper()} {have} here, the CNI "
                                   f"configuration says {args[key]}")
     netns = _str(args, "netns")
     if not netns.startswith("/"):
@@ -127,7 +127,9 @@ async def cni_check(v: Vtep, args: dict[str, Any]) -> Any:
     found = await sandbox.call_async(netns, sandbox.find_by_mac, rec.mac)
     if found != rec.ifname:
         raise VxdpError(f"{rec.ifname} with MAC {rec.mac} is missing in {netns}")
-    return {"name": rec.name, "mac": rec.mac, "ifname": rec.ifname, "address": rec.address}
+    have = await sandbox.call_async(netns, sandbox.addresses, rec.ifname) or []
+    return {"name": rec.name, "mac": rec.mac, "ifname": rec.ifname, "address": rec.address,
+            "addresses": have}
 
 
 def docker_show(v: Vtep, args: dict[str, Any]) -> Any:

@@ -38,7 +38,7 @@ log = logging.getLogger("vxdp.docker")
 class Containers:
     def __init__(self, vtep: Vtep) -> None:
         self.vtep = vtep
-        self.state = State(vtep.config.state_path)
+        self.state = State(vtep.config.vtep.state)
         self.held = Held(vtep, self.state)
         self.ipam: Ipam | None = None
         self.driver: Driver | None = None

@@ -107,6 +107,19 @@ def link_exists(name: str) -> bool:
         return False
 
 
+def addresses(ifname: str) -> list[str] | None:
+    """The IPv4 addresses (CIDR) of ``ifname`` in the current thread's namespace; None when
+    there is no such interface."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            return None
+        return [f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
+                for a in ipr.get_addr(index=found[0], family=socket.AF_INET)]
+
+
 def add_routes(ifname: str, routes: list[tuple[str, str | None]]) -> None:
     """Routes via ``ifname`` in the current thread's namespace: (destination CIDR, gateway or
     None for on-link), as a CNI result lists them."""

@@ -8,7 +8,9 @@ written here on every change, and read back at start-up to serve the same networ
 re-attach the same TAPs.
 
 The file is replaced atomically (write, fsync, rename) and a lock file next to it (flock,
-held while the VTEP runs) keeps two VTEPs from sharing one state file.
+held while the VTEP runs) keeps two VTEPs from sharing one state file. Once nothing is left
+to remember (the last endpoint and network gone) the file is removed, and the lock file with
+it when the VTEP stops: a VTEP whose containers all left leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ class State:
         except BlockingIOError:
             os.close(fd)
             raise VxdpError(f"state {self.path} is in use by another vxdp; give each VTEP its "
-                            "own ([docker] state = ...)") from None
+                            "own ([vtep] state = ...)") from None
         self._lock_fd = fd
         try:
             self._load()
@@ -126,6 +128,10 @@ class State:
     def save(self) -> None:
         if self._lock_fd is None:
             self.open()
+        if not (self.networks or self.endpoints or self.pools):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            return
         data: dict[str, Any] = {
             "version": VERSION,
             "networks": {k: dataclasses.asdict(v) for k, v in self.networks.items()},
@@ -145,6 +151,9 @@ class State:
 
     def close(self) -> None:
         if self._lock_fd is not None:
+            if not self.exists:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path + ".lock")   # still ours: the lock is held
             with contextlib.suppress(OSError):
                 os.close(self._lock_fd)
             self._lock_fd = None

@@ -55,8 +55,9 @@ class DockerWorld:
     def config(self, host: str) -> dict[str, Any]:
         cfg: dict[str, Any] = {"vtep": {"name": host, "local": HOSTS[host],
                                         "control": f"{self.tmp}/{host}.sock",
+                                        "state": f"{self.tmp}/{host}.json",
                                         "allow": ["198.18.0.0/24"]},
-                               "docker": {"plugin": "vxdp", "state": f"{self.tmp}/{host}.json"}}
+                               "docker": {"plugin": "vxdp"}}
         if self.etcd is not None:
             cfg["store"] = {"etcd": [self.etcd.url], "ttl": 3}
         return cfg

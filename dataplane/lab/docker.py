@@ -282,6 +282,24 @@ class DockerHost:
     def inspect(self, container: str, fmt: str) -> str:
         return self.docker("inspect", "-f", fmt, container).stdout.strip()
 
+    def in_sandbox(self, nsfile: str, argv: Sequence[str], check: bool = True,
+                   ) -> subprocess.CompletedProcess[str]:
+        """``argv`` in a network namespace only dockerd's mount namespace can see (an
+        overlay network's ``EXEC_ROOT/netns/1-<id>``): the mount namespace first, then the
+        netns file, in two steps (one ``nsenter --mount --net`` opens the file too early)."""
+        full = ["nsenter", f"--mount={self.mnt}", "--", "nsenter", f"--net={nsfile}", "--",
+                *argv]
+        p = subprocess.run(full, capture_output=True, text=True, timeout=30)
+        if check and p.returncode != 0:
+            raise VxdpError(f"{' '.join(argv)} in {nsfile}: {p.stderr.strip()}")
+        return p
+
+    def overlay_sandbox(self, network: str) -> str:
+        """The namespace file of Docker overlay network ``network`` (``1-`` + the first ten
+        characters of its ID), where its ``br0`` and ``vxlan0`` live."""
+        nid = self.docker("network", "inspect", "-f", "{{.Id}}", network).stdout.strip()
+        return f"{self.exec_root}/netns/1-{nid[:10]}"
+
     # -- teardown ---------------------------------------------------------------------------------
 
     def clear(self, timeout: float = 60.0) -> None:

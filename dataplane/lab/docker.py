@@ -124,6 +124,10 @@ class DockerHost:
         atexit.register(d.close)
         try:
             d._mount_ns()
+            # dockerd warns on every `docker run` that networking will not work when the
+            # host does not forward IPv4; irrelevant to an overlay, and misleading in the
+            # demo's output. Only the lab host's namespace is touched.
+            _netns.set_sysctl(ns, "net.ipv4.ip_forward", 1)
             d.start()
             if image:
                 d.import_image()

@@ -76,6 +76,9 @@ class Held:
             return _persist(tap)
 
         tap = await sandbox.call_async(rec.sandbox, make)
+        # Its ifindex is one of the container's namespace: say which, so nobody looks it up
+        # in ours (the stats' container-side counters are read by namespace + ifindex).
+        tap.netns = rec.sandbox
         self._register(rec, net, tap)
 
     def _register(self, rec: EndpointRecord, net: NetworkConfig, tap: TapPort) -> None:
@@ -150,18 +153,19 @@ class Held:
         if rec.sandbox is not None and not inside:
             return None          # joined, and the namespace is gone: the container is gone
 
-        def find(want: str | None) -> TapPort | None:
+        def find(want: str | None, where: str | None) -> TapPort | None:
             name = want or sandbox.find_by_mac(rec.mac)
             if name is None or not sandbox.link_exists(name):
                 return None
-            return TapPort.reopen(name, rec.mac, net.mtu, vnet_hdr=offload, offload=offload)
+            return TapPort.reopen(name, rec.mac, net.mtu, vnet_hdr=offload, offload=offload,
+                                  netns=where)
 
         tap = None
         if inside:
-            tap = await sandbox.call_async(rec.sandbox, find, rec.ifname)
+            tap = await sandbox.call_async(rec.sandbox, find, rec.ifname, rec.sandbox)
         if tap is None and rec.kind == "docker":
             # Not joined yet, or libnetwork has not moved it in (or moved it back) yet.
-            tap = await sandbox.call_async(None, find, rec.tap)
+            tap = await sandbox.call_async(None, find, rec.tap, None)
             inside = False
         if tap is None:
             return None

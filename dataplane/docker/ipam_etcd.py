@@ -38,6 +38,10 @@ def _key_part(subnet: str) -> str:
     return subnet.replace("/", "_")
 
 
+def _encode(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, separators=(",", ":"), sort_keys=True).encode()
+
+
 def _decode(value: bytes) -> dict[str, Any]:
     try:
         d = json.loads(value)
@@ -111,7 +115,7 @@ class EtcdIpam:
                 return True, new
             tx = c.transactions
             cmp = [tx.mod(key) == got.mod_revision] if got is not None else [tx.version(key) == 0]
-            op = tx.delete(key) if new is None else tx.put(key, json.dumps(new, separators=(",", ":")).encode())
+            op = tx.delete(key) if new is None else tx.put(key, _encode(new))
             ok, _ = await c.transaction(compare=cmp, success=[op], failure=[])
             return bool(ok), new
 
@@ -220,7 +224,7 @@ class EtcdIpam:
 
     async def _take(self, subnet: str, ip: str) -> bool:
         key = self._addr_prefix(subnet) + ip.encode()
-        value = json.dumps({"vtep": self.vtep, "kind": "container"}, separators=(",", ":")).encode()
+        value = _encode({"vtep": self.vtep, "kind": "container"})
 
         async def txn(c: Any) -> bool:
             tx = c.transactions

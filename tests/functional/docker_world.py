@@ -136,7 +136,8 @@ print(json.dumps({base64.b64decode(kv["key"]).decode():
 
 
 @contextlib.contextmanager
-def docker_world(store: bool = True, hosts: tuple[str, ...] = tuple(HOSTS)) -> Iterator[DockerWorld]:
+def docker_world(store: bool = True,
+                 hosts: tuple[str, ...] = tuple(HOSTS)) -> Iterator[DockerWorld]:
     needs_docker()
     lab = Lab()
     w = DockerWorld(lab, tempfile.mkdtemp(prefix="vxdp-docker-"))

@@ -64,7 +64,8 @@ def body(reply: bytes) -> Any:
 def test_keep_alive_and_chunked(tmp_path: Any) -> None:
     req = (b"POST /Plugin.Activate HTTP/1.1\r\nHost: \r\nContent-Length: 0\r\n\r\n"
            b"POST /X HTTP/1.1\r\nContent-Length: 7\r\n\r\n{\"a\":1}"
-           b"POST /Y HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"b\r\n4\r\n\":2}\r\n0\r\n\r\n")
+           b"POST /Y HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+           b"3\r\n{\"b\r\n4\r\n\":2}\r\n0\r\n\r\n")
     out = serve(tmp_path, lambda p: exchange(p, req, 3))
     assert [body(r) for r in out] == [{"path": "/Plugin.Activate", "req": None},
                                       {"path": "/X", "req": {"a": 1}},

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from dataplane.config import endpoint_from_args
+from dataplane.docker.cni import COMMANDS as RUNTIME_COMMANDS
 from dataplane.errors import ConfigError, InvalidArgument
 
 if TYPE_CHECKING:
@@ -104,12 +105,9 @@ COMMANDS: dict[str, Handler] = {
     "endpoint.add": endpoint_add,
     "endpoint.del": endpoint_del,
     "endpoint.show": endpoint_show,
+    # containers from runtimes: what vxdp-cni sends, what the Docker driver and it hold
+    **RUNTIME_COMMANDS,
 }
-# Containers from runtimes (dataplane.docker): what the Docker driver and vxdp-cni hold, and
-# the commands vxdp-cni sends.
-from dataplane.docker.cni import COMMANDS as _RUNTIME_COMMANDS  # noqa: E402
-
-COMMANDS.update(_RUNTIME_COMMANDS)
 
 
 async def dispatch(v: Vtep, cmd: str, args: dict[str, Any]) -> Any:

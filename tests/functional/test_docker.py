@@ -183,10 +183,19 @@ def test_pool_exhausted_across_hosts(w: DockerWorld) -> None:
             w.docker[h].docker("network", "rm", "tiny", check=False)
 
 
+def test_stop_start(w: DockerWorld, pair: tuple[str, str]) -> None:
+    d1 = w.docker["h1"]
+    d1.docker("stop", "c1")
+    assert not w.vxdp["h1"].endpoints()
+    d1.docker("start", "c1")
+    w.ping("h2", "c2", w.address("h1", "c1"))
+
+
 def test_dockerd_restart(w: DockerWorld, pair: tuple[str, str]) -> None:
     """Without --live-restore dockerd stops its containers (telling the driver: Leave,
     DeleteEndpoint, ReleaseAddress); the new dockerd only activates the plugin again, and a
-    ``docker start`` gets a new endpoint that works."""
+    ``docker start`` gets a new endpoint that works. With --live-restore the container and
+    its endpoint carry on through the restart, and Docker tells the driver nothing."""
     d1 = w.docker["h1"]
     d1.restart()
     assert not [e for e in w.vxdp["h1"].endpoints()]
@@ -194,6 +203,17 @@ def test_dockerd_restart(w: DockerWorld, pair: tuple[str, str]) -> None:
     ip1 = w.address("h1", "c1")
     w.ping("h2", "c2", ip1)
     w.ping("h1", "c1", pair[1])
+    d1.args = ("--live-restore",)
+    try:
+        d1.restart()                  # stops c1 (the running dockerd has no live-restore)
+        d1.docker("start", "c1")
+        before = w.vxdp["h1"].endpoints()
+        d1.restart()                  # c1 keeps running
+        assert w.vxdp["h1"].endpoints() == before
+        w.ping("h2", "c2", w.address("h1", "c1"))
+    finally:
+        d1.args = ()
+        d1.restart()
 
 
 def test_vxdp_restart_reattaches(w: DockerWorld, pair: tuple[str, str]) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -69,11 +70,11 @@ def _write_config(p: Podman, sock: str, bindir: str) -> None:
         os.makedirs(f"{p.conf}/{d}")
     # runc fails setting podman's default rlimits where the runner lacks CAP_SYS_RESOURCE
     # (NOFILE 1048576, NPROC above conmon's cap): ask for the hard limit we have.
-    import resource
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    nproc = min(32768, resource.getrlimit(resource.RLIMIT_NPROC)[1])
     with open(f"{p.conf}/containers.conf", "w") as f:
         f.write(f"""[containers]
-default_ulimits = ["nofile={nofile}:{nofile}", "nproc=32768:32768"]
+default_ulimits = ["nofile={nofile}:{nofile}", "nproc={nproc}:{nproc}"]
 [network]
 network_backend = "cni"
 cni_plugin_dirs = ["{bindir}", "{CNI_PLUGINS}"]
@@ -99,12 +100,10 @@ runtime = "runc"
 
 
 def _podman_cgroups() -> set[str]:
-    found = set()
-    for top in os.listdir("/sys/fs/cgroup"):
-        path = os.path.join("/sys/fs/cgroup", top, "libpod_parent")
-        if os.path.isdir(path):
-            found.add(path)
-    return found
+    """``libpod_parent`` at the top of each v1 hierarchy, or of the v2 tree."""
+    tops = ["/sys/fs/cgroup"] + [os.path.join("/sys/fs/cgroup", t)
+                                 for t in os.listdir("/sys/fs/cgroup")]
+    return {p for p in (os.path.join(t, "libpod_parent") for t in tops) if os.path.isdir(p)}
 
 
 def _remove_new(globals_before: set[str], cgroups_before: set[str]) -> None:

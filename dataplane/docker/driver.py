@@ -224,6 +224,11 @@ class Driver:
         pool = None
         if v4[0].get("AddressSpace") == ADDRESS_SPACE:
             pool = f"{ADDRESS_SPACE}/{v4[0]['Pool']}"
+        elif self.vtep.config.store is not None:
+            self._event("warning", f"docker network {nid[:12]} (vni {opts.vni}) does not use "
+                                   "--ipam-driver vxdp: Docker's default IPAM allocates per "
+                                   "host, so containers on different hosts can get the same "
+                                   "address")
         if owned:
             self.vtep.add_network(net)
         self.state.networks[nid] = NetworkRecord(nid, net.name, net.vni, net.mtu,
@@ -332,7 +337,7 @@ class Driver:
                           "vxdp.vni": str(net.vni) if net else "", "vxdp.mac": ep.mac}}
 
     def _event(self, kind: str, line: str) -> None:
-        log.info("%s", line)
+        (log.warning if kind == "warning" else log.info)("%s", line)
         self.vtep.emit_event({"kind": kind, "runtime": "docker", "line": line})
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -53,6 +54,7 @@ class FakeVtep:
     by_vni: dict[int, NetworkConfig] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     endpoints: dict[str, Any] = field(default_factory=dict)
+    config: Any = None
 
     def add_network(self, net: NetworkConfig) -> None:
         self.networks[net.name] = net
@@ -67,7 +69,7 @@ class FakeVtep:
 
 
 def driver(tmp_path: Any, *nets: NetworkConfig) -> tuple[Driver, FakeVtep]:
-    v = FakeVtep()
+    v = FakeVtep(config=SimpleNamespace(store=object()))     # as with [store]
     for n in nets:
         v.add_network(n)
     st = State(str(tmp_path / "state.json"))
@@ -130,6 +132,12 @@ def test_networks_by_vni(tmp_path: Any) -> None:
     assert v.networks["vni4098"].mtu == 1400 and v.networks["vni4098"].vni == 4098
     assert create(d, "n3", {"vni": "4098"}) == (200, {})       # repeated: idempotent
     assert "already used here" in create(d, "n5", {"vni": "5", "name": "mynet"})[1]["Err"]
+    assert not any(e["kind"] == "warning" for e in v.events)
+    call(d, "/NetworkDriver.CreateNetwork", {"NetworkID": "n6", "Options": opts(vni="6"),
+                                             "IPv4Data": [{"AddressSpace": "LocalDefault",
+                                                           "Pool": "10.6.0.0/16"}]})
+    assert any("Docker's default IPAM" in e["line"] for e in v.events)
+    call(d, "/NetworkDriver.DeleteNetwork", {"NetworkID": "n6"})
     call(d, "/NetworkDriver.DeleteNetwork", {"NetworkID": "n3"})
     call(d, "/NetworkDriver.DeleteNetwork", {"NetworkID": "n1"})
     assert list(v.networks) == ["mynet"]                       # the config's stays

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from dataplane.config import endpoint_from_args
+from dataplane.docker.cni import COMMANDS as RUNTIME_COMMANDS
 from dataplane.errors import ConfigError, InvalidArgument
 
 if TYPE_CHECKING:
@@ -104,6 +105,8 @@ COMMANDS: dict[str, Handler] = {
     "endpoint.add": endpoint_add,
     "endpoint.del": endpoint_del,
     "endpoint.show": endpoint_show,
+    # containers from runtimes: what vxdp-cni sends, what the Docker driver and it hold
+    **RUNTIME_COMMANDS,
 }
 
 

@@ -58,6 +58,7 @@ BURST_MAX = 1024
 UNIX_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1
 DEFAULT_STORE_PREFIX = "/vxdp"
 DEFAULT_STORE_TTL = 10
+DEFAULT_DOCKER_PLUGIN = "vxdp"
 # [vtep] busy_poll upper bound (µs): polling longer than this between bursts is a spin loop.
 BUSY_POLL_MAX = 100_000
 
@@ -131,6 +132,9 @@ class VtepConfig:
     burst: int = DEFAULT_BURST
     offload: frozenset[str] = OFFLOADS  # subset of OFFLOADS; empty = no offloads at all
     busy_poll: int = 0  # microseconds of polling after a burst before sleeping; 0 = off
+    # What must outlive the process (Docker networks and pools, the container endpoints it
+    # re-attaches after a restart); "" → /var/lib/vxdp/<name>.json, written only when used.
+    state: str = ""
 
     def __post_init__(self) -> None:
         # an address, its text or a list of them (code building a config) as one Locals
@@ -138,6 +142,8 @@ class VtepConfig:
         if not self.control:
             # frozen dataclass: the default depends on another field, so set it once here
             object.__setattr__(self, "control", default_control_path(self.name))
+        if not self.state:
+            object.__setattr__(self, "state", default_state_path(self.name))
 
 
 @dataclass(frozen=True)
@@ -150,11 +156,27 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class DockerConfig:
+    """The optional ``[docker]`` table: serve Docker's remote network + IPAM driver API
+    (libnetwork's remote driver protocol) on ``socket``, under the driver name ``plugin``.
+    What must outlive the VTEP (Docker's networks and pools: dockerd never replays them to
+    a restarted plugin) goes to ``[vtep] state``."""
+
+    plugin: str = DEFAULT_DOCKER_PLUGIN
+    socket: str = ""  # "" → /run/docker/plugins/<plugin>.sock
+
+    def __post_init__(self) -> None:
+        if not self.socket:
+            object.__setattr__(self, "socket", f"/run/docker/plugins/{self.plugin}.sock")
+
+
+@dataclass(frozen=True)
 class Config:
     vtep: VtepConfig
     networks: tuple[NetworkConfig, ...]
     store: StoreConfig | None = None
     path: str | None = None  # file it was read from, for messages
+    docker: DockerConfig | None = None
 
     def network(self, name: str) -> NetworkConfig | None:
         """The network called ``name``, or None."""
@@ -172,6 +194,10 @@ class Config:
 
 def default_control_path(vtep_name: str) -> str:
     return f"/run/vxdp/{vtep_name}.sock"
+
+
+def default_state_path(vtep_name: str) -> str:
+    return f"/var/lib/vxdp/{vtep_name}.json"
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,14 +288,15 @@ _TYPE_NAMES: dict[type, str] = {
 }
 
 _VTEP_KEYS = ("name", "local", "port", "control", "allow", "src_port_range", "strict", "metrics",
-              "burst", "offload", "busy_poll", "udp6zerocsumrx")
+              "burst", "offload", "busy_poll", "udp6zerocsumrx", "state")
 _NETWORK_KEYS = ("name", "vni", "mtu", "proxy", "learning", "ageing", "maxaddress",
                  "max_learned", "max_learned_per_port", "ttl", "tos", "df", "flowlabel",
                  "flood", "endpoint", "peer")
 _ENDPOINT_KEYS = ("name", "mac", "address", "netns", "ifname")
 _PEER_KEYS = ("mac", "address", "vtep")
 _STORE_KEYS = ("etcd", "prefix", "ttl")
-_TOP_KEYS = ("vtep", "network", "store")
+_DOCKER_KEYS = ("plugin", "socket")
+_TOP_KEYS = ("vtep", "network", "store", "docker")
 
 
 def _type_name(value: Any) -> str:
@@ -277,6 +304,15 @@ def _type_name(value: Any) -> str:
         if type(value) is typ:
             return name
     return type(value).__name__
+
+
+def _check_plugin_name(value: Any) -> str:
+    """A Docker plugin name: the socket file's name and the ``-d``/``--ipam-driver`` value."""
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}",
+                                                      value):
+        raise ValueError(f"{show(value)} is not a valid plugin name (1..64 of letters, digits, "
+                         "'_', '.', '-'; it names the socket file)")
+    return value
 
 
 class _Parser:
@@ -379,8 +415,11 @@ class _Parser:
                               path=self.path, key="vtep")
         vtep = self.vtep(vtep_tbl)
         nets_raw = self.array_of_tables((), data, "network")
-        if not nets_raw:
-            raise ConfigError("no [[network]] defined (at least one is required)",
+        docker_tbl = self.table((), data, "docker")
+        if not nets_raw and docker_tbl is None:
+            # With [docker], `docker network create` makes networks at run time.
+            raise ConfigError("no [[network]] defined (at least one is required, unless "
+                              "[docker] creates them at run time)",
                               path=self.path, key="network")
         networks: list[NetworkConfig] = []
         seen_names: dict[str, int] = {}
@@ -393,7 +432,9 @@ class _Parser:
                                          seen_netns_if))
         store_tbl = self.table((), data, "store")
         store = self.store(store_tbl) if store_tbl is not None else None
-        return Config(vtep=vtep, networks=tuple(networks), store=store, path=config_path)
+        docker = self.docker(docker_tbl) if docker_tbl is not None else None
+        return Config(vtep=vtep, networks=tuple(networks), store=store, path=config_path,
+                      docker=docker)
 
     def vtep(self, tbl: dict[str, Any]) -> VtepConfig:
         ctx: Ctx = ("vtep",)
@@ -442,11 +483,12 @@ class _Parser:
         if zero6 and local.v6 is None:
             self.fail(ctx, "udp6zerocsumrx", "needs an IPv6 local address (it is about IPv6 "
                                              "VXLAN with a zero UDP checksum)")
+        state = self.path_value(ctx, tbl, "state", 4095)
         return VtepConfig(name=name, local=local, port=port, control=control or "",
                           allow=tuple(allow), src_port_range=src_port_range,
                           strict=True if strict is None else strict, metrics=metrics,
                           burst=burst, offload=offload, busy_poll=busy_poll,
-                          udp6zerocsumrx=bool(zero6))
+                          udp6zerocsumrx=bool(zero6), state=state or "")
 
     def locals(self, ctx: Ctx, tbl: Mapping[str, Any]) -> Locals:
         """``local``: an IPv4 or IPv6 address, or a list of one per family."""
@@ -673,6 +715,27 @@ class _Parser:
             prefix = prefix.rstrip("/") or "/"
         ttl = self.int_range(ctx, tbl, "ttl", 1, None, DEFAULT_STORE_TTL, " seconds")
         return StoreConfig(etcd=tuple(urls), prefix=prefix, ttl=ttl)
+
+
+    def docker(self, tbl: dict[str, Any]) -> DockerConfig:
+        ctx: Ctx = ("docker",)
+        self.check_keys(ctx, tbl, _DOCKER_KEYS)
+        # The plugin name is the socket's file name and the name users give to
+        # `docker network create -d NAME --ipam-driver NAME`.
+        plugin = self.convert(ctx, tbl, "plugin", _check_plugin_name) or DEFAULT_DOCKER_PLUGIN
+        socket = self.path_value(ctx, tbl, "socket", UNIX_PATH_MAX)
+        return DockerConfig(plugin=plugin, socket=socket or "")
+
+    def path_value(self, ctx: Ctx, tbl: Mapping[str, Any], key: str, limit: int) -> str | None:
+        """An absolute path of at most ``limit`` bytes (a socket, the state file)."""
+        value = self.get(ctx, tbl, key, str)
+        if value is not None:
+            if not value.startswith("/"):
+                self.fail(ctx, key, f"{show(value)} must be an absolute path", needle=value)
+            if len(value.encode()) > limit:
+                self.fail(ctx, key, f"{show(value)} is too long (at most {limit} bytes)",
+                          needle=value)
+        return value
 
 
 # --------------------------------------------------------------------------------------------

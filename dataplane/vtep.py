@@ -61,6 +61,8 @@ class Vtep:
         self.observe = Observer(self)
         self.control: ControlServer | None = None
         self.store: Any = None      # dataplane.store.etcd.EtcdStore when [store] is configured
+        # dataplane.docker.runtime.Containers: Docker's driver ([docker]) and CNI's endpoints
+        self.containers: Any = None
         # The offloads in use, decided once in start(): only what both the config and the
         # core allow (the pure-Python core has none), then what the kernel grants.
         self.tap_offload = False    # endpoints get IFF_VNET_HDR + TUNSETOFFLOAD
@@ -112,6 +114,10 @@ class Vtep:
                 from dataplane.store.etcd import EtcdStore
                 self.store = EtcdStore(self.config.store, self)
                 await self.store.start()
+            # After the store: the networks and endpoints it restores are published at once.
+            from dataplane.docker.runtime import Containers
+            self.containers = Containers(self)
+            await self.containers.start()
         except BaseException:
             await self.stop()
             raise
@@ -119,13 +125,17 @@ class Vtep:
             self._loop.add_reader(fd, self._on_underlay, fd)
         self._ageing = self._loop.call_later(AGEING_INTERVAL, self._age)
         log.info("vxdp %s: serving %d network(s) on %s:%d (%s fast path)", v.name,
-                 len(self.config.networks), v.local, v.port, self.impl)
+                 len(self.networks), v.local, v.port, self.impl)
 
     async def stop(self) -> None:
         """Remove everything this process created: TAPs, control socket, sockets."""
         if self._stopped:
             return
         self._stopped = True
+        if self.containers is not None:
+            # The plugin socket goes; the containers' TAPs are persistent and stay for the
+            # next start to re-attach (dataplane.docker.endpoints).
+            await self.containers.stop()
         if self.store is not None:
             await self.store.close()
         if self._ageing is not None:
@@ -147,6 +157,10 @@ class Vtep:
         self.underlay.close()
 
     def add_network(self, net: NetworkConfig) -> None:
+        """Serve ``net``: at start-up from the config, or at run time (``docker network
+        create``); a store then follows the network too."""
+        if net.name in self.networks:
+            raise InvalidArgument(f"network {net.name} already exists")
         sw = self.switch
         sw.add_network(net.vni, mtu=net.mtu, proxy=net.proxy, learning=net.learning,
                        ageing=net.ageing, maxaddress=net.maxaddress,
@@ -162,6 +176,22 @@ class Vtep:
             sw.fdb_append(net.vni, ZERO_MAC, vtep, "permanent")
         self.networks[net.name] = net
         self.by_vni[net.vni] = net
+        if self.store is not None:
+            self.store.add_network(net.name, net.vni)
+
+    def del_network(self, name: str) -> None:
+        """Stop serving network ``name`` at run time (``docker network rm``): its endpoints
+        are detached, the store stops following it, the core drops its tables."""
+        net = self.networks.get(name)
+        if net is None:
+            raise EntryNotFound(f"no network {name}")
+        for ep_name in [n for n, e in self.endpoints.items() if e.network.name == name]:
+            self.detach(ep_name)
+        if self.store is not None:
+            self.store.del_network(name)    # withdraws what it applied while we still can
+        self.switch.del_network(net.vni)
+        del self.networks[name]
+        del self.by_vni[net.vni]
 
     async def attach(self, ep: EndpointConfig, net: NetworkConfig) -> Endpoint:
         if ep.name in self.endpoints:
@@ -171,6 +201,15 @@ class Vtep:
         tap = await TapPort.create_async(ep.name, ep.mac, net.mtu, ep.address, ep.netns,
                                          ep.ifname, vnet_hdr=self.tap_offload,
                                          offload=self.tap_offload)
+        return self.attach_tap(ep, net, tap)
+
+    def attach_tap(self, ep: EndpointConfig, net: NetworkConfig, tap: TapPort) -> Endpoint:
+        """Make an open TAP a port of ``net``: one :meth:`attach` created, or one the Docker
+        driver or a re-attach after a restart opened (``dataplane.docker``). On failure the
+        TAP is closed."""
+        if ep.name in self.endpoints:
+            tap.close()
+            raise InvalidArgument(f"endpoint {ep.name} already exists")
         pid = self._next_port
         self._next_port += 1
         try:

@@ -348,6 +348,27 @@ class RemoteTables:
             self._flood_unref(rec.network, rec.vtep, key)
         return len(keys)
 
+    def add_network(self, name: str, vni: int) -> None:
+        """This VTEP serves ``name`` from now on. The VTEPs' registrations already applied
+        that list it put their VTEP in its flood list at once; endpoint records of a network
+        not served were not kept, so the caller reads the store again for them."""
+        self.local_networks[name] = vni
+        for key, rec in self.vteps.items():
+            if (name, vni) in rec.networks:
+                self._flood_ref(name, rec.vtep, key)
+
+    def del_network(self, name: str) -> None:
+        """This VTEP no longer serves ``name``: remove what was applied for it."""
+        for key in [k for k, r in self.endpoints.items() if r.network == name]:
+            self._remove_endpoint(key)
+        for (net, vtep), refs in list(self._flood.items()):
+            if net == name:
+                refs.clear()
+                del self._flood[(net, vtep)]
+                if (net, vtep) not in self._static_flood:
+                    self.host.flood_del(net, vtep)
+        self.local_networks.pop(name, None)
+
     def clear(self) -> None:
         """Remove everything the store applied (not the static config)."""
         for k in list(self.endpoints) + list(self.vteps):

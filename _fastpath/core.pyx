@@ -51,15 +51,16 @@ from _fastpath.includes.vxsock cimport (
 )
 
 import math
-from ipaddress import IPv4Address, IPv4Network, IPv6Address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_address
 
-from dataplane.errors import EntryExists, EntryNotFound, InvalidArgument, TableFull
+from dataplane.errors import EntryExists, EntryNotFound, InvalidArgument, TableError, TableFull
 from dataplane.fdb import (
     Remote, _dst, _mac, _state as _fdb_state, DEFAULT_MAX_LEARNED, DEFAULT_MAX_LEARNED_PER_PORT,
     FDB_STATES, endpoint_mac_message, is_group_mac,
     remote_mac_message,
 )
 from dataplane.neigh import _ip, _lladdr, _state as _neigh_state, NEIGH_STATES
+from dataplane.neigh import sort_key as neigh_sort_key
 from dataplane import switch as _reference
 from dataplane.tunnel import DF_MODES, Outer
 from dataplane.underlay import socket_kind
@@ -98,7 +99,8 @@ if (len(DROP_REASONS), len(EVENT_COUNTERS), len(OFFLOAD_COUNTERS), len(VNET_ERRO
 
 cdef tuple _EV_KINDS = ("l2miss", "l3miss", "learned", "moved", "aged", "learn_limit")
 cdef tuple _TF_NAMES = ("learned", "moved", "fdb_full", "arp_consumed", "l3miss", "arp_local",
-                        "proxy_reply", "l2miss", "csum_partial", "segmented", "learn_limit")
+                        "proxy_reply", "l2miss", "csum_partial", "segmented", "learn_limit",
+                        "nd_consumed", "nd_dad", "nd_local")
 cdef dict _TF_CODES = {name: i for i, name in enumerate(_TF_NAMES)}
 cdef uint64_t MAC_MASK = 0xFFFFFFFFFFFF
 cdef bytes V4MAPPED_PREFIX = bytes(10) + b"\xff\xff"      # ::ffff:0:0/96 (RFC 4291 §2.5.5.2)
@@ -437,7 +439,7 @@ cdef class Switch:
 
     def neigh_get(self, vni, ip):
         cdef uint32_t slot = self._net(vni)
-        cdef nb_ent *e = nb_find(&self.s.nb, nb_key(slot, int(_ip(ip))))
+        cdef nb_ent *e = nb_lookup(self, slot, _ip(ip))
         return nb_row(self, self._pynet[slot][0], e) if e != NULL else None
 
     def fdb_dump_chunk(self, cursor=0, limit=1024):

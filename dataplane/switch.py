@@ -25,7 +25,8 @@ Events (drained with ``events()``), tuples ``(kind, vni, key, old, new)``; locat
 ``"port:N"`` or a VTEP address:
 
     ("l2miss", vni, mac, "", "")         unicast with no FDB entry and no flood list
-    ("l3miss", vni, ip, "", "")          ARP request with no neighbour entry
+    ("l3miss", vni, ip, "", "")          ARP request or Neighbor Solicitation for an address
+                                         with no neighbour entry
     ("learned", vni, mac, "", loc)       new learned entry
     ("moved", vni, mac, old_loc, loc)    learned entry migrated
     ("aged", vni, mac, loc, "")          learned entry expired
@@ -55,6 +56,7 @@ from dataplane.wire import (
     VXLAN_PORT,
     ARPOP_REQUEST,
     Arp,
+    NeighSolicit,
     DEFAULT_SRC_PORT_RANGE,
     DROP_REASONS,
     ETH_HLEN,
@@ -62,9 +64,12 @@ from dataplane.wire import (
     ZERO_MAC,
     arp_reply,
     is_multicast_mac,
+    is_ns,
     is_valid_src_mac,
     mac_str,
+    na_reply,
     parse_arp,
+    parse_ns,
     parse_vxlan,
     reserved_bits_set,
     src_port,
@@ -84,6 +89,7 @@ TRACE_SNAP = 2048      # bytes of each frame/datagram kept (a 1500-MTU frame fit
 DUMP_CHUNK = 1024     # entries per fdb/neigh dump slice: well under a millisecond of work
 DUMPS_KEPT = 16      # dumps in slices open at once (older ones are forgotten)
 MAX_VNI = VNI_MAX          # RFC 7348 §5: 24 bits (VNI 0 is never served)
+_LOOPBACK6 = IPv6Address("::1").packed
 PORT_COUNTERS = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes")
 
 
@@ -142,10 +148,11 @@ class PortCounters:
     tx_bytes: int = 0
 
 
-def _frame_checks(frame: bytes, net: Network) -> tuple[str, Arp | None]:
+def _frame_checks(frame: bytes, net: Network) -> tuple[str, Arp | NeighSolicit | None]:
     """The drop reason for an inner frame the bridge would refuse ("" when it is fine), and
-    its ARP body if it is ARP: length (ETH_HLEN..MTU + 14), a usable source MAC
-    (is_valid_ether_addr), a well-formed ARP."""
+    its ARP body if it is ARP, its solicitation if it is an NS the proxy would intercept:
+    length (ETH_HLEN..MTU + 14), a usable source MAC (is_valid_ether_addr), a well-formed
+    ARP, an NS a receiving host would accept (wire.parse_ns)."""
     if len(frame) < ETH_HLEN:
         return "runt", None
     if len(frame) > net.mtu + ETH_HLEN:
@@ -155,6 +162,9 @@ def _frame_checks(frame: bytes, net: Network) -> tuple[str, Arp | None]:
     if frame[12] == 0x08 and frame[13] == 0x06:
         arp = parse_arp(frame)
         return ("", arp) if arp is not None else ("bad_arp", None)
+    if is_ns(frame):
+        ns = parse_ns(frame)
+        return ("", ns) if ns is not None else ("bad_nd", None)
     return "", None
 
 
@@ -476,7 +486,8 @@ class Switch:
         or the UDP payload (from the underlay), cut at TRACE_SNAP bytes; verdict the drop
         reason or ""; outputs ``("port", N)`` / ``("vtep", addr, sport)``; flags the
         decisions that leave no output (proxy_reply, l3miss, l2miss, learned, moved,
-        arp_consumed; csum_partial and segmented from the rx step)."""
+        arp_consumed, arp_local, nd_consumed, nd_dad, nd_local, fdb_full, learn_limit;
+        csum_partial and segmented from the rx step)."""
         recs, self._trace = self._trace, []
         return recs
 
@@ -519,7 +530,7 @@ class Switch:
         c = self._port_counters[port]
         c.rx_packets += 1
         c.rx_bytes += len(frame)
-        bad, arp = _frame_checks(frame, net)
+        bad, parsed = _frame_checks(frame, net)
         if bad:
             return self._drop(bad)
         dst, src = frame[0:6], frame[6:12]
@@ -551,12 +562,16 @@ class Switch:
             return out
 
         # The "vxlan port" (vxlan_xmit). With proxy on, every ARP frame goes to arp_reduce,
-        # which answers requests and consumes everything else: ARP never crosses the underlay.
-        if net.proxy and arp is not None:
-            if arp.op == ARPOP_REQUEST:
-                self._arp_reduce(net, port, arp, out)
+        # which answers requests and consumes everything else: ARP never crosses the underlay;
+        # and every Neighbor Solicitation goes to neigh_reduce, answered or consumed.
+        if net.proxy and isinstance(parsed, Arp):
+            if parsed.op == ARPOP_REQUEST:
+                self._arp_reduce(net, port, parsed, out)
             else:
                 self._flag("arp_consumed")
+            return out
+        if net.proxy and isinstance(parsed, NeighSolicit):
+            self._neigh_reduce(net, port, frame, parsed, out)
             return out
         e = net.fdb.lookup(dst)
         if e is None or e.port is not None:
@@ -581,6 +596,35 @@ class Switch:
             else:
                 self._to_vtep(out, r.addr, sport, p, Outer(r.port, tos, ttl, df))
         return out
+
+    def _neigh_reduce(self, net: Network, port: int, frame: bytes, ns: NeighSolicit,
+                      out: list[Action]) -> None:
+        """The kernel's ``neigh_reduce`` (vxlan ``proxy``): answer a Neighbor Solicitation
+        from the neighbour table with vxlan_na_create's Neighbor Advertisement, written back
+        to the ingress port, and never tunnel it. DAD (source ::) is left to the containers
+        on this node, which the bridge part flooded it to: the kernel's proxy answers it
+        with an NA to ``::`` that no host accepts, so DAD never fails because of the proxy
+        there either, and vxdp does not send that packet (README "IPv6")."""
+        if ns.dst == _LOOPBACK6:
+            self._flag("nd_consumed")
+            return          # the kernel consumes these without a word
+        if ns.dad:
+            self._flag("nd_dad")
+            return
+        tip = IPv6Address(ns.target)
+        n = net.neigh.lookup(tip)
+        if n is None:
+            self._counters["l3miss"] += 1
+            self._events.append(("l3miss", net.vni, str(tip), "", ""))
+            self._flag("l3miss")
+            return
+        f = net.fdb.lookup(n.lladdr)
+        if f is not None and f.port is not None:
+            self._flag("nd_local")
+            return          # bridge-local neighbour: the endpoint itself answers
+        self._counters["proxy_replies"] += 1
+        self._flag("proxy_reply")
+        self._to_port(out, port, na_reply(ns, frame[6:12], n.lladdr))
 
     def _arp_reduce(self, net: Network, port: int, arp: Arp, out: list[Action]) -> None:
         """The kernel's ``arp_reduce`` (vxlan ``proxy``): answer from the neighbour table and

@@ -30,7 +30,7 @@ __all__ = [
     "IFNAME_MAX", "VNI_MAX", "VNI_MIN",
     "check_choice", "check_etcd_url", "check_host_port", "check_ifname", "check_netns", "check_network_name",
     "check_vtep_name", "ipaddr", "ipv4", "is_vni", "mac_bytes", "parse_allow", "parse_interface",
-    "parse_ipv4", "parse_locals", "parse_mac", "parse_overlay_ip", "parse_underlay_ip",
+    "neigh_address", "parse_ipv4", "parse_locals", "parse_mac", "parse_overlay_ip", "parse_underlay_ip",
     "parse_unicast_mac", "parse_vni", "show", "unicast_mac_bytes", "IPAddress", "Locals",
 ]
 
@@ -344,6 +344,22 @@ def parse_overlay_ip(value: Any) -> IPv4Address:
     addr = parse_ipv4(value, ipv6_hint="IPv6 overlay addresses are not supported yet")
     _check_unicast_ip(addr, value)
     return addr
+
+
+def neigh_address(value: IPAddress | str) -> IPAddress:
+    """A neighbour entry's address (``ip neigh add ADDR``): IPv4, or IPv6 unicast (link-local
+    included: a container's fe80:: address is a neighbour like any other); the typed value
+    as it is, text parsed."""
+    if isinstance(value, IPv6Address) or (isinstance(value, str) and ":" in value):
+        text = value if isinstance(value, IPv6Address) else value.strip()
+        try:
+            addr = IPv6Address(text)
+        except ValueError:
+            raise ValueError(f"{show(value)} is not an IPv4 or IPv6 address") from None
+        if addr.is_multicast or addr.is_unspecified or addr.ipv4_mapped is not None:
+            raise ValueError(f"{show(str(value))} is not a unicast IPv6 address")
+        return addr
+    return ipv4(value)
 
 
 def parse_interface(value: Any) -> IPv4Interface:

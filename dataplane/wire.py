@@ -31,9 +31,16 @@ ETH_P_ARP = 0x0806
 ARP_HLEN = 28              # Ethernet/IPv4 ARP body (RFC 826)
 ARPOP_REQUEST = 1
 ARPOP_REPLY = 2
+ETH_P_IPV6 = 0x86DD
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
 IPPROTO_SCTP = 132
+IPPROTO_ICMPV6 = 58
+ND_NEIGHBOR_SOLICIT = 135  # RFC 4861 §4.3
+ND_NEIGHBOR_ADVERT = 136   # RFC 4861 §4.4
+ND_OPT_SOURCE_LL = 1       # RFC 4861 §4.6.1
+ND_OPT_TARGET_LL = 2
+NS_MIN_FRAME = ETH_HLEN + 40 + 24  # what the kernel pulls before neigh_reduce (78 bytes)
 OUTER_OVERHEAD = 20 + 8 + VXLAN_HLEN + ETH_HLEN  # 50: why Docker's overlay MTU is 1450
 
 BROADCAST_MAC = b"\xff" * 6
@@ -57,6 +64,7 @@ DROP_REASONS: tuple[str, ...] = (
     "remote_dest",     # from the underlay to a MAC that lives on another VTEP (split horizon)
     "unknown_port",    # frame from a port the switch does not know (detached meanwhile)
     "ecn_not_ect_ce",  # RFC 6040: a not-ECT inner frame under an outer CE (kernel: drop)
+    "bad_nd",          # a Neighbor Solicitation no host would accept (RFC 4861 §7.1.1)
 )
 
 # Other counters: decisions that are not drops.
@@ -173,6 +181,117 @@ def arp_request(sha: bytes, spa: IPv4Address | str, tpa: IPv4Address | str,
     body = struct.pack("!HHBBH", 1, ETH_P_IP, 6, 4, ARPOP_REQUEST)
     return (dst + sha + struct.pack("!H", ETH_P_ARP) + body + sha + ip4(spa).packed
             + ZERO_MAC + ip4(tpa).packed)
+
+
+# --- IPv6 Neighbor Discovery (RFC 4861): what the ND proxy reads and writes -----------------
+
+@dataclass(frozen=True, slots=True)
+class NeighSolicit:
+    tclass: int     # the IPv6 traffic class of the solicitation
+    src: bytes      # IPv6 source (16 bytes; all zeros for duplicate address detection)
+    dst: bytes      # IPv6 destination
+    target: bytes   # the address asked for
+    sllao: bytes | None   # source link-layer address option (6 bytes), if any
+
+    @property
+    def dad(self) -> bool:
+        """From the unspecified address: duplicate address detection (RFC 4862 §5.4.2)."""
+        return self.src == bytes(16)
+
+
+def is_ns(frame: bytes) -> bool:
+    """What the kernel's vxlan_xmit hands to neigh_reduce with ``proxy`` on: IPv6 at least 40 +
+    24 bytes long, ICMPv6 right after the fixed header, type 135 code 0. Anything else IPv6
+    (NA, RS, MLD, an NS behind an extension header or with another code) is forwarded."""
+    return (len(frame) >= NS_MIN_FRAME and frame[12] == 0x86 and frame[13] == 0xDD
+            and frame[20] == IPPROTO_ICMPV6 and frame[54] == ND_NEIGHBOR_SOLICIT
+            and frame[55] == 0)
+
+
+def icmp6_checksum(src: bytes, dst: bytes, body: bytes) -> int:
+    """RFC 4443 §2.3: over the RFC 8200 §8.1 pseudo-header and the ICMPv6 message."""
+    return inet_checksum(src + dst + struct.pack("!I3xB", len(body), IPPROTO_ICMPV6) + body)
+
+
+SOLICITED_NODE_PREFIX = IPv6Address("ff02::1:ff00:0").packed[:13]   # RFC 4291 §2.7.1, /104
+
+
+def _solicited_node(addr: bytes) -> bool:
+    """ff02::1:ffXX:XXXX: the multicast group of the addresses ending in XX:XXXX."""
+    return addr[:13] == SOLICITED_NODE_PREFIX
+
+
+def parse_ns(frame: bytes) -> NeighSolicit | None:
+    """An intercepted NS (``is_ns``) checked the way a receiving host checks one (RFC 4861
+    §7.1.1, the kernel's ndisc_recv_ns): hop limit 255, length and payload length consistent,
+    ICMPv6 checksum right, target not multicast, every option of non-zero length inside the
+    message, a source link-layer option exactly 8 bytes (Ethernet), and for DAD (source ::)
+    a solicited-node destination and no source link-layer option. None when it fails: the
+    proxy then drops it and counts ``bad_nd`` (the kernel's proxy answers some of these; a
+    host would not accept them, so vxdp does not answer them either)."""
+    plen = (frame[18] << 8) | frame[19]
+    if frame[21] != 255 or plen < 24 or 54 + plen > len(frame):
+        return None
+    src, dst, body = frame[22:38], frame[38:54], frame[54:54 + plen]
+    if icmp6_checksum(src, dst, body) != 0:
+        return None
+    target = body[8:24]
+    if target[0] == 0xFF:
+        return None
+    sllao = None
+    i = 24
+    while i < plen:
+        if i + 2 > plen:
+            return None
+        olen = body[i + 1] * 8
+        if olen == 0 or i + olen > plen:
+            return None
+        if body[i] == ND_OPT_SOURCE_LL and sllao is None:
+            if olen != 8:
+                return None
+            sllao = body[i + 2:i + 8]
+        i += olen
+    tclass = ((frame[14] & 0x0F) << 4) | (frame[15] >> 4)
+    ns = NeighSolicit(tclass, src, dst, target, sllao)
+    if ns.dad and (sllao is not None or not _solicited_node(dst)):
+        return None
+    return ns
+
+
+def na_reply(ns: NeighSolicit, requester_mac: bytes, answer_mac: bytes,
+             router: bool = False) -> bytes:
+    """The Neighbor Advertisement the kernel's vxlan_na_create synthesises for a proxied NS
+    (86 bytes): Ethernet to the NS's source link-layer address (else its Ethernet source)
+    from the answered MAC; IPv6 from the target to the NS's source, traffic class = the NS's
+    upper nibble only (``priority``), flow label 0, hop limit 255; NA with R (the FDB
+    entry's router flag; vxdp has none), S and O set, the target, and a target link-layer
+    address option."""
+    eth = (ns.sllao or requester_mac) + answer_mac + struct.pack("!H", ETH_P_IPV6)
+    body = bytearray(struct.pack("!BBHI", ND_NEIGHBOR_ADVERT, 0, 0,
+                                 (0x80000000 if router else 0) | 0x60000000)
+                     + ns.target + bytes((ND_OPT_TARGET_LL, 1)) + answer_mac)
+    struct.pack_into("!H", body, 2, icmp6_checksum(ns.target, ns.src, bytes(body)))
+    ip6 = struct.pack("!IHBB", (6 << 28) | ((ns.tclass & 0xF0) << 20), len(body),
+                      IPPROTO_ICMPV6, 255) + ns.target + ns.src
+    return eth + ip6 + bytes(body)
+
+
+def neighbor_solicit(sha: bytes, src: IPv6Address | str, target: IPv6Address | str, *,
+                     dst: IPv6Address | str | None = None, sllao: bool = True,
+                     hlim: int = 255, tclass: int = 0) -> bytes:
+    """An NS for tests, benchmarks and the demo: to the target's solicited-node address (or
+    ``dst``) and its multicast MAC, with a source link-layer option unless ``sllao`` is
+    False (as for DAD)."""
+    t = IPv6Address(target).packed
+    d = IPv6Address(dst).packed if dst is not None else SOLICITED_NODE_PREFIX + t[13:]
+    s = IPv6Address(src).packed
+    body = bytearray(struct.pack("!BBHI", ND_NEIGHBOR_SOLICIT, 0, 0, 0) + t
+                     + (bytes((ND_OPT_SOURCE_LL, 1)) + sha if sllao else b""))
+    struct.pack_into("!H", body, 2, icmp6_checksum(s, d, bytes(body)))
+    mac = b"\x33\x33" + d[12:]
+    return (mac + sha + struct.pack("!H", ETH_P_IPV6)
+            + struct.pack("!IHBB", (6 << 28) | (tclass << 20), len(body), IPPROTO_ICMPV6, hlim)
+            + s + d + bytes(body))
 
 
 # --- flow hash → outer UDP source port (RFC 7348 §5: "hash of fields from the inner packet") --

@@ -159,6 +159,28 @@ def ipv6_frame(dst: bytes, src: bytes, sip: IPv6Address | str, dip: IPv6Address 
                                           hlim=hlim))
 
 
+def icmp6_csum(src: bytes, dst: bytes, body: bytes) -> int:
+    """RFC 4443 §2.3 over the RFC 8200 §8.1 pseudo-header (body with a zero checksum)."""
+    return ones_complement(src + dst + struct.pack("!I3xB", len(body), 58) + body)
+
+
+def ns_frame(sha: bytes, src: IPv6Address | str, target: IPv6Address | str, *,
+             dst: IPv6Address | str | None = None, sllao: bool = True, hlim: int = 255,
+             tclass: int = 0, code: int = 0, options: bytes | None = None) -> bytes:
+    """An RFC 4861 §4.3 Neighbor Solicitation, packed by hand: to the target's solicited-node
+    group (ff02::1:ffXX:XXXX, MAC 33:33:ff:XX:XX:XX) unless ``dst``; a source link-layer
+    option unless ``sllao`` is False; ``options`` replaces the options entirely."""
+    t = IPv6Address(target).packed
+    d = IPv6Address(dst).packed if dst is not None else \
+        IPv6Address("ff02::1:ff00:0").packed[:13] + t[13:]
+    s = IPv6Address(src).packed
+    opts = options if options is not None else (b"\x01\x01" + sha if sllao else b"")
+    body = struct.pack("!BBHI", 135, code, 0, 0) + t + opts
+    body = body[:2] + struct.pack("!H", icmp6_csum(s, d, body)) + body[4:]
+    return eth(b"\x33\x33" + d[12:], sha, ETH_P_IPV6,
+               ipv6(s, d, 58, body, tclass=tclass, hlim=hlim))
+
+
 def sized_frame(dst: bytes, src: bytes, size: int, ethertype: int = 0x88B5) -> bytes:
     """An Ethernet frame of exactly ``size`` bytes (local experimental ethertype by default)."""
     assert size >= 14
@@ -226,6 +248,46 @@ def ip6_frames(draw: st.DrawFn, dst: st.SearchStrategy[bytes] = any_macs,
     if draw(st.integers(0, 7)) == 0:
         f = f[:draw(st.integers(14, len(f)))]
     return f
+
+
+@st.composite
+def ns_frames(draw: st.DrawFn, sha: st.SearchStrategy[bytes] = unicast_macs,
+              target: st.SearchStrategy[IPv6Address] | None = None) -> bytes:
+    """Neighbor Solicitations: mostly well-formed (with or without a source link-layer option,
+    DAD, unicast), sometimes with what a host refuses (hop limit, checksum, options, lengths)
+    or cut short."""
+    s = draw(sha)
+    t = draw(target) if target is not None else draw(st.sampled_from(
+        [IPv6Address(f"fd00:55::{i:x}") for i in range(1, 8)]
+        + [IPv6Address("fe80::2"), IPv6Address("ff02::1")]))
+    kind = draw(st.sampled_from(["ok"] * 6 + ["nosllao", "dad", "unicast", "loop", "hlim",
+                                              "csum", "opt0", "optlong", "sllao2", "short",
+                                              "tclass", "code1"]))
+    src = IPv6Address(f"fd00:55::{draw(st.integers(1, 9)):x}")
+    if kind == "dad":
+        return ns_frame(s, "::", t, sllao=False)
+    if kind == "unicast":
+        return ns_frame(s, src, t, dst=t)
+    if kind == "loop":
+        return ns_frame(s, src, t, dst="::1")
+    if kind == "hlim":
+        return ns_frame(s, src, t, hlim=draw(st.sampled_from([64, 1, 0, 254])))
+    if kind == "tclass":
+        return ns_frame(s, src, t, tclass=draw(st.integers(0, 255)))
+    if kind == "opt0":
+        return ns_frame(s, src, t, options=b"\x01\x00" + s)
+    if kind == "optlong":
+        return ns_frame(s, src, t, options=b"\x01\x02" + s)
+    if kind == "sllao2":
+        return ns_frame(s, src, t, options=b"\x01\x02" + s + bytes(8))
+    if kind == "code1":
+        return ns_frame(s, src, t, code=1)
+    f = bytearray(ns_frame(s, src, t, sllao=kind != "nosllao"))
+    if kind == "csum":
+        f[56] ^= 0x40
+    elif kind == "short":
+        f = f[:draw(st.integers(14, len(f) - 1))]
+    return bytes(f)
 
 
 @st.composite

@@ -13,7 +13,7 @@ cdef enum:
     IP6UDP_HLEN = 48             # IPv6 + UDP (RFC 8200 §3: a 40-byte fixed header)
     MAX_FRAME = 65535            # largest frame a TAP read or a UDP datagram can carry
     SLOT_STRIDE = 65664          # HEADROOM + 65536 + 64 spare, a multiple of 64
-    SCRATCH_STRIDE = 64          # per-frame scratch (synthesised ARP reply: 42 bytes)
+    SCRATCH_STRIDE = 128         # per-frame scratch (synthesised ARP reply 42 bytes, NA 86)
     MAX_PORT = 32767             # port ids are small integers 0..MAX_PORT (int16 in entries)
     MAX_NETS = 65535             # network slots: the FDB key carries slot+1 in 16 bits
     TRACE_RING_C = 4096          # dataplane.switch.TRACE_RING (checked at import)
@@ -68,6 +68,15 @@ cdef enum:
     ARP_THA = L3 + 18
     ARP_TPA = L3 + 24
     ARP_FRAME = L3 + 28          # 42: a whole ARP frame without padding
+    # IPv6 Neighbor Discovery (RFC 4861) behind an untagged Ethernet header
+    IP6_PLEN = L3 + 4
+    IP6_NEXT = L3 + 6
+    IP6_HLIM = L3 + 7
+    IP6_SRC = L3 + 8
+    IP6_DST = L3 + 24
+    ND_ICMP = L3 + 40            # 54: the ICMPv6 header right behind the fixed IPv6 one
+    NS_MIN_FRAME = ND_ICMP + 24  # 78: what the kernel pulls before neigh_reduce
+    NA_FRAME = ND_ICMP + 32      # 86: vxlan_na_create's advertisement
 
 cdef enum:  # drop reasons, wire.DROP_REASONS order
     DR_NOT_ALLOWED = 0
@@ -84,7 +93,8 @@ cdef enum:  # drop reasons, wire.DROP_REASONS order
     DR_REMOTE_DEST = 11
     DR_UNKNOWN_PORT = 12
     DR_ECN_NOT_ECT_CE = 13
-    N_DROPS = 14
+    DR_BAD_ND = 14
+    N_DROPS = 15
 
 cdef enum:  # event counters, wire.EVENT_COUNTERS order
     EC_PROXY_REPLIES = 0
@@ -147,6 +157,9 @@ cdef enum:  # trace flags: decisions that leave no output (Switch._flag names)
     TF_CSUM_PARTIAL = 8          # from the rx step in front of the core (rx notes)
     TF_SEGMENTED = 9
     TF_LEARN_LIMIT = 10
+    TF_ND_CONSUMED = 11
+    TF_ND_DAD = 12
+    TF_ND_LOCAL = 13
 
 cdef enum:  # where an event or trace record points
     LOC_NONE = 0

@@ -614,7 +614,7 @@ cdef tuple table_chunk(Switch sw, table_t *t, object cursor, uint32_t limit, bin
             if sw._pynet[slot] is not None:
                 ent_rows(sw, sw._pynet[slot][0], <fdb_ent*>e, rows)
         else:
-            slot = <uint32_t>(key >> NB_KEY_SHIFT) - 1
+            slot = (<nb_ent*>e).slot
             if sw._pynet[slot] is not None:
                 rows.append(nb_row(sw, sw._pynet[slot][0], <nb_ent*>e))
     if k.pos >= k.n:

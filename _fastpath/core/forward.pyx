@@ -192,16 +192,46 @@ cdef void arp_reduce(sw_t *s, uint32_t slot, net_t *net, int32_t port, const uin
     emit_port(s, port, reply, ARP_FRAME)
 
 
+cdef void neigh_reduce(sw_t *s, uint32_t slot, net_t *net, int32_t port, const uint8_t *f,
+                       const ns_t *ns, uint8_t *reply) noexcept nogil:
+    """Switch._neigh_reduce: the kernel's neigh_reduce (vxlan `proxy`) for a checked NS —
+    answered from the neighbour table with vxlan_na_create's NA to the ingress port, or
+    consumed; never tunnelled. DAD is left to the local containers (switch.py says why)."""
+    cdef nb_ent *nb
+    cdef fdb_ent *fe
+    if memcmp(ns.dst, LOOPBACK6, 16) == 0:
+        tflag(s, TF_ND_CONSUMED)
+        return
+    if ns.dad:
+        tflag(s, TF_ND_DAD)
+        return
+    nb = nb_find6(&s.nb, slot, ns.target)
+    if nb == NULL:
+        s.evc[EC_L3MISS] += 1
+        ev_push(s, EV_L3MISS, net.vni, 0, ns.target, LOC_NONE, 0, NULL, LOC_NONE, 0, NULL)
+        tflag(s, TF_L3MISS)
+        return
+    fe = fdb_find(&s.fdb, fdb_key(slot, vx_mac48(nb.mac)))
+    if fe != NULL and fe.port >= 0:
+        tflag(s, TF_ND_LOCAL)
+        return                  # bridge-local neighbour: the endpoint itself answers
+    s.evc[EC_PROXY_REPLIES] += 1
+    tflag(s, TF_PROXY_REPLY)
+    na_build(reply, ns, f + ETH_SRC, nb.mac)
+    emit_port(s, port, reply, NA_FRAME)
+
+
 cdef int core_port(sw_t *s, int32_t port, uint8_t *f, uint32_t n, double now,
                    uint8_t *scratch) noexcept nogil:
     """Switch._from_port in C. `f` must have OUTER_HLEN writable bytes in front of it and
-    `scratch` ARP_FRAME bytes for an ARP reply; outputs are appended to s.out. Returns the
-    drop reason, or -1."""
+    `scratch` SCRATCH_STRIDE bytes for a proxy's reply; outputs are appended to s.out.
+    Returns the drop reason, or -1."""
     cdef port_t *pt
     cdef uint32_t slot, i
     cdef net_t *net
     cdef uint64_t dst, src
-    cdef bint mcast, arp, flood
+    cdef bint mcast, arp, flood, nd = False
+    cdef ns_t ns
     cdef fdb_ent *e
     cdef int32_t p
     if port < 0 or <uint32_t>port >= s.ports_cap or s.ports[port].net < 0:
@@ -221,6 +251,10 @@ cdef int core_port(sw_t *s, int32_t port, uint8_t *f, uint32_t n, double now,
     arp = is_arp(f)
     if arp and not arp_ok(f, n):
         return drop(s, DR_BAD_ARP)
+    if is_ns(f, n):
+        if not ns_parse(f, n, &ns):
+            return drop(s, DR_BAD_ND)
+        nd = True
 
     # Bridge learning: source MAC -> ingress port (br_fdb_update).
     learn(s, slot, src, now, port, NULL)
@@ -244,12 +278,16 @@ cdef int core_port(sw_t *s, int32_t port, uint8_t *f, uint32_t n, double now,
                 emit_port(s, p, f, n)
 
     # The "vxlan port" (vxlan_xmit). With proxy on, every ARP frame goes to arp_reduce,
-    # which answers requests and consumes everything else: ARP never crosses the underlay.
+    # which answers requests and consumes everything else: ARP never crosses the underlay;
+    # and every Neighbor Solicitation goes to neigh_reduce, answered or consumed.
     if net.proxy and arp:
         if f[ARP_OP] == 0 and f[ARP_OP + 1] == 1:
             arp_reduce(s, slot, net, port, f, scratch)
         else:
             tflag(s, TF_ARP_CONSUMED)
+        return -1
+    if net.proxy and nd:
+        neigh_reduce(s, slot, net, port, f, &ns, scratch)
         return -1
     if e == NULL or e.port >= 0:
         e = fdb_find(&s.fdb, fdb_key(slot, 0))   # all-zeros entry: the flood list
@@ -319,6 +357,7 @@ cdef int core_underlay(sw_t *s, const uint8_t *src, uint8_t *d, uint32_t n,
     cdef uint8_t *f
     cdef uint64_t dst, smac
     cdef fdb_ent *e
+    cdef ns_t ns
     s.ul_rx_packets += 1
     s.ul_rx_bytes += n
     if s.n_allow and not allowed(s, src):
@@ -345,6 +384,8 @@ cdef int core_underlay(sw_t *s, const uint8_t *src, uint8_t *d, uint32_t n,
         return drop(s, DR_BAD_SRC_MAC)
     if is_arp(f) and not arp_ok(f, fl):
         return drop(s, DR_BAD_ARP)
+    if is_ns(f, fl) and not ns_parse(f, fl, &ns):
+        return drop(s, DR_BAD_ND)
     if net.learning:
         if learn(s, slot, smac, now, -1, src) == LR_CONFLICT:
             return drop(s, DR_FDB_CONFLICT)

@@ -14,6 +14,25 @@ cdef inline bint arp_ok(const uint8_t *f, uint32_t n) noexcept nogil:
             and f[ARP_PTYPE] == 0x08 and f[ARP_PTYPE + 1] == 0
             and f[ARP_HLEN_F] == ETH_ALEN and f[ARP_PLEN_F] == 4)
 
+# An intercepted Neighbor Solicitation, checked (ns_parse): pointers into the frame.
+ctypedef struct ns_t:
+    const uint8_t *src           # IPv6 source (all zeros: DAD)
+    const uint8_t *dst
+    const uint8_t *target
+    const uint8_t *sllao         # source link-layer address (6 bytes), or NULL
+    uint8_t tclass
+    uint8_t dad
+
+cdef inline bint is_ns(const uint8_t *f, uint32_t n) noexcept nogil:
+    """wire.is_ns: what vxlan_xmit hands to neigh_reduce (ICMPv6 type 135 code 0 right behind
+    the fixed IPv6 header, 40 + 24 bytes at least)."""
+    return (n >= NS_MIN_FRAME and f[ETH_TYPE] == 0x86 and f[ETH_TYPE + 1] == 0xDD
+            and f[IP6_NEXT] == 58 and f[ND_ICMP] == 135 and f[ND_ICMP + 1] == 0)
+
+cdef bint ns_parse(const uint8_t *f, uint32_t n, ns_t *ns) noexcept nogil
+cdef void na_build(uint8_t *out, const ns_t *ns, const uint8_t *requester,
+                   const uint8_t *mac) noexcept nogil
+
 cdef inline bint is_arp(const uint8_t *f) noexcept nogil:
     return f[ETH_TYPE] == 0x08 and f[ETH_TYPE + 1] == 0x06
 

@@ -83,3 +83,80 @@ cdef void outer_csum(sw_t *s, txrec *r) noexcept nogil:
         build_ipudp(h, s.local, dst, r.sport, r.dport, r.len, vx_csum_add(0, r.data, r.len),
                     r.tos, r.ttl, r.df)
     r.csum_todo = 0
+
+
+# -- IPv6 Neighbor Discovery (wire.parse_ns, wire.na_reply) -----------------------------------
+
+cdef uint8_t SOLICITED_NODE[13]       # ff02::1:ff00:0/104 (RFC 4291 §2.7.1)
+SOLICITED_NODE[0] = 0xFF
+SOLICITED_NODE[1] = 0x02
+SOLICITED_NODE[11] = 0x01
+SOLICITED_NODE[12] = 0xFF
+cdef uint8_t ZERO16[16]
+cdef uint8_t LOOPBACK6[16]            # ::1
+LOOPBACK6[15] = 1
+
+
+cdef inline uint32_t icmp6_sum(const uint8_t *src, const uint8_t *dst, const uint8_t *body,
+                               uint32_t plen) noexcept nogil:
+    """The folded ones' complement sum over the RFC 8200 §8.1 pseudo-header and `body`
+    (0xFFFF for a message with a correct checksum, RFC 4443 §2.3)."""
+    cdef uint64_t acc = vx_csum_add(vx_csum_add(0, src, 16), dst, 16)
+    acc = vx_csum_add(acc, body, plen)
+    return vx_csum_fold(vx_csum_be(acc) + plen + 58)
+
+
+cdef bint ns_parse(const uint8_t *f, uint32_t n, ns_t *ns) noexcept nogil:
+    """wire.parse_ns: the checks a receiving host makes (RFC 4861 §7.1.1, ndisc_recv_ns) on an
+    NS that is_ns() intercepted. False: drop it (bad_nd)."""
+    cdef uint32_t plen = vx_be16(f + IP6_PLEN), i = 24, olen
+    cdef const uint8_t *body = f + ND_ICMP
+    if f[IP6_HLIM] != 255 or plen < 24 or ND_ICMP + plen > n:
+        return False
+    if icmp6_sum(f + IP6_SRC, f + IP6_DST, body, plen) != 0xFFFF:
+        return False
+    ns.src = f + IP6_SRC
+    ns.dst = f + IP6_DST
+    ns.target = body + 8
+    ns.sllao = NULL
+    if ns.target[0] == 0xFF:
+        return False
+    while i < plen:
+        if i + 2 > plen:
+            return False
+        olen = <uint32_t>body[i + 1] * 8
+        if olen == 0 or i + olen > plen:
+            return False
+        if body[i] == 1 and ns.sllao == NULL:
+            if olen != 8:
+                return False
+            ns.sllao = body + i + 2
+        i += olen
+    ns.tclass = ((f[L3] & 0x0F) << 4) | (f[L3 + 1] >> 4)
+    ns.dad = memcmp(ns.src, ZERO16, 16) == 0
+    if ns.dad and (ns.sllao != NULL or memcmp(ns.dst, SOLICITED_NODE, 13) != 0):
+        return False
+    return True
+
+
+cdef void na_build(uint8_t *out, const ns_t *ns, const uint8_t *requester,
+                   const uint8_t *mac) noexcept nogil:
+    """wire.na_reply into `out` (NA_FRAME bytes): vxlan_na_create's advertisement of `mac`
+    for the NS's target, to its source link-layer address (else `requester`)."""
+    cdef uint8_t *ip6 = out + L3
+    cdef uint8_t *body = out + ND_ICMP
+    memcpy(out, ns.sllao if ns.sllao != NULL else requester, ETH_ALEN)
+    memcpy(out + ETH_SRC, mac, ETH_ALEN)
+    out[ETH_TYPE] = 0x86
+    out[ETH_TYPE + 1] = 0xDD
+    vx_put_be32(ip6, 0x60000000 | (<uint32_t>(ns.tclass & 0xF0) << 20))
+    vx_put_be32(ip6 + 4, (32 << 16) | (58 << 8) | 255)       # payload 32, ICMPv6, hlim 255
+    memcpy(ip6 + 8, ns.target, 16)                             # from the target
+    memcpy(ip6 + 24, ns.src, 16)                               # to the solicitation's source
+    vx_put_be32(body, 136 << 24)                               # NA, code 0, checksum 0
+    vx_put_be32(body + 4, 0x60000000)                          # S and O (R: no router flag)
+    memcpy(body + 8, ns.target, 16)
+    body[24] = 2                                               # target link-layer address
+    body[25] = 1
+    memcpy(body + 26, mac, ETH_ALEN)
+    vx_put_be16(body + 2, <uint16_t>~icmp6_sum(ip6 + 8, ip6 + 24, body, 32))

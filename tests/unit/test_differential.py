@@ -35,6 +35,7 @@ from tests.strategies import (
     eth,
     ip6_frames,
     ip_frames,
+    ns_frames,
     mac_text,
     mutations,
     sized_frame,
@@ -57,6 +58,8 @@ MAC_POOL = [C1_MAC, C2_MAC, PEER_MAC, *EXTRA_MACS]
 GROUPS = [ZERO_MAC, BROADCAST, MCAST_MAC]
 IP_POOL = [IPv4Address(f"192.168.55.{i}") for i in range(1, 11)] + [
     IPv4Address("127.0.0.1"), IPv4Address("224.0.0.1")]
+IP6_POOL = [IPv6Address(f"fd00:55::{i:x}") for i in range(1, 8)] + [
+    IPv6Address("fe80::2"), IPv6Address("ff02::1")]
 FDB_STATES = ["permanent", "static", "learned"]
 NEIGH_STATES = ["permanent", "static", "reachable"]
 
@@ -128,8 +131,9 @@ def frames(draw: st.DrawFn, srcs: list[bytes], dsts: list[bytes],
     the ARP targets (biased to addresses with neighbour entries)."""
     src = st.sampled_from(srcs)
     dst = st.sampled_from(dsts + [BROADCAST, MCAST_MAC, UNKNOWN_MAC])
-    kind = draw(st.sampled_from(["arp"] * 5 + ["ip"] * 4 + ["ip6"] * 2 + ["eth"] * 2
-                                + ["sized", "random", "mutated", "runt", "badsrc"]))
+    kind = draw(st.sampled_from(["arp"] * 5 + ["ip"] * 4 + ["ip6"] * 2 + ["ns"] * 3
+                                + ["eth"] * 2 + ["sized", "random", "mutated", "runt",
+                                                 "badsrc"]))
     if kind == "arp":
         return draw(arp_frames(sha=src, tpa=st.sampled_from(ips),
                                dst=st.one_of(st.just(BROADCAST), dst)))
@@ -137,6 +141,8 @@ def frames(draw: st.DrawFn, srcs: list[bytes], dsts: list[bytes],
         return draw(ip_frames(dst=dst, src=src))
     if kind == "ip6":
         return draw(ip6_frames(dst=dst, src=src))
+    if kind == "ns":
+        return draw(ns_frames(sha=src, target=st.sampled_from(IP6_POOL)))
     if kind == "eth":
         return eth(draw(dst), draw(src), draw(st.sampled_from([0x88B5, 0x86DD, 0x0800, 0x0806])),
                    draw(st.binary(max_size=30)))
@@ -216,9 +222,9 @@ def scenarios(draw: st.DrawFn, max_ops: int = 40) -> Scenario:
         else:
             group = ZERO_MAC if what == "flood" else draw(st.sampled_from([BROADCAST, MCAST_MAC]))
             calls.append(("fdb_append", (vni, group, dst, state), {}))
-    neigh_ips: list[IPv4Address] = []
-    for _ in range(draw(st.integers(0, 8))):
-        ip = draw(st.sampled_from(IP_POOL))
+    neigh_ips: list[IPv4Address | IPv6Address] = []
+    for _ in range(draw(st.integers(0, 10))):
+        ip = draw(st.sampled_from(IP_POOL + IP6_POOL[:-1]))
         neigh_ips.append(ip)
         calls.append(("neigh_add", (draw(st.sampled_from(nets)), ip,
                                     draw(st.sampled_from(pool)),
@@ -229,7 +235,7 @@ def scenarios(draw: st.DrawFn, max_ops: int = 40) -> Scenario:
     any_port = st.sampled_from(ports + spare_ports)
     port_choice = st.sampled_from(ports * 12 + spare_ports)
     srcs = pool + [ZERO_MAC]
-    ips = IP_POOL + neigh_ips * 3
+    ips = IP_POOL + [ip for ip in neigh_ips if ip.version == 4] * 3
     vni_choice = st.sampled_from(nets * 6 + [UNSERVED_VNI])
     # weights out of 100: mostly traffic, some control-plane churn, rarely a network goes
     kinds = (["from_port"] * 45 + ["from_underlay"] * 30 + ["age"] * 5
@@ -262,12 +268,13 @@ def scenarios(draw: st.DrawFn, max_ops: int = 40) -> Scenario:
             calls.append((kind, (vni,), {"keep_permanent": draw(st.booleans()),
                                          "dynamic_only": draw(st.booleans())}))
         elif kind in ("neigh_add", "neigh_replace"):
-            ip = draw(st.sampled_from(IP_POOL))
-            calls.append((kind, (vni, draw(st.sampled_from([ip, str(ip), "192.168.55"])),
+            ip = draw(st.sampled_from(IP_POOL + IP6_POOL))
+            calls.append((kind, (vni, draw(st.sampled_from([ip, str(ip), "192.168.55",
+                                                            "fd00:55::zz"])),
                                  draw(mac_args(pool)),
                                  draw(st.sampled_from(NEIGH_STATES + ["stale"]))), {}))
         elif kind == "neigh_del":
-            calls.append((kind, (vni, str(draw(st.sampled_from(IP_POOL)))), {}))
+            calls.append((kind, (vni, str(draw(st.sampled_from(IP_POOL + IP6_POOL)))), {}))
         elif kind == "neigh_flush":
             calls.append((kind, (vni,), {}))
         elif kind == "add_port":

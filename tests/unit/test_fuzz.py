@@ -31,8 +31,11 @@ from tests.strategies import (
     arp_request,
     bad_src_macs,
     eth,
+    ip6_frames,
     ip_frames,
     ipv4_frame,
+    ns_frame,
+    ns_frames,
     mutations,
     unicast_macs,
     vxlan_hdr,
@@ -96,9 +99,12 @@ def check_from_port(sw: Any, port: int, frame: bytes, now: float = 0.0,
         if a[0] == "port":
             _, p, out = a
             assert p in PORTS[vni], f"frame from VNI {vni} leaked to port {p}"
-            if p == port:   # only the ARP proxy writes back to the ingress port
-                assert len(out) == 42 and out[12:14] == b"\x08\x06" and out[20:22] == b"\x00\x02"
+            if p == port and out[12:14] == b"\x08\x06":   # the ARP proxy's reply
+                assert len(out) == 42 and out[20:22] == b"\x00\x02"
                 assert out[0:6] == frame[22:28]            # to the requester's sha
+            elif p == port:                                # the ND proxy's advertisement
+                assert len(out) == 86 and out[12:14] == b"\x86\xdd" and out[54] == 136
+                assert wire.is_ns(frame) and out[62:78] == frame[62:78]   # its target
             else:
                 assert out == frame
         else:
@@ -132,6 +138,8 @@ srcs = st.sampled_from(MACS[:6]) | unicast_macs | bad_src_macs
 valid_frames = st.one_of(
     arp_frames(sha=st.sampled_from(MACS[:6]), dst=st.sampled_from([BROADCAST, PEER_MAC, C1_MAC])),
     ip_frames(dst=macs, src=srcs),
+    ip6_frames(dst=macs, src=srcs),
+    ns_frames(sha=st.sampled_from(MACS[:6])),
     st.builds(eth, macs, srcs, st.sampled_from([0x88B5, 0x86DD, 0x0806, 0x0800]),
               st.binary(max_size=40)),
 )
@@ -248,6 +256,25 @@ def test_every_truncation_of_a_valid_frame_from_a_port(impl: Any, frame: bytes) 
             assert acts, f"length {n}"
 
 
+def test_every_truncation_of_a_solicitation(impl: Any) -> None:
+    """Shorter than 78 bytes an NS is not the proxy's (the kernel does not pull it either):
+    flooded as any multicast; longer but cut inside its payload it is refused (bad_nd)."""
+    frame = ns_frame(C1_MAC, "fd00:55::4", "fd00:55::3")
+    for n in range(len(frame) + 1):
+        sw = topology(impl)
+        sw.neigh_add(VNI, "fd00:55::3", PEER_MAC)
+        acts = check_from_port(sw, 1, frame[:n])
+        drops = {k: v for k, v in sw.counters()["drops"].items() if v}
+        if n < 14:
+            assert drops == {"runt": 1}, n
+        elif n < 78:
+            assert drops == {} and ("port", 2) in [a[:2] for a in acts], n
+        elif n < len(frame):
+            assert drops == {"bad_nd": 1} and acts == [], n
+        else:
+            assert drops == {} and acts[-1][:2] == ("port", 1), n    # the proxy's NA
+
+
 @pytest.mark.parametrize("strict", [True, False])
 def test_every_header_bit_flip(impl: Any, strict: bool) -> None:
     full = _valid_udp_datagram()
@@ -303,7 +330,10 @@ def test_wire_parsers_never_raise(data: bytes) -> None:
         assert (len(a.sha), len(a.spa), len(a.tha), len(a.tpa)) == (6, 4, 6, 4)
         assert len(wire.arp_reply(a, PEER_MAC)) == 42
     key = wire.flow_key(data)
-    assert isinstance(key, bytes) and len(key) in (min(len(data), 12), 9, 13)
+    assert isinstance(key, bytes) and len(key) in (min(len(data), 12), 9, 13, 36, 40)
+    if wire.is_ns(data):
+        ns = wire.parse_ns(data)
+        assert ns is None or len(wire.na_reply(ns, PEER_MAC, C1_MAC)) == 86
     p = wire.src_port(data, *SPORT_RANGE)
     assert SPORT_RANGE[0] <= p <= SPORT_RANGE[1]
 

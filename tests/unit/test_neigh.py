@@ -75,7 +75,8 @@ def test_lladdr_must_be_unicast_mac(table: NeighTable, bad: str | bytes) -> None
     assert len(table) == 0
 
 
-@pytest.mark.parametrize("bad", ["192.168.55", "fe80::1", "x", "256.1.1.1"])
+@pytest.mark.parametrize("bad", ["192.168.55", "ff02::1", "::", "::ffff:1.2.3.4", "x",
+                                 "256.1.1.1"])
 def test_bad_ip_is_invalid_argument(table: NeighTable, bad: str) -> None:
     for op in (lambda: table.add(bad, PEER_MAC), lambda: table.replace(bad, PEER_MAC),
                lambda: table.delete(bad)):

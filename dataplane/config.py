@@ -605,6 +605,7 @@ _TOML_POS_RE = re.compile(r"^(.*) \(at line (\d+), column (\d+)\)$")
 
 def parse_config(text: str, path: str = "<config>") -> Config:
     """Parse and validate TOML ``text``; ``path`` is only used in messages (and Config.path)."""
+    text = text.removeprefix("\ufeff")  # a byte order mark (see load_config)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -630,7 +631,9 @@ def load_config(path: str) -> Config:
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
-        text = raw.decode("utf-8")
+        # A UTF-8 byte order mark (Windows editors write one) is not TOML text: skip it, as
+        # Python's own utf-8-sig codec does.
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[:exc.start].count(b"\n") + 1
         raise ConfigError("not valid UTF-8 (TOML files must be UTF-8)", path=path,

@@ -547,3 +547,16 @@ def test_endpoint_from_args_errors(kwargs: dict[str, str], option: str, words: s
 def test_endpoint_from_args_ifname_needs_netns() -> None:
     with pytest.raises(ConfigError, match="--ifname needs --netns"):
         endpoint_from_args("mynet", "c3", "02:00:00:00:00:01", "10.0.0.1/24", ifname="eth0")
+
+
+def test_utf8_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    """Editors on Windows start UTF-8 files with a BOM; TOML text does not include it."""
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + MINIMAL.encode())
+    cfg = load_config(str(path))
+    assert cfg.vtep.local == IPv4Address("198.18.0.1") and cfg.networks[0].vni == 4097
+    assert parse_config("\ufeff" + MINIMAL).networks[0].name == "mynet"
+    # Line numbers are still right after it.
+    path.write_bytes(b"\xef\xbb\xbf" + MINIMAL.replace("vni = 4097", "vni = -4").encode())
+    with pytest.raises(ConfigError, match=r"bom.toml:6: network\[0\].vni: "):
+        load_config(str(path))

@@ -69,7 +69,8 @@ async def endpoint_add(v: Vtep, args: dict[str, Any]) -> Any:
                               f"(have: {', '.join(sorted(v.networks))})")
     try:
         ep = endpoint_from_args(net.name, args["name"], args["mac"], args["address"],
-                                args.get("netns"), args.get("ifname"))
+                                args.get("netns"), args.get("ifname"),
+                                args.get("netns_create") is True)
     except ConfigError as err:
         raise InvalidArgument(err.detail if err.key is None
                               else f"{err.key}: {err.detail}") from None

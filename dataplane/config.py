@@ -78,6 +78,9 @@ class EndpointConfig:
     address: IPv4Interface  # address/prefix configured on the interface
     netns: str | None = None  # named netns (ip netns add) to move the TAP into
     ifname: str | None = None  # name inside netns (e.g. eth0); None keeps ``name``
+    # Create ``netns`` if it does not exist (and remove it again when the VTEP is done with
+    # it); without this a missing namespace is an error naming it.
+    netns_create: bool = False
 
 
 @dataclass(frozen=True)
@@ -252,7 +255,7 @@ _VTEP_KEYS = ("name", "local", "port", "control", "allow", "src_port_range", "st
               "burst", "offload", "busy_poll")
 _NETWORK_KEYS = ("name", "vni", "mtu", "proxy", "learning", "ageing", "maxaddress", "flood",
                  "endpoint", "peer")
-_ENDPOINT_KEYS = ("name", "mac", "address", "netns", "ifname")
+_ENDPOINT_KEYS = ("name", "mac", "address", "netns", "ifname", "netns_create")
 _PEER_KEYS = ("mac", "address", "vtep")
 _STORE_KEYS = ("etcd", "prefix", "ttl")
 _TOP_KEYS = ("vtep", "network", "store")
@@ -561,7 +564,11 @@ class _Parser:
         if ifname is not None and netns is None:
             self.fail(ctx, "ifname", "ifname needs netns (without netns the TAP keeps its "
                                      f"host name {show(name)})")
-        return EndpointConfig(name=name, mac=mac, address=address, netns=netns, ifname=ifname)
+        netns_create = self.get(ctx, tbl, "netns_create", bool)
+        if netns_create and netns is None:
+            self.fail(ctx, "netns_create", "netns_create needs netns (the namespace to create)")
+        return EndpointConfig(name=name, mac=mac, address=address, netns=netns, ifname=ifname,
+                              netns_create=bool(netns_create))
 
     def peer(self, ctx: Ctx, tbl: dict[str, Any]) -> PeerConfig:
         self.check_keys(ctx, tbl, _PEER_KEYS)
@@ -642,7 +649,8 @@ def load_config(path: str) -> Config:
 
 
 def endpoint_from_args(network: str, name: str, mac: str, address: str,
-                       netns: str | None = None, ifname: str | None = None) -> EndpointConfig:
+                       netns: str | None = None, ifname: str | None = None,
+                       netns_create: bool = False) -> EndpointConfig:
     """Validate ``vxdp endpoint add`` arguments with the config file's rules.
 
     Errors name the command-line option (``--mac: ...``) since that is what the user typed; the
@@ -663,5 +671,7 @@ def endpoint_from_args(network: str, name: str, mac: str, address: str,
     if ep_ifname is not None and ep_netns is None:
         raise ConfigError("--ifname needs --netns (without a netns the TAP keeps its host name)",
                           key=None)
+    if netns_create and ep_netns is None:
+        raise ConfigError("--netns-create needs --netns (the namespace to create)", key=None)
     return EndpointConfig(name=ep_name, mac=ep_mac, address=ep_address, netns=ep_netns,
-                          ifname=ep_ifname)
+                          ifname=ep_ifname, netns_create=netns_create)

@@ -164,7 +164,8 @@ class Vtep:
         # create_async does the netlink work in a worker thread.
         tap = await TapPort.create_async(ep.name, ep.mac, net.mtu, ep.address, ep.netns,
                                          ep.ifname, vnet_hdr=self.tap_offload,
-                                         offload=self.tap_offload)
+                                         offload=self.tap_offload,
+                                         create_netns=ep.netns_create)
         pid = self._next_port
         self._next_port += 1
         try:

@@ -560,3 +560,25 @@ def test_utf8_byte_order_mark_is_accepted(tmp_path: Path) -> None:
     path.write_bytes(b"\xef\xbb\xbf" + MINIMAL.replace("vni = 4097", "vni = -4").encode())
     with pytest.raises(ConfigError, match=r"bom.toml:6: network\[0\].vni: "):
         load_config(str(path))
+
+
+def test_netns_create() -> None:
+    endpoint = ('[[network.endpoint]]\nname = "c1"\nmac = "02:42:c0:a8:37:04"\n'
+                'address = "192.168.55.4/24"\n')
+    (ep,) = parse_config(MINIMAL + endpoint + 'netns = "c1"\n').networks[0].endpoints
+    assert ep.netns_create is False
+    (ep,) = parse_config(MINIMAL + endpoint + 'netns = "c1"\nnetns_create = true\n'
+                         ).networks[0].endpoints
+    assert ep.netns_create is True and ep.netns == "c1"
+    text = MINIMAL + endpoint + "netns_create = true\n"
+    err = error_of(text)
+    assert err.key == "network[0].endpoint[0].netns_create"
+    assert err.line == line_of(text, "netns_create") and "needs netns" in str(err)
+    err = error_of(MINIMAL + endpoint + 'netns = "c1"\nnetns_create = "yes"\n')
+    assert "must be a boolean" in str(err)
+    ep = endpoint_from_args("mynet", "c1", "02:42:c0:a8:37:04", "192.168.55.4/24", "c1",
+                            "eth0", True)
+    assert ep.netns_create is True
+    with pytest.raises(ConfigError, match="--netns-create needs --netns"):
+        endpoint_from_args("mynet", "c1", "02:42:c0:a8:37:04", "192.168.55.4/24",
+                           netns_create=True)

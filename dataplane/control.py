@@ -24,6 +24,7 @@ import logging
 import os
 import socket
 import stat
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Mapping
 from typing import Any
 
@@ -31,10 +32,12 @@ from dataplane.errors import ControlError, VxdpError
 
 log = logging.getLogger("vxdp.control")
 
-MAX_REQUEST = 1 << 20  # 1 MiB: the largest request is an endpoint or fdb entry, far smaller
+MAX_REQUEST = 1 << 20  # 1 MiB: the largest request is a batch of table changes, far smaller
+MAX_DEPTH = 8          # JSON nesting of a request: {"args": {"requests": [{"args": {}}]}} is 5
 REQUEST_TIMEOUT = 5.0  # seconds a client has to send its request line
 REPLY_TIMEOUT = 5.0  # seconds a (non-stream) reply may take to drain to the client
 CLIENT_TIMEOUT = 10.0  # seconds the blocking client waits for connect and the reply
+BACKLOG_RETRY = 5.0    # seconds the client keeps retrying a connect refused by a full backlog
 PROBE_TIMEOUT = 1.0  # seconds to decide whether an existing socket has a live server
 
 Handler = Callable[[str, dict[str, Any]], Awaitable[Any]]
@@ -72,6 +75,47 @@ def encode(message: Any) -> bytes:
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split()) or "error"
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Is ``value`` (parsed JSON) nested more than ``limit`` arrays/objects deep? Iterative:
+    the check itself must not recurse."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
+
+
+def _parse_request(line: bytes) -> tuple[str, dict[str, Any]] | str:
+    """A request line → (cmd, args), or the one-line error to answer."""
+    try:
+        request = json.loads(line)
+    except RecursionError:
+        # The C scanner stops at the interpreter's recursion limit: deeper than anything a
+        # request needs, so refused like any over-deep request.
+        return f"malformed request: JSON nested deeper than {MAX_DEPTH} levels"
+    except (ValueError, UnicodeDecodeError) as exc:
+        return f"malformed request: not JSON ({exc})"
+    # Counting brackets is C-fast; the walk runs only when there are enough of them.
+    if (line.count(b"[") + line.count(b"{") > MAX_DEPTH
+            and isinstance(request, (dict, list)) and too_deep(request)):
+        return f"malformed request: JSON nested deeper than {MAX_DEPTH} levels"
+    if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
+        return 'malformed request: expected {"cmd": "NAME", "args": {...}}'
+    extra = sorted(k for k in request if k not in ("cmd", "args"))
+    if extra:
+        return (f'malformed request: unknown key {json.dumps(extra[0])[:40]} '
+                '(expected {"cmd": "NAME", "args": {...}})')
+    args = request.get("args")
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        return 'malformed request: "args" must be an object'
+    return request["cmd"], args
 
 
 class ControlServer:
@@ -239,21 +283,11 @@ class ControlServer:
             return
         if not line.strip():
             return  # connect-and-close (e.g. another server probing for liveness)
-        try:
-            request = json.loads(line)
-        except (ValueError, UnicodeDecodeError) as exc:
-            await self._error(writer, f"malformed request: not JSON ({exc})")
+        parsed = _parse_request(line)
+        if isinstance(parsed, str):
+            await self._error(writer, parsed)
             return
-        if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
-            await self._error(writer, 'malformed request: expected {"cmd": "NAME", "args": {...}}')
-            return
-        cmd: str = request["cmd"]
-        args = request.get("args")
-        if args is None:
-            args = {}
-        if not isinstance(args, dict):
-            await self._error(writer, 'malformed request: "args" must be an object')
-            return
+        cmd, args = parsed
         if cmd in self._streams:
             await self._serve_stream(cmd, args, reader, writer)
             return
@@ -335,10 +369,30 @@ class ControlClient:
         self.end: dict[str, Any] | None = None  # the last stream's {"end": true, ...} line
 
     def _connect(self) -> socket.socket:
+        """A connected socket. A full listen backlog (a burst of clients: connect() on a unix
+        socket then fails with EAGAIN at once instead of waiting) is retried for up to
+        BACKLOG_RETRY seconds (within the client's timeout), backing off from 1 ms."""
+        deadline = time.monotonic() + min(BACKLOG_RETRY, self.timeout)
+        pause = 0.001
+        while True:
+            try:
+                return self._connect_once()
+            except BlockingIOError:
+                if time.monotonic() + pause > deadline:
+                    raise ControlError(f"vxdp on {self.path} is not accepting connections "
+                                       f"(its backlog stayed full for "
+                                       f"{min(BACKLOG_RETRY, self.timeout):g} s)") from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
+
+    def _connect_once(self) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
             sock.connect(self.path)
+        except BlockingIOError:
+            sock.close()
+            raise
         except (FileNotFoundError, ConnectionRefusedError):
             sock.close()
             raise ControlError(f"no vxdp is listening on {self.path} (is 'vxdp run' running? "
@@ -376,6 +430,9 @@ class ControlClient:
                                f"{exc.strerror or exc}") from None
         if not line:
             return None
+        if not line.endswith(b"\n"):
+            raise ControlError(f"vxdp on {self.path} closed the connection in the middle of "
+                               "its reply")
         try:
             message = json.loads(line)
         except ValueError:

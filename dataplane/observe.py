@@ -354,8 +354,12 @@ class Observer:
             yield item
 
     def streams(self) -> dict[str, Stream]:
-        return {"events": self.events_stream, "trace": self.trace_stream,
-                "capture": self.capture_stream}
+        """The stream factories for the control server, their arguments checked first."""
+        from dataplane.commands import check_args
+
+        return {"events": lambda a: self.events_stream(check_args("events", a)),
+                "trace": lambda a: self.trace_stream(check_args("trace", a)),
+                "capture": lambda a: self.capture_stream(check_args("capture", a))}
 
     # -- explain ------------------------------------------------------------------------------
 

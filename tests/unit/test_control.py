@@ -17,7 +17,13 @@ from typing import Any
 import pytest
 
 from dataplane import control
-from dataplane.control import ControlClient, ControlServer, StreamEnd, unknown_command
+from dataplane.control import (
+    ControlClient,
+    ControlServer,
+    StreamEnd,
+    too_deep,
+    unknown_command,
+)
 from dataplane.errors import ControlError, InvalidArgument, VxdpError
 
 KNOWN = ("echo", "fail", "boom", "slow", "weird")
@@ -518,3 +524,115 @@ def test_json_default_handles_project_types() -> None:
     assert json.loads(line) == {"a": "1.2.3.4", "b": "10.0.0.1/24", "c": [1, 2], "d": [3],
                                 "e": {"ip": "5.6.7.8"}}
     assert line.endswith(b"\n") and line.count(b"\n") == 1
+
+
+# ------------------------------------------------------------------------------------------
+# request envelope: nesting depth, unknown keys
+# ------------------------------------------------------------------------------------------
+
+
+def test_deeply_nested_json_gets_an_error_reply(served: tuple[ServerThread, Recorder, str],
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    """100k levels made the C JSON scanner raise RecursionError, which dropped the
+    connection with a traceback in the log; now it is one error reply."""
+    _, rec, path = served
+    for depth in (100_000, 500, 9):
+        payload = b'{"cmd": "echo", "args": {"x": ' + b"[" * depth + b"]" * depth + b"}}\n"
+        (reply,) = raw_exchange(path, payload)
+        assert reply == {"ok": False, "error": "malformed request: JSON nested deeper than 8 "
+                                               "levels"}, depth
+    assert rec.calls == [] and "Traceback" not in caplog.text
+    assert ControlClient(path).request("echo", x=[[1]])["args"] == {"x": [[1]]}
+
+
+def test_too_deep() -> None:
+    assert not too_deep({"cmd": "x", "args": {"a": [1, {"b": 2}]}})
+    assert too_deep([[[[[[[[[0]]]]]]]]])        # 9 levels
+    assert not too_deep([[[[[[[[0]]]]]]]])      # 8
+    deep: Any = []
+    for _ in range(100_000):                     # iterative: no RecursionError
+        deep = [deep]
+    assert too_deep(deep)
+
+
+def test_unknown_envelope_key(served: tuple[ServerThread, Recorder, str]) -> None:
+    _, rec, path = served
+    (reply,) = raw_exchange(path, b'{"cmd": "echo", "args": {}, "argz": 1}\n')
+    assert reply["ok"] is False and 'unknown key "argz"' in reply["error"]
+    assert rec.calls == []
+
+
+# ------------------------------------------------------------------------------------------
+# a full listen backlog
+# ------------------------------------------------------------------------------------------
+
+
+def test_client_retries_while_the_backlog_is_full(sockdir: str) -> None:
+    """connect() on a unix socket whose backlog is full fails with EAGAIN at once: the
+    client retries briefly instead of reporting it."""
+    path = os.path.join(sockdir, "full.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(0)
+    fillers = []
+    try:
+        while True:             # fill the backlog
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.setblocking(False)
+            try:
+                s.connect(path)
+            except BlockingIOError:
+                s.close()
+                break
+            fillers.append(s)
+        assert fillers
+
+        def serve() -> None:
+            time.sleep(0.3)     # the client meets a full backlog for a while
+            for s in fillers:   # (accepted below: they read as closed at once)
+                s.close()
+            while True:
+                conn, _ = listener.accept()
+                conn.settimeout(5)
+                line = conn.makefile("rb").readline()
+                if line:
+                    conn.sendall(b'{"ok": true, "result": "late"}\n')
+                conn.close()
+                if line:
+                    return
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        started = time.monotonic()
+        assert ControlClient(path).request("echo") == "late"
+        assert time.monotonic() - started >= 0.25
+        t.join(5)
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()
+
+
+def test_client_gives_up_on_a_backlog_that_stays_full(sockdir: str) -> None:
+    path = os.path.join(sockdir, "stuck.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(0)
+    fillers = []
+    try:
+        while True:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.setblocking(False)
+            try:
+                s.connect(path)
+            except BlockingIOError:
+                s.close()
+                break
+            fillers.append(s)
+        with pytest.raises(ControlError, match="not accepting connections .*backlog stayed "
+                                               "full for 0.5 s"):
+            ControlClient(path, timeout=0.5).request("echo")
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()

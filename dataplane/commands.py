@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dataplane.config import endpoint_from_args
+from dataplane.control import Rows
 from dataplane.errors import ConfigError, InvalidArgument, VxdpError
 from dataplane.fdb import FDB_STATES
 from dataplane.neigh import NEIGH_STATES
@@ -343,11 +344,12 @@ def endpoint_del(v: Vtep, args: dict[str, Any]) -> Any:
 
 
 def fdb_show(v: Vtep, args: dict[str, Any]) -> Any:
-    return v.observe.fdb_rows()
+    # A slice at a time: a large table never holds the loop (Observer.table_slices).
+    return Rows(v.observe.table_slices("fdb"))
 
 
 def neigh_show(v: Vtep, args: dict[str, Any]) -> Any:
-    return v.observe.neigh_rows()
+    return Rows(v.observe.table_slices("neigh"))
 
 
 def stats(v: Vtep, args: dict[str, Any]) -> Any:

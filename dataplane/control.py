@@ -6,6 +6,12 @@ connection):
     client → ``{"cmd": "fdb.show", "args": {...}}\\n``
     server → ``{"ok": true, "result": ...}\\n`` or ``{"ok": false, "error": "one line"}\\n``, close
 
+A list result may be large (``fdb show`` of a million entries): a handler returns it as
+:class:`Rows`, slices of the list made one at a time, and the server encodes and writes each
+slice as it comes, giving the event loop a turn in between. The client still reads one line,
+``{"ok": true, "result": [...]}``; only the server never holds the whole list, nor the loop
+for the time it takes to encode it. A long plain list is sent the same way.
+
 Streaming commands (``trace``, ``capture``, ``events``) answer ``{"ok": true, "stream": true}\\n``,
 then ``{"record": {...}}\\n`` lines, then ``{"end": true, ...stats}\\n`` (``"error"`` in the end
 line when the stream failed). The stream stops when the producer ends it or the client closes
@@ -34,6 +40,7 @@ log = logging.getLogger("vxdp.control")
 
 MAX_REQUEST = 1 << 20  # 1 MiB: the largest request is a batch of table changes, far smaller
 MAX_DEPTH = 8          # JSON nesting of a request: {"args": {"requests": [{"args": {}}]}} is 5
+ENCODE_SLICE = 256     # list items encoded per write of a long result (~0.3 ms of json.dumps)
 REQUEST_TIMEOUT = 5.0  # seconds a client has to send its request line
 REPLY_TIMEOUT = 5.0  # seconds a (non-stream) reply may take to drain to the client
 CLIENT_TIMEOUT = 10.0  # seconds the blocking client waits for connect and the reply
@@ -46,6 +53,22 @@ StreamFactory = Callable[[dict[str, Any]], AsyncIterator[dict[str, Any]]]
 
 class StreamEnd(dict):  # type: ignore[type-arg]
     """Yield one of these from a stream to end it with statistics: ``{"end": true, **self}``."""
+
+
+class Rows:
+    """A list result made a slice at a time: a handler returns ``Rows(slices)`` where
+    ``slices`` is an async iterator of lists, and the client gets one list, their
+    concatenation. The first slice is awaited before anything is sent, so an error there is
+    an ordinary error reply; an error later can only cut the reply short (logged), so a
+    producer should fail, if at all, before its first slice."""
+
+    def __init__(self, slices: AsyncIterator[list[Any]]) -> None:
+        self.slices = slices
+
+    async def aclose(self) -> None:
+        aclose = getattr(self.slices, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def unknown_command(cmd: str, known: Iterable[str]) -> VxdpError:
@@ -71,6 +94,11 @@ def _json_default(obj: Any) -> Any:
 def encode(message: Any) -> bytes:
     """One protocol line. ensure_ascii keeps every line plain ASCII, whatever names contain."""
     return json.dumps(message, default=_json_default, separators=(",", ":")).encode() + b"\n"
+
+
+def encode_items(items: list[Any]) -> bytes:
+    """The JSON of ``items`` without its brackets: a piece of a list sent in slices."""
+    return json.dumps(items, default=_json_default, separators=(",", ":")).encode()[1:-1]
 
 
 def _one_line(text: str) -> str:
@@ -296,6 +324,11 @@ class ControlServer:
         except Exception as exc:  # noqa: BLE001 - answered, see _refuse
             await self._refuse(writer, exc, f"control command {cmd!r} failed")
             return
+        if isinstance(result, list) and len(result) > ENCODE_SLICE:
+            result = Rows(_slices_of(result))
+        if isinstance(result, Rows):
+            await self._send_rows(cmd, result, writer)
+            return
         try:
             data = encode({"ok": True, "result": result})
         except (TypeError, ValueError) as exc:
@@ -304,6 +337,42 @@ class ControlServer:
             return
         writer.write(data)
         await asyncio.wait_for(writer.drain(), REPLY_TIMEOUT)
+
+    async def _send_rows(self, cmd: str, rows: Rows, writer: asyncio.StreamWriter) -> None:
+        """``{"ok":true,"result":[`` + the slices, ENCODE_SLICE items per write with a turn of
+        the loop after each + ``]}``: one reply line, never one long call."""
+        slices = rows.slices.__aiter__()
+        try:
+            try:
+                first: list[Any] | None = await slices.__anext__()
+            except StopAsyncIteration:
+                first = None
+            except Exception as exc:  # noqa: BLE001 - answered, see _refuse
+                await self._refuse(writer, exc, f"control command {cmd!r} failed")
+                return
+            writer.write(b'{"ok":true,"result":[')
+            sep = b""
+            batch = first
+            while batch is not None:
+                for i in range(0, len(batch), ENCODE_SLICE):
+                    piece = encode_items(batch[i:i + ENCODE_SLICE])
+                    if piece:
+                        writer.write(sep + piece)
+                        sep = b","
+                    await asyncio.wait_for(writer.drain(), REPLY_TIMEOUT)
+                    await asyncio.sleep(0)
+                try:
+                    batch = await slices.__anext__()
+                except StopAsyncIteration:
+                    batch = None
+            writer.write(b"]}\n")
+            await asyncio.wait_for(writer.drain(), REPLY_TIMEOUT)
+        except (VxdpError, TypeError, ValueError) as exc:
+            # Half a reply is out: nothing to do but cut it (the client says so).
+            log.error("control command %r failed in the middle of its reply: %s", cmd, exc)
+        finally:
+            with contextlib.suppress(Exception):
+                await rows.aclose()
 
     async def _serve_stream(self, cmd: str, args: dict[str, Any], reader: asyncio.StreamReader,
                             writer: asyncio.StreamWriter) -> None:
@@ -358,6 +427,10 @@ class ControlServer:
                 f"internal error: {type(exc).__name__}: {exc}")}, timeout=None)
             return
         await self._send(writer, {"end": True}, timeout=None)
+
+
+async def _slices_of(items: list[Any]) -> AsyncIterator[list[Any]]:
+    yield items
 
 
 class ControlClient:

@@ -13,9 +13,11 @@ from ipaddress import IPv4Address
 from typing import Any
 
 from dataplane import switch as reference
+from dataplane.errors import VxdpError
 from dataplane.wire import (
     BROADCAST_MAC,
     ETH_HLEN,
+    ZERO_MAC,
     arp_request,
     ipv4_header,
     is_multicast_mac,
@@ -226,33 +228,59 @@ def capture_blocks(record: Sequence[Any], iface_of_port: Callable[[int], int | N
 
 # --- explain: a dry run on a copy of the live tables ----------------------------------------
 
+def _copy_fdb(sim: reference.Switch, rows: Sequence[dict[str, Any]]) -> None:
+    """Put a live FDB entry (its ``fdb_get`` rows) into the reference switch ``sim``."""
+    for r in rows:
+        try:
+            if r["port"] is not None:
+                fdb = sim._net(r["vni"]).fdb
+                if r["state"] != "learned":
+                    fdb.add(r["mac"], port=r["port"], state=r["state"])
+                else:
+                    fdb.replace(r["mac"], port=r["port"], state="learned")
+            else:   # one row per remote: append rebuilds multi-remote flood entries
+                sim.fdb_append(r["vni"], r["mac"], r["dst"], r["state"])
+        except VxdpError:
+            pass    # e.g. the copy's own maxaddress: the live table decides, not the copy
+
+
+def _copy_tables(switch: Any, sim: reference.Switch, vni: int, macs: set[bytes],
+                 neighbour: dict[str, Any] | None) -> None:
+    """Copy into ``sim`` exactly the entries a frame from an endpoint can read: the FDB
+    entries of ``macs`` (source, destination, broadcast, all-zeros flood list, the
+    neighbour's MAC) and the neighbour entry of the target. One lookup each, whatever the
+    size of the live tables, so explain never holds the loop for a table copy."""
+    for mac in sorted(macs):
+        _copy_fdb(sim, switch.fdb_get(vni, mac_str(mac)))
+    if neighbour is not None:
+        sim.neigh_replace(vni, neighbour["ip"], neighbour["lladdr"], neighbour["state"])
+
+
 def explain(switch: Any, port: int, vni: int, src_mac: str, src_ip: str | None, to: str,
             port_name: PortName, network_of: Callable[[int], str],
             network_kwargs: dict[int, dict[str, Any]], ports: Sequence[tuple[int, int]],
             local: IPv4Address, src_port_range: tuple[int, int],
             local_endpoints: dict[str, tuple[str, str]] | None = None) -> dict[str, Any]:
     """What would happen to a frame from endpoint ``port`` to ``to`` (IPv4 or MAC), step by
-    step, computed by the reference core on a copy of the live tables (nothing is sent, no
-    counter moves). The copy decides exactly as the fast path does: the differential tests
-    hold the two equal."""
+    step, computed by the reference core on a copy of the live entries it reads (nothing is
+    sent, no counter moves). The copy decides exactly as the fast path does: the
+    differential tests hold the two equal."""
     sim = reference.Switch(local, src_port_range=src_port_range, strict=True)
     for v, kw in network_kwargs.items():
         sim.add_network(v, **kw)
     for p, pv in ports:
         sim.add_port(p, pv)
-    for r in switch.fdb_dump():
-        try:
-            if r["port"] is not None:
-                if r["state"] != "learned":
-                    sim._net(r["vni"]).fdb.add(r["mac"], port=r["port"], state=r["state"])
-                else:
-                    sim._net(r["vni"]).fdb.replace(r["mac"], port=r["port"], state="learned")
-            else:   # one row per remote: append rebuilds multi-remote flood entries
-                sim.fdb_append(r["vni"], r["mac"], r["dst"], r["state"])
-        except Exception:
-            pass
-    for r in switch.neigh_dump():
-        sim.neigh_replace(r["vni"], r["ip"], r["lladdr"], r["state"])
+    macs = {mac_to_bytes(src_mac), ZERO_MAC, BROADCAST_MAC}
+    n: dict[str, Any] | None = None
+    if ":" in to:
+        macs.add(mac_to_bytes(to))
+    else:
+        n = switch.neigh_get(vni, to)
+        local_ep = (local_endpoints or {}).get(str(IPv4Address(to)))
+        for mac in ((n or {}).get("lladdr"), local_ep[1] if local_ep else None):
+            if mac:
+                macs.add(mac_to_bytes(mac))
+    _copy_tables(switch, sim, vni, macs, n)
     sim.set_trace(True)
     smac = mac_to_bytes(src_mac)
     steps: list[str] = []
@@ -262,8 +290,6 @@ def explain(switch: Any, port: int, vni: int, src_mac: str, src_ip: str | None, 
         steps.append(f"destination MAC {mac_str(dmac)} given: no ARP needed")
     else:
         dst_ip = IPv4Address(to)
-        n = next((r for r in switch.neigh_dump() if r["vni"] == vni and r["ip"] == str(dst_ip)),
-                 None)
         steps.append(f"resolve {dst_ip}: ARP who-has {dst_ip} tell {src_ip} (broadcast)")
         sim.from_port(port, arp_request(smac, src_ip or "0.0.0.0", dst_ip), 0.0)
         (rec,) = sim.trace_drain()

@@ -115,6 +115,7 @@ class Vtep:
             raise
         self._loop.add_reader(self.underlay.rx.fileno(), self._on_underlay)
         self._ageing = self._loop.call_later(AGEING_INTERVAL, self._age)
+        self.observe.warm_up()
         log.info("vxdp %s: serving %d network(s) on %s:%d (%s fast path)", v.name,
                  len(self.config.networks), v.local, v.port, self.impl)
 

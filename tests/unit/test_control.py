@@ -20,13 +20,14 @@ from dataplane import control
 from dataplane.control import (
     ControlClient,
     ControlServer,
+    Rows,
     StreamEnd,
     too_deep,
     unknown_command,
 )
 from dataplane.errors import ControlError, InvalidArgument, VxdpError
 
-KNOWN = ("echo", "fail", "boom", "slow", "weird")
+KNOWN = ("echo", "fail", "boom", "slow", "weird", "rows", "biglist", "rows_fail", "rows_cut")
 
 
 class ServerThread:
@@ -95,7 +96,24 @@ class Recorder:
             return "done"
         if cmd == "weird":
             return {"obj": object()}
+        if cmd in ("rows", "rows_fail", "rows_cut"):
+            return Rows(self.slices(cmd, int(args.get("n", 0))))
+        if cmd == "biglist":
+            return [{"i": i} for i in range(int(args["n"]))]
         raise unknown_command(cmd, (*KNOWN, *self.streams()))
+
+    async def slices(self, cmd: str, n: int) -> AsyncIterator[list[Any]]:
+        """n rows in slices of 100 (and empty slices in between, as a dump may give)."""
+        if cmd == "rows_fail":
+            raise InvalidArgument("dump cursor 3 is not (or no longer) valid")
+        try:
+            for start in range(0, n, 100):
+                yield []
+                yield [{"i": i} for i in range(start, min(n, start + 100))]
+                if cmd == "rows_cut":
+                    raise InvalidArgument("the table went away")
+        finally:
+            self.closed.set()
 
     async def counted(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         for i in range(int(args.get("count", 3))):
@@ -524,6 +542,42 @@ def test_json_default_handles_project_types() -> None:
     assert json.loads(line) == {"a": "1.2.3.4", "b": "10.0.0.1/24", "c": [1, 2], "d": [3],
                                 "e": {"ip": "5.6.7.8"}}
     assert line.endswith(b"\n") and line.count(b"\n") == 1
+
+
+# ------------------------------------------------------------------------------------------
+# long list results, written a slice at a time
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [0, 1, 99, 100, 2500])
+def test_rows_arrive_as_one_list(served: tuple[ServerThread, Recorder, str], n: int) -> None:
+    _, rec, path = served
+    assert ControlClient(path).request("rows", n=n) == [{"i": i} for i in range(n)]
+    assert rec.closed.wait(5)   # the producer was closed after its last slice
+    (reply,) = raw_exchange(path, b'{"cmd": "rows", "args": {"n": 3}}\n')
+    assert reply == {"ok": True, "result": [{"i": 0}, {"i": 1}, {"i": 2}]}
+
+
+def test_a_long_plain_list_is_sent_in_slices_too(served: tuple[ServerThread, Recorder, str],
+                                                 ) -> None:
+    _, _, path = served
+    assert ControlClient(path).request("biglist", n=3000) == [{"i": i} for i in range(3000)]
+
+
+def test_rows_error_before_the_first_slice_is_a_plain_error(
+        served: tuple[ServerThread, Recorder, str]) -> None:
+    _, _, path = served
+    with pytest.raises(ControlError, match=r"^dump cursor 3 is not \(or no longer\) valid$"):
+        ControlClient(path).request("rows_fail")
+
+
+def test_rows_cut_short_is_reported_by_the_client(served: tuple[ServerThread, Recorder, str],
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    _, _, path = served
+    with pytest.raises(ControlError, match="closed the connection in the middle of its reply"):
+        ControlClient(path).request("rows_cut", n=500)
+    assert "the table went away" in caplog.text and "Traceback" not in caplog.text
+    assert ControlClient(path).request("echo")["cmd"] == "echo"
 
 
 # ------------------------------------------------------------------------------------------

@@ -56,6 +56,10 @@ DEFAULT_STORE_PREFIX = "/vxdp"
 DEFAULT_STORE_TTL = 10
 # [vtep] busy_poll upper bound (µs): polling longer than this between bursts is a spin loop.
 BUSY_POLL_MAX = 100_000
+# [vtep] max_subscribers: trace/capture/events clients at once. Each holds a queue of up to
+# 4096 records and a socket buffer; 64 is far more than people debugging one host open.
+DEFAULT_MAX_SUBSCRIBERS = 64
+MAX_SUBSCRIBERS_MAX = 4096
 
 # Kernel offloads the VTEP may use, as a virtio-net guest or wireguard-go does: "tap" =
 # IFF_VNET_HDR + TUNSETOFFLOAD on the endpoints (TCP super-frames in, coalesced segments out),
@@ -123,6 +127,7 @@ class VtepConfig:
     burst: int = DEFAULT_BURST
     offload: frozenset[str] = OFFLOADS  # subset of OFFLOADS; empty = no offloads at all
     busy_poll: int = 0  # microseconds of polling after a burst before sleeping; 0 = off
+    max_subscribers: int = DEFAULT_MAX_SUBSCRIBERS  # trace/capture/events clients at once
 
     def __post_init__(self) -> None:
         if not self.control:
@@ -252,7 +257,7 @@ _TYPE_NAMES: dict[type, str] = {
 }
 
 _VTEP_KEYS = ("name", "local", "port", "control", "allow", "src_port_range", "strict", "metrics",
-              "burst", "offload", "busy_poll")
+              "burst", "offload", "busy_poll", "max_subscribers")
 _NETWORK_KEYS = ("name", "vni", "mtu", "proxy", "learning", "ageing", "maxaddress", "flood",
                  "endpoint", "peer")
 _ENDPOINT_KEYS = ("name", "mac", "address", "netns", "ifname", "netns_create")
@@ -430,10 +435,14 @@ class _Parser:
         offload = self.offload(ctx, tbl)
         busy_poll = self.int_range(ctx, tbl, "busy_poll", 0, BUSY_POLL_MAX, 0,
                                    " microseconds")
+        max_subscribers = self.int_range(ctx, tbl, "max_subscribers", 1, MAX_SUBSCRIBERS_MAX,
+                                         DEFAULT_MAX_SUBSCRIBERS,
+                                         " trace/capture/events clients at once")
         return VtepConfig(name=name, local=local, port=port, control=control or "",
                           allow=tuple(allow), src_port_range=src_port_range,
                           strict=True if strict is None else strict, metrics=metrics,
-                          burst=burst, offload=offload, busy_poll=busy_poll)
+                          burst=burst, offload=offload, busy_poll=busy_poll,
+                          max_subscribers=max_subscribers)
 
     def offload(self, ctx: Ctx, tbl: Mapping[str, Any]) -> frozenset[str]:
         """``offload = true`` (default: all), ``false`` (none) or a list of names from

@@ -6,7 +6,8 @@ every subscriber has a bounded queue, and a full queue loses records (counted), 
 Nothing here holds the event loop (which forwards) for long, whatever the size of the tables:
 table dumps go a slice at a time (:meth:`Observer.table_slices`), ``explain`` copies only the
 entries its frame can read, trace records are rendered a few per turn of the loop, the trace
-decoder (scapy) is imported in a thread at start-up.
+decoder (scapy) is imported in a thread at start-up, and the number of stream subscribers is
+capped (``[vtep] max_subscribers``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ DUMP_SLICE = 256           # table entries per dump slice (core + rows: ~0.3 ms)
 # entries sorted would hold the loop for seconds; `| sort` does it in the reader's process).
 SORT_MAX = 2048
 DUMPS_AT_ONCE = 8          # table dumps in progress at once (the cores keep 16 cursors)
+TRIM_DELAY = 0.5           # seconds after a stream closes before freed memory is given back
 
 Stream = Callable[[dict[str, Any]], AsyncIterator[dict[str, Any]]]
 
@@ -68,12 +70,14 @@ class Observer:
         self.vtep = vtep
         self.subscribers: list[Subscriber] = []   # events, and the end of every stream
         self.tracers: list[Subscriber] = []       # trace and capture
+        self.open_streams = 0                     # trace/capture/events clients (the cap)
         self.wall_offset = time.time() - time.monotonic()
         self._trace_tokens = 0.0
         self._trace_refill = 0.0
         self._pending: collections.deque[Any] = collections.deque()   # drained, not rendered
         self._render_scheduled = False
         self._dumps = asyncio.Semaphore(DUMPS_AT_ONCE)
+        self._trim: asyncio.TimerHandle | None = None
 
     def warm_up(self) -> None:
         """Import the trace decoder (scapy: a quarter of a second) in a thread, at start-up,
@@ -166,7 +170,8 @@ class Observer:
         vc = v.config.vtep
         return {
             "vtep": {"name": vc.name, "local": str(vc.local), "port": vc.port,
-                     "fastpath": v.impl, "flow_src_ports": v.underlay.flow_src_ports},
+                     "fastpath": v.impl, "flow_src_ports": v.underlay.flow_src_ports,
+                     "streams": self.open_streams, "max_subscribers": vc.max_subscribers},
             "ports": ports,
             "underlay": {**c["underlay"], **io["underlay"]},
             "drops": c["drops"],
@@ -293,7 +298,7 @@ class Observer:
         finally:
             self.subscribers.remove(sub)
 
-    # -- streams -------------------------------------------------------------------------------
+    # -- streams: opened under the subscriber cap ---------------------------------------------
 
     def streams(self) -> dict[str, Stream]:
         """The stream factories for the control server: ``events``, ``trace``, ``capture``."""
@@ -306,14 +311,37 @@ class Observer:
                 ) -> Stream:
         def open_stream(args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
             # Called by the server before it answers, so everything refused here (bad
-            # arguments) is a plain {"ok": false, "error": ...} reply.
+            # arguments, a full house) is a plain {"ok": false, "error": ...} reply.
             from dataplane.commands import check_args
 
             checked = check_args(cmd, args)
+            limit = self.vtep.config.vtep.max_subscribers
+            if self.open_streams >= limit:
+                raise VxdpError(f"{cmd}: too many stream clients ({self.open_streams} "
+                                "trace/capture/events streams are open, max_subscribers = "
+                                f"{limit} in [vtep]): close one or raise the limit")
             if cmd != "events":
                 self._trace_subscriber(checked, cmd == "capture")   # refuses a bad port/VNI
-            return records(checked)
+            self.open_streams += 1
+            return _Opened(records(checked), self._stream_closed)
         return open_stream
+
+    def _stream_closed(self) -> None:
+        """A stream went: its queue and socket buffers are free again, but glibc keeps freed
+        pages for reuse, so the RSS would stay at its peak (500 idle trace clients: 65 →
+        140 MB, and 127 MB after they closed). Hand them back TRIM_DELAY after the last of a
+        wave of closes, in a thread (trimming a big heap takes a while)."""
+        self.open_streams -= 1
+        if self._trim is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            self._trim = loop.call_later(TRIM_DELAY, self._trim_now)
+
+    def _trim_now(self) -> None:
+        self._trim = None
+        threading.Thread(target=_trim_heap, name="vxdp-trim", daemon=True).start()
 
     # -- trace and capture (off unless someone watches) ---------------------------------------
 
@@ -487,6 +515,40 @@ class Observer:
                           if x.network.vni == e.network.vni})
         out.pop("records", None)
         return out
+
+
+class _Opened:
+    """An open stream: it holds one of the ``max_subscribers`` slots from the moment it is
+    opened (before any await, so a burst of clients cannot overshoot the cap) until
+    :meth:`aclose`, which the control server always calls, iterated or not."""
+
+    def __init__(self, records: AsyncGenerator[dict[str, Any], None],
+                 release: Callable[[], None]) -> None:
+        self._records = records
+        self._release: Callable[[], None] | None = release
+
+    def __aiter__(self) -> _Opened:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        return await self._records.__anext__()
+
+    async def aclose(self) -> None:
+        try:
+            await self._records.aclose()
+        finally:
+            release, self._release = self._release, None
+            if release is not None:
+                release()
+
+
+def _trim_heap() -> None:
+    """glibc's malloc_trim(0): return the free parts of the C heap to the system. Nothing
+    where the C library has no such call."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def tap_counters(targets: list[tuple[str, str | None, int]]) -> dict[str, dict[str, int]]:

@@ -549,17 +549,18 @@ def test_endpoint_from_args_ifname_needs_netns() -> None:
         endpoint_from_args("mynet", "c3", "02:00:00:00:00:01", "10.0.0.1/24", ifname="eth0")
 
 
-def test_utf8_byte_order_mark_is_accepted(tmp_path: Path) -> None:
-    """Editors on Windows start UTF-8 files with a BOM; TOML text does not include it."""
-    path = tmp_path / "bom.toml"
-    path.write_bytes(b"\xef\xbb\xbf" + MINIMAL.encode())
-    cfg = load_config(str(path))
-    assert cfg.vtep.local == IPv4Address("198.18.0.1") and cfg.networks[0].vni == 4097
-    assert parse_config("\ufeff" + MINIMAL).networks[0].name == "mynet"
-    # Line numbers are still right after it.
-    path.write_bytes(b"\xef\xbb\xbf" + MINIMAL.replace("vni = 4097", "vni = -4").encode())
-    with pytest.raises(ConfigError, match=r"bom.toml:6: network\[0\].vni: "):
-        load_config(str(path))
+def test_max_subscribers() -> None:
+    assert parse_config(MINIMAL).vtep.max_subscribers == 64
+    cfg = parse_config(MINIMAL.replace("[vtep]\n", "[vtep]\nmax_subscribers = 500\n"))
+    assert cfg.vtep.max_subscribers == 500
+    for bad, words in (("0", "0 is out of range (must be 1..4096 trace/capture/events"),
+                       ("4097", "out of range"), ("true", "must be an integer"),
+                       ('"64"', "must be an integer")):
+        text = MINIMAL.replace("[vtep]\n", f"[vtep]\nmax_subscribers = {bad}\n")
+        err = error_of(text)
+        assert err.key == "vtep.max_subscribers"
+        assert err.line == line_of(text, "max_subscribers =")
+        assert words in str(err), str(err)
 
 
 def test_netns_create() -> None:
@@ -582,3 +583,16 @@ def test_netns_create() -> None:
     with pytest.raises(ConfigError, match="--netns-create needs --netns"):
         endpoint_from_args("mynet", "c1", "02:42:c0:a8:37:04", "192.168.55.4/24",
                            netns_create=True)
+
+
+def test_utf8_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    """Editors on Windows start UTF-8 files with a BOM; TOML text does not include it."""
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + MINIMAL.encode())
+    cfg = load_config(str(path))
+    assert cfg.vtep.local == IPv4Address("198.18.0.1") and cfg.networks[0].vni == 4097
+    assert parse_config("\ufeff" + MINIMAL).networks[0].name == "mynet"
+    # Line numbers are still right after it.
+    path.write_bytes(b"\xef\xbb\xbf" + MINIMAL.replace("vni = 4097", "vni = -4").encode())
+    with pytest.raises(ConfigError, match=r"bom.toml:6: network\[0\].vni: "):
+        load_config(str(path))

@@ -38,9 +38,19 @@ DUMP_SLICE = 256           # table entries per dump slice (core + rows: ~0.3 ms)
 # entries sorted would hold the loop for seconds; `| sort` does it in the reader's process).
 SORT_MAX = 2048
 DUMPS_AT_ONCE = 8          # table dumps in progress at once (the cores keep 16 cursors)
+SEEN_SHARDS = 1024         # sets the rows a dump has sent are remembered in (see table_slices)
 TRIM_DELAY = 0.5           # seconds after a stream closes before freed memory is given back
 
 Stream = Callable[[dict[str, Any]], AsyncIterator[dict[str, Any]]]
+
+
+def _drop_slowly(sets: list[set[int]]) -> None:
+    """Empty a few of ``sets`` now and the rest in the next turns of the loop."""
+    for _ in range(16):
+        if not sets:
+            return
+        sets.pop().clear()
+    asyncio.get_running_loop().call_soon(_drop_slowly, sets)
 
 
 def _fdb_order(row: dict[str, Any]) -> tuple[int, str]:
@@ -81,10 +91,9 @@ class Observer:
 
     def warm_up(self) -> None:
         """Import the trace decoder (scapy: a quarter of a second) in a thread, at start-up,
-        so that neither the first ``explain`` nor the first ``trace`` stalls forwarding."""
-        from dataplane import trace as tr
-
-        threading.Thread(target=tr.warm_up, name="vxdp-warm-up", daemon=True).start()
+        so that neither the first ``explain`` nor the first ``trace`` stalls forwarding; then
+        freeze what start-up made (see :func:`_warm_up`)."""
+        threading.Thread(target=_warm_up, name="vxdp-warm-up", daemon=True).start()
 
     # -- names --------------------------------------------------------------------------------
 
@@ -127,33 +136,47 @@ class Observer:
         Sorted (VNI, then MAC or address) when the whole table has at most SORT_MAX rows,
         else in table order: the first SORT_MAX rows are held back until that is known."""
         chunk = getattr(self.vtep.switch, f"{table}_dump_chunk")
-        shape = self.fdb_row if table == "fdb" else self.neigh_row
+        shape, order = ((self.fdb_row, _fdb_order) if table == "fdb"
+                        else (self.neigh_row, _neigh_order))
         async with self._dumps:
-            # A row's hash stands for it: 8 bytes a row instead of the row (two distinct rows
-            # of a million share one with odds of about 1e-8, and only that one is lost).
-            seen: set[int] = set()
-            held: list[dict[str, Any]] | None = []
-            cursor = 0
-            while cursor != -1:
-                raw, cursor = chunk(cursor, DUMP_SLICE)
-                now = time.monotonic()
-                rows = []
-                for r in raw:
-                    key = hash((r.get("vni"), r.get("mac"), r.get("ip"), r.get("dst"),
-                                r.get("port")))
-                    if key not in seen:
-                        seen.add(key)
-                        rows.append(shape(r, now))
-                if held is not None:
-                    held += rows
-                    rows, held = (held, None) if len(held) > SORT_MAX else ([], held)
-                if rows:
+            # A row's hash stands for it (two distinct rows of a million share one with odds
+            # of about 1e-8, and only that one would be left out), in many small sets: one
+            # set of a million would be resized — one long call — as it grows.
+            seen: list[set[int]] = [set() for _ in range(SEEN_SHARDS)]
+            try:
+                async for rows in self._slices(chunk, shape, order, seen):
                     yield rows
-                if cursor != -1:
-                    await asyncio.sleep(0)
+            finally:
+                # A million remembered rows freed at once would take ~30 ms: a few sets a turn.
+                asyncio.get_running_loop().call_soon(_drop_slowly, seen)
+
+    async def _slices(self, chunk: Callable[[int, int], tuple[list[dict[str, Any]], int]],
+                      shape: Callable[[dict[str, Any], float], dict[str, Any]],
+                      order: Callable[[dict[str, Any]], Any], seen: list[set[int]]
+                      ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        held: list[dict[str, Any]] | None = []
+        cursor = 0
+        while cursor != -1:
+            raw, cursor = chunk(cursor, DUMP_SLICE)
+            now = time.monotonic()
+            rows = []
+            for r in raw:
+                key = hash((r.get("vni"), r.get("mac"), r.get("ip"), r.get("dst"),
+                            r.get("port")))
+                shard = seen[key % SEEN_SHARDS]
+                if key not in shard:
+                    shard.add(key)
+                    rows.append(shape(r, now))
             if held is not None:
-                held.sort(key=_fdb_order if table == "fdb" else _neigh_order)
-                yield held
+                held += rows
+                rows, held = (held, None) if len(held) > SORT_MAX else ([], held)
+            if rows:
+                yield rows
+            if cursor != -1:
+                await asyncio.sleep(0)
+        if held is not None:
+            held.sort(key=order)
+            yield held
 
     # -- counters -----------------------------------------------------------------------------
 
@@ -515,6 +538,19 @@ class Observer:
                           if x.network.vni == e.network.vni})
         out.pop("records", None)
         return out
+
+
+def _warm_up() -> None:
+    """Import the trace decoder, then move every object start-up made (modules, scapy's
+    layers: ~50k objects) out of the cyclic collector's way (gc.freeze): a full collection
+    walked them all, 28 ms on the loop here, at moments no one chooses — e.g. in the middle
+    of a trace once enough rows had come and gone. They live as long as the process."""
+    import gc
+
+    from dataplane import trace as tr
+
+    tr.warm_up()
+    gc.freeze()
 
 
 class _Opened:

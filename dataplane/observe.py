@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+from array import array
+from bisect import bisect_left
 import contextlib
 import threading
 import time
@@ -38,19 +40,18 @@ DUMP_SLICE = 256           # table entries per dump slice (core + rows: ~0.3 ms)
 # entries sorted would hold the loop for seconds; `| sort` does it in the reader's process).
 SORT_MAX = 2048
 DUMPS_AT_ONCE = 8          # table dumps in progress at once (the cores keep 16 cursors)
-SEEN_SHARDS = 1024         # sets the rows a dump has sent are remembered in (see table_slices)
+SEEN_SHARDS = 4096         # arrays the rows a dump has sent are remembered in (see _slices)
+FORGET_SLICE = 512         # of those freed per turn of the loop after the dump
 TRIM_DELAY = 0.5           # seconds after a stream closes before freed memory is given back
 
 Stream = Callable[[dict[str, Any]], AsyncIterator[dict[str, Any]]]
 
 
-def _drop_slowly(sets: list[set[int]]) -> None:
-    """Empty a few of ``sets`` now and the rest in the next turns of the loop."""
-    for _ in range(16):
-        if not sets:
-            return
-        sets.pop().clear()
-    asyncio.get_running_loop().call_soon(_drop_slowly, sets)
+def _forget(seen: list[array[int]]) -> None:
+    """Free a finished dump's memory of rows a few arrays per turn of the loop."""
+    del seen[-FORGET_SLICE:]
+    if seen:
+        asyncio.get_running_loop().call_soon(_forget, seen)
 
 
 def _fdb_order(row: dict[str, Any]) -> tuple[int, str]:
@@ -139,21 +140,23 @@ class Observer:
         shape, order = ((self.fdb_row, _fdb_order) if table == "fdb"
                         else (self.neigh_row, _neigh_order))
         async with self._dumps:
-            # A row's hash stands for it (two distinct rows of a million share one with odds
-            # of about 1e-8, and only that one would be left out), in many small sets: one
-            # set of a million would be resized — one long call — as it grows.
-            seen: list[set[int]] = [set() for _ in range(SEEN_SHARDS)]
+            seen: list[array[int]] = [array("q") for _ in range(SEEN_SHARDS)]
             try:
                 async for rows in self._slices(chunk, shape, order, seen):
                     yield rows
             finally:
-                # A million remembered rows freed at once would take ~30 ms: a few sets a turn.
-                asyncio.get_running_loop().call_soon(_drop_slowly, seen)
+                asyncio.get_running_loop().call_soon(_forget, seen)
 
     async def _slices(self, chunk: Callable[[int, int], tuple[list[dict[str, Any]], int]],
                       shape: Callable[[dict[str, Any], float], dict[str, Any]],
-                      order: Callable[[dict[str, Any]], Any], seen: list[set[int]]
+                      order: Callable[[dict[str, Any]], Any], seen: list[array[int]]
                       ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """The rows of a dump, SORT_MAX of them held back as table_slices says. Each row sent
+        is remembered by its hash (two distinct rows of a million share one with odds of
+        about 1e-8, and only that one would be left out), in sorted arrays of machine
+        integers, SEEN_SHARDS of them: no Python object per row, so nothing for the cyclic
+        collector to walk (a set of a million ints cost a 40 ms collection in the middle of
+        a dump, and an arena munmap each when freed), and no big table to resize."""
         held: list[dict[str, Any]] | None = []
         cursor = 0
         while cursor != -1:
@@ -164,8 +167,9 @@ class Observer:
                 key = hash((r.get("vni"), r.get("mac"), r.get("ip"), r.get("dst"),
                             r.get("port")))
                 shard = seen[key % SEEN_SHARDS]
-                if key not in shard:
-                    shard.add(key)
+                at = bisect_left(shard, key)
+                if at == len(shard) or shard[at] != key:
+                    shard.insert(at, key)
                     rows.append(shape(r, now))
             if held is not None:
                 held += rows

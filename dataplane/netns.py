@@ -77,7 +77,8 @@ MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_SHARED = 1 << 20
 MNT_DETACH = 2
-#: A process of the host's mount namespace (see _host_mounts).
+#: The host's mount namespace (see _host_mounts): PID 1's, unless VXDP_HOST_MOUNT_NS names
+#: another (where PID 1 is not the host's init, or cannot be entered).
 HOST_MOUNT_NS = "/proc/1/ns/mnt"
 
 # CDLL(None) is the already-loaded C library of this process: no find_library() (which forks
@@ -199,14 +200,16 @@ def _host_mounts() -> str | None:
     fields = _netns_dir_mount()
     if fields is None or "master:" not in fields:
         return None
+    host = os.environ.get("VXDP_HOST_MOUNT_NS") or HOST_MOUNT_NS
     try:
-        if os.stat(HOST_MOUNT_NS).st_ino == os.stat("/proc/self/ns/mnt").st_ino:
+        if os.stat(host).st_ino == os.stat("/proc/self/ns/mnt").st_ino:
             return None
     except OSError as exc:
         raise VxdpError(f"vxdp runs in a private mount namespace (e.g. under `ip netns exec`) "
-                        f"and cannot enter the host's ({HOST_MOUNT_NS}: {exc.strerror}), so "
-                        "a namespace it made would be invisible to the host") from None
-    return HOST_MOUNT_NS
+                        f"and cannot enter the host's ({host}: {exc.strerror}), so a "
+                        "namespace it made would be invisible to the host; create it first "
+                        "(ip netns add)") from None
+    return host
 
 
 def _libc_call(what: str, result: int) -> None:
@@ -261,14 +264,18 @@ def create_netns(name: str) -> None:
     path = netns_path(name)
     require_root("creating network namespaces")
     try:
-        _in_mounts(_host_mounts(), _add_netns, path)
+        mounts = _host_mounts()
+    except VxdpError as exc:
+        raise VxdpError(f"cannot create netns {name}: {exc}") from None
+    try:
+        _in_mounts(mounts, _add_netns, path)
     except FileExistsError:
         raise VxdpError(f"cannot create netns {name}: {path} exists but is not a namespace "
                         f"(a leftover? `ip netns del {name}` removes it)") from None
     except OSError as exc:
         raise VxdpError(f"cannot create netns {name}: {exc.strerror or exc}") from None
     if not netns_exists(name):
-        _in_mounts(_host_mounts(), _del_netns, path)
+        _in_mounts(mounts, _del_netns, path)
         raise VxdpError(f"cannot create netns {name}: it was made but {path} is not a "
                         "namespace here (the mounts do not propagate to vxdp)")
 

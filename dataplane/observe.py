@@ -514,7 +514,8 @@ class Observer:
 
     # -- explain ------------------------------------------------------------------------------
 
-    def explain(self, args: dict[str, Any]) -> dict[str, Any]:
+    async def explain(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The dry run of trace.explain, its phases in separate turns of the loop."""
         from dataplane import trace as tr
 
         v = self.vtep
@@ -535,11 +536,19 @@ class Observer:
                   for n in v.networks.values()}
         ports = [(x.port_id, x.network.vni) for x in v.endpoints.values()]
         vc = v.config.vtep
-        out = tr.explain(v.switch, e.port_id, e.network.vni, e.cfg.mac,
-                         str(e.cfg.address.ip), to, self.port_name, self.network_name,
-                         kwargs, ports, vc.local, vc.src_port_range,
-                         {str(x.cfg.address.ip): (n, x.cfg.mac) for n, x in v.endpoints.items()
-                          if x.network.vni == e.network.vni})
+        steps = tr.explain_steps(v.switch, e.port_id, e.network.vni, e.cfg.mac,
+                                 str(e.cfg.address.ip), to, self.port_name, self.network_name,
+                                 kwargs, ports, vc.local, vc.src_port_range,
+                                 {str(x.cfg.address.ip): (n, x.cfg.mac)
+                                  for n, x in v.endpoints.items()
+                                  if x.network.vni == e.network.vni})
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                out: dict[str, Any] = done.value
+                break
+            await asyncio.sleep(0)
         out.pop("records", None)
         return out
 

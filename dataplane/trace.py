@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -264,7 +264,27 @@ def explain(switch: Any, port: int, vni: int, src_mac: str, src_ip: str | None, 
     """What would happen to a frame from endpoint ``port`` to ``to`` (IPv4 or MAC), step by
     step, computed by the reference core on a copy of the live entries it reads (nothing is
     sent, no counter moves). The copy decides exactly as the fast path does: the
-    differential tests hold the two equal."""
+    differential tests hold the two equal. :func:`explain_steps` in one go."""
+    steps = explain_steps(switch, port, vni, src_mac, src_ip, to, port_name, network_of,
+                          network_kwargs, ports, local, src_port_range, local_endpoints)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            result: dict[str, Any] = done.value
+            return result
+
+
+def explain_steps(switch: Any, port: int, vni: int, src_mac: str, src_ip: str | None,
+                  to: str, port_name: PortName, network_of: Callable[[int], str],
+                  network_kwargs: dict[int, dict[str, Any]], ports: Sequence[tuple[int, int]],
+                  local: IPv4Address, src_port_range: tuple[int, int],
+                  local_endpoints: dict[str, tuple[str, str]] | None = None
+                  ) -> Generator[None, None, dict[str, Any]]:
+    """:func:`explain` as a generator that stops between its phases (the copy, the ARP
+    exchange, the frame: under a millisecond each), so a caller on the event loop can give
+    the loop back in between; it returns the result. The live switch is read only in the
+    first phase."""
     sim = reference.Switch(local, src_port_range=src_port_range, strict=True)
     for v, kw in network_kwargs.items():
         sim.add_network(v, **kw)
@@ -281,6 +301,7 @@ def explain(switch: Any, port: int, vni: int, src_mac: str, src_ip: str | None, 
             if mac:
                 macs.add(mac_to_bytes(mac))
     _copy_tables(switch, sim, vni, macs, n)
+    yield
     sim.set_trace(True)
     smac = mac_to_bytes(src_mac)
     steps: list[str] = []
@@ -309,6 +330,7 @@ def explain(switch: Any, port: int, vni: int, src_mac: str, src_ip: str | None, 
             else:
                 steps.append(f"  no answer for {dst_ip}: the frame would not be sent")
                 return {"steps": steps, "verdict": "unresolved", "records": records}
+        yield
     # The frame itself: an ICMP echo request (what ping would send).
     icmp = struct.pack("!BBHHH", 8, 0, 0, 1, 1) + b"vxdp explain"
     ip_src = IPv4Address(src_ip or "0.0.0.0")

@@ -6,6 +6,7 @@
 #
 #   make test   [PYTEST_ARGS=...] [TESTS=tests/unit]   CI=true: skips of root/extension tests fail
 #   make demo   [ARGS=...]                              the reference/ walkthrough
+#                                                       (ARGS=--docker: with real Docker)
 #   make bench  [ARGS=--json]                           benchmarks (run from the repo root)
 #   make venv VENV=/tmp/v                               a venv elsewhere (default .venv)
 #   make clean | distclean                              build artefacts | and the venv
@@ -36,6 +37,15 @@ $(foreach v,$(PASS_THROUGH),$(if $(filter undefined,$(origin $(v))),,$(eval expo
 # uses that one).
 APT_PACKAGES := iproute2 iputils-ping arping tcpdump tshark iperf3 ethtool procps psmisc \
                 gcc libc6-dev make etcd-server
+# Docker and CNI, for the container tests and `vxdp demo --docker`: each test runs its own
+# dockerd (and podman) with private state in a lab namespace (dataplane/lab/docker.py). A system
+# dockerd or containerd must never run: dockerd would use a system containerd answering on
+# /run/containerd/containerd.sock, and the services take /run/docker.sock and /var/lib/docker.
+# So nothing may start during the install (policy-rc.d exiting 101 is Debian's switch, honoured
+# by invoke-rc.d and deb-systemd-invoke), and on a systemd host the units are disabled and
+# stopped afterwards.
+CONTAINER_PACKAGES := docker.io busybox-static containernetworking-plugins podman
+CONTAINER_UNITS    := docker.service docker.socket containerd.service
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 # $(call apt_install,PACKAGES): non-interactive install. The debconf answers keep tshark
@@ -46,6 +56,19 @@ apt_install = echo "deps: apt-get install$(1)"; \
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -qq -o Dpkg::Use-Pty=0 update </dev/null; \
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -qq -o Dpkg::Use-Pty=0 install -y \
 	        --no-install-recommends $(1) </dev/null >/dev/null
+
+# $(call apt_install_quiet,PACKAGES): apt_install with no service started by the packages
+# (a policy-rc.d made for the install and removed after it, even when apt fails), then the
+# container daemons' units disabled and stopped where systemd runs.
+apt_install_quiet = made=""; \
+	if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	  printf '\043!/bin/sh\nexit 101\n' | $(SUDO) tee /usr/sbin/policy-rc.d >/dev/null; \
+	  $(SUDO) chmod 755 /usr/sbin/policy-rc.d; made=1; \
+	  trap '$(SUDO) rm -f /usr/sbin/policy-rc.d' EXIT; fi; \
+	$(call apt_install,$(1)); \
+	if [ -n "$$made" ]; then $(SUDO) rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi; \
+	if [ -d /run/systemd/system ]; then \
+	  $(SUDO) systemctl disable --now $(CONTAINER_UNITS) >/dev/null 2>&1 || true; fi
 
 # $(call apt_missing,PACKAGES): sets shell variable `missing` to those not installed.
 apt_missing = missing=""; for p in $(1); do \
@@ -71,10 +94,10 @@ help:
 
 deps:
 	@if ! command -v dpkg-query >/dev/null 2>&1; then \
-	  echo "deps: no dpkg here (not Debian?): install by hand: $(APT_PACKAGES)"; exit 0; fi; \
-	$(call apt_missing,$(APT_PACKAGES)); \
+	  echo "deps: no dpkg here (not Debian?): install by hand: $(APT_PACKAGES) $(CONTAINER_PACKAGES)"; exit 0; fi; \
+	$(call apt_missing,$(APT_PACKAGES) $(CONTAINER_PACKAGES)); \
 	if [ -z "$$missing" ]; then echo "deps: system packages present"; exit 0; fi; \
-	$(call apt_install,$$missing); \
+	$(call apt_install_quiet,$$missing); \
 	echo "deps: done"
 
 # The project is installed editable with the [test] extra. VXDP_NO_BUILD_EXT keeps pip from

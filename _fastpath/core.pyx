@@ -40,25 +40,29 @@ from _fastpath.includes.vxbits cimport (
     vx_table_alloc, vx_table_free,
 )
 from _fastpath.includes.libc_net cimport (
-    ssize_t, iovec, msghdr, mmsghdr, sockaddr_in, recvmmsg, sendmmsg, read, write,
+    ssize_t, iovec, msghdr, cmsghdr, CMSG_FIRSTHDR, mmsghdr, sockaddr_in, recvmmsg, sendmmsg,
+    read, write,
     htonl, htons, ntohl, errno, AF_INET, MSG_DONTWAIT, MSG_TRUNC, MSG_CTRUNC,
     EAGAIN, EINTR, EBADF, EBADFD, EIO, ENODEV, ENXIO, ENOBUFS, EINVAL, EMSGSIZE,
 )
 from _fastpath.includes.vxsock cimport (
-    vx_gso_socket, vx_send_gso, vx_send_one, VX_GRO_CMSG_SPACE, vx_gro_size, vx_writev,
-    vx_close,
+    vx_sockaddr, vx_sockaddr_set, vx_sockaddr_get, vx_gso_socket, vx_send_gso, vx_send_one, VX_RX_CMSG_SPACE, vx_rx_cmsgs, vx_writev,
+    vx_close, VX_TX_CMSG_SPACE, vx_tos_ttl, vx_set_df,
 )
 
 import math
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address
 
 from dataplane.errors import EntryExists, EntryNotFound, InvalidArgument, TableFull
 from dataplane.fdb import (
-    _dst, _mac, _state as _fdb_state, FDB_STATES, endpoint_mac_message, is_group_mac,
+    Remote, _dst, _mac, _state as _fdb_state, DEFAULT_MAX_LEARNED, DEFAULT_MAX_LEARNED_PER_PORT,
+    FDB_STATES, endpoint_mac_message, is_group_mac,
     remote_mac_message,
 )
 from dataplane.neigh import _ip, _lladdr, _state as _neigh_state, NEIGH_STATES
 from dataplane import switch as _reference
+from dataplane.tunnel import DF_MODES, Outer
+from dataplane.underlay import socket_kind
 from dataplane.validate import VNI_MAX
 from dataplane.wire import (
     DEFAULT_SRC_PORT_RANGE, DROP_REASONS, EVENT_COUNTERS, VXLAN_PORT, ip4, mac_str,
@@ -85,18 +89,19 @@ if (len(DROP_REASONS), len(EVENT_COUNTERS), len(OFFLOAD_COUNTERS), len(VNET_ERRO
         != (N_DROPS, N_EVC, N_OFFC, N_VE) \
         or DROP_REASONS[DR_UNKNOWN_PORT] != "unknown_port" \
         or OFFLOAD_COUNTERS[OC_RX_SUPERFRAME_SEGMENTS] != "rx_superframe_segments" \
-        or EVENT_COUNTERS[EC_FDB_FULL] != "fdb_full" \
+        or EVENT_COUNTERS[EC_LEARN_LIMIT] != "learn_limit" \
         or FDB_STATES != ("permanent", "static", "learned") \
         or NEIGH_STATES != ("permanent", "static", "reachable") \
         or (_reference.TRACE_RING, _reference.TRACE_SNAP) != (TRACE_RING_C, TRACE_SNAP_C):
     raise ImportError("_fastpath.core: dataplane's counter/state names and core/defs.pxd "
                       "disagree; update defs.pxd")
 
-cdef tuple _EV_KINDS = ("l2miss", "l3miss", "learned", "moved", "aged")
+cdef tuple _EV_KINDS = ("l2miss", "l3miss", "learned", "moved", "aged", "learn_limit")
 cdef tuple _TF_NAMES = ("learned", "moved", "fdb_full", "arp_consumed", "l3miss", "arp_local",
-                        "proxy_reply", "l2miss", "csum_partial", "segmented")
+                        "proxy_reply", "l2miss", "csum_partial", "segmented", "learn_limit")
 cdef dict _TF_CODES = {name: i for i, name in enumerate(_TF_NAMES)}
 cdef uint64_t MAC_MASK = 0xFFFFFFFFFFFF
+cdef bytes V4MAPPED_PREFIX = bytes(10) + b"\xff\xff"      # ::ffff:0:0/96 (RFC 4291 §2.5.5.2)
 
 
 # -- conversions between Python arguments and C values ---------------------------------------
@@ -129,18 +134,18 @@ cdef bint port_id(object port, int32_t *out):
 
 
 cdef object _source(object source):
-    """An underlay source address; a malformed one is InvalidArgument, as in the reference."""
-    try:
-        return ip4(source)
-    except ValueError as e:
-        raise InvalidArgument(str(e)) from None
+    """An underlay source address (IPv4 or IPv6); a malformed one is InvalidArgument, as in
+    the reference."""
+    return _reference.source_address(source)
 
 
 include "core/table.pyx"
+include "core/remote.pyx"
 include "core/trace.pyx"
 include "core/fdb.pyx"
 include "core/neigh.pyx"
 include "core/wire.pyx"
+include "core/tunnel.pyx"
 include "core/forward.pyx"
 include "core/offload.pyx"
 include "core/tx.pyx"
@@ -166,6 +171,7 @@ cdef class Switch:
         if self.s == NULL:
             raise MemoryError()
         tx_init(&self.s.tx)
+        rem_init(&self.s.rem)
         self._networks = {}
         self._pynet = []
         self._pending = []
@@ -176,8 +182,9 @@ cdef class Switch:
                  allow=(), burst=64, dstport=VXLAN_PORT, events_max=EVENTS_MAX):
         cdef sw_t *s = self.s
         cdef uint32_t i, cap = 1
-        self.local, self.src_port_range, self.allow = _reference.underlay_args(
+        locals_, self.src_port_range, self.allow = _reference.underlay_args(
             local, src_port_range, allow)
+        self._set_locals(locals_)
         self.strict = strict
         if not 1 <= burst <= BURST_MAX:
             raise InvalidArgument(f"burst {burst} is not within 1-{BURST_MAX}")
@@ -219,6 +226,8 @@ cdef class Switch:
         free(s.vmap)
         free(s.ports)
         fdb_free(&s.fdb)
+        rem_free(&s.rem)
+        free(s.xbuf)
         tab_free(&s.nb)
         free(s.allow_net)
         free(s.allow_mask)
@@ -234,13 +243,25 @@ cdef class Switch:
 
     @property
     def local(self):
-        return self._local
+        """The primary underlay address (the IPv4 one if there is one), as the reference."""
+        return self._locals.primary
 
-    @local.setter
-    def local(self, value):
-        self.s.local = u32_addr(ip4(value))
-        self._local = value
-        gso_close_all(&self.s.tx)   # per-source-port sockets are bound to the old address
+    @property
+    def locals(self):
+        """The underlay addresses, one per family (dataplane.switch.Locals)."""
+        return self._locals
+
+    cdef _set_locals(self, object locals_):
+        cdef sw_t *s = self.s
+        cdef bytes b
+        s.has4 = locals_.v4 is not None
+        s.has6 = locals_.v6 is not None
+        s.local = u32_addr(locals_.v4) if s.has4 else 0
+        addr_v4mapped(s.local4m, s.local)
+        b = locals_.v6.packed if s.has6 else bytes(16)
+        memcpy(s.local6, <const char*>b, 16)
+        self._locals = locals_
+        gso_close_all(&s.tx)   # per-source-port sockets are bound to the old addresses
 
     @property
     def src_port_range(self):
@@ -272,18 +293,26 @@ cdef class Switch:
     def allow(self, value):
         cdef sw_t *s = self.s
         cdef uint32_t i, n
-        nets = [IPv4Network(a) for a in value]
+        cdef bytes net, mask
+        nets = list(value)
         n = len(nets)
         free(s.allow_net)
         free(s.allow_mask)
-        s.allow_net = <uint32_t*>malloc((n + 1) * sizeof(uint32_t))
-        s.allow_mask = <uint32_t*>malloc((n + 1) * sizeof(uint32_t))
+        s.allow_net = <uint64_t*>malloc((2 * n + 2) * sizeof(uint64_t))
+        s.allow_mask = <uint64_t*>malloc((2 * n + 2) * sizeof(uint64_t))
         s.n_allow = 0
         if s.allow_net == NULL or s.allow_mask == NULL:
             raise MemoryError()
         for i in range(n):
-            s.allow_net[i] = <uint32_t>int(nets[i].network_address)
-            s.allow_mask[i] = <uint32_t>int(nets[i].netmask)
+            a = nets[i]
+            if a.version == 4:      # ::ffff:a.b.c.d/96+n
+                net = V4MAPPED_PREFIX + a.network_address.packed
+                mask = b"\xff" * 12 + a.netmask.packed
+            else:
+                net = a.network_address.packed
+                mask = a.netmask.packed
+            memcpy(&s.allow_net[2 * i], <const char*>net, 16)
+            memcpy(&s.allow_mask[2 * i], <const char*>mask, 16)
         s.n_allow = n
         self._allow = value
 
@@ -303,8 +332,19 @@ cdef class Switch:
     # -- configuration ------------------------------------------------------------------------
 
     def add_network(self, vni, *, mtu=1450, proxy=True, learning=False, ageing=300.0,
-                    maxaddress=0):
+                    maxaddress=0, max_learned=DEFAULT_MAX_LEARNED,
+                    max_learned_per_port=DEFAULT_MAX_LEARNED_PER_PORT, ttl="auto", tos=0,
+                    df="unset", flowlabel=0):
+        cdef net_t *net
+        t, q, d, lab = _reference.outer_rules(ttl, tos, df, flowlabel)
         net_api_add(self, vni, mtu, proxy, learning, ageing, maxaddress)
+        net = &self.s.nets[<uint32_t>self._networks[vni]]
+        net.max_learned = clamp64(max_learned)
+        net.max_learned_port = clamp64(max_learned_per_port)
+        net.ttl = t
+        net.tos = q
+        net.df = DF_MODES.index(d)
+        net.label = lab
 
     def del_network(self, vni):
         net_api_del(self, vni)
@@ -325,21 +365,36 @@ cdef class Switch:
 
     # -- tables (control plane) ---------------------------------------------------------------
 
-    def fdb_add(self, vni, mac, dst, state="permanent", now=0.0):
-        fdb_api_add(self, self._net(vni), mac, dst, None, state, now)
+    cdef object _remote(self, object vni, object dst, object dst_port, object dst_vni):
+        return _reference.make_remote(dst, dst_port, dst_vni, self.s.dport,
+                                      self._pynet[self._net(vni)][0], self._locals)
 
-    def fdb_append(self, vni, mac, dst, state="permanent", now=0.0):
-        fdb_api_append(self, self._net(vni), mac, dst, state, now)
+    def fdb_add(self, vni, mac, dst, state="permanent", now=0.0, *, dst_port=0, dst_vni=0):
+        cdef uint32_t slot = self._net(vni)
+        fdb_api_add(self, slot, mac, self._remote(vni, dst, dst_port, dst_vni), None, state,
+                    now)
 
-    def fdb_replace(self, vni, mac, dst, state="permanent", now=0.0):
-        fdb_api_replace(self, self._net(vni), mac, dst, state, now)
+    def fdb_append(self, vni, mac, dst, state="permanent", now=0.0, *, dst_port=0,
+                   dst_vni=0):
+        cdef uint32_t slot = self._net(vni)
+        fdb_api_append(self, slot, mac, self._remote(vni, dst, dst_port, dst_vni), state, now)
 
-    def fdb_del(self, vni, mac, dst=None):
-        fdb_api_del(self, self._net(vni), mac, dst)
+    def fdb_replace(self, vni, mac, dst, state="permanent", now=0.0, *, dst_port=0,
+                    dst_vni=0):
+        cdef uint32_t slot = self._net(vni)
+        fdb_api_replace(self, slot, mac, self._remote(vni, dst, dst_port, dst_vni), state,
+                        now)
 
-    def fdb_flush(self, vni, keep_permanent=True):
-        """``bridge fdb flush``: drop dynamic entries (all with ``keep_permanent=False``)."""
-        cdef uint64_t gone = fdb_purge(self.s, self._net(vni), -1, bool(keep_permanent))
+    def fdb_del(self, vni, mac, dst=None, *, dst_port=0, dst_vni=0):
+        cdef uint32_t slot = self._net(vni)
+        fdb_api_del(self, slot, mac,
+                    None if dst is None else self._remote(vni, dst, dst_port, dst_vni))
+
+    def fdb_flush(self, vni, keep_permanent=True, *, dynamic_only=False):
+        """``bridge fdb flush``: drop dynamic and static entries (all with
+        ``keep_permanent=False``, only the learned ones with ``dynamic_only``)."""
+        cdef uint64_t gone = fdb_purge(self.s, self._net(vni), -1, bool(keep_permanent),
+                                       bool(dynamic_only))
         if gone == <uint64_t>-1:
             raise MemoryError()
         return gone
@@ -394,21 +449,23 @@ cdef class Switch:
 
     # -- observability ------------------------------------------------------------------------
 
-    cdef object _ip(self, uint32_t addr):
-        """IPv4Address for a network-order u32, cached (actions and dumps repeat few VTEPs)."""
-        a = self._ipcache.get(addr)
+    cdef object _addr(self, const uint8_t *addr):
+        """IPv4Address / IPv6Address for 16 address bytes (IPv4-mapped: IPv4), cached
+        (actions, dumps and traces repeat a few VTEPs)."""
+        cdef bytes b = PyBytes_FromStringAndSize(<const char*>addr, 16)
+        a = self._ipcache.get(b)
         if a is None:
             if len(self._ipcache) >= 4096:
                 self._ipcache.clear()
-            a = IPv4Address(ntohl(addr))
-            self._ipcache[addr] = a
+            a = IPv4Address(b[12:]) if b[:12] == V4MAPPED_PREFIX else IPv6Address(b)
+            self._ipcache[b] = a
         return a
 
-    cdef object _loc(self, uint8_t kind, uint32_t val):
+    cdef object _loc(self, uint8_t kind, uint32_t port, const uint8_t *addr):
         if kind == LOC_PORT:
-            return f"port:{<int32_t>val}"
+            return f"port:{<int32_t>port}"
         if kind == LOC_IP:
-            return str(self._ip(val))
+            return str(self._addr(addr))
         return ""
 
     cdef void _drain(self):
@@ -419,11 +476,12 @@ cdef class Switch:
         for i in range(q.count):
             ev = &q.ring[(q.head + i) & (q.cap - 1)]
             if ev.kind == EV_L3MISS:
-                key = str(self._ip(htonl(<uint32_t>ev.key)))
+                key = str(self._addr(ev.ip))
             else:
-                key = mac48_str(ev.key)
+                key = mac48_str(ev.mac)
             self._pending.append((_EV_KINDS[ev.kind], ev.vni, key,
-                                  self._loc(ev.okind, ev.oval), self._loc(ev.nkind, ev.nval)))
+                                  self._loc(ev.okind, ev.oport, ev.oaddr),
+                                  self._loc(ev.nkind, ev.nport, ev.naddr)))
         q.head = (q.head + q.count) & (q.cap - 1)
         q.count = 0
 
@@ -479,7 +537,8 @@ cdef class Switch:
 
     cdef list _collect(self, uint32_t n, bint outer):
         """Output records -> the reference's action tuples. With ``outer``, underlay actions
-        carry the complete IPv4 datagram the burst path built instead of the UDP payload."""
+        carry the complete IPv4/IPv6 datagram the burst path built instead of the UDP
+        payload."""
         cdef sw_t *s = self.s
         cdef uint32_t i
         cdef txrec *r
@@ -490,18 +549,20 @@ cdef class Switch:
             if r.port >= 0:
                 out.append(("port", r.port, PyBytes_FromStringAndSize(<char*>r.data, r.len)))
                 continue
+            hdr = Outer(0 if r.dport == s.dport else r.dport, r.tos, r.ttl, bool(r.df),
+                        r.label)
+            dst = self._addr(r.dst)
             if not outer:
                 data = PyBytes_FromStringAndSize(<char*>r.data, r.len)
-                out.append(("vtep", self._ip(r.dst), r.sport, data))
+                out.append(("vtep", dst, r.sport, data, hdr))
                 continue
             outer_csum(s, r)
             if r.inline_hdr:
-                data = (PyBytes_FromStringAndSize(<char*>r.hdr, IPUDP_HLEN)
+                data = (PyBytes_FromStringAndSize(<char*>r.hdr, r.hlen)
                         + PyBytes_FromStringAndSize(<char*>r.data, r.len))
             else:
-                data = PyBytes_FromStringAndSize(<char*>(r.data - IPUDP_HLEN),
-                                                 r.len + IPUDP_HLEN)
-            out.append(("vtep", self._ip(r.dst), r.sport, data))
+                data = PyBytes_FromStringAndSize(<char*>(r.data - r.hlen), r.len + r.hlen)
+            out.append(("vtep", dst, r.sport, data, hdr))
         return out
 
     def from_port(self, port, frame, now):
@@ -532,12 +593,12 @@ cdef class Switch:
             s.n_out = 0
             free(tmp)
 
-    def from_underlay(self, source, datagram, now, *, note=""):
-        """A UDP payload received on the VXLAN port from ``source`` (the outer IPv4 source).
-        ``note``: what the rx step in front of the core did to it (a trace flag name, e.g.
-        "csum_partial"), recorded in the trace."""
+    def from_underlay(self, source, datagram, now, *, tos=0, note=""):
+        """A UDP payload received on the VXLAN port from ``source`` (the outer IPv4 or IPv6
+        source) under outer TOS / traffic class ``tos``. ``note``: what the rx step in front of the core did to it
+        (a trace flag name, e.g. "csum_partial"), recorded in the trace."""
         cdef sw_t *s = self.s
-        cdef uint32_t src = u32_addr(_source(source))
+        cdef bytes src = addr16(_source(source))
         cdef bytes b = datagram if type(datagram) is bytes else bytes(datagram)
         cdef size_t n = len(b)
         cdef uint8_t *base = s.rx.slots
@@ -551,7 +612,8 @@ cdef class Switch:
         s.n_out = 0
         s.cur_csum = CSUM_UNKNOWN
         s.rx_note = _TF_CODES[note] + 1 if note else 0
-        core_from_underlay(s, src, base + HEADROOM - VXLAN_HLEN, <uint32_t>n, now)
+        core_from_underlay(s, <const uint8_t*>src, base + HEADROOM - VXLAN_HLEN,
+                           <uint32_t>n, now, <uint8_t>tos)
         s.rx_note = 0
         try:
             return self._collect(s.n_out, False)
@@ -604,22 +666,25 @@ cdef class Switch:
         s.ports[p].gone = 0
         s.ports[p].vnet = <uint8_t>vnet_hdr_len
 
-    def set_tx_socket(self, int fd):
-        """Register the socket that outer datagrams are sent on with sendmmsg(); -1
-        unregisters. The fd stays owned by the caller. A raw IPPROTO_RAW socket (IP_HDRINCL)
-        gets the complete IPv4 + UDP + VXLAN datagram built here (per-flow source port,
-        RFC 7348 §5); a UDP socket (the no-CAP_NET_RAW fallback) gets the VXLAN payload only
-        and the kernel adds IPv4/UDP from its bound port."""
+    def set_tx_socket(self, int fd, *, family=None):
+        """Register the socket that outer datagrams of its address family are sent on with
+        sendmmsg(); -1 unregisters (the family then says which). The fd stays owned by the
+        caller. A raw IPPROTO_RAW socket (header included) gets the complete IP + UDP +
+        VXLAN datagram built here (per-flow source port, RFC 7348 §5); a UDP socket (the
+        no-CAP_NET_RAW fallback) gets the VXLAN payload only and the kernel adds IP/UDP
+        from its bound port."""
         cdef bint raw = True
+        cdef int f
         if fd >= 0:
-            import socket
-            dup = socket.fromfd(fd, socket.AF_INET, socket.SOCK_RAW)
-            try:
-                raw = dup.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) == socket.SOCK_RAW
-            finally:
-                dup.close()
-        self.s.tx.raw = raw
-        self.s.tx.fd = fd
+            family, raw = socket_kind(fd)
+        elif family not in (4, 6):
+            raise InvalidArgument("unregistering a tx socket needs its family (4 or 6)")
+        f = 1 if family == 6 else 0
+        if (f == 1 and not self.s.has6) or (f == 0 and not self.s.has4):
+            raise InvalidArgument(f"an IPv{family} socket, and this VTEP has no IPv{family} "
+                                  f"underlay address")
+        self.s.tx.fam[f].raw = raw
+        self.s.tx.fam[f].fd = fd
 
     def gone_ports(self):
         """Ports whose TAP fd failed with EBADF/EBADFD/ENODEV/ENXIO since the last call:
@@ -646,12 +711,13 @@ cdef class Switch:
         transmit the outputs. Returns the number of datagrams received (0 on EAGAIN)."""
         return udp_burst(self.s, sock_fd, now)
 
-    def busy_poll(self, int sock_fd, double idle, double limit) -> int:
-        """Keep serving every registered TAP fd and the UDP socket ``sock_fd`` without
-        sleeping until nothing has arrived for ``idle`` seconds, ``limit`` seconds at most
-        (rx.pyx poll_all says why). The GIL stays held: the switch belongs to the event
-        loop's thread."""
-        return poll_all(self.s, sock_fd, idle, limit)
+    def busy_poll(self, int sock_fd, double idle, double limit, int sock_fd2=-1) -> int:
+        """Keep serving every registered TAP fd and the UDP socket ``sock_fd`` (and
+        ``sock_fd2``: a VTEP of both families has one per family) without sleeping until
+        nothing has arrived for ``idle`` seconds, ``limit`` seconds at most (rx.pyx
+        poll_all says why). The GIL stays held: the switch belongs to the event loop's
+        thread."""
+        return poll_all(self.s, sock_fd, sock_fd2, idle, limit)
 
     def set_offload(self, *, udp_gso=False, udp_gro=False, tap_coalesce=False):
         """Switch the offloads on or off (dataplane/offload.py says what each does; the
@@ -665,12 +731,11 @@ cdef class Switch:
         * ``tap_coalesce``: consecutive segments of a TCP flow to a vnet TAP are written as
           one GSO_TCPV4 frame."""
         cdef sw_t *s = self.s
-        if udp_gso and gso_tables(&s.tx) < 0:
+        if udp_gso and ((s.has4 and gso_tables(&s.tx.fam[0]) < 0)
+                        or (s.has6 and gso_tables(&s.tx.fam[1]) < 0)):
             raise MemoryError()
         if not udp_gso:
             gso_close_all(&s.tx)
-        if udp_gro and rx_gro_alloc(&s.rx) < 0:
-            raise MemoryError()
         s.tx.udp_gso = 1 if udp_gso else 0
         s.rx.udp_gro = 1 if udp_gro else 0
         s.tx.tap_coalesce = 1 if tap_coalesce else 0
@@ -685,7 +750,7 @@ cdef class Switch:
         cdef sw_t *s = self.s
         cdef int i
         d = {OFFLOAD_COUNTERS[i]: s.offc[i] for i in range(N_OFFC)}
-        d["gso_sockets"] = s.tx.gso_nsock
+        d["gso_sockets"] = s.tx.fam[0].gso_nsock + s.tx.fam[1].gso_nsock
         return d
 
     def close(self):

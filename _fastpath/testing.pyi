@@ -2,7 +2,7 @@
 (never imported by the product)."""
 
 from collections.abc import Iterable
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from _fastpath.core import Action, Switch
@@ -13,15 +13,17 @@ def flow_hash(frame: bytes) -> int:
 def from_port_burst(sw: Switch, port: int, frames: Iterable[bytes], now: float, *,
                     outer: bool = False) -> list[Action]:
     """Several frames through the burst path; ``outer=True``: "vtep" actions carry the
-    complete IPv4 datagram instead of the UDP payload."""
+    complete IPv4/IPv6 datagram instead of the UDP payload."""
 
-def from_underlay_burst(sw: Switch, datagrams: Iterable[tuple[IPv4Address | str, bytes]],
+def from_underlay_burst(sw: Switch,
+                        datagrams: Iterable[tuple[IPv4Address | IPv6Address | str, bytes]],
                         now: float, *, outer: bool = False) -> list[Action]: ...
-def build_outer(sw: Switch, dst: IPv4Address | str, sport: int, payload: bytes) -> bytes:
-    """== dataplane.wire.outer_datagram(local, dst, sport, payload, dstport)."""
+def build_outer(sw: Switch, dst: IPv4Address | IPv6Address | str, sport: int, payload: bytes,
+                tos: int = 0, ttl: int = 64, df: bool = False, label: int = 0) -> bytes:
+    """== dataplane.wire.outer_datagram(local, dst, sport, payload, dstport, ...)."""
 
 def bench_port(sw: Switch, port: int, frame: bytes, count: int, now: float) -> int: ...
-def bench_underlay(sw: Switch, source: IPv4Address | str, datagram: bytes, count: int,
+def bench_underlay(sw: Switch, source: IPv4Address | IPv6Address | str, datagram: bytes, count: int,
                    now: float) -> int: ...
 def bench_fdb_lookup(n_entries: int, n_lookups: int, working_set: int = 0,
                      batch: int = 0) -> dict[str, float]:

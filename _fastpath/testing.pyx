@@ -18,16 +18,17 @@ from _fastpath.includes.vxbits cimport vx_mix64, vx_now_ns, vx_prefetch, vx_csum
 from _fastpath.includes.libc_net cimport htonl
 from _fastpath.core cimport (
     Switch, sw_t, txrec, port_t, table_t, fdb_ent, rx_frame, rx_datagram, out_push,
-    process_port_burst, process_underlay_burst, outer_csum, build_ipudp, transmit,
+    process_port_burst, process_underlay_burst, outer_csum, build_ipudp, build_ip6udp, transmit,
     tso_segment, vnet_csum, l4info_t, rx_csum, rx_segment, RX_PARTIAL, RX_VALID, tab_init, tab_insert, tab_free, tab_find, tab_home, tab_key_at,
-    fdb_key, fdb_find, ent_nremotes,
-    HEADROOM, IPUDP_HLEN, MAX_FRAME, VXLAN_HLEN, SEG_BUF, MAX_TSO_SEGS, FDB_MIN_CAP,
+    fdb_key, fdb_find, ent_nremotes, addr_v4mapped,
+    HEADROOM, IPUDP_HLEN, IP6UDP_HLEN, MAX_FRAME, VXLAN_HLEN, SEG_BUF, MAX_TSO_SEGS, FDB_MIN_CAP,
     N_VE, VE_SHORT_HEADER, CSUM_UNKNOWN,
 )
 
 from ipaddress import IPv4Address
 
 from dataplane.errors import InvalidArgument
+from dataplane.switch import source_address
 from dataplane.wire import ip4
 from _fastpath.core import VNET_ERRORS
 
@@ -40,6 +41,12 @@ cdef uint32_t addr32(object addr) except? 0:
         return htonl(<uint32_t>int(ip4(addr)))
     except ValueError as e:
         raise InvalidArgument(str(e)) from None
+
+
+cdef bytes addr16_of(object addr):
+    """An IPv4 or IPv6 address (str or object) as 16 bytes, IPv4-mapped for IPv4."""
+    a = source_address(addr)
+    return (bytes(10) + b"\xff\xff" + a.packed) if a.version == 4 else a.packed
 
 
 cdef int32_t port_arg(object port):
@@ -63,6 +70,7 @@ cdef list run_bursts(Switch sw, list frames, int32_t port, list sources, double 
     cdef uint32_t k = 0, i
     cdef bytes b
     cdef uint32_t limit = MAX_FRAME + (VXLAN_HLEN if sources is not None else 0)
+    cdef bytes a
     out = []
     s.n_out = 0
     try:
@@ -73,7 +81,9 @@ cdef list run_bursts(Switch sw, list frames, int32_t port, list sources, double 
             if sources is None:
                 memcpy(rx_frame(&s.rx, k), <const unsigned char*>b, len(b))
             else:
-                s.rx.src[k] = addr32(sources[i])
+                a = addr16_of(sources[i][0])
+                memcpy(s.rx.src + 16 * k, <const char*>a, 16)
+                s.rx.tos[k] = <uint8_t>sources[i][1]
                 memcpy(rx_datagram(&s.rx, k), <const unsigned char*>b, len(b))
             s.rx.len[k] = len(b)
             k += 1
@@ -93,36 +103,45 @@ cdef list run_bursts(Switch sw, list frames, int32_t port, list sources, double 
 def from_port_burst(Switch sw, port, frames, double now, *, outer=False):
     """``Switch.from_port`` for several frames through the burst path (rx slots, one
     process_port_burst() per ``burst`` frames): the same actions as from_port on each
-    frame in turn. ``outer=True`` returns complete outer IPv4 datagrams in the "vtep"
+    frame in turn. ``outer=True`` returns complete outer IPv4/IPv6 datagrams in the "vtep"
     actions (what the raw socket would send)."""
     return run_bursts(sw, [bytes(f) for f in frames], port_arg(port), None, now, outer)
 
 
 def from_underlay_burst(Switch sw, datagrams, double now, *, outer=False):
-    """``Switch.from_underlay`` for several ``(source, datagram)`` pairs through the burst
-    path (the core alone: without the rx step that rx_udp_burst runs in front of it)."""
-    pairs = list(datagrams)
-    return run_bursts(sw, [bytes(d) for _, d in pairs], -1, [src for src, _ in pairs], now,
-                      outer)
+    """``Switch.from_underlay`` for several ``(source, datagram)`` or ``(source, datagram,
+    tos)`` items through the burst path (the core alone: without the rx step that
+    rx_udp_burst runs in front of it)."""
+    items = [tuple(x) for x in datagrams]
+    return run_bursts(sw, [bytes(x[1]) for x in items], -1,
+                      [(x[0], x[2] if len(x) > 2 else 0) for x in items], now, outer)
 
 
-def build_outer(Switch sw, dst, sport, payload) -> bytes:
-    """IPv4 + UDP + ``payload`` from ``local`` to ``dst``, built by the C encapsulation
-    code: equal to ``wire.outer_datagram(local, dst, sport, payload, dstport)``."""
+def build_outer(Switch sw, dst, sport, payload, uint8_t tos=0, uint8_t ttl=64,
+                bint df=False, uint32_t label=0) -> bytes:
+    """IPv4 or IPv6 (``dst``'s family) + UDP + ``payload`` from the switch's local address
+    of that family to ``dst``, built by the C encapsulation code: equal to
+    ``wire.outer_datagram(local, dst, sport, payload, dstport, tos=, ttl=, df=, label=)``."""
     cdef bytes b = bytes(payload)
     cdef size_t n = len(b)
-    cdef uint32_t d = addr32(dst)
+    cdef bytes d16 = addr16_of(dst)
+    cdef bint v6 = d16[:12] != bytes(10) + b"\xff\xff"
+    cdef uint32_t hl = IP6UDP_HLEN if v6 else IPUDP_HLEN
     cdef bytes out
     cdef uint8_t *p
     if not 0 <= sport <= 65535:
         raise ValueError(f"source port {sport} is not within 0-65535")
-    if n + IPUDP_HLEN > 65535:
-        raise ValueError(f"a {n}-byte payload does not fit in an IPv4 datagram")
-    out = PyBytes_FromStringAndSize(NULL, n + IPUDP_HLEN)
+    if n + hl > 65535:
+        raise ValueError(f"a {n}-byte payload does not fit in a datagram")
+    out = PyBytes_FromStringAndSize(NULL, n + hl)
     p = <uint8_t*>PyBytes_AS_STRING(out)
-    memcpy(p + IPUDP_HLEN, <const unsigned char*>b, n)
-    build_ipudp(p, sw.s.local, d, <uint16_t>sport, sw.s.dport, <uint32_t>n,
-                vx_csum_add(0, p + IPUDP_HLEN, n))
+    memcpy(p + hl, <const unsigned char*>b, n)
+    if v6:
+        build_ip6udp(p, sw.s.local6, <const uint8_t*>d16, <uint16_t>sport, sw.s.dport,
+                     <uint32_t>n, vx_csum_add(0, p + hl, n), tos, ttl, label)
+    else:
+        build_ipudp(p, sw.s.local, addr32(dst), <uint16_t>sport, sw.s.dport, <uint32_t>n,
+                    vx_csum_add(0, p + hl, n), tos, ttl, df)
     return out
 
 
@@ -163,7 +182,7 @@ def bench_underlay(Switch sw, source, datagram, long count, double now) -> int:
     cdef bytes b = bytes(datagram)
     cdef const unsigned char *src = b
     cdef uint32_t n = len(b), k, i
-    cdef uint32_t a = addr32(source)
+    cdef bytes a = addr16_of(source)
     cdef long done = 0
     cdef uint64_t total = 0
     if n > MAX_FRAME + VXLAN_HLEN:
@@ -174,7 +193,7 @@ def bench_underlay(Switch sw, source, datagram, long count, double now) -> int:
         for i in range(k):
             memcpy(rx_datagram(&s.rx, i), src, n)
             s.rx.len[i] = n
-            s.rx.src[i] = a
+            memcpy(s.rx.src + 16 * i, <const char*>a, 16)
         total += process_underlay_burst(s, k, now, True)
         s.n_out = 0
         done += k

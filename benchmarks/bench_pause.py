@@ -118,15 +118,16 @@ class _NoTap:
 def _bench_vtep(sock: str) -> Any:
     """A real Vtep (core, observer, command table) with one network and one endpoint, c1,
     attached to the core without a TAP; nothing opened."""
-    from ipaddress import IPv4Address, IPv4Interface
+    from ipaddress import IPv4Interface
 
     from dataplane.config import Config, EndpointConfig, NetworkConfig, VtepConfig
     from dataplane.lab import docker_mac
+    from dataplane.validate import parse_locals
     from dataplane.vtep import Endpoint, Vtep
 
     net = NetworkConfig("mynet", VNI)
-    vtep = Vtep(Config(vtep=VtepConfig(name="bench", local=IPv4Address(LOCAL), control=sock),
-                       networks=(net,)))
+    vtep = Vtep(Config(vtep=VtepConfig(name="bench", local=parse_locals([LOCAL]),
+                                       control=sock), networks=(net,)))
     vtep.add_network(net)
     for pid, (name, ip) in enumerate((("c1", C1_IP), ("c2", C2_IP))):
         ep = EndpointConfig(name, docker_mac(ip), IPv4Interface(f"{ip}/24"))

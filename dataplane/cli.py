@@ -567,6 +567,11 @@ def _usage_exit(parser: argparse.ArgumentParser, message: str) -> NoReturn:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None and len(sys.argv) == 1 and os.environ.get("CNI_COMMAND"):
+        # Run by a container runtime as the CNI plugin of "type": "vxdp" (runtimes find a
+        # plugin by that name in CNI_PATH and run it with no arguments): be vxdp-cni.
+        from dataplane.cni_plugin import main as cni_main
+        return cni_main()
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     try:

@@ -22,8 +22,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dataplane.config import endpoint_from_args
+from dataplane.config import MTU_MAX, MTU_MIN, endpoint_from_args
 from dataplane.control import Rows
+from dataplane.docker.cni import COMMANDS as RUNTIME_COMMANDS
 from dataplane.errors import ConfigError, InvalidArgument, VxdpError
 from dataplane.fdb import FDB_STATES
 from dataplane.neigh import NEIGH_STATES
@@ -149,6 +150,30 @@ def _to(value: str) -> str:
             from None
 
 
+def _nonempty(value: str) -> str:
+    if not value:
+        raise ValueError('"" is empty')
+    return value
+
+
+def _path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"{show(value)} is not an absolute path")
+    return value
+
+
+def _routes(value: Any) -> list[list[str | None]]:
+    """cni.add routes: up to 64 ``[dst, gateway or null]`` pairs of strings."""
+    if not isinstance(value, list) or len(value) > 64:
+        raise ValueError(f"{_shown(value)} is not a list of at most 64 [dst, gateway] pairs")
+    for item in value:
+        if (not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], str)
+                or not isinstance(item[1], (str, type(None)))
+                or any(isinstance(x, str) and len(x) > MAX_STRING for x in item)):
+            raise ValueError(f"{_shown(item)} is not a [dst, gateway] pair of strings")
+    return value
+
+
 MAC = _text(parse_mac, "a MAC address")
 VTEP = _text(_vtep, "a VTEP address")
 OVERLAY_IP = _text(lambda v: str(parse_overlay_ip(v)), "an IPv4 address")
@@ -202,6 +227,21 @@ SCHEMAS: dict[str, Schema] = {
     "endpoint.del": {"name": Arg(IFNAME, True)},
     "endpoint.show": {},
     "batch": {"requests": Arg(lambda v: _batch_items(v), True)},
+    # what vxdp-cni sends (dataplane.docker.cni checks the values further)
+    "cni.add": {"network": Arg(_text(check_network_name, "a network name"), True),
+                "container_id": Arg(_text(_nonempty, "a container id"), True),
+                "ifname": Arg(IFNAME, True), "netns": Arg(_text(_path, "a netns path"), True),
+                "address": Arg(_text(lambda v: str(parse_interface(v)), "an address/prefix"),
+                               True),
+                "mac": Arg(_text(parse_unicast_mac, "a MAC address")),
+                "mtu": Arg(_integer(MTU_MIN, MTU_MAX, "an MTU")), "vni": Arg(_vni),
+                "routes": Arg(_routes)},
+    "cni.del": {"container_id": Arg(_text(_nonempty, "a container id"), True),
+                "ifname": Arg(IFNAME, True)},
+    "cni.check": {"container_id": Arg(_text(_nonempty, "a container id"), True),
+                  "ifname": Arg(IFNAME, True),
+                  "netns": Arg(_text(_path, "a netns path"), True)},
+    "docker.show": {},
     "trace": {"count": Arg(COUNT), "port": Arg(IFNAME), "vni": Arg(_vni)},
     "capture": {"count": Arg(COUNT), "port": Arg(IFNAME)},
     "events": {"count": Arg(COUNT)},
@@ -383,6 +423,8 @@ COMMANDS: dict[str, Handler] = {
     "endpoint.del": endpoint_del,
     "endpoint.show": endpoint_show,
     "batch": batch,
+    # containers from runtimes: what vxdp-cni sends, what the Docker driver and it hold
+    **RUNTIME_COMMANDS,
 }
 
 

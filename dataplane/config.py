@@ -22,10 +22,11 @@ import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Network
 from typing import Any, NoReturn
 
 from dataplane.errors import ConfigError
+from dataplane.fdb import DEFAULT_MAX_LEARNED, DEFAULT_MAX_LEARNED_PER_PORT
 from dataplane.validate import (
     check_etcd_url,
     check_host_port,
@@ -33,8 +34,11 @@ from dataplane.validate import (
     check_netns,
     check_network_name,
     check_vtep_name,
+    IPAddress,
+    Locals,
     parse_allow,
     parse_interface,
+    parse_locals,
     parse_overlay_ip,
     parse_underlay_ip,
     parse_unicast_mac,
@@ -54,6 +58,7 @@ BURST_MAX = 1024
 UNIX_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1
 DEFAULT_STORE_PREFIX = "/vxdp"
 DEFAULT_STORE_TTL = 10
+DEFAULT_DOCKER_PLUGIN = "vxdp"
 # [vtep] busy_poll upper bound (µs): polling longer than this between bursts is a spin loop.
 BUSY_POLL_MAX = 100_000
 # [vtep] max_subscribers: trace/capture/events clients at once. Each holds a queue of up to
@@ -93,7 +98,7 @@ class PeerConfig:
 
     mac: str
     address: IPv4Address  # overlay address (neighbour entry)
-    vtep: IPv4Address  # underlay address of the VTEP that hosts it (FDB dst)
+    vtep: IPAddress  # underlay address of the VTEP that hosts it (FDB dst), IPv4 or IPv6
 
 
 @dataclass(frozen=True)
@@ -106,8 +111,14 @@ class NetworkConfig:
     proxy: bool = True
     learning: bool = False
     ageing: float = DEFAULT_AGEING
-    maxaddress: int = 0  # 0 = unlimited (kernel vxlan semantics)
-    flood: tuple[IPv4Address, ...] = ()
+    maxaddress: int = 0  # remote entries at most; 0 = unlimited (kernel vxlan semantics)
+    max_learned: int = DEFAULT_MAX_LEARNED  # local learned entries at most; 0 = unlimited
+    max_learned_per_port: int = DEFAULT_MAX_LEARNED_PER_PORT
+    ttl: int | str = "auto"  # outer TTL: "auto" (64), 1..255, "inherit" (the kernel's rules)
+    tos: int | str = 0  # outer DSCP: 0..255 or "inherit"; ECN per RFC 6040 always
+    df: str = "unset"  # outer DF: "unset", "set", "inherit"
+    flowlabel: int | str = 0  # outer IPv6 flow label: 0..0xFFFFF or "inherit"
+    flood: tuple[IPAddress, ...] = ()
     endpoints: tuple[EndpointConfig, ...] = ()
     peers: tuple[PeerConfig, ...] = ()
 
@@ -117,10 +128,11 @@ class VtepConfig:
     """The ``[vtep]`` table. Keyword-only because ``name`` has a default but ``local`` does not."""
 
     name: str = "vxdp"
-    local: IPv4Address
+    local: Locals  # underlay addresses, one per family; str() shows them
     port: int = DEFAULT_PORT
     control: str = ""  # "" → /run/vxdp/<name>.sock (filled in by __post_init__)
-    allow: tuple[IPv4Network, ...] = ()  # empty = accept VXLAN from any source
+    allow: tuple[IPv4Network | IPv6Network, ...] = ()  # empty = accept VXLAN from any source
+    udp6zerocsumrx: bool = False  # accept IPv6 VXLAN with a zero UDP checksum (kernel option)
     src_port_range: tuple[int, int] = DEFAULT_SRC_PORT_RANGE
     strict: bool = True  # drop datagrams with reserved bits set (kernel default)
     metrics: str | None = None  # "host:port" for a metrics listener, if any
@@ -128,11 +140,18 @@ class VtepConfig:
     offload: frozenset[str] = OFFLOADS  # subset of OFFLOADS; empty = no offloads at all
     busy_poll: int = 0  # microseconds of polling after a burst before sleeping; 0 = off
     max_subscribers: int = DEFAULT_MAX_SUBSCRIBERS  # trace/capture/events clients at once
+    # What must outlive the process (Docker networks and pools, the container endpoints it
+    # re-attaches after a restart); "" → /var/lib/vxdp/<name>.json, written only when used.
+    state: str = ""
 
     def __post_init__(self) -> None:
+        # an address, its text or a list of them (code building a config) as one Locals
+        object.__setattr__(self, "local", parse_locals(self.local))
         if not self.control:
             # frozen dataclass: the default depends on another field, so set it once here
             object.__setattr__(self, "control", default_control_path(self.name))
+        if not self.state:
+            object.__setattr__(self, "state", default_state_path(self.name))
 
 
 @dataclass(frozen=True)
@@ -145,11 +164,27 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class DockerConfig:
+    """The optional ``[docker]`` table: serve Docker's remote network + IPAM driver API
+    (libnetwork's remote driver protocol) on ``socket``, under the driver name ``plugin``.
+    What must outlive the VTEP (Docker's networks and pools: dockerd never replays them to
+    a restarted plugin) goes to ``[vtep] state``."""
+
+    plugin: str = DEFAULT_DOCKER_PLUGIN
+    socket: str = ""  # "" → /run/docker/plugins/<plugin>.sock
+
+    def __post_init__(self) -> None:
+        if not self.socket:
+            object.__setattr__(self, "socket", f"/run/docker/plugins/{self.plugin}.sock")
+
+
+@dataclass(frozen=True)
 class Config:
     vtep: VtepConfig
     networks: tuple[NetworkConfig, ...]
     store: StoreConfig | None = None
     path: str | None = None  # file it was read from, for messages
+    docker: DockerConfig | None = None
 
     def network(self, name: str) -> NetworkConfig | None:
         """The network called ``name``, or None."""
@@ -167,6 +202,10 @@ class Config:
 
 def default_control_path(vtep_name: str) -> str:
     return f"/run/vxdp/{vtep_name}.sock"
+
+
+def default_state_path(vtep_name: str) -> str:
+    return f"/var/lib/vxdp/{vtep_name}.json"
 
 
 # --------------------------------------------------------------------------------------------
@@ -257,13 +296,15 @@ _TYPE_NAMES: dict[type, str] = {
 }
 
 _VTEP_KEYS = ("name", "local", "port", "control", "allow", "src_port_range", "strict", "metrics",
-              "burst", "offload", "busy_poll", "max_subscribers")
-_NETWORK_KEYS = ("name", "vni", "mtu", "proxy", "learning", "ageing", "maxaddress", "flood",
-                 "endpoint", "peer")
+              "burst", "offload", "busy_poll", "udp6zerocsumrx", "state", "max_subscribers")
+_NETWORK_KEYS = ("name", "vni", "mtu", "proxy", "learning", "ageing", "maxaddress",
+                 "max_learned", "max_learned_per_port", "ttl", "tos", "df", "flowlabel",
+                 "flood", "endpoint", "peer")
 _ENDPOINT_KEYS = ("name", "mac", "address", "netns", "ifname", "netns_create")
 _PEER_KEYS = ("mac", "address", "vtep")
 _STORE_KEYS = ("etcd", "prefix", "ttl")
-_TOP_KEYS = ("vtep", "network", "store")
+_DOCKER_KEYS = ("plugin", "socket")
+_TOP_KEYS = ("vtep", "network", "store", "docker")
 
 
 def _type_name(value: Any) -> str:
@@ -271,6 +312,15 @@ def _type_name(value: Any) -> str:
         if type(value) is typ:
             return name
     return type(value).__name__
+
+
+def _check_plugin_name(value: Any) -> str:
+    """A Docker plugin name: the socket file's name and the ``-d``/``--ipam-driver`` value."""
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}",
+                                                      value):
+        raise ValueError(f"{show(value)} is not a valid plugin name (1..64 of letters, digits, "
+                         "'_', '.', '-'; it names the socket file)")
+    return value
 
 
 class _Parser:
@@ -373,8 +423,11 @@ class _Parser:
                               path=self.path, key="vtep")
         vtep = self.vtep(vtep_tbl)
         nets_raw = self.array_of_tables((), data, "network")
-        if not nets_raw:
-            raise ConfigError("no [[network]] defined (at least one is required)",
+        docker_tbl = self.table((), data, "docker")
+        if not nets_raw and docker_tbl is None:
+            # With [docker], `docker network create` makes networks at run time.
+            raise ConfigError("no [[network]] defined (at least one is required, unless "
+                              "[docker] creates them at run time)",
                               path=self.path, key="network")
         networks: list[NetworkConfig] = []
         seen_names: dict[str, int] = {}
@@ -387,16 +440,15 @@ class _Parser:
                                          seen_netns_if))
         store_tbl = self.table((), data, "store")
         store = self.store(store_tbl) if store_tbl is not None else None
-        return Config(vtep=vtep, networks=tuple(networks), store=store, path=config_path)
+        docker = self.docker(docker_tbl) if docker_tbl is not None else None
+        return Config(vtep=vtep, networks=tuple(networks), store=store, path=config_path,
+                      docker=docker)
 
     def vtep(self, tbl: dict[str, Any]) -> VtepConfig:
         ctx: Ctx = ("vtep",)
         self.check_keys(ctx, tbl, _VTEP_KEYS)
         name = self.convert(ctx, tbl, "name", check_vtep_name) or "vxdp"
-        local = self.convert(ctx, tbl, "local", parse_underlay_ip, required=True)
-        if local.is_multicast:
-            self.fail(ctx, "local", f"{show(str(local))} is a multicast address; local must be "
-                                    "an address of this host", needle=str(local))
+        local = self.locals(ctx, tbl)
         port = self.int_range(ctx, tbl, "port", 1, 65535, DEFAULT_PORT)
         control = self.get(ctx, tbl, "control", str)
         if control is not None:
@@ -405,7 +457,7 @@ class _Parser:
             if len(control.encode()) > UNIX_PATH_MAX:
                 self.fail(ctx, "control", f"{show(control)} is too long for a unix socket path "
                                           f"(at most {UNIX_PATH_MAX} bytes)")
-        allow: list[IPv4Network] = []
+        allow: list[IPv4Network | IPv6Network] = []
         allow_raw = self.get(ctx, tbl, "allow", list)
         for j, item in enumerate(allow_raw or ()):
             try:
@@ -438,11 +490,30 @@ class _Parser:
         max_subscribers = self.int_range(ctx, tbl, "max_subscribers", 1, MAX_SUBSCRIBERS_MAX,
                                          DEFAULT_MAX_SUBSCRIBERS,
                                          " trace/capture/events clients at once")
+        zero6 = self.get(ctx, tbl, "udp6zerocsumrx", bool)
+        if zero6 and local.v6 is None:
+            self.fail(ctx, "udp6zerocsumrx", "needs an IPv6 local address (it is about IPv6 "
+                                             "VXLAN with a zero UDP checksum)")
+        state = self.path_value(ctx, tbl, "state", 4095)
         return VtepConfig(name=name, local=local, port=port, control=control or "",
                           allow=tuple(allow), src_port_range=src_port_range,
                           strict=True if strict is None else strict, metrics=metrics,
                           burst=burst, offload=offload, busy_poll=busy_poll,
+                          udp6zerocsumrx=bool(zero6), state=state or "",
                           max_subscribers=max_subscribers)
+
+    def locals(self, ctx: Ctx, tbl: Mapping[str, Any]) -> Locals:
+        """``local``: an IPv4 or IPv6 address, or a list of one per family."""
+        raw = self.get(ctx, tbl, "local", (str, list), required=True)
+        items = raw if isinstance(raw, list) else [raw]
+        for item in items:
+            if not isinstance(item, str):
+                self.fail(ctx, "local", f"{show(item)} is not an address (a string)")
+        try:
+            return parse_locals(items)
+        except ValueError as exc:
+            self.fail(ctx, "local", str(exc), needle=items[0] if items else None)
+        raise AssertionError("unreachable")
 
     def offload(self, ctx: Ctx, tbl: Mapping[str, Any]) -> frozenset[str]:
         """``offload = true`` (default: all), ``false`` (none) or a list of names from
@@ -502,14 +573,23 @@ class _Parser:
         if ageing is not None and ageing == float("inf"):
             self.fail(ctx, "ageing", "must be finite")
         maxaddress = self.int_range(ctx, tbl, "maxaddress", 0, None, 0, " (0 = unlimited)")
-        flood: list[IPv4Address] = []
+        max_learned = self.int_range(ctx, tbl, "max_learned", 0, None, DEFAULT_MAX_LEARNED,
+                                     " (0 = unlimited)")
+        max_learned_per_port = self.int_range(ctx, tbl, "max_learned_per_port", 0, None,
+                                              DEFAULT_MAX_LEARNED_PER_PORT, " (0 = unlimited)")
+        ttl, tos, df, flowlabel = self.outer_rules(ctx, tbl)
+        flood: list[IPAddress] = []
         for j, item in enumerate(self.get(ctx, tbl, "flood", list) or ()):
             try:
                 addr = parse_underlay_ip(item)
             except ValueError as exc:
                 self.fail_item(ctx, "flood", j, str(exc), item)
-            if addr == vtep.local:
+            if addr in vtep.local:
                 self.fail_item(ctx, "flood", j, f"{show(item)} is this VTEP's own local "
+                                                "address", item)
+            if vtep.local.of(addr.version) is None:
+                self.fail_item(ctx, "flood", j, f"{show(item)} is an IPv{addr.version} VTEP "
+                                                f"and [vtep] local has no IPv{addr.version} "
                                                 "address", item)
             if addr in flood:
                 self.fail_item(ctx, "flood", j, f"{show(item)} is listed twice", item)
@@ -540,10 +620,14 @@ class _Parser:
         for j, raw in enumerate(self.array_of_tables(ctx, tbl, "peer")):
             pctx: Ctx = (*ctx, "peer", j)
             peer = self.peer(pctx, raw)
-            if peer.vtep == vtep.local:
+            if peer.vtep in vtep.local:
                 self.fail(pctx, "vtep", f"{show(str(peer.vtep))} is this VTEP's own local "
                                         "address; list local containers as [[network.endpoint]]",
                           needle=str(peer.vtep))
+            if vtep.local.of(peer.vtep.version) is None:
+                self.fail(pctx, "vtep", f"{show(str(peer.vtep))} is an IPv{peer.vtep.version} "
+                                        f"VTEP and [vtep] local has no IPv{peer.vtep.version} "
+                                        "address", needle=str(peer.vtep))
             here = _dotted(pctx)
             self._unique(pctx, "mac", peer.mac, macs, here)
             self._unique(pctx, "address", peer.address, ips, here)
@@ -552,7 +636,44 @@ class _Parser:
             name=name, vni=vni, mtu=mtu, proxy=True if proxy is None else proxy,
             learning=False if learning is None else learning,
             ageing=DEFAULT_AGEING if ageing is None else float(ageing), maxaddress=maxaddress,
-            flood=tuple(flood), endpoints=tuple(endpoints), peers=tuple(peers))
+            max_learned=max_learned, max_learned_per_port=max_learned_per_port,
+            ttl=ttl, tos=tos, df=df, flowlabel=flowlabel, flood=tuple(flood),
+            endpoints=tuple(endpoints), peers=tuple(peers))
+
+    def outer_rules(self, ctx: Ctx, tbl: Mapping[str, Any]
+                    ) -> tuple[int | str, int | str, str, int | str]:
+        """``ttl``, ``tos``, ``df`` and ``flowlabel`` of a network: the outer header rules of
+        the kernel's vxlan (``ip link add ... ttl auto|N|inherit tos N|inherit
+        df unset|set|inherit flowlabel N|inherit``)."""
+        ttl = self.get(ctx, tbl, "ttl", (int, str))
+        if ttl is None:
+            ttl = "auto"
+        elif isinstance(ttl, str) and ttl not in ("auto", "inherit"):
+            self.fail(ctx, "ttl", f"{show(ttl)} is not \"auto\", \"inherit\" or 1..255")
+        elif isinstance(ttl, int) and not 1 <= ttl <= 255:
+            self.fail(ctx, "ttl", f"{ttl} is out of range (1..255, or \"auto\"/\"inherit\")")
+        tos = self.get(ctx, tbl, "tos", (int, str))
+        if tos is None:
+            tos = 0
+        elif isinstance(tos, str) and tos != "inherit":
+            self.fail(ctx, "tos", f"{show(tos)} is not \"inherit\" or 0..255")
+        elif isinstance(tos, int) and not 0 <= tos <= 255:
+            self.fail(ctx, "tos", f"{tos} is out of range (0..255, or \"inherit\")")
+        df = self.get(ctx, tbl, "df", str)
+        if df is None:
+            df = "unset"
+        elif df not in ("unset", "set", "inherit"):
+            self.fail(ctx, "df", f"{show(df)} is not \"unset\", \"set\" or \"inherit\"")
+        flowlabel = self.get(ctx, tbl, "flowlabel", (int, str))
+        if flowlabel is None:
+            flowlabel = 0
+        elif isinstance(flowlabel, str) and flowlabel != "inherit":
+            self.fail(ctx, "flowlabel", f"{show(flowlabel)} is not \"inherit\" or "
+                                        "0..1048575 (20 bits)")
+        elif isinstance(flowlabel, int) and not 0 <= flowlabel <= 0xFFFFF:
+            self.fail(ctx, "flowlabel", f"{flowlabel} is out of range (0..1048575, or "
+                                        "\"inherit\")")
+        return ttl, tos, df, flowlabel
 
     def _unique(self, ctx: Ctx, key: str, value: Any, seen: dict[Any, str], here: str) -> None:
         """One MAC (FDB) and one IP (neighbour table) per network, across endpoints and peers:
@@ -610,6 +731,27 @@ class _Parser:
             prefix = prefix.rstrip("/") or "/"
         ttl = self.int_range(ctx, tbl, "ttl", 1, None, DEFAULT_STORE_TTL, " seconds")
         return StoreConfig(etcd=tuple(urls), prefix=prefix, ttl=ttl)
+
+
+    def docker(self, tbl: dict[str, Any]) -> DockerConfig:
+        ctx: Ctx = ("docker",)
+        self.check_keys(ctx, tbl, _DOCKER_KEYS)
+        # The plugin name is the socket's file name and the name users give to
+        # `docker network create -d NAME --ipam-driver NAME`.
+        plugin = self.convert(ctx, tbl, "plugin", _check_plugin_name) or DEFAULT_DOCKER_PLUGIN
+        socket = self.path_value(ctx, tbl, "socket", UNIX_PATH_MAX)
+        return DockerConfig(plugin=plugin, socket=socket or "")
+
+    def path_value(self, ctx: Ctx, tbl: Mapping[str, Any], key: str, limit: int) -> str | None:
+        """An absolute path of at most ``limit`` bytes (a socket, the state file)."""
+        value = self.get(ctx, tbl, key, str)
+        if value is not None:
+            if not value.startswith("/"):
+                self.fail(ctx, key, f"{show(value)} must be an absolute path", needle=value)
+            if len(value.encode()) > limit:
+                self.fail(ctx, key, f"{show(value)} is too long (at most {limit} bytes)",
+                          needle=value)
+        return value
 
 
 # --------------------------------------------------------------------------------------------

@@ -330,7 +330,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vxdp demo", description=__doc__.splitlines()[0])
     parser.add_argument("--store", choices=["static", "etcd"], default="static",
                         help="where the VTEPs get their peers from (default: static config)")
+    parser.add_argument("--docker", action="store_true",
+                        help="with real Docker containers: a dockerd per node, vxdp as its "
+                             "network and IPAM driver, etcd between the nodes")
     args = parser.parse_args(argv)
+    for tool, package in (("dockerd", "docker.io"), ("etcd", "etcd-server")):
+        if args.docker and shutil.which(tool) is None:
+            print(f"vxdp demo: --docker needs {tool} (Debian: apt-get install {package}, or "
+                  "'make deps')", file=sys.stderr)
+            return 1
     if args.store == "etcd" and shutil.which("etcd") is None:
         print("vxdp demo: --store etcd needs etcd (Debian: apt-get install etcd-server, or "
               "'make deps')", file=sys.stderr)
@@ -352,6 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_sigterm)
     w: Walkthrough | None = None
     try:
+        if args.docker:
+            from dataplane.demo_docker import DockerWalkthrough, walk
+            w = DockerWalkthrough(interactive)
+            walk(w)
+            return 0
         w = Walkthrough(interactive, args.store)
         w.build()
         if args.store == "etcd":

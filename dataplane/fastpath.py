@@ -8,7 +8,7 @@ which one it has:
 
 =======================  =================================================================
 ``set_port_fd``          the TAP fd of a port (and its virtio_net_hdr length)
-``set_tx_socket``        the socket outer datagrams leave on (raw IPv4, or UDP as fallback)
+``set_tx_socket``        a family's socket outer datagrams leave on (raw, or UDP as fallback)
 ``rx_tap_burst``         read a TAP until EAGAIN or ``burst`` frames, forward, transmit
 ``rx_udp_burst``         the same for the underlay socket
 ``gone_ports``           ports whose TAP went away under us (the VTEP removes them)
@@ -26,12 +26,15 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from ipaddress import IPv4Address
+import struct
 from typing import Any
 
 from dataplane import offload
 from dataplane import switch as _reference
 from dataplane.errors import EntryNotFound, InvalidArgument
+from dataplane.tunnel import Outer
+from dataplane.underlay import socket_kind
+from dataplane.validate import IPAddress, Locals, ipaddr
 from dataplane.wire import VXLAN_PORT, outer_datagram, reserved_bits_set
 
 IMPLEMENTATIONS = ("py", "c")
@@ -41,6 +44,8 @@ FD_GONE = frozenset({errno.EBADF, errno.EBADFD, errno.ENODEV, errno.ENXIO})
 #: errno values of a full queue or buffer: a drop, not an error.
 FULL = frozenset({errno.EAGAIN, errno.ENOBUFS})
 READ_SIZE = 65536
+CMSG_ROOM = socket.CMSG_SPACE(4)      # the outer TOS / traffic class of a datagram
+_TOS_CMSGS = {(socket.IPPROTO_IP, socket.IP_TOS), (socket.IPPROTO_IPV6, socket.IPV6_TCLASS)}
 
 
 class PyBurstSwitch(_reference.Switch):
@@ -49,16 +54,14 @@ class PyBurstSwitch(_reference.Switch):
     OFFLOADS: frozenset[str] = frozenset()
     BUSY_POLL = False
 
-    def __init__(self, local: IPv4Address | str, *, burst: int = 64,
-                 dstport: int = VXLAN_PORT, **kwargs: Any) -> None:
-        super().__init__(local, **kwargs)
+    def __init__(self, local: IPAddress | str | Locals | list[IPAddress | str], *,
+                 burst: int = 64, dstport: int = VXLAN_PORT, **kwargs: Any) -> None:
+        super().__init__(local, dstport=dstport, **kwargs)
         self.burst = burst
-        self.dstport = dstport
         self.events_lost = 0
         self._fds: dict[int, int] = {}
         self._gone: list[int] = []
-        self._tx: socket.socket | None = None
-        self._tx_raw = False
+        self._tx: dict[int, tuple[socket.socket, bool]] = {}    # family -> (socket, raw?)
         self._rx: dict[int, socket.socket] = {}
         self._port_io: dict[int, dict[str, int]] = {}
         self._ul_io = {"rx_errors": 0, "tx_errors": 0, "tx_dropped": 0}
@@ -83,17 +86,22 @@ class PyBurstSwitch(_reference.Switch):
         self._fds.pop(port, None)
         self._port_io.pop(port, None)
 
-    def set_tx_socket(self, fd: int) -> None:
-        """A raw IPPROTO_RAW socket gets the whole outer IPv4 datagram, a UDP socket the VXLAN
-        payload (its bound port is then the source port). The fd stays the caller's: we keep
-        a duplicate."""
-        if self._tx is not None:
-            self._tx.close()
-            self._tx = None
+    def set_tx_socket(self, fd: int, *, family: int | None = None) -> None:
+        """A raw IPPROTO_RAW socket gets the whole outer IPv4/IPv6 datagram, a UDP socket the
+        VXLAN payload (its bound port is then the source port); one per address family. The
+        fd stays the caller's: we keep a duplicate. -1 unregisters ``family``'s."""
         if fd >= 0:
-            self._tx = socket.fromfd(fd, socket.AF_INET, socket.SOCK_DGRAM)
-            self._tx_raw = self._tx.getsockopt(socket.SOL_SOCKET,
-                                               socket.SO_TYPE) == socket.SOCK_RAW
+            family, raw = socket_kind(fd)
+        elif family not in (4, 6):
+            raise InvalidArgument("unregistering a tx socket needs its family (4 or 6)")
+        if self.locals.of(family) is None:  # type: ignore[arg-type]
+            raise InvalidArgument(f"an IPv{family} socket, and this VTEP has no IPv{family} "
+                                  f"underlay address")
+        old = self._tx.pop(family, None)  # type: ignore[arg-type]
+        if old is not None:
+            old[0].close()
+        if fd >= 0:
+            self._tx[family] = (socket.socket(fileno=os.dup(fd)), raw)  # type: ignore[index]
 
     def gone_ports(self) -> list[int]:
         gone, self._gone = self._gone, []
@@ -124,12 +132,12 @@ class PyBurstSwitch(_reference.Switch):
     def rx_udp_burst(self, sock_fd: int, now: float) -> int:
         sock = self._rx.get(sock_fd)
         if sock is None:
-            sock = self._rx[sock_fd] = socket.fromfd(sock_fd, socket.AF_INET,
-                                                     socket.SOCK_DGRAM)
+            sock = self._rx[sock_fd] = socket.socket(fileno=os.dup(sock_fd))
         n = 0
         while n < self.burst:
             try:
-                data, (src, _sport) = sock.recvfrom(READ_SIZE)
+                data, anc, _flags, addr = sock.recvmsg(READ_SIZE, CMSG_ROOM)
+                src = addr[0]
             except BlockingIOError:
                 break
             except InterruptedError:
@@ -138,8 +146,11 @@ class PyBurstSwitch(_reference.Switch):
                 self._ul_io["rx_errors"] += 1
                 break
             n += 1
+            # IP_TOS carries one byte, IPV6_TCLASS a native int
+            tos = next((d[0] if len(d) < 4 else struct.unpack("i", d[:4])[0] & 0xFF
+                        for lvl, typ, d in anc if (lvl, typ) in _TOS_CMSGS and d), 0)
             for datagram, note in self._receive(src, data):
-                self._transmit(self.from_underlay(src, datagram, now, note=note))
+                self._transmit(self.from_underlay(src, datagram, now, tos=tos, note=note))
         return n
 
     def _receive(self, src: str, data: bytes) -> list[tuple[bytes, str]]:
@@ -148,7 +159,7 @@ class PyBurstSwitch(_reference.Switch):
         the core will look at past its header checks (it checks and counts them again)."""
         net = self._networks.get(int.from_bytes(data[4:7], "big")) if len(data) >= 22 else None
         if (net is None or not data[0] & 0x08 or (self.strict and reserved_bits_set(data))
-                or (self.allow and not any(IPv4Address(src) in a for a in self.allow))):
+                or (self.allow and not any(ipaddr(src) in a for a in self.allow))):
             return [(data, "")]
         frames, verdict = offload.receive(data[8:], net.mtu)
         self._rx_counters[verdict] += 1
@@ -164,7 +175,7 @@ class PyBurstSwitch(_reference.Switch):
             if a[0] == "port":
                 self._to_tap(a[1], a[2])
             else:
-                self._to_underlay(a[1], a[2], a[3])
+                self._to_underlay(a[1], a[2], a[3], a[4])
 
     def _to_tap(self, port: int, frame: bytes) -> None:
         io = self._port_io.setdefault(port, {"tx_errors": 0, "tx_dropped": 0})
@@ -183,22 +194,35 @@ class PyBurstSwitch(_reference.Switch):
                 self._fds.pop(port, None)
                 self._gone.append(port)
 
-    def _to_underlay(self, dst: Any, sport: int, payload: bytes) -> None:
-        if self._tx is None:
+    def _to_underlay(self, dst: IPAddress, sport: int, payload: bytes, outer: Outer) -> None:
+        tx = self._tx.get(dst.version)
+        local = self.locals.of(dst.version)
+        if tx is None or local is None:
             self._ul_io["tx_dropped"] += 1
             return
+        sock, raw = tx
+        dport = outer.dport or self.dstport
         try:
-            if self._tx_raw:
-                self._tx.sendto(outer_datagram(self.local, dst, sport, payload,
-                                               self.dstport), (str(dst), 0))
+            if raw:
+                sock.sendto(outer_datagram(local, dst, sport, payload, dport, ttl=outer.ttl,
+                                           tos=outer.tos, df=outer.df, label=outer.label),
+                            (str(dst), 0))
+            elif dst.version == 6:
+                sock.sendmsg([payload], [
+                    (socket.IPPROTO_IPV6, socket.IPV6_TCLASS, struct.pack("i", outer.tos)),
+                    (socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT, struct.pack("i", outer.ttl))],
+                    0, (str(dst), dport))
             else:
-                self._tx.sendto(payload, (str(dst), self.dstport))
+                sock.sendmsg([payload], [
+                    (socket.IPPROTO_IP, socket.IP_TOS, struct.pack("i", outer.tos)),
+                    (socket.IPPROTO_IP, socket.IP_TTL, struct.pack("i", outer.ttl))],
+                    0, (str(dst), dport))
         except OSError as e:
             self._ul_io["tx_dropped" if e.errno in FULL else "tx_errors"] += 1
 
     # -- what the compiled core has and this one does not -----------------------------------
 
-    def busy_poll(self, sock_fd: int, idle: float, limit: float) -> int:
+    def busy_poll(self, sock_fd: int, idle: float, limit: float, sock_fd2: int = -1) -> int:
         return 0
 
     def set_offload(self, *, udp_gso: bool = False, udp_gro: bool = False,
@@ -224,10 +248,9 @@ class PyBurstSwitch(_reference.Switch):
 
     def close(self) -> None:
         """Close the duplicated sockets (the originals stay the caller's)."""
-        for s in [self._tx, *self._rx.values()]:
-            if s is not None:
-                s.close()
-        self._tx = None
+        for s in [*(t[0] for t in self._tx.values()), *self._rx.values()]:
+            s.close()
+        self._tx.clear()
         self._rx.clear()
 
 

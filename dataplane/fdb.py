@@ -17,22 +17,43 @@ Semantics mirrored from ``drivers/net/vxlan/vxlan_core.c``:
   that MAC (``vxlan_cleanup`` checks ``f->updated``); permanent and static entries never do.
 - learning never moves a permanent or static entry: the kernel drops the packet instead
   (``vxlan_snoop``: "Don't migrate static entries, drop packets"); a learned one migrates.
-- ``maxaddress`` bounds the number of entries (``addrmax``: ENOSPC when full).
+- ``maxaddress`` bounds the remote entries, the vxlan device's own (``addrmax``: learning
+  refused when full). The bridge's learned local entries never count against it; they have
+  their own bounds, per network and per port (the bridge's ``fdb_max_learned``, Linux 6.5+,
+  is per bridge), so that no container can fill a table with random source MACs. A
+  permanent or static entry is never refused because learned ones filled the table: the
+  oldest learned remote entry gives way (it would age out anyway); only a table full of
+  entries someone configured refuses another one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
-from typing import Literal
+from ipaddress import IPv4Address, IPv6Address
+from typing import Literal, NamedTuple
 
 from dataplane.errors import EntryExists, EntryNotFound, InvalidArgument, TableFull
-from dataplane.validate import check_choice, ipv4, mac_bytes
+from dataplane.validate import check_choice, ipaddr, mac_bytes
 from dataplane.wire import is_multicast_mac, is_zero_mac, mac_str
 
 FDB_STATES = ("permanent", "static", "learned")
-LearnResult = Literal["new", "refresh", "moved", "conflict", "full", "kept"]
+LearnResult = Literal["new", "refresh", "moved", "conflict", "full", "kept", "limited"]
+DEFAULT_MAX_LEARNED = 16384         # local learned entries per network
+DEFAULT_MAX_LEARNED_PER_PORT = 1024
+
+
+class Remote(NamedTuple):
+    """Where a remote entry sends (the kernel's ``struct vxlan_rdst``): the VTEP's address and,
+    per entry, the UDP destination port and the VNI on the wire — 0 for the VTEP's own port
+    and the network's VNI (``bridge fdb add ... dst IP port P vni N``)."""
+
+    addr: IPv4Address | IPv6Address
+    port: int = 0
+    vni: int = 0
+
+    def __str__(self) -> str:
+        return str(self.addr)
 
 
 @dataclass(slots=True)
@@ -40,7 +61,7 @@ class FdbEntry:
     mac: bytes
     state: str
     port: int | None = None                       # local endpoint port id
-    remotes: list[IPv4Address] = field(default_factory=list)
+    remotes: list[Remote] = field(default_factory=list)
     updated: float = 0.0                          # last refresh by learning (ageing clock)
 
     @property
@@ -56,8 +77,10 @@ class FdbEntry:
         base: dict[str, object] = {"vni": vni, "mac": mac_str(self.mac), "state": self.state,
                                    "updated": self.updated}
         if self.port is not None:
-            return [{**base, "port": self.port, "dst": None}]
-        return [{**base, "port": None, "dst": str(r)} for r in self.remotes]
+            return [{**base, "port": self.port, "dst": None, "dst_port": None,
+                     "dst_vni": None}]
+        return [{**base, "port": None, "dst": str(r.addr), "dst_port": r.port or None,
+                 "dst_vni": r.vni or None} for r in self.remotes]
 
 
 # The argument rules of dataplane.validate, refused the way the kernel refuses them (EINVAL).
@@ -67,8 +90,14 @@ def _mac(mac: str | bytes) -> bytes:
     return InvalidArgument.check(mac_bytes, mac)
 
 
-def _dst(dst: IPv4Address | str) -> IPv4Address:
-    return InvalidArgument.check(ipv4, dst)
+def _dst(dst: Remote | IPv4Address | IPv6Address | str) -> Remote:
+    """A remote: a Remote as it is, or an address with the VTEP's port and the network's VNI."""
+    r = dst if isinstance(dst, Remote) else Remote(InvalidArgument.check(ipaddr, dst))
+    if r.addr.version == 6 and r.addr.is_link_local:
+        # the kernel takes a link-local remote only with its device (``via``); vxdp sends
+        # from a routed socket and keeps no scope per remote
+        raise InvalidArgument(f"{r.addr} is link-local: a remote VTEP needs a routable address")
+    return r
 
 
 def _state(state: str) -> str:
@@ -102,11 +131,46 @@ def is_group_mac(mac: bytes) -> bool:
 
 
 class Fdb:
-    def __init__(self, vni: int, maxaddress: int = 0, ageing: float = 300.0) -> None:
+    def __init__(self, vni: int, maxaddress: int = 0, ageing: float = 300.0, *,
+                 max_learned: int = DEFAULT_MAX_LEARNED,
+                 max_learned_per_port: int = DEFAULT_MAX_LEARNED_PER_PORT) -> None:
         self.vni = vni
         self.maxaddress = maxaddress
         self.ageing = ageing
+        self.max_learned = max_learned                      # 0: unlimited
+        self.max_learned_per_port = max_learned_per_port    # 0: unlimited
         self._entries: dict[bytes, FdbEntry] = {}
+        self.n_remote = 0                   # entries pointing at remote VTEPs (maxaddress)
+        self.learned_local = 0              # learned entries pointing at local ports
+        self.learned_by_port: dict[int, int] = {}
+        self.limited_ports: set[int] = set()   # ports refused learning since last below limit
+
+    def _count(self, e: FdbEntry, delta: int) -> None:
+        """Keep the counts the limits look at; called with -1 before an entry changes or
+        goes and with +1 after it appears or changed."""
+        if e.port is None:
+            self.n_remote += delta
+        elif e.state == "learned":
+            self.learned_local += delta
+            n = self.learned_by_port.get(e.port, 0) + delta
+            self.learned_by_port[e.port] = n
+            if delta < 0 and e.port in self.limited_ports and not self._port_full(e.port):
+                self.limited_ports.discard(e.port)
+
+    def _port_full(self, port: int) -> bool:
+        return (bool(self.max_learned_per_port)
+                and self.learned_by_port.get(port, 0) >= self.max_learned_per_port) \
+            or (bool(self.max_learned) and self.learned_local >= self.max_learned)
+
+    def _put(self, e: FdbEntry) -> FdbEntry:
+        self._entries[e.mac] = e
+        self._count(e, +1)
+        return e
+
+    def _drop(self, mac: bytes) -> FdbEntry:
+        e = self._entries.pop(mac)
+        self._count(e, -1)
+        return e
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -117,20 +181,31 @@ class Fdb:
     def lookup(self, mac: bytes) -> FdbEntry | None:
         return self._entries.get(mac)
 
-    def _check_room(self) -> None:
-        if self.maxaddress and len(self._entries) >= self.maxaddress:
-            raise TableFull(f"FDB of VNI {self.vni} is full ({self.maxaddress} entries)")
+    def _remotes_full(self) -> bool:
+        return bool(self.maxaddress) and self.n_remote >= self.maxaddress
+
+    def _make_room(self, state: str) -> None:
+        """Room for one more remote entry: a configured (permanent/static) one takes the
+        place of the oldest learned remote entry when maxaddress is reached."""
+        if not self._remotes_full():
+            return
+        if state != "learned":
+            learned = [e for e in self._entries.values()
+                       if e.port is None and e.state == "learned"]
+            if learned:
+                self._drop(min(learned, key=lambda e: (e.updated, e.mac)).mac)
+                return
+        raise TableFull(f"FDB of VNI {self.vni} is full ({self.maxaddress} remote entries)")
 
     def _new(self, mac: bytes, state: str, now: float, port: int | None,
-             dst: IPv4Address | None) -> FdbEntry:
-        self._check_room()
-        e = FdbEntry(mac, state, port, [dst] if dst is not None else [], now)
-        self._entries[mac] = e
-        return e
+             dst: Remote | None) -> FdbEntry:
+        if port is None:
+            self._make_room(state)
+        return self._put(FdbEntry(mac, state, port, [dst] if dst is not None else [], now))
 
     # -- control-plane operations (bridge fdb add/append/replace/del/flush) --------------------
 
-    def add(self, mac: str | bytes, *, dst: IPv4Address | str | None = None,
+    def add(self, mac: str | bytes, *, dst: Remote | IPv4Address | str | None = None,
             port: int | None = None, state: str = "permanent", now: float = 0.0) -> None:
         m = _mac(mac)
         state = _state(state)
@@ -141,7 +216,7 @@ class Fdb:
             raise EntryExists(f"FDB entry {mac_str(m)} already exists in VNI {self.vni}")
         self._new(m, state, now, port, _dst(dst) if dst is not None else None)
 
-    def append(self, mac: str | bytes, dst: IPv4Address | str, state: str = "permanent",
+    def append(self, mac: str | bytes, dst: Remote | IPv4Address | str, state: str = "permanent",
                now: float = 0.0) -> None:
         m = _mac(mac)
         d = _dst(dst)
@@ -159,7 +234,7 @@ class Fdb:
         if d not in e.remotes:   # the kernel ignores an already-listed remote
             e.remotes.append(d)
 
-    def replace(self, mac: str | bytes, *, dst: IPv4Address | str | None = None,
+    def replace(self, mac: str | bytes, *, dst: Remote | IPv4Address | str | None = None,
                 port: int | None = None, state: str = "permanent", now: float = 0.0) -> None:
         m = _mac(mac)
         state = _state(state)
@@ -175,45 +250,57 @@ class Fdb:
             return
         if e.port is not None and e.state != "learned" and d is not None:
             raise InvalidArgument(endpoint_mac_message(m, self.vni))
+        self._drop(m)
+        if port is None and e.port is not None:
+            try:
+                self._make_room(state)
+            except TableFull:
+                self._put(e)
+                raise
         e.state = state
         e.updated = now
         e.port = port
         e.remotes = [d] if d is not None else []
+        self._put(e)
 
-    def delete(self, mac: str | bytes, dst: IPv4Address | str | None = None) -> None:
+    def delete(self, mac: str | bytes, dst: Remote | IPv4Address | str | None = None) -> None:
         m = _mac(mac)
         e = self._entries.get(m)
         if e is None:
             raise EntryNotFound(f"no FDB entry {mac_str(m)} in VNI {self.vni}")
         if dst is None:
-            del self._entries[m]
+            self._drop(m)
             return
         d = _dst(dst)
         if d not in e.remotes:
             raise EntryNotFound(f"FDB entry {mac_str(m)} in VNI {self.vni} has no remote {d}")
         e.remotes.remove(d)
         if not e.remotes:
-            del self._entries[m]
+            self._drop(m)
 
-    def flush(self, *, keep_permanent: bool = True) -> int:
-        """``bridge fdb flush``: drop dynamic entries (all with ``keep_permanent=False``)."""
+    def flush(self, *, keep_permanent: bool = True, dynamic_only: bool = False) -> int:
+        """``bridge fdb flush``: drop the static and learned entries (every entry with
+        ``keep_permanent=False``; only learned ones with ``dynamic_only``)."""
         doomed = [m for m, e in self._entries.items()
-                  if not keep_permanent or e.state != "permanent"]
+                  if (e.state == "learned" if dynamic_only
+                      else not keep_permanent or e.state != "permanent")]
         for m in doomed:
-            del self._entries[m]
+            self._drop(m)
         return len(doomed)
 
     def remove_port(self, port: int) -> int:
         """A port went away: its entries go too (the bridge flushes a deleted port's entries)."""
         doomed = [m for m, e in self._entries.items() if e.port == port]
         for m in doomed:
-            del self._entries[m]
+            self._drop(m)
+        self.learned_by_port.pop(port, None)
+        self.limited_ports.discard(port)
         return len(doomed)
 
     # -- data-plane operations ----------------------------------------------------------------
 
     def learn(self, mac: bytes, now: float, *, port: int | None = None,
-              dst: IPv4Address | None = None) -> tuple[LearnResult, FdbEntry | None]:
+              dst: Remote | None = None) -> tuple[LearnResult, FdbEntry | None]:
         """Source learning (``vxlan_snoop`` for the underlay, ``br_fdb_update`` for ports).
 
         Returns what happened and, for ``moved``, a copy of the entry as it was before.
@@ -222,24 +309,44 @@ class Fdb:
         the frame but keeps its static entry.
         """
         e = self._entries.get(mac)
+        if e is not None:
+            # vxlan_snoop compares the address only: a learned entry keeps its port and VNI
+            same = (e.port == port) if port is not None else (
+                e.port is None and dst is not None and e.remotes[0].addr == dst.addr)
+            if same:
+                if e.state == "learned":
+                    e.updated = now
+                return "refresh", None
+            if e.state != "learned":
+                return ("conflict" if port is None else "kept"), None
+        refused = self._learn_refused(port, e)
+        if refused:
+            return refused, None
         if e is None:
-            if self.maxaddress and len(self._entries) >= self.maxaddress:
-                return "full", None
-            self._entries[mac] = FdbEntry(mac, "learned", port,
-                                          [dst] if dst is not None else [], now)
+            self._put(FdbEntry(mac, "learned", port, [dst] if dst is not None else [], now))
             return "new", None
-        same = (e.port == port) if port is not None else (e.port is None and e.remotes[0] == dst)
-        if same:
-            if e.state == "learned":
-                e.updated = now
-            return "refresh", None
-        if e.state != "learned":
-            return ("conflict" if port is None else "kept"), None
         old = FdbEntry(e.mac, e.state, e.port, list(e.remotes), e.updated)
+        self._drop(mac)
         e.port = port
         e.remotes = [dst] if dst is not None else []
         e.updated = now
+        self._put(e)
         return "moved", old
+
+    def _learn_refused(self, port: int | None, e: FdbEntry | None
+                       ) -> Literal["full", "limited", ""]:
+        """Why learning may not make entry `e` (None: a new one, else a learned one moving)
+        point at `port` (a remote when None): maxaddress bounds the remotes, the per-port and
+        per-network bounds the local learned entries — only what the change adds counts."""
+        if port is None:
+            return "full" if (e is None or e.port is not None) and self._remotes_full() else ""
+        if self.max_learned_per_port and \
+                self.learned_by_port.get(port, 0) >= self.max_learned_per_port:
+            return "limited"
+        if (e is None or e.port is None) and self.max_learned \
+                and self.learned_local >= self.max_learned:
+            return "limited"
+        return ""
 
     def age(self, now: float) -> list[FdbEntry]:
         """Remove learned entries not refreshed for ``ageing`` seconds; return them."""
@@ -247,7 +354,7 @@ class Fdb:
                          if e.state == "learned" and e.updated + self.ageing <= now),
                         key=lambda e: e.mac)   # a deterministic order for the events
         for e in doomed:
-            del self._entries[e.mac]
+            self._drop(e.mac)
         return doomed
 
     def rows(self) -> list[dict[str, object]]:

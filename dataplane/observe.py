@@ -277,7 +277,7 @@ class Observer:
         else:
             rec["mac"] = key
         where = ""
-        if kind == "learned":
+        if kind in ("learned", "learn_limit"):
             rec["new"] = self._location(new)
             where = " " + rec["new"]
         elif kind == "moved":
@@ -484,7 +484,8 @@ class Observer:
             for i, (name, e) in enumerate(sorted(self.vtep.endpoints.items())):
                 sub.ifaces[e.port_id] = i
                 names.append((name, tr.LINKTYPE_ETHERNET))
-            names.append(("underlay", tr.LINKTYPE_IPV4))
+            names.append(("underlay", tr.LINKTYPE_IPV4 if self.vtep.config.vtep.local.v6 is None
+                                      else tr.LINKTYPE_RAW))
             yield {"pcapng": base64.b64encode(tr.pcapng_header(names)).decode()}
         else:
             # scapy (the decoder) takes ~0.3 s to import: warm_up() did it in a thread at
@@ -532,7 +533,10 @@ class Observer:
         except ValueError:
             raise InvalidArgument(f"--to {to!r} is neither an IPv4 nor a MAC address") from None
         kwargs = {n.vni: {"mtu": n.mtu, "proxy": n.proxy, "learning": n.learning,
-                          "ageing": n.ageing, "maxaddress": n.maxaddress}
+                          "ageing": n.ageing, "maxaddress": n.maxaddress,
+                          "max_learned": n.max_learned,
+                          "max_learned_per_port": n.max_learned_per_port,
+                          "ttl": n.ttl, "tos": n.tos, "df": n.df, "flowlabel": n.flowlabel}
                   for n in v.networks.values()}
         ports = [(x.port_id, x.network.vni) for x in v.endpoints.values()]
         vc = v.config.vtep

@@ -30,6 +30,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import socket
 import struct
 import threading
 from ipaddress import IPv4Interface
@@ -67,6 +68,7 @@ READ_SIZE = 65536 + 64
 _TUNGETIFF = 0x800454D2
 _TUNSETVNETHDRSZ = 0x400454D8
 _TUNSETOFFLOAD = 0x400454D0
+_TUNSETPERSIST = 0x400454CB        # _IOW('T', 203, int)
 # TUNSETOFFLOAD bits: TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6.
 _TUN_F: dict[str, int] = {"csum": 0x01, "tso4": 0x02, "tso6": 0x04}
 #: What create(offload=True) asks for, best first. tun_set_offload() refuses TSO without CSUM
@@ -325,6 +327,44 @@ class TapPort:
             except NetlinkError as exc:
                 raise _nl_error(exc, f"{doing}: address/up in netns {netns or '(current)'}") from exc
         return int(index)
+
+    @classmethod
+    def reopen(cls, name: str, mac: str, mtu: int, *, vnet_hdr: bool = False,
+               offload: bool = False, netns: str | None = None) -> TapPort:
+        """Open the existing TAP ``name`` of the calling *thread's* network namespace again:
+        a persistent TAP (see :meth:`set_persist`) that outlived the process that made it,
+        e.g. a container's ``eth0`` after a VTEP restart. TUNSETIFF looks the name up in the
+        namespace the tun file was opened in, so a caller that wants a TAP in a container's
+        namespace runs this on a thread that joined it. The device keeps its MAC, MTU,
+        addresses and state; the vnet header and offloads are set again (they belong to the
+        queue and the open file). ``netns`` is only recorded."""
+        _check_ifname(name, "TAP name")
+        dev = cls._open(name, vnet_hdr)
+        try:
+            fd = dev.fileno()
+            os.set_blocking(fd, False)
+            os.set_inheritable(fd, False)
+            offloads: frozenset[str] = frozenset()
+            if vnet_hdr:
+                fcntl.ioctl(fd, _TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
+            if offload:
+                offloads = cls._set_offload(fd)
+            ifindex = socket.if_nametoindex(name)
+        except BaseException:
+            dev.close()
+            raise
+        return cls(name=name, dev=dev, mac=mac, mtu=mtu, address=None, netns=netns,
+                   ifname=name, ifindex=ifindex, vnet_hdr=vnet_hdr, created_netns=False,
+                   offloads=offloads)
+
+    def set_persist(self, on: bool) -> None:
+        """TUNSETPERSIST: a persistent TAP outlives its last fd (the device stays, without
+        carrier, until :meth:`reopen` attaches to it again); turned off, closing the fd
+        deletes the device as usual."""
+        try:
+            fcntl.ioctl(self.fd, _TUNSETPERSIST, 1 if on else 0)
+        except OSError as exc:
+            raise VxdpError(f"TAP {self.name}: TUNSETPERSIST {int(on)}: {exc.strerror}") from exc
 
     @classmethod
     async def create_async(cls, *args: Any, **kwargs: Any) -> TapPort:

@@ -12,8 +12,11 @@ replicates to the flood list.
 Actions (plain tuples, so both implementations can be compared with ``==``)::
 
     ("port", port_id, frame)            write ``frame`` to local port ``port_id``
-    ("vtep", dst, sport, payload)        send UDP ``sport`` → ``dst``:dstport, ``payload`` =
-                                         VXLAN header + inner frame (the caller adds IPv4/UDP)
+    ("vtep", dst, sport, payload, outer) send UDP ``sport`` → ``dst`` (IPv4 or IPv6),
+                                         ``payload`` = VXLAN header + inner frame; ``outer``
+                                         (tunnel.Outer): destination port, TOS/traffic
+                                         class, TTL/hop limit, DF, flow label (the caller
+                                         adds the IP and UDP headers)
 
 Order of actions: local deliveries in ascending port id, then what the "vxlan port" does
 (encapsulations in remote-list order, or the proxy's ARP reply to the ingress port).
@@ -26,21 +29,30 @@ Events (drained with ``events()``), tuples ``(kind, vni, key, old, new)``; locat
     ("learned", vni, mac, "", loc)       new learned entry
     ("moved", vni, mac, old_loc, loc)    learned entry migrated
     ("aged", vni, mac, loc, "")          learned entry expired
+    ("learn_limit", vni, mac, "", loc)   a port's (or its network's) learned MACs are full:
+                                         once per port until it is below its bound again
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from collections.abc import Sequence
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any, Union
 
 from dataplane.errors import EntryExists, EntryNotFound, InvalidArgument
-from dataplane.validate import VNI_MAX
-from dataplane.fdb import Fdb, FdbEntry, remote_mac_message
+from dataplane.tunnel import (DF_MODES, LABEL_INHERIT, LABEL_MAX, TOS_INHERIT, TTL_AUTO,
+                              TTL_INHERIT, Outer, ecn_decap, outer_fields, outer_label)
+from dataplane.validate import VNI_MAX, IPAddress, Locals, ipaddr
+from dataplane.validate import parse_locals as _parse_locals
+from dataplane.fdb import (DEFAULT_MAX_LEARNED, DEFAULT_MAX_LEARNED_PER_PORT, Fdb, FdbEntry,
+                           Remote, remote_mac_message)
+from dataplane.fdb import _dst as _fdb_dst
 from dataplane.neigh import NeighTable
 from dataplane.neigh import _ip as neigh_ip
 from dataplane.fdb import _mac as parse_mac
 from dataplane.wire import (
+    VXLAN_PORT,
     ARPOP_REQUEST,
     Arp,
     DEFAULT_SRC_PORT_RANGE,
@@ -49,7 +61,6 @@ from dataplane.wire import (
     EVENT_COUNTERS,
     ZERO_MAC,
     arp_reply,
-    ip4,
     is_multicast_mac,
     is_valid_src_mac,
     mac_str,
@@ -61,7 +72,7 @@ from dataplane.wire import (
 )
 
 PortAction = tuple[str, int, bytes]
-VtepAction = tuple[str, IPv4Address, int, bytes]
+VtepAction = tuple[str, IPAddress, int, bytes, Outer]
 Action = Union[PortAction, VtepAction]
 Event = tuple[str, int, str, str, str]
 TraceRecord = tuple[float, str, int, int, bytes, str, tuple[tuple[object, ...], ...],
@@ -86,6 +97,41 @@ class Network:
     neigh: NeighTable
     ports: list[int] = field(default_factory=list)   # ascending
     header: bytes = b""                               # prebuilt VXLAN header for this VNI
+    ttl: int = TTL_AUTO          # outer header rules (dataplane.tunnel): TTL_AUTO, 1..255,
+    tos: int = 0                 # TTL_INHERIT; 0..255 or TOS_INHERIT; one of DF_MODES;
+    df: str = "unset"            # 0..LABEL_MAX or LABEL_INHERIT (an IPv6 underlay's label)
+    label: int = 0
+
+
+def outer_rules(ttl: int | str, tos: int | str, df: str, flowlabel: int | str = 0
+                ) -> tuple[int, int, str, int]:
+    """A network's ``ttl`` ("auto", 0 = auto, 1..255, "inherit"), ``tos`` (0..255,
+    "inherit"), ``df`` (DF_MODES) and ``flowlabel`` (0..0xFFFFF, "inherit") as
+    tunnel.outer_fields / outer_label take them."""
+    if ttl == "inherit":
+        t = TTL_INHERIT
+    elif ttl == "auto":
+        t = TTL_AUTO
+    elif isinstance(ttl, int) and not isinstance(ttl, bool) and 0 <= ttl <= 255:
+        t = ttl
+    else:
+        raise InvalidArgument(f"ttl {ttl!r} is not auto, inherit or 1..255")
+    if tos == "inherit":
+        q = TOS_INHERIT
+    elif isinstance(tos, int) and not isinstance(tos, bool) and 0 <= tos <= 255:
+        q = tos
+    else:
+        raise InvalidArgument(f"tos {tos!r} is not inherit or 0..255")
+    if df not in DF_MODES:
+        raise InvalidArgument(f"df {df!r} is not one of {', '.join(DF_MODES)}")
+    if flowlabel == "inherit":
+        lab = LABEL_INHERIT
+    elif isinstance(flowlabel, int) and not isinstance(flowlabel, bool) \
+            and 0 <= flowlabel <= LABEL_MAX:
+        lab = flowlabel
+    else:
+        raise InvalidArgument(f"flowlabel {flowlabel!r} is not inherit or 0..{LABEL_MAX:#x}")
+    return t, q, df, lab
 
 
 @dataclass
@@ -116,30 +162,73 @@ def _loc(e: FdbEntry) -> str:
     return e.location()
 
 
-def underlay_args(local: IPv4Address | str, src_port_range: tuple[int, int],
-                  allow: tuple[IPv4Network | str, ...] | list[IPv4Network | str]
-                  ) -> tuple[IPv4Address, tuple[int, int], tuple[IPv4Network, ...]]:
-    """A switch's underlay arguments checked (both cores take them through here)."""
+def parse_locals(local: IPAddress | str | Sequence[IPAddress | str]) -> Locals:
+    """``[vtep] local``: one address, or a list with one per family (IPv4, IPv6)."""
     try:
-        addr = ip4(local)
-        nets = tuple(IPv4Network(a) for a in allow)
+        return _parse_locals(local)
+    except ValueError as e:
+        raise InvalidArgument(str(e)) from None
+
+
+def make_remote(dst: IPAddress | str, dst_port: int, dst_vni: int, dstport: int,
+                net_vni: int, local: Locals | None = None) -> Remote:
+    """``dst [port P] [vni N]`` as a Remote: P and N as the kernel keeps them per entry, the
+    VTEP's own port (``dstport``) and the network's VNI stored as 0 (``vxlan_fdb_info``
+    shows neither). With ``local``, a remote of a family the VTEP has no address in is
+    refused (a kernel vxlan device is of one family: vxlan_fdb_parse's EAFNOSUPPORT). Both
+    cores take their arguments through here."""
+    if not isinstance(dst_port, int) or isinstance(dst_port, bool) \
+            or not 0 <= dst_port <= 65535:
+        raise InvalidArgument(f"port {dst_port!r} is not within 1-65535")
+    if not isinstance(dst_vni, int) or isinstance(dst_vni, bool) \
+            or not 0 <= dst_vni <= MAX_VNI:
+        raise InvalidArgument(f"remote VNI {dst_vni!r} is not within 1-{MAX_VNI}")
+    addr = _fdb_dst(dst).addr
+    if local is not None and local.of(addr.version) is None:
+        raise InvalidArgument(f"{addr} is an IPv{addr.version} VTEP and this VTEP has no "
+                              f"IPv{addr.version} underlay address (local = {local})")
+    return Remote(addr, 0 if dst_port == dstport else dst_port,
+                  0 if dst_vni == net_vni else dst_vni)
+
+
+def underlay_args(local: IPAddress | str | Sequence[IPAddress | str],
+                  src_port_range: tuple[int, int],
+                  allow: Sequence[IPv4Network | IPv6Network | str]
+                  ) -> tuple[Locals, tuple[int, int], tuple[IPv4Network | IPv6Network, ...]]:
+    """A switch's underlay arguments checked (both cores take them through here)."""
+    locals_ = parse_locals(local)
+    try:
+        nets = tuple(IPv6Network(a) if ":" in str(a) else IPv4Network(a) for a in allow)
     except ValueError as e:  # AddressValueError/NetmaskValueError are ValueErrors
         raise InvalidArgument(str(e)) from None
     lo, hi = src_port_range
     if not 1 <= lo <= hi <= 65535:
         raise InvalidArgument(f"source port range {lo}-{hi} is not within 1-65535")
-    return addr, (lo, hi), nets
+    return locals_, (lo, hi), nets
+
+
+def source_address(source: IPAddress | str) -> IPAddress:
+    """An underlay source address (IPv4 or IPv6); malformed is InvalidArgument."""
+    try:
+        return ipaddr(source)
+    except ValueError as e:
+        raise InvalidArgument(str(e)) from None
 
 
 class Switch:
     """The pure-Python forwarding core. Not thread-safe; one per VTEP."""
 
-    def __init__(self, local: IPv4Address | str, *,
+    def __init__(self, local: IPAddress | str | Sequence[IPAddress | str], *,
                  src_port_range: tuple[int, int] = DEFAULT_SRC_PORT_RANGE,
                  strict: bool = True,
-                 allow: tuple[IPv4Network | str, ...] | list[IPv4Network | str] = ()) -> None:
-        self.local, self.src_port_range, self.allow = underlay_args(local, src_port_range,
-                                                                    allow)
+                 allow: Sequence[IPv4Network | IPv6Network | str] = (),
+                 dstport: int = VXLAN_PORT) -> None:
+        self.locals, self.src_port_range, self.allow = underlay_args(local, src_port_range,
+                                                                     allow)
+        self.local = self.locals.primary
+        if not 1 <= dstport <= 65535:
+            raise InvalidArgument(f"destination port {dstport} is not within 1-65535")
+        self.dstport = dstport
         self.strict = strict
         self._networks: dict[int, Network] = {}
         self._port_vni: dict[int, int] = {}
@@ -161,13 +250,20 @@ class Switch:
     # -- configuration ------------------------------------------------------------------------
 
     def add_network(self, vni: int, *, mtu: int = 1450, proxy: bool = True,
-                    learning: bool = False, ageing: float = 300.0, maxaddress: int = 0) -> None:
+                    learning: bool = False, ageing: float = 300.0, maxaddress: int = 0,
+                    max_learned: int = DEFAULT_MAX_LEARNED,
+                    max_learned_per_port: int = DEFAULT_MAX_LEARNED_PER_PORT,
+                    ttl: int | str = "auto", tos: int | str = 0, df: str = "unset",
+                    flowlabel: int | str = 0) -> None:
         if not 0 < vni <= MAX_VNI:
             raise InvalidArgument(f"VNI {vni} is not within 1-{MAX_VNI}")
         if vni in self._networks:
             raise InvalidArgument(f"VNI {vni} is already served")
-        self._networks[vni] = Network(vni, mtu, proxy, learning, Fdb(vni, maxaddress, ageing),
-                                      NeighTable(vni), [], vxlan_header(vni))
+        t, q, d, lab = outer_rules(ttl, tos, df, flowlabel)
+        fdb = Fdb(vni, maxaddress, ageing, max_learned=max_learned,
+                  max_learned_per_port=max_learned_per_port)
+        self._networks[vni] = Network(vni, mtu, proxy, learning, fdb, NeighTable(vni), [],
+                                      vxlan_header(vni), t, q, d, lab)
 
     def del_network(self, vni: int) -> None:
         net = self._net(vni)
@@ -214,23 +310,40 @@ class Switch:
 
     # -- tables (control plane) ---------------------------------------------------------------
 
-    def fdb_add(self, vni: int, mac: str | bytes, dst: IPv4Address | str,
-                state: str = "permanent", now: float = 0.0) -> None:
-        self._net(vni).fdb.add(mac, dst=dst, state=state, now=now)
+    def _remote(self, net: Network, dst: IPAddress | str, dst_port: int,
+                dst_vni: int) -> Remote:
+        return make_remote(dst, dst_port, dst_vni, self.dstport, net.vni, self.locals)
 
-    def fdb_append(self, vni: int, mac: str | bytes, dst: IPv4Address | str,
-                   state: str = "permanent", now: float = 0.0) -> None:
-        self._net(vni).fdb.append(mac, dst, state=state, now=now)
+    def fdb_add(self, vni: int, mac: str | bytes, dst: IPAddress | str,
+                state: str = "permanent", now: float = 0.0, *, dst_port: int = 0,
+                dst_vni: int = 0) -> None:
+        net = self._net(vni)
+        net.fdb.add(mac, dst=self._remote(net, dst, dst_port, dst_vni), state=state, now=now)
 
-    def fdb_replace(self, vni: int, mac: str | bytes, dst: IPv4Address | str,
-                    state: str = "permanent", now: float = 0.0) -> None:
-        self._net(vni).fdb.replace(mac, dst=dst, state=state, now=now)
+    def fdb_append(self, vni: int, mac: str | bytes, dst: IPAddress | str,
+                   state: str = "permanent", now: float = 0.0, *, dst_port: int = 0,
+                   dst_vni: int = 0) -> None:
+        net = self._net(vni)
+        net.fdb.append(mac, self._remote(net, dst, dst_port, dst_vni), state=state, now=now)
 
-    def fdb_del(self, vni: int, mac: str | bytes, dst: IPv4Address | str | None = None) -> None:
-        self._net(vni).fdb.delete(mac, dst)
+    def fdb_replace(self, vni: int, mac: str | bytes, dst: IPAddress | str,
+                    state: str = "permanent", now: float = 0.0, *, dst_port: int = 0,
+                    dst_vni: int = 0) -> None:
+        net = self._net(vni)
+        net.fdb.replace(mac, dst=self._remote(net, dst, dst_port, dst_vni), state=state,
+                        now=now)
 
-    def fdb_flush(self, vni: int, keep_permanent: bool = True) -> int:
-        return self._net(vni).fdb.flush(keep_permanent=keep_permanent)
+    def fdb_del(self, vni: int, mac: str | bytes, dst: IPAddress | str | None = None, *,
+                dst_port: int = 0, dst_vni: int = 0) -> None:
+        net = self._net(vni)
+        net.fdb.delete(mac, None if dst is None else self._remote(net, dst, dst_port, dst_vni))
+
+    def fdb_flush(self, vni: int, keep_permanent: bool = True, *,
+                  dynamic_only: bool = False) -> int:
+        """``bridge fdb flush``: drop dynamic and static entries (all of them with
+        ``keep_permanent=False``; only the learned ones with ``dynamic_only``)."""
+        return self._net(vni).fdb.flush(keep_permanent=keep_permanent,
+                                        dynamic_only=dynamic_only)
 
     def fdb_dump(self) -> list[dict[str, object]]:
         """All entries, one row per (MAC, destination), ordered by VNI then MAC."""
@@ -383,10 +496,11 @@ class Switch:
         c.tx_bytes += len(frame)
         out.append(("port", port, frame))
 
-    def _to_vtep(self, out: list[Action], dst: IPv4Address, sport: int, payload: bytes) -> None:
+    def _to_vtep(self, out: list[Action], dst: IPAddress, sport: int, payload: bytes,
+                 outer: Outer) -> None:
         self._underlay.tx_packets += 1
         self._underlay.tx_bytes += len(payload)
-        out.append(("vtep", dst, sport, payload))
+        out.append(("vtep", dst, sport, payload, outer))
 
     def from_port(self, port: int, frame: bytes, now: float) -> list[Action]:
         """A frame a local endpoint sent (read from its TAP)."""
@@ -412,7 +526,7 @@ class Switch:
 
         # Bridge learning: source MAC → ingress port (br_fdb_update).
         result, old = net.fdb.learn(src, now, port=port)
-        self._note_learning(vni, src, result, old, f"port:{port}")
+        self._note_learning(net, src, result, old, f"port:{port}", port)
 
         out: list[Action] = []
         # Bridge part: which local ports, and does the frame reach the "vxlan port"?
@@ -456,8 +570,16 @@ class Switch:
         lo, hi = self.src_port_range
         sport = src_port(frame, lo, hi)
         payload = net.header + frame
+        tos, ttl, df = outer_fields(frame, net.tos, net.ttl, net.df)
+        label = outer_label(frame, net.label)
         for r in e.remotes:
-            self._to_vtep(out, r, sport, payload)
+            # a remote's own VNI (the kernel's per-entry vni: VNI translation) in its header
+            p = payload if not r.vni else vxlan_header(r.vni) + frame
+            # df means nothing to an IPv6 outer header, a flow label nothing to an IPv4 one
+            if r.addr.version == 6:
+                self._to_vtep(out, r.addr, sport, p, Outer(r.port, tos, ttl, False, label))
+            else:
+                self._to_vtep(out, r.addr, sport, p, Outer(r.port, tos, ttl, df))
         return out
 
     def _arp_reduce(self, net: Network, port: int, arp: Arp, out: list[Action]) -> None:
@@ -481,8 +603,9 @@ class Switch:
         self._flag("proxy_reply")
         self._to_port(out, port, arp_reply(arp, n.lladdr))
 
-    def _note_learning(self, vni: int, mac: bytes, result: str, old: FdbEntry | None,
-                       loc: str) -> None:
+    def _note_learning(self, net: Network, mac: bytes, result: str, old: FdbEntry | None,
+                       loc: str, port: int | None) -> None:
+        vni = net.vni
         if result == "new":
             self._flag("learned")
             self._counters["learned"] += 1
@@ -495,26 +618,32 @@ class Switch:
         elif result == "full":
             self._flag("fdb_full")
             self._counters["fdb_full"] += 1
+        elif result == "limited":
+            # The frame is still forwarded (the bridge does too); the event says so once per
+            # port until the port is below its bound again.
+            self._flag("learn_limit")
+            self._counters["learn_limit"] += 1
+            if port not in net.fdb.limited_ports:
+                net.fdb.limited_ports.add(port)   # type: ignore[arg-type]
+                self._events.append(("learn_limit", vni, mac_str(mac), "", loc))
 
-    def from_underlay(self, source: IPv4Address | str, datagram: bytes,
-                      now: float, *, note: str = "") -> list[Action]:
-        """A UDP payload received on the VXLAN port from ``source`` (the outer IPv4 source).
+    def from_underlay(self, source: IPAddress | str, datagram: bytes,
+                      now: float, *, tos: int = 0, note: str = "") -> list[Action]:
+        """A UDP payload received on the VXLAN port from ``source`` (the outer IPv4 or IPv6
+        source) with outer TOS / traffic class ``tos`` (for RFC 6040 ECN decapsulation).
         ``note``: what the rx step in front of the core did to it (``offload.receive``:
         "csum_partial", "segmented"), recorded as the first trace flag."""
-        try:
-            src_ip = ip4(source)
-        except ValueError as e:
-            raise InvalidArgument(str(e)) from None
+        src_ip = source_address(source)
         if not self._trace_on:
-            return self._from_underlay(src_ip, datagram, now)
+            return self._from_underlay(src_ip, datagram, now, tos)
         self._reason, self._flags = "", [note] if note else []
-        out = self._from_underlay(src_ip, datagram, now)
+        out = self._from_underlay(src_ip, datagram, now, tos)
         vni = parse_vxlan(datagram)[1] if len(datagram) >= 8 else -1
         self._record(now, str(src_ip), vni, datagram, out)
         return out
 
-    def _from_underlay(self, src_ip: IPv4Address, datagram: bytes,
-                       now: float) -> list[Action]:
+    def _from_underlay(self, src_ip: IPAddress, datagram: bytes, now: float,
+                       tos: int) -> list[Action]:
         self._underlay.rx_packets += 1
         self._underlay.rx_bytes += len(datagram)
         if self.allow and not any(src_ip in n for n in self.allow):
@@ -533,10 +662,15 @@ class Switch:
             return self._drop(bad)
         dst, src = frame[0:6], frame[6:12]
         if net.learning:
-            result, old = net.fdb.learn(src, now, dst=src_ip)
+            result, old = net.fdb.learn(src, now, dst=Remote(src_ip))
             if result == "conflict":
                 return self._drop("fdb_conflict")
-            self._note_learning(vni, src, result, old, str(src_ip))
+            self._note_learning(net, src, result, old, str(src_ip), None)
+        # RFC 6040 §4.2 after learning, as vxlan_rcv orders them
+        decapped = ecn_decap(frame, tos)
+        if decapped is None:
+            return self._drop("ecn_not_ect_ce")
+        frame = decapped
 
         out: list[Action] = []
         if is_multicast_mac(dst):

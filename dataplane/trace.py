@@ -14,6 +14,7 @@ from typing import Any
 
 from dataplane import switch as reference
 from dataplane.errors import VxdpError
+from dataplane.validate import Locals, ipaddr
 from dataplane.wire import (
     BROADCAST_MAC,
     ETH_HLEN,
@@ -104,6 +105,14 @@ def describe(record: Sequence[Any], port_name: PortName, network_of: Callable[[i
             steps.append(f"learn {mac_str(frame[6:12])} → {'port ' + port_name(int(source[5:])) if from_port else source}")
         if "moved" in flags:
             steps.append(f"move {mac_str(frame[6:12])} → {source}")
+        if "learn_limit" in flags:
+            steps.append(f"not learned: {mac_str(frame[6:12])} would exceed the port's or the "
+                         f"network's learned MACs (max_learned)")
+        if "csum_partial" in flags:
+            steps.append("inner checksum left partial by the sender (checksum offload on a "
+                         "veth/virtio underlay): completed")
+        if "segmented" in flags:
+            steps.append("TSO super-frame from the sender's underlay: cut to the network MTU")
         vteps = [o for o in outs if o[0] == "vtep"]
         ports = [o for o in outs if o[0] == "port"]
         ingress = int(source[5:]) if from_port else -1
@@ -160,6 +169,7 @@ def describe(record: Sequence[Any], port_name: PortName, network_of: Callable[[i
 
 LINKTYPE_ETHERNET = 1
 LINKTYPE_IPV4 = 228
+LINKTYPE_RAW = 101      # raw IP, the version nibble says which: an underlay of both families
 
 
 def _pad(b: bytes) -> bytes:
@@ -194,7 +204,7 @@ def pcapng_packet(iface: int, ts: float, data: bytes, orig_len: int | None = Non
 
 
 def capture_blocks(record: Sequence[Any], iface_of_port: Callable[[int], int | None],
-                   underlay_iface: int, local: IPv4Address, wall_offset: float) -> list[bytes]:
+                   underlay_iface: int, local: Locals, wall_offset: float) -> list[bytes]:
     """EPBs for one record: the frame on its ingress port (or the datagram on the underlay),
     then every copy that left (frames on ports, datagrams on the underlay), so Wireshark shows
     the same packet before and after encapsulation."""
@@ -208,9 +218,14 @@ def capture_blocks(record: Sequence[Any], iface_of_port: Callable[[int], int | N
             blocks.append(pcapng_packet(i, ts, data, length))
     else:
         # The outer headers as they arrived are gone (the UDP socket strips them): rebuild
-        # IPv4/UDP around the payload, source port unknown (0).
-        dgram = ipv4_header(IPv4Address(source), local, 8 + len(data)) + struct.pack(
-            "!HHHH", 0, 4789, 8 + len(data), 0) + data
+        # IP/UDP around the payload, source port unknown (0).
+        src = ipaddr(source)
+        dst = local.of(src.version) or local.primary
+        if src.version == 6:
+            dgram = outer_datagram(src, dst, 0, data)   # IPv6: a UDP checksum, always
+        else:
+            dgram = ipv4_header(src, dst, 8 + len(data)) + struct.pack(  # type: ignore[arg-type]
+                "!HHHH", 0, 4789, 8 + len(data), 0) + data
         blocks.append(pcapng_packet(underlay_iface, ts, dgram))
     for o in outs:
         if o[0] == "port" and "proxy_reply" in _flags and source == f"port:{o[1]}":
@@ -221,8 +236,10 @@ def capture_blocks(record: Sequence[Any], iface_of_port: Callable[[int], int | N
                 blocks.append(pcapng_packet(i, ts, frame))
         else:
             payload = vxlan_header(vni) + frame
+            dst = ipaddr(o[1])
+            src = local.of(dst.version) or local.primary
             blocks.append(pcapng_packet(underlay_iface, ts,
-                                        outer_datagram(local, IPv4Address(o[1]), o[2], payload)))
+                                        outer_datagram(src, dst, o[2], payload)))
     return blocks
 
 
@@ -239,7 +256,8 @@ def _copy_fdb(sim: reference.Switch, rows: Sequence[dict[str, Any]]) -> None:
                 else:
                     fdb.replace(r["mac"], port=r["port"], state="learned")
             else:   # one row per remote: append rebuilds multi-remote flood entries
-                sim.fdb_append(r["vni"], r["mac"], r["dst"], r["state"])
+                sim.fdb_append(r["vni"], r["mac"], r["dst"], r["state"],
+                               dst_port=r.get("dst_port") or 0, dst_vni=r.get("dst_vni") or 0)
         except VxdpError:
             pass    # e.g. the copy's own maxaddress: the live table decides, not the copy
 
@@ -259,7 +277,7 @@ def _copy_tables(switch: Any, sim: reference.Switch, vni: int, macs: set[bytes],
 def explain(switch: Any, port: int, vni: int, src_mac: str, src_ip: str | None, to: str,
             port_name: PortName, network_of: Callable[[int], str],
             network_kwargs: dict[int, dict[str, Any]], ports: Sequence[tuple[int, int]],
-            local: IPv4Address, src_port_range: tuple[int, int],
+            local: Locals, src_port_range: tuple[int, int],
             local_endpoints: dict[str, tuple[str, str]] | None = None) -> dict[str, Any]:
     """What would happen to a frame from endpoint ``port`` to ``to`` (IPv4 or MAC), step by
     step, computed by the reference core on a copy of the live entries it reads (nothing is
@@ -278,7 +296,7 @@ def explain(switch: Any, port: int, vni: int, src_mac: str, src_ip: str | None, 
 def explain_steps(switch: Any, port: int, vni: int, src_mac: str, src_ip: str | None,
                   to: str, port_name: PortName, network_of: Callable[[int], str],
                   network_kwargs: dict[int, dict[str, Any]], ports: Sequence[tuple[int, int]],
-                  local: IPv4Address, src_port_range: tuple[int, int],
+                  local: Locals, src_port_range: tuple[int, int],
                   local_endpoints: dict[str, tuple[str, str]] | None = None
                   ) -> Generator[None, None, dict[str, Any]]:
     """:func:`explain` as a generator that stops between its phases (the copy, the ARP

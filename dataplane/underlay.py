@@ -1,10 +1,13 @@
 """The underlay sockets of one VTEP.
 
+Per address family of ``[vtep] local`` (IPv4 and/or IPv6), two sockets.
+
 Receive: one UDP socket bound to ``local:port`` (4789), like the kernel's vxlan socket. Its
 kernel-side UDP state is what makes a peer's datagrams arrive here (and not bounce with ICMP
-port unreachable).
+port unreachable). The IPv6 one is IPV6_V6ONLY and, like the kernel's, drops datagrams with a
+zero UDP checksum unless ``udp6zerocsumrx`` says otherwise.
 
-Transmit: a raw ``IPPROTO_RAW`` socket (``IP_HDRINCL`` implied) carrying outer IPv4 + UDP
+Transmit: a raw ``IPPROTO_RAW`` socket (header included) carrying outer IPv4 or IPv6 + UDP
 headers that vxdp builds itself. A plain UDP socket can only send from its bound port, while
 RFC 7348 §5 asks for a source port derived from the inner flow so that ECMP in the underlay
 spreads flows, which is what the kernel's vxlan does (``udp_flow_src_port``). An
@@ -27,12 +30,12 @@ fatal:
 from __future__ import annotations
 
 import errno
+import os
 import socket
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
 
 from dataplane.errors import VxdpError
-from dataplane.wire import outer_datagram
+from dataplane.validate import IPAddress, Locals
 
 SOCKET_BUFFER = 8 * 1024 * 1024   # absorbs bursts while the loop is busy elsewhere
 
@@ -77,64 +80,127 @@ def probe_udp_gso() -> bool:
     return True
 
 
+def socket_kind(fd: int) -> tuple[int, bool]:
+    """(address family 4 or 6, raw?) of the socket ``fd``: SO_DOMAIN and SO_TYPE of a
+    duplicate, the fd itself untouched."""
+    dup = socket.socket(fileno=os.dup(fd))
+    try:
+        domain = dup.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN)
+        kind = dup.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE)
+    finally:
+        dup.close()
+    return (6 if domain == socket.AF_INET6 else 4), kind == socket.SOCK_RAW
+
+
+SOL_IPV6 = socket.IPPROTO_IPV6
+UDP_NO_CHECK6_RX = 102        # <linux/udp.h>: accept IPv6 UDP with a zero checksum
+
+
+def _bind_error(local: IPAddress, port: int, e: OSError) -> VxdpError:
+    where = f"[{local}]:{port}" if local.version == 6 else f"{local}:{port}"
+    if e.errno == errno.EADDRNOTAVAIL:
+        return VxdpError(f"cannot bind {where}: the address is not configured in this network "
+                         f"namespace ([vtep] local)" + (" or is still tentative (IPv6 "
+                                                        "duplicate address detection)"
+                                                        if local.version == 6 else ""))
+    if e.errno == errno.EADDRINUSE:
+        return VxdpError(f"cannot bind {where}: the port is in use (another vxdp, or a kernel "
+                         f"vxlan device on this port?)")
+    if e.errno == errno.EACCES:
+        return VxdpError(f"cannot bind {where}: permission denied")
+    return VxdpError(f"cannot bind {where}: {e.strerror}")
+
+
 @dataclass
 class Underlay:
-    local: IPv4Address
+    """The underlay sockets of a VTEP: per address family of ``local`` (IPv4, IPv6) one UDP
+    socket bound to ``[local]:port`` that receives, and one raw socket that sends."""
+
+    local: Locals
     port: int
-    rx: socket.socket = field(init=False)
-    tx: socket.socket | None = field(init=False, default=None)
+    udp6zerocsumrx: bool = False    # IPv6 VXLAN with a zero UDP checksum is accepted
+    rx: dict[int, socket.socket] = field(init=False, default_factory=dict)     # by family
+    tx: dict[int, socket.socket | None] = field(init=False, default_factory=dict)
     flow_src_ports: bool = field(init=False, default=False)
     udp_gro: bool = field(init=False, default=False)   # UDP_GRO is on for ``rx``
     udp_gso: bool = field(init=False, default=False)   # the kernel takes UDP_SEGMENT
 
+    @property
+    def families(self) -> list[int]:
+        return [a.version for a in self.local if a is not None]
+
     def open(self, *, gro: bool = False, gso: bool = False) -> None:
-        """Bind the receive socket, open the raw transmit socket; with ``gro``/``gso`` probe
+        """Bind the receive sockets, open the raw transmit sockets; with ``gro``/``gso`` probe
         (and for GRO enable) those offloads. Only the C path may ask for ``gro``."""
-        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            rx.bind((str(self.local), self.port))
+            for fam in self.families:
+                self._open(fam)
+        except BaseException:
+            self.close()
+            raise
+        if gro:
+            # one setting for the VTEP: GRO on every receive socket, or on none (a reader
+            # that does not split would take a glued buffer for one datagram)
+            self.udp_gro = all([enable_udp_gro(rx) for rx in self.rx.values()])
+            if not self.udp_gro:
+                for rx in self.rx.values():
+                    try:
+                        rx.setsockopt(SOL_UDP, UDP_GRO, 0)
+                    except OSError:
+                        pass
+        self.udp_gso = probe_udp_gso() if gso else False
+
+    def _open(self, fam: int) -> None:
+        local = self.local.of(fam)
+        assert local is not None
+        af = socket.AF_INET6 if fam == 6 else socket.AF_INET
+        rx = socket.socket(af, socket.SOCK_DGRAM)
+        try:
+            if fam == 6:
+                # one socket per family: the IPv4 one has IPv4 (never IPv4-mapped IPv6)
+                rx.setsockopt(SOL_IPV6, socket.IPV6_V6ONLY, 1)
+                if self.udp6zerocsumrx:
+                    # __udp6_lib_rcv drops a zero checksum unless told (the kernel's vxlan
+                    # `udp6zerocsumrx`, RFC 6935/6936)
+                    rx.setsockopt(SOL_UDP, UDP_NO_CHECK6_RX, 1)
+            rx.bind((str(local), self.port))
         except OSError as e:
             rx.close()
-            if e.errno == errno.EADDRNOTAVAIL:
-                raise VxdpError(f"cannot bind {self.local}:{self.port}: the address is not "
-                                f"configured in this network namespace ([vtep] local)") from None
-            if e.errno == errno.EADDRINUSE:
-                raise VxdpError(f"cannot bind {self.local}:{self.port}: the port is in use "
-                                f"(another vxdp, or a kernel vxlan device on this port?)") from None
-            if e.errno == errno.EACCES:
-                raise VxdpError(f"cannot bind {self.local}:{self.port}: permission denied") from None
-            raise VxdpError(f"cannot bind {self.local}:{self.port}: {e.strerror}") from None
+            raise _bind_error(local, self.port, e) from None
         rx.setblocking(False)
+        # The outer TOS / traffic class of every datagram (a control message each): RFC 6040
+        # decapsulation needs its ECN bits, as the kernel's vxlan_rcv reads them.
+        if fam == 6:
+            rx.setsockopt(SOL_IPV6, socket.IPV6_RECVTCLASS, 1)
+        else:
+            rx.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, 1)
         _set_buffer(rx, SO_RCVBUFFORCE, socket.SO_RCVBUF, SOCKET_BUFFER)
         _set_buffer(rx, SO_SNDBUFFORCE, socket.SO_SNDBUF, SOCKET_BUFFER)
-        self.rx = rx
-        self.udp_gro = enable_udp_gro(rx) if gro else False
-        self.udp_gso = probe_udp_gso() if gso else False
+        self.rx[fam] = rx
         try:
-            tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            # IPPROTO_RAW: IP_HDRINCL implied (IPv4); for IPv6 the kernel sets hdrincl too
+            # (inet6_create), so both take the whole datagram vxdp builds.
+            tx = socket.socket(af, socket.SOCK_RAW, socket.IPPROTO_RAW)
         except PermissionError:
-            self.tx = None
+            self.tx[fam] = None
             self.flow_src_ports = False
             return
         tx.setblocking(False)
         _set_buffer(tx, SO_SNDBUFFORCE, socket.SO_SNDBUF, SOCKET_BUFFER)
-        self.tx = tx
-        self.flow_src_ports = True
+        self.tx[fam] = tx
+        self.flow_src_ports = all(t is not None for t in self.tx.values())
+
+    def tx_socket(self, fam: int) -> socket.socket:
+        """What datagrams of family ``fam`` leave on: the raw socket, or without CAP_NET_RAW
+        the receive socket itself (fixed source port, said in stats)."""
+        return self.tx.get(fam) or self.rx[fam]
+
+    def rx_fds(self) -> list[int]:
+        return [s.fileno() for s in self.rx.values()]
 
     def close(self) -> None:
-        for s in (getattr(self, "rx", None), self.tx):
+        for s in [*self.rx.values(), *self.tx.values()]:
             if s is not None:
                 s.close()
-
-    def send(self, dst: IPv4Address, sport: int, payload: bytes, dport: int) -> bool:
-        """Per-datagram send for the pure-Python path; the fast path uses sendmmsg in C.
-        Returns False when the kernel refused it (buffer full, no route): counted by caller."""
-        try:
-            if self.tx is not None:
-                self.tx.sendto(outer_datagram(self.local, dst, sport, payload, dport),
-                               (str(dst), 0))
-            else:
-                self.rx.sendto(payload, (str(dst), dport))
-        except OSError:
-            return False
-        return True
+        self.rx.clear()
+        self.tx.clear()

@@ -21,17 +21,20 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
-from typing import Any
+from collections.abc import Sequence
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Network
+from typing import Any, NamedTuple, Union
 from urllib.parse import urlsplit
 
 __all__ = [
     "IFNAME_MAX", "VNI_MAX", "VNI_MIN",
     "check_choice", "check_etcd_url", "check_host_port", "check_ifname", "check_netns", "check_network_name",
-    "check_vtep_name", "ipv4", "is_vni", "mac_bytes", "parse_allow", "parse_interface",
-    "parse_ipv4", "parse_mac", "parse_overlay_ip", "parse_underlay_ip", "parse_unicast_mac",
-    "parse_vni", "show", "unicast_mac_bytes",
+    "check_vtep_name", "ipaddr", "ipv4", "is_vni", "mac_bytes", "parse_allow", "parse_interface",
+    "parse_ipv4", "parse_locals", "parse_mac", "parse_overlay_ip", "parse_underlay_ip",
+    "parse_unicast_mac", "parse_vni", "show", "unicast_mac_bytes", "IPAddress", "Locals",
 ]
+
+IPAddress = Union[IPv4Address, IPv6Address]
 
 # RFC 7348 §5: the VNI is a 24-bit field. VNI 0 is legal on the wire but Linux refuses it for a
 # vxlan device's id in practice (and Docker starts at 4096), so 1.. keeps configs unambiguous.
@@ -241,14 +244,94 @@ def ipv4(value: IPv4Address | str | int) -> IPv4Address:
     return parse_ipv4(value)            # anything else: accepted or explained
 
 
-def parse_underlay_ip(value: Any, *, allow_unspecified: bool = False) -> IPv4Address:
-    """An underlay (VTEP) IPv4 address: something a UDP datagram can be sent to or bound on."""
-    addr = parse_ipv4(value, ipv6_hint="IPv6 underlay is not supported yet")
+def ipaddr(value: IPv4Address | IPv6Address | str | int) -> IPv4Address | IPv6Address:
+    """Typed IPv4 or IPv6 address (an underlay address: a VTEP of either family)."""
+    if isinstance(value, (IPv4Address, IPv6Address)):
+        return value
+    if isinstance(value, str) and ":" in value:
+        try:
+            return IPv6Address(value.strip())
+        except ValueError:
+            raise ValueError(f"{show(value)} is not an IP address") from None
+    return ipv4(value)
+
+
+def parse_underlay_ip(value: Any, *, allow_unspecified: bool = False) -> IPAddress:
+    """An underlay (VTEP) IPv4 or IPv6 address: something a UDP datagram can be sent to or
+    bound on. An IPv6 link-local one is refused: it means nothing without its interface,
+    and vxdp keeps no scope per VTEP (the kernel's vxlan wants the device with it too)."""
+    if isinstance(value, str) and ":" in value:
+        text = value.strip()
+        if "/" in text:
+            raise ValueError(f"{show(value)} must be a plain address without a prefix length")
+        try:
+            addr6 = IPv6Address(text)
+        except ValueError:
+            raise ValueError(f"{show(value)} is not an IPv4 or IPv6 address") from None
+        if addr6.is_unspecified and not allow_unspecified:
+            raise ValueError(f"{show(value)} is the unspecified address; a VTEP needs a "
+                             "real one")
+        if addr6.is_link_local:
+            raise ValueError(f"{show(value)} is link-local: an underlay address must be "
+                             "routable")
+        if addr6.ipv4_mapped is not None:
+            raise ValueError(f"{show(value)} is IPv4-mapped: write {addr6.ipv4_mapped}")
+        return addr6
+    addr = parse_ipv4(value)
     if addr.is_unspecified and not allow_unspecified:
         raise ValueError(f"{show(value)} is the unspecified address; a VTEP needs a real one")
     if addr == _BROADCAST4:
         raise ValueError(f"{show(value)} is the limited broadcast address, not a VTEP")
     return addr
+
+
+class Locals(NamedTuple):
+    """A VTEP's underlay addresses, at most one per family (``[vtep] local``). A tuple, so
+    ``addr in locals`` asks whether an address is this VTEP's own."""
+
+    v4: IPv4Address | None
+    v6: IPv6Address | None
+
+    @property
+    def primary(self) -> IPAddress:
+        """The IPv4 one if there is one (what a single-family VTEP was always given)."""
+        addr = self.v4 or self.v6
+        assert addr is not None
+        return addr
+
+    def of(self, version: int) -> IPAddress | None:
+        return self.v4 if version == 4 else self.v6
+
+    def __str__(self) -> str:
+        return ", ".join(str(a) for a in self if a is not None)
+
+
+def parse_locals(value: Any) -> Locals:
+    """``[vtep] local``: one underlay address, or a list of one per family."""
+    if isinstance(value, Locals):
+        return value
+    given = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not given:
+        raise ValueError("an empty list: local needs an IPv4 and/or an IPv6 address")
+    v4: IPv4Address | None = None
+    v6: IPv6Address | None = None
+    for a in given:
+        addr = a if isinstance(a, (IPv4Address, IPv6Address)) else parse_underlay_ip(a)
+        if addr.is_unspecified or addr.is_multicast or addr == _BROADCAST4:
+            raise ValueError(f"{show(str(addr))} is not a unicast address; local must be an "
+                             "address of this host")
+        if addr.version == 6 and addr.is_link_local:
+            raise ValueError(f"{show(str(addr))} is link-local: an underlay address must be "
+                             "routable")
+        if addr.version == 4:
+            if v4 is not None:
+                raise ValueError(f"two IPv4 addresses ({v4} and {addr}): one per family")
+            v4 = addr  # type: ignore[assignment]
+        else:
+            if v6 is not None:
+                raise ValueError(f"two IPv6 addresses ({v6} and {addr}): one per family")
+            v6 = addr  # type: ignore[assignment]
+    return Locals(v4, v6)
 
 
 def _check_unicast_ip(ip: IPv4Address, value: Any) -> None:
@@ -285,22 +368,22 @@ def parse_interface(value: Any) -> IPv4Interface:
     return iface
 
 
-def parse_allow(value: Any) -> IPv4Network:
-    """A source filter network. Host bits are refused: "198.18.0.1/24" is almost always a typo
-    for either the network or a /32, and silently picking one would hide it."""
+def parse_allow(value: Any) -> IPv4Network | IPv6Network:
+    """A source filter network, IPv4 or IPv6. Host bits are refused: "198.18.0.1/24" is
+    almost always a typo for either the network or a /32, and silently picking one would hide
+    it."""
     if not isinstance(value, str):
-        raise ValueError(f"{show(value)} is not an IPv4 network")
+        raise ValueError(f"{show(value)} is not an IPv4 or IPv6 network")
     text = value.strip()
+    kind = IPv6Network if ":" in text else IPv4Network
     try:
-        return IPv4Network(text)
+        return kind(text)
     except ValueError as exc:
         try:
-            loose = IPv4Network(text, strict=False)
+            loose = kind(text, strict=False)
         except ValueError:
-            if _looks_ipv6(text):
-                raise ValueError(f"{show(value)}: IPv6 underlay is not supported yet") from None
-            raise ValueError(f"{show(value)} is not an IPv4 network (expected A.B.C.D/P)") \
-                from exc
+            raise ValueError(f"{show(value)} is not an IPv4 or IPv6 network (expected "
+                             "A.B.C.D/P or X:X::X/P)") from exc
         raise ValueError(f"{show(value)} has host bits set (did you mean \"{loose}\"?)") from None
 
 

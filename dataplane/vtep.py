@@ -26,6 +26,7 @@ from dataplane.errors import ConfigError, EntryNotFound, InvalidArgument, VxdpEr
 from dataplane.observe import Observer
 from dataplane.ports import VNET_HDR_LEN, TapPort
 from dataplane.underlay import Underlay
+from dataplane.validate import ipaddr
 from dataplane.wire import ZERO_MAC
 
 log = logging.getLogger("vxdp")
@@ -52,7 +53,7 @@ class Vtep:
         self.switch: Any = fastpath.Switch(v.local, src_port_range=v.src_port_range,
                                            strict=v.strict, allow=v.allow, burst=v.burst,
                                            dstport=v.port)
-        self.underlay = Underlay(v.local, v.port)
+        self.underlay = Underlay(v.local, v.port, v.udp6zerocsumrx)
         self.endpoints: dict[str, Endpoint] = {}
         self.ports: dict[int, Endpoint] = {}          # port id -> endpoint
         self.networks: dict[str, NetworkConfig] = {}
@@ -60,6 +61,8 @@ class Vtep:
         self.observe = Observer(self)
         self.control: ControlServer | None = None
         self.store: Any = None      # dataplane.store.etcd.EtcdStore when [store] is configured
+        # dataplane.docker.runtime.Containers: Docker's driver ([docker]) and CNI's endpoints
+        self.containers: Any = None
         # The offloads in use, decided once in start(): only what both the config and the
         # core allow (the pure-Python core has none), then what the kernel grants.
         self.tap_offload = False    # endpoints get IFF_VNET_HDR + TUNSETOFFLOAD
@@ -84,7 +87,8 @@ class Vtep:
         try:
             # Without CAP_NET_RAW there is no raw socket: datagrams then leave from the UDP
             # socket itself (fixed source port, said in stats).
-            self.switch.set_tx_socket((self.underlay.tx or self.underlay.rx).fileno())
+            for fam in self.underlay.families:
+                self.switch.set_tx_socket(self.underlay.tx_socket(fam).fileno())
             # Every TAP of this VTEP gets a vnet header when "tap" is on, so coalescing
             # (which the core applies only to ports with a vnet header) is on with it.
             self.tap_offload = self.tap_coalesce = "tap" in want
@@ -110,27 +114,36 @@ class Vtep:
                 from dataplane.store.etcd import EtcdStore
                 self.store = EtcdStore(self.config.store, self)
                 await self.store.start()
+            # After the store: the networks and endpoints it restores are published at once.
+            from dataplane.docker.runtime import Containers
+            self.containers = Containers(self)
+            await self.containers.start()
         except BaseException:
             await self.stop()
             raise
-        self._loop.add_reader(self.underlay.rx.fileno(), self._on_underlay)
+        for fd in self.underlay.rx_fds():
+            self._loop.add_reader(fd, self._on_underlay, fd)
         self._ageing = self._loop.call_later(AGEING_INTERVAL, self._age)
         self.observe.warm_up()
         log.info("vxdp %s: serving %d network(s) on %s:%d (%s fast path)", v.name,
-                 len(self.config.networks), v.local, v.port, self.impl)
+                 len(self.networks), v.local, v.port, self.impl)
 
     async def stop(self) -> None:
         """Remove everything this process created: TAPs, control socket, sockets."""
         if self._stopped:
             return
         self._stopped = True
+        if self.containers is not None:
+            # The plugin socket goes; the containers' TAPs are persistent and stay for the
+            # next start to re-attach (dataplane.docker.endpoints).
+            await self.containers.stop()
         if self.store is not None:
             await self.store.close()
         if self._ageing is not None:
             self._ageing.cancel()
-        rx = getattr(self.underlay, "rx", None)
-        if self._loop is not None and rx is not None:
-            self._loop.remove_reader(rx.fileno())
+        if self._loop is not None:
+            for fd in self.underlay.rx_fds():
+                self._loop.remove_reader(fd)
         for name in list(self.endpoints):
             self.detach(name)
         # End live streams first so their clients see a clean end, then close the server.
@@ -145,9 +158,16 @@ class Vtep:
         self.underlay.close()
 
     def add_network(self, net: NetworkConfig) -> None:
+        """Serve ``net``: at start-up from the config, or at run time (``docker network
+        create``); a store then follows the network too."""
+        if net.name in self.networks:
+            raise InvalidArgument(f"network {net.name} already exists")
         sw = self.switch
         sw.add_network(net.vni, mtu=net.mtu, proxy=net.proxy, learning=net.learning,
-                       ageing=net.ageing, maxaddress=net.maxaddress)
+                       ageing=net.ageing, maxaddress=net.maxaddress,
+                       max_learned=net.max_learned,
+                       max_learned_per_port=net.max_learned_per_port,
+                       ttl=net.ttl, tos=net.tos, df=net.df, flowlabel=net.flowlabel)
         # Docker's peerAdd: one permanent FDB entry + one permanent neighbour entry per peer.
         for p in net.peers:
             sw.fdb_add(net.vni, p.mac, p.vtep, "permanent")
@@ -157,6 +177,22 @@ class Vtep:
             sw.fdb_append(net.vni, ZERO_MAC, vtep, "permanent")
         self.networks[net.name] = net
         self.by_vni[net.vni] = net
+        if self.store is not None:
+            self.store.add_network(net.name, net.vni)
+
+    def del_network(self, name: str) -> None:
+        """Stop serving network ``name`` at run time (``docker network rm``): its endpoints
+        are detached, the store stops following it, the core drops its tables."""
+        net = self.networks.get(name)
+        if net is None:
+            raise EntryNotFound(f"no network {name}")
+        for ep_name in [n for n, e in self.endpoints.items() if e.network.name == name]:
+            self.detach(ep_name)
+        if self.store is not None:
+            self.store.del_network(name)    # withdraws what it applied while we still can
+        self.switch.del_network(net.vni)
+        del self.networks[name]
+        del self.by_vni[net.vni]
 
     async def attach(self, ep: EndpointConfig, net: NetworkConfig) -> Endpoint:
         if ep.name in self.endpoints:
@@ -167,6 +203,15 @@ class Vtep:
                                          ep.ifname, vnet_hdr=self.tap_offload,
                                          offload=self.tap_offload,
                                          create_netns=ep.netns_create)
+        return self.attach_tap(ep, net, tap)
+
+    def attach_tap(self, ep: EndpointConfig, net: NetworkConfig, tap: TapPort) -> Endpoint:
+        """Make an open TAP a port of ``net``: one :meth:`attach` created, or one the Docker
+        driver or a re-attach after a restart opened (``dataplane.docker``). On failure the
+        TAP is closed."""
+        if ep.name in self.endpoints:
+            tap.close()
+            raise InvalidArgument(f"endpoint {ep.name} already exists")
         pid = self._next_port
         self._next_port += 1
         try:
@@ -230,7 +275,7 @@ class Vtep:
     def flood_add(self, network: str, vtep: str) -> bool:
         """Another VTEP serves ``network``: head-end replication to it (append is idempotent)."""
         net = self.networks.get(network)
-        if net is None or vtep == str(self.config.vtep.local):
+        if net is None or ipaddr(vtep) in self.config.vtep.local:
             return False
         self.switch.fdb_append(net.vni, ZERO_MAC, vtep, "permanent", time.monotonic())
         return True
@@ -255,13 +300,15 @@ class Vtep:
         self.switch.rx_tap_burst(pid, self.ports[pid].tap.fd, time.monotonic())
         self._after_burst()
 
-    def _on_underlay(self) -> None:
-        self.switch.rx_udp_burst(self.underlay.rx.fileno(), time.monotonic())
+    def _on_underlay(self, fd: int) -> None:
+        self.switch.rx_udp_burst(fd, time.monotonic())
         self._after_burst()
 
     def _after_burst(self) -> None:
         if self._busy_poll:
-            self.switch.busy_poll(self.underlay.rx.fileno(), self._busy_poll, BUSY_POLL_SLICE)
+            fds = self.underlay.rx_fds()
+            self.switch.busy_poll(fds[0], self._busy_poll, BUSY_POLL_SLICE,
+                                  fds[1] if len(fds) > 1 else -1)
         for gone in self.switch.gone_ports():
             self._port_gone(gone)
         self.observe.publish_events()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from dataplane.validate import VNI_MAX, ipv4, mac_bytes
 
@@ -56,6 +56,7 @@ DROP_REASONS: tuple[str, ...] = (
     "hairpin",         # unicast back to its ingress port (bridge never does that)
     "remote_dest",     # from the underlay to a MAC that lives on another VTEP (split horizon)
     "unknown_port",    # frame from a port the switch does not know (detached meanwhile)
+    "ecn_not_ect_ce",  # RFC 6040: a not-ECT inner frame under an outer CE (kernel: drop)
 )
 
 # Other counters: decisions that are not drops.
@@ -67,6 +68,7 @@ EVENT_COUNTERS: tuple[str, ...] = (
     "moved",           # learned entries that moved (MAC migration)
     "aged",            # learned entries removed by ageing
     "fdb_full",        # learning refused: maxaddress reached
+    "learn_limit",     # local learning refused: a port's or the network's learned MACs full
 )
 
 
@@ -200,7 +202,10 @@ def _fmix32(h: int) -> int:
 def flow_key(frame: bytes) -> bytes:
     """The inner-flow fields hashed for the source port, like the kernel's flow dissector:
     IPv4 addresses + protocol, plus TCP/UDP/SCTP ports when the datagram is not a fragment;
-    otherwise (ARP, IPv6 for now, anything else) the two MAC addresses."""
+    IPv6 addresses + next header + flow label, plus the ports of a TCP/UDP/SCTP header right
+    behind the fixed header when the flow label is 0 (``skb_get_hash`` stops at a non-zero
+    label: FLOW_DISSECTOR_F_STOP_AT_FLOW_LABEL); otherwise (ARP, anything else) the two MAC
+    addresses."""
     n = len(frame)
     if n >= ETH_HLEN + 20 and frame[12] == 0x08 and frame[13] == 0x00 and frame[14] >> 4 == 4:
         ihl = (frame[14] & 0x0F) * 4
@@ -213,6 +218,14 @@ def flow_key(frame: bytes) -> bytes:
                     and n >= l4 + 4):
                 key += frame[l4:l4 + 4]
             return key
+    if n >= ETH_HLEN + 40 and frame[12] == 0x86 and frame[13] == 0xDD and frame[14] >> 4 == 6:
+        nexthdr = frame[20]
+        label = bytes((frame[15] & 0x0F,)) + frame[16:18]
+        key = frame[22:54] + bytes((nexthdr,)) + label
+        if label == b"\0\0\0" and nexthdr in (IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP) \
+                and n >= 54 + 4:
+            key += frame[54:58]
+        return key
     return frame[0:12]
 
 
@@ -239,12 +252,17 @@ def inet_checksum(data: bytes) -> int:
     return ~s & 0xFFFF
 
 
-def udp_header(src: IPv4Address, dst: IPv4Address, sport: int, dport: int,
-               payload: bytes) -> bytes:
-    """UDP header with the checksum filled in (the kernel's vxlan sends udpcsum by default for
-    IPv4; a zero checksum would be legal, but tshark-visible correctness is part of the job)."""
+def udp_header(src: IPv4Address | IPv6Address, dst: IPv4Address | IPv6Address, sport: int,
+               dport: int, payload: bytes) -> bytes:
+    """UDP header with the checksum filled in over the RFC 768 (IPv4) or RFC 8200 §8.1 (IPv6)
+    pseudo-header. IPv4 could send 0, but the kernel's vxlan sends udpcsum by default and
+    tshark-visible correctness is part of the job; over IPv6 it is mandatory (a zero one is
+    dropped unless the receiver allows it: udp6zerocsumrx)."""
     length = 8 + len(payload)
-    pseudo = src.packed + dst.packed + struct.pack("!BBH", 0, IPPROTO_UDP, length)
+    if src.version == 6:
+        pseudo = src.packed + dst.packed + struct.pack("!I3xB", length, IPPROTO_UDP)
+    else:
+        pseudo = src.packed + dst.packed + struct.pack("!BBH", 0, IPPROTO_UDP, length)
     hdr = struct.pack("!HHHH", sport, dport, length, 0)
     csum = inet_checksum(pseudo + hdr + payload)
     if csum == 0:
@@ -253,14 +271,30 @@ def udp_header(src: IPv4Address, dst: IPv4Address, sport: int, dport: int,
 
 
 def ipv4_header(src: IPv4Address, dst: IPv4Address, payload_len: int, ident: int = 0,
-                ttl: int = 64, proto: int = IPPROTO_UDP) -> bytes:
-    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + payload_len, ident, 0, ttl, proto, 0,
-                      src.packed, dst.packed)
+                ttl: int = 64, proto: int = IPPROTO_UDP, tos: int = 0, df: bool = False) -> bytes:
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, tos, 20 + payload_len, ident,
+                      0x4000 if df else 0, ttl, proto, 0, src.packed, dst.packed)
     return hdr[:10] + struct.pack("!H", inet_checksum(hdr)) + hdr[12:]
 
 
-def outer_datagram(src: IPv4Address, dst: IPv4Address, sport: int, payload: bytes,
-                   dport: int = VXLAN_PORT, ident: int = 0, ttl: int = 64) -> bytes:
-    """IPv4 + UDP + ``payload`` (VXLAN header + inner frame), checksums complete."""
+def ipv6_header(src: IPv6Address, dst: IPv6Address, payload_len: int, hlim: int = 64,
+                nexthdr: int = IPPROTO_UDP, tclass: int = 0, label: int = 0) -> bytes:
+    """A fixed IPv6 header (RFC 8200 §3): traffic class and flow label as given."""
+    return struct.pack("!IHBB16s16s", (6 << 28) | (tclass << 20) | (label & 0xFFFFF),
+                       payload_len, nexthdr, hlim, src.packed, dst.packed)
+
+
+def outer_datagram(src: IPv4Address | IPv6Address, dst: IPv4Address | IPv6Address, sport: int,
+                   payload: bytes, dport: int = VXLAN_PORT, ident: int = 0, ttl: int = 64,
+                   tos: int = 0, df: bool = False, label: int = 0) -> bytes:
+    """IPv4 or IPv6 (by ``src``'s family) + UDP + ``payload`` (VXLAN header + inner frame),
+    checksums complete; ``tos``, ``ttl``, ``df`` and ``label`` as dataplane.tunnel gives
+    them — ``tos`` is the IPv6 traffic class and ``ttl`` its hop limit, ``df`` means nothing
+    to IPv6 and ``label`` nothing to IPv4 (the kernel's udp_tunnel6_xmit_skb and
+    iptunnel_xmit)."""
     udp = udp_header(src, dst, sport, dport, payload)
-    return ipv4_header(src, dst, len(udp) + len(payload), ident, ttl) + udp + payload
+    if src.version == 6:
+        return ipv6_header(src, dst, len(udp) + len(payload), ttl,  # type: ignore[arg-type]
+                           tclass=tos, label=label) + udp + payload
+    return ipv4_header(src, dst, len(udp) + len(payload), ident, ttl,  # type: ignore[arg-type]
+                       tos=tos, df=df) + udp + payload

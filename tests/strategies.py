@@ -11,7 +11,7 @@ is on ``sys.path`` through ``pythonpath = ["."]`` in pyproject.toml).
 from __future__ import annotations
 
 import struct
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from hypothesis import HealthCheck
@@ -140,6 +140,25 @@ def ipv4_frame(dst: bytes, src: bytes, sip: IPv4Address | str, dip: IPv4Address 
     return eth(dst, src, ETH_P_IP, ipv4(sip, dip, proto, l4, frag=frag, options=options))
 
 
+def ipv6(src: IPv6Address | str, dst: IPv6Address | str, nexthdr: int, payload: bytes, *,
+         tclass: int = 0, label: int = 0, hlim: int = 64) -> bytes:
+    """A fixed IPv6 header (RFC 8200 §3) + payload."""
+    return struct.pack("!IHBB16s16s", (6 << 28) | (tclass << 20) | label, len(payload),
+                       nexthdr, hlim, IPv6Address(src).packed,
+                       IPv6Address(dst).packed) + payload
+
+
+def ipv6_frame(dst: bytes, src: bytes, sip: IPv6Address | str, dip: IPv6Address | str, *,
+               nexthdr: int = 17, sport: int = 40000, dport: int = 5201, payload: bytes = b"",
+               tclass: int = 0, label: int = 0, hlim: int = 64,
+               l4: bytes | None = None) -> bytes:
+    """Ethernet + IPv6 + UDP/TCP (``l4`` overrides the transport bytes entirely)."""
+    if l4 is None:
+        l4 = tcp(sport, dport, payload) if nexthdr == 6 else udp(sport, dport, payload)
+    return eth(dst, src, ETH_P_IPV6, ipv6(sip, dip, nexthdr, l4, tclass=tclass, label=label,
+                                          hlim=hlim))
+
+
 def sized_frame(dst: bytes, src: bytes, size: int, ethertype: int = 0x88B5) -> bytes:
     """An Ethernet frame of exactly ``size`` bytes (local experimental ethertype by default)."""
     assert size >= 14
@@ -169,6 +188,8 @@ group_macs = st.one_of(
 bad_src_macs = st.one_of(st.just(ZERO_MAC), group_macs)
 any_macs = st.binary(min_size=6, max_size=6)
 ipv4_addrs = st.integers(0, 2**32 - 1).map(IPv4Address)
+ipv6_addrs = st.one_of(st.integers(0, 2**128 - 1).map(IPv6Address),
+                       st.integers(1, 254).map(lambda i: IPv6Address(f"fd00:55::{i:x}")))
 overlay_ips = st.integers(1, 254).map(lambda i: IPv4Address(f"192.168.55.{i}"))
 ports16 = st.integers(0, 65535)
 
@@ -187,6 +208,24 @@ def ip_frames(draw: st.DrawFn, dst: st.SearchStrategy[bytes] = any_macs,
         l4 = payload
     return ipv4_frame(draw(dst), draw(src), draw(ipv4_addrs), draw(ipv4_addrs), proto=proto,
                       frag=frag, l4=l4, options=options)
+
+
+@st.composite
+def ip6_frames(draw: st.DrawFn, dst: st.SearchStrategy[bytes] = any_macs,
+               src: st.SearchStrategy[bytes] = unicast_macs) -> bytes:
+    """IPv6 frames: UDP/TCP/SCTP/ICMPv6/other next headers, with or without a flow label
+    and traffic class, sometimes cut short."""
+    nh = draw(st.sampled_from([6, 17, 132, 58, 0, 44]))
+    payload = draw(st.binary(max_size=40))
+    l4 = (struct.pack("!HH", draw(ports16), draw(ports16)) + payload
+          if nh in (6, 17, 132) else payload)
+    f = ipv6_frame(draw(dst), draw(src), draw(ipv6_addrs), draw(ipv6_addrs), nexthdr=nh,
+                   l4=l4, tclass=draw(st.sampled_from([0, 0, 0xb8, 0x01, 0x02, 0x03, 0xff])),
+                   label=draw(st.sampled_from([0, 0, 0x12345, 0xFFFFF, 1])),
+                   hlim=draw(st.sampled_from([64, 255, 1, 0])))
+    if draw(st.integers(0, 7)) == 0:
+        f = f[:draw(st.integers(14, len(f)))]
+    return f
 
 
 @st.composite

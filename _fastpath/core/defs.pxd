@@ -4,12 +4,13 @@
 
 cdef enum:
     # Buffer geometry. A frame sits HEADROOM bytes into its rx slot so that the outer
-    # IPv4 (20) + UDP (8) + VXLAN (8) headers can be written in front of it: a unicast
-    # encapsulation sends the rx slot itself and never copies the inner frame.
+    # IPv4 (20) or IPv6 (40) + UDP (8) + VXLAN (8) headers can be written in front of it: a
+    # unicast encapsulation sends the rx slot itself and never copies the inner frame.
     HEADROOM = 64
     VXLAN_HLEN = 8               # RFC 7348 §5: flags, reserved, VNI, reserved
-    OUTER_HLEN = 36              # IPv4 + UDP + VXLAN, what encapsulation prepends
+    OUTER_HLEN = 56              # IPv6 + UDP + VXLAN, the most encapsulation prepends
     IPUDP_HLEN = 28              # IPv4 + UDP, what the raw socket needs in front of VXLAN
+    IP6UDP_HLEN = 48             # IPv6 + UDP (RFC 8200 §3: a 40-byte fixed header)
     MAX_FRAME = 65535            # largest frame a TAP read or a UDP datagram can carry
     SLOT_STRIDE = 65664          # HEADROOM + 65536 + 64 spare, a multiple of 64
     SCRATCH_STRIDE = 64          # per-frame scratch (synthesised ARP reply: 42 bytes)
@@ -26,6 +27,7 @@ cdef enum:
     GSO_SOCK_MAX = 256           # per-source-port UDP sockets open at once
     GSO_IDLE_TICKS = 30          # offload_gc() calls a GSO socket may stay unused
     VNET_HDR_MIN = 10            # struct virtio_net_hdr (12 with num_buffers)
+    XBUF_SIZE = 262144           # copy arena of a burst (encap copies with their own VXLAN VNI)
 
 cdef enum:
     # Frame offsets (untagged Ethernet, RFC 894; IPv4 RFC 791; TCP RFC 9293). The TCP
@@ -81,7 +83,8 @@ cdef enum:  # drop reasons, wire.DROP_REASONS order
     DR_HAIRPIN = 10
     DR_REMOTE_DEST = 11
     DR_UNKNOWN_PORT = 12
-    N_DROPS = 13
+    DR_ECN_NOT_ECT_CE = 13
+    N_DROPS = 14
 
 cdef enum:  # event counters, wire.EVENT_COUNTERS order
     EC_PROXY_REPLIES = 0
@@ -91,7 +94,8 @@ cdef enum:  # event counters, wire.EVENT_COUNTERS order
     EC_MOVED = 4
     EC_AGED = 5
     EC_FDB_FULL = 6
-    N_EVC = 7
+    EC_LEARN_LIMIT = 7
+    N_EVC = 8
 
 cdef enum:  # offload counters, OFFLOAD_COUNTERS order in core.pyx
     OC_TSO_FRAMES = 0
@@ -129,6 +133,7 @@ cdef enum:  # event kinds (Switch.events(): "l2miss", "l3miss", "learned", "move
     EV_LEARNED = 2
     EV_MOVED = 3
     EV_AGED = 4
+    EV_LEARN_LIMIT = 5
 
 cdef enum:  # trace flags: decisions that leave no output (Switch._flag names)
     TF_LEARNED = 0
@@ -141,6 +146,7 @@ cdef enum:  # trace flags: decisions that leave no output (Switch._flag names)
     TF_L2MISS = 7
     TF_CSUM_PARTIAL = 8          # from the rx step in front of the core (rx notes)
     TF_SEGMENTED = 9
+    TF_LEARN_LIMIT = 10
 
 cdef enum:  # where an event or trace record points
     LOC_NONE = 0
@@ -160,3 +166,4 @@ cdef enum:  # learn() results (fdb.LearnResult)
     LR_CONFLICT = 3
     LR_FULL = 4
     LR_KEPT = 5
+    LR_LIMITED = 6

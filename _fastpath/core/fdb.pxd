@@ -8,7 +8,7 @@
 ctypedef struct fdb_ent:
     uint64_t key
     double updated               # ageing clock (`now` of the last refresh)
-    uint32_t remote              # first remote IPv4, network order; or list index (FL_LIST)
+    uint32_t remote              # remote id (remote.pxd), or a remote list's index (FL_LIST)
     int16_t port                 # local port id, -1 = remote entry
     uint8_t state
     uint8_t flags
@@ -18,7 +18,7 @@ ctypedef struct fdb_ent:
 ctypedef struct rlist:
     uint32_t n
     uint32_t cap                 # 0 = free pool slot
-    uint32_t *a                  # network order, append order
+    uint32_t *a                  # remote ids, append order
 
 ctypedef struct fdb_t:
     table_t tab
@@ -57,12 +57,14 @@ cdef inline uint32_t ent_first_remote(const fdb_t *f, const fdb_ent *e) noexcept
 
 cdef int fdb_init(fdb_t *f) noexcept nogil
 cdef void fdb_free(fdb_t *f) noexcept nogil
-cdef void ent_drop_list(fdb_t *f, fdb_ent *e) noexcept nogil
-cdef int ent_add_remote(fdb_t *f, fdb_ent *e, uint32_t addr) noexcept nogil
-cdef int ent_del_remote(fdb_t *f, fdb_ent *e, uint32_t addr) noexcept nogil
+cdef void ent_clear_remotes(sw_t *s, fdb_ent *e) noexcept nogil
+cdef void ent_set_remote(sw_t *s, fdb_ent *e, uint32_t rid) noexcept nogil
+cdef int ent_add_remote(sw_t *s, fdb_ent *e, uint32_t rid) noexcept nogil
+cdef int ent_del_remote(sw_t *s, fdb_ent *e, uint32_t rid) noexcept nogil
 cdef fdb_ent *fdb_new(sw_t *s, uint32_t slot, uint64_t mac, uint8_t state, int32_t port,
                       uint32_t remote, double now) noexcept nogil
 cdef void fdb_delete(sw_t *s, fdb_ent *e) noexcept nogil
-cdef uint64_t fdb_purge(sw_t *s, uint32_t slot, int32_t port, bint keep_permanent) noexcept nogil
+cdef uint64_t fdb_purge(sw_t *s, uint32_t slot, int32_t port, bint keep_permanent,
+                        bint dynamic_only) noexcept nogil
 cdef int learn(sw_t *s, uint32_t slot, uint64_t mac, double now, int32_t port,
-               uint32_t dst) noexcept nogil
+               const uint8_t *src) noexcept nogil

@@ -8,9 +8,12 @@ cdef inline int drop(sw_t *s, int reason) noexcept nogil:
     return reason
 
 
-cdef void ev_push(sw_t *s, uint8_t kind, uint32_t vni, uint64_t key, uint8_t okind,
-                  uint32_t oval, uint8_t nkind, uint32_t nval) noexcept nogil:
-    """Record an event; a full ring loses it (counted in events_lost), never blocks."""
+cdef void ev_push(sw_t *s, uint8_t kind, uint32_t vni, uint64_t mac, const uint8_t *ip,
+                  uint8_t okind, uint32_t oport, const uint8_t *oaddr, uint8_t nkind,
+                  uint32_t nport, const uint8_t *naddr) noexcept nogil:
+    """Record an event (about `mac`, or about address `ip` when it is not NULL; the old and
+    new locations a port or a VTEP address); a full ring loses it (counted in events_lost),
+    never blocks."""
     cdef events_t *q = &s.ev
     cdef event_t *ev
     if vx_unlikely(q.count == q.cap):
@@ -21,9 +24,15 @@ cdef void ev_push(sw_t *s, uint8_t kind, uint32_t vni, uint64_t key, uint8_t oki
     ev.okind = okind
     ev.nkind = nkind
     ev.vni = vni
-    ev.key = key
-    ev.oval = oval
-    ev.nval = nval
+    ev.mac = mac
+    if ip != NULL:
+        memcpy(ev.ip, ip, 16)
+    ev.oport = oport
+    ev.nport = nport
+    if oaddr != NULL:
+        memcpy(ev.oaddr, oaddr, 16)
+    if naddr != NULL:
+        memcpy(ev.naddr, naddr, 16)
     q.count += 1
 
 
@@ -53,40 +62,95 @@ cdef inline void emit_port(sw_t *s, int32_t p, uint8_t *data, uint32_t n) noexce
     pt.tx_bytes += n
 
 
+cdef uint8_t *xcopy(sw_t *s, const uint8_t *payload, uint32_t plen) noexcept nogil:
+    """A copy of a VXLAN payload with HEADROOM in front, in the burst's copy arena (emptied
+    by transmit()): for a head-end-replication copy whose VXLAN header differs (a remote
+    with a VNI of its own). NULL when the arena is full."""
+    cdef uint32_t need = (HEADROOM + plen + 63) & ~(<uint32_t>63)
+    cdef uint8_t *p
+    if s.xbuf == NULL:
+        s.xbuf = <uint8_t*>malloc(XBUF_SIZE)
+        if s.xbuf == NULL:
+            return NULL
+    if s.xoff + need > XBUF_SIZE:
+        return NULL
+    p = s.xbuf + s.xoff + HEADROOM
+    s.xoff += need
+    memcpy(p, payload, plen)
+    return p
+
+
 cdef void encap(sw_t *s, net_t *net, fdb_ent *e, uint8_t *f, uint32_t n) noexcept nogil:
     """The vxlan port's transmit (vxlan_xmit → vxlan_xmit_one, per remote): VXLAN header
-    (RFC 7348 §5.1) written in the headroom in front of the frame, IPv4+UDP headers per
+    (RFC 7348 §5.1) written in the headroom in front of the frame, IPv4 or IPv6 + UDP headers per
     destination. The first copy's headers go into the headroom too (contiguous datagram =
-    the rx slot), later copies carry theirs in the output record and share the payload.
+    the rx slot), later copies carry theirs in the output record and share the payload —
+    unless a remote has a VNI of its own (the kernel's per-entry vni), whose copy gets its
+    own payload.
 
     The UDP checksum is left for outer_csum(): only a datagram that leaves through the raw
     socket (or is handed to Python) needs it; one sent with UDP GSO gets it from the kernel
     (or the NIC), and summing 64 KB of payload per super-frame for nothing was ~8 % of a
     core at 6 Gbit/s."""
     cdef uint8_t *payload = f - VXLAN_HLEN
+    cdef uint8_t *data
     cdef uint32_t plen = n + VXLAN_HLEN
-    cdef uint32_t cnt = ent_nremotes(&s.fdb, e), i
+    cdef uint32_t cnt = ent_nremotes(&s.fdb, e), i, vni, vni0
     cdef uint32_t *rem = ent_remotes(&s.fdb, e)
+    cdef remote_t *rm
     cdef uint16_t sport
+    cdef uint8_t tos, ttl, df
+    cdef uint32_t label
+    cdef bint own
     cdef txrec *r
-    memcpy(payload, net.hdr, VXLAN_HLEN)
     sport = flow_sport(s, f, n)
+    outer_fields(net, f, n, &tos, &ttl, &df, &label)
+    rm = &s.rem.r[rem[0]]
+    vni0 = rm.vni if rm.vni else net.vni
+    if vni0 == net.vni:
+        memcpy(payload, net.hdr, VXLAN_HLEN)
+    else:
+        vxlan_put(payload, vni0)
     for i in range(cnt):
+        rm = &s.rem.r[rem[i]]
+        vni = rm.vni if rm.vni else net.vni
+        data = payload
+        own = i == 0
+        if vni != vni0:
+            data = xcopy(s, payload, plen)
+            if data == NULL:
+                s.ul_tx_dropped += 1
+                continue
+            vxlan_put(data, vni)
+            own = True
         r = out_push(s)
         if r == NULL:
             return
-        r.data = payload
+        r.data = data
         r.len = plen
         r.port = -1
-        r.dst = rem[i]
+        r.rid = rem[i]
+        memcpy(r.dst, rm.addr, 16)
+        r.dport = rm.port if rm.port else s.dport
         r.sport = sport
         r.csum_todo = 1
-        if i == 0:
-            r.inline_hdr = 0
-            build_ipudp(payload - IPUDP_HLEN, s.local, rem[i], sport, s.dport, plen, 0)
+        r.tos = tos
+        r.ttl = ttl
+        r.inline_hdr = 0 if own else 1
+        if rm.v4:
+            r.v6 = 0
+            r.hlen = IPUDP_HLEN
+            r.df = df
+            r.label = 0                 # a flow label means nothing to IPv4
+            build_ipudp(data - IPUDP_HLEN if own else r.hdr, s.local, rem_v4(rm), sport,
+                        r.dport, plen, 0, tos, ttl, df)
         else:
-            r.inline_hdr = 1
-            build_ipudp(r.hdr, s.local, rem[i], sport, s.dport, plen, 0)
+            r.v6 = 1
+            r.hlen = IP6UDP_HLEN
+            r.df = 0                    # nor DF to IPv6 (vxlan_xmit_one: AF_INET only)
+            r.label = label
+            build_ip6udp(data - IP6UDP_HLEN if own else r.hdr, s.local6, rm.addr, sport,
+                         r.dport, plen, 0, tos, ttl, label)
         s.ul_tx_packets += 1
         s.ul_tx_bytes += plen
 
@@ -96,6 +160,7 @@ cdef void arp_reduce(sw_t *s, uint32_t slot, net_t *net, int32_t port, const uin
     """The kernel's arp_reduce (vxlan `proxy`): answer an ARP request from the neighbour
     table with arp_create(ARPOP_REPLY, ...) and never tunnel it (wire.arp_reply layout)."""
     cdef uint32_t tip = vx_be32(f + ARP_TPA)
+    cdef uint8_t ip[16]
     cdef nb_ent *nb
     cdef fdb_ent *fe
     if (tip >> 24) == 127 or (tip >> 28) == 14:
@@ -104,7 +169,8 @@ cdef void arp_reduce(sw_t *s, uint32_t slot, net_t *net, int32_t port, const uin
     nb = nb_find(&s.nb, nb_key(slot, tip))
     if nb == NULL:
         s.evc[EC_L3MISS] += 1
-        ev_push(s, EV_L3MISS, net.vni, tip, LOC_NONE, 0, LOC_NONE, 0)
+        addr_v4mapped(ip, htonl(tip))
+        ev_push(s, EV_L3MISS, net.vni, 0, ip, LOC_NONE, 0, NULL, LOC_NONE, 0, NULL)
         tflag(s, TF_L3MISS)
         return
     fe = fdb_find(&s.fdb, fdb_key(slot, vx_mac48(nb.mac)))
@@ -157,7 +223,7 @@ cdef int core_port(sw_t *s, int32_t port, uint8_t *f, uint32_t n, double now,
         return drop(s, DR_BAD_ARP)
 
     # Bridge learning: source MAC -> ingress port (br_fdb_update).
-    learn(s, slot, src, now, port, 0)
+    learn(s, slot, src, now, port, NULL)
 
     # Bridge part: which local ports, and does the frame reach the "vxlan port"?
     dst = vx_mac48(f)
@@ -190,17 +256,23 @@ cdef int core_port(sw_t *s, int32_t port, uint8_t *f, uint32_t n, double now,
     if e == NULL:
         if not mcast:
             s.evc[EC_L2MISS] += 1
-            ev_push(s, EV_L2MISS, net.vni, dst, LOC_NONE, 0, LOC_NONE, 0)
+            ev_push(s, EV_L2MISS, net.vni, dst, NULL, LOC_NONE, 0, NULL, LOC_NONE, 0, NULL)
             tflag(s, TF_L2MISS)
         return -1
     encap(s, net, e, f, n)
     return -1
 
 
-cdef inline bint allowed(sw_t *s, uint32_t src) noexcept nogil:
-    cdef uint32_t h = ntohl(src), i
+cdef inline bint allowed(sw_t *s, const uint8_t *src) noexcept nogil:
+    """Is the outer source in [vtep] allow? Prefixes of either family as 16-byte masks
+    (an IPv4 /n is the IPv4-mapped /96+n), `src` 16 bytes."""
+    cdef uint64_t hi, lo
+    cdef uint32_t i
+    memcpy(&hi, src, 8)
+    memcpy(&lo, src + 8, 8)
     for i in range(s.n_allow):
-        if (h & s.allow_mask[i]) == s.allow_net[i]:
+        if (hi & s.allow_mask[2 * i]) == s.allow_net[2 * i] \
+                and (lo & s.allow_mask[2 * i + 1]) == s.allow_net[2 * i + 1]:
             return True
     return False
 
@@ -221,7 +293,8 @@ cdef inline int32_t vmap_find(sw_t *s, uint32_t vni) noexcept nogil:
         i = (i + 1) & s.vmap_mask
 
 
-cdef int32_t underlay_slot(sw_t *s, uint32_t src, const uint8_t *d, uint32_t n) noexcept nogil:
+cdef int32_t underlay_slot(sw_t *s, const uint8_t *src, const uint8_t *d,
+                          uint32_t n) noexcept nogil:
     """The network slot a datagram is for when core_underlay() will take it past its header
     checks (it checks and counts again), else -1: the rx step in front of the core only
     works on frames the core will look at."""
@@ -233,10 +306,11 @@ cdef int32_t underlay_slot(sw_t *s, uint32_t src, const uint8_t *d, uint32_t n) 
     return vmap_find(s, vxlan_vni(d))
 
 
-cdef int core_underlay(sw_t *s, uint32_t src, uint8_t *d, uint32_t n,
-                       double now) noexcept nogil:
+cdef int core_underlay(sw_t *s, const uint8_t *src, uint8_t *d, uint32_t n,
+                       double now, uint8_t tos) noexcept nogil:
     """Switch._from_underlay in C: `d` is the UDP payload (VXLAN header + frame) received
-    from `src` (network order); outputs are appended to s.out. Checks in vxlan_rcv's order
+    from `src` (16 bytes, IPv4-mapped for IPv4); outputs are appended to s.out. Checks in
+    vxlan_rcv's order
     (RFC 7348 §5.1, §4.1: decapsulate, learn, deliver; never back to the underlay).
     Returns the drop reason, or -1."""
     cdef int32_t sl
@@ -274,6 +348,8 @@ cdef int core_underlay(sw_t *s, uint32_t src, uint8_t *d, uint32_t n,
     if net.learning:
         if learn(s, slot, smac, now, -1, src) == LR_CONFLICT:
             return drop(s, DR_FDB_CONFLICT)
+    if (tos & 3) and ecn_decap(f, fl, tos) < 0:     # RFC 6040 §4.2, after learning
+        return drop(s, DR_ECN_NOT_ECT_CE)
     if not (f[0] & 1):
         dst = vx_mac48(f)
         e = fdb_find(&s.fdb, fdb_key(slot, dst))
@@ -303,26 +379,26 @@ cdef void core_from_port(sw_t *s, int32_t port, int64_t tsrc, uint8_t *f, uint32
     reason = core_port(s, port, f, n, now, scratch)
     if port >= 0 and <uint32_t>port < s.ports_cap and s.ports[port].net >= 0:
         vni = <int32_t>s.nets[s.ports[port].net].vni
-    trace_record(s, now, LOC_PORT, tsrc, vni, f, n, reason, first)
+    trace_record(s, now, LOC_PORT, tsrc, NULL, vni, f, n, reason, first)
 
 
-cdef void core_from_underlay(sw_t *s, uint32_t src, uint8_t *d, uint32_t n,
-                             double now) noexcept nogil:
+cdef void core_from_underlay(sw_t *s, const uint8_t *src, uint8_t *d, uint32_t n,
+                             double now, uint8_t tos) noexcept nogil:
     """Switch.from_underlay: the core, plus the trace record when tracing is on."""
     cdef uint32_t first
     cdef int reason
     cdef int32_t vni = -1
     if vx_likely(not s.tr.on):
-        core_underlay(s, src, d, n, now)
+        core_underlay(s, src, d, n, now, tos)
         return
     first = s.n_out
     s.tr.tf_n = 0
     if s.rx_note:
         tflag(s, s.rx_note - 1)         # what the rx step did before (rx notes: TF_ + 1)
-    reason = core_underlay(s, src, d, n, now)
+    reason = core_underlay(s, src, d, n, now, tos)
     if n >= VXLAN_HLEN:
         vni = <int32_t>vxlan_vni(d)
-    trace_record(s, now, LOC_IP, src, vni, d, n, reason, first)
+    trace_record(s, now, LOC_IP, -1, src, vni, d, n, reason, first)
 
 
 # -- configuration (Switch.add_network / add_port ...): the reference's checks and messages -----
@@ -415,7 +491,7 @@ cdef int net_api_del(Switch sw, object vni) except -1:
     for p in [net.ports[i] for i in range(net.nports)]:
         port_api_del(sw, p)
     net = &s.nets[slot]
-    if fdb_purge(s, slot, -1, False) == <uint64_t>-1 or nb_purge(s, slot) == <uint64_t>-1:
+    if fdb_purge(s, slot, -1, False, False) == <uint64_t>-1 or nb_purge(s, slot) == <uint64_t>-1:
         raise MemoryError()
     free(net.ports)
     memset(net, 0, sizeof(net_t))
@@ -483,7 +559,7 @@ cdef int port_api_add(Switch sw, object port, object vni, object mac, object now
             fdb_delete(s, e)
         elif e != NULL and e.port < 0:
             raise EntryExists(remote_mac_message(
-                _mac(mac), vni, f"dst {sw._ip(ent_first_remote(&s.fdb, e))}",
+                _mac(mac), vni, f"dst {sw._addr(s.rem.r[ent_first_remote(&s.fdb, e)].addr)}",
                 FDB_STATES[e.state]))
         fdb_api_add(sw, slot, mac, None, port, "permanent", now)
     ports_grow(s, p)
@@ -511,7 +587,7 @@ cdef int port_api_del(Switch sw, object port) except -1:
             j += 1
     net.nports = j
     # the bridge flushes a deleted port's entries (Fdb.remove_port)
-    if fdb_purge(s, slot, p, False) == <uint64_t>-1:
+    if fdb_purge(s, slot, p, False, False) == <uint64_t>-1:
         raise MemoryError()
     memset(&s.ports[p], 0, sizeof(port_t))
     s.ports[p].net = -1

@@ -79,5 +79,7 @@ cdef list nb_api_dump(Switch sw):
 
 cdef dict nb_row(Switch sw, object vni, nb_ent *e):
     """A neighbour entry as neigh.NeighEntry.as_dict."""
-    return {"vni": vni, "ip": str(sw._ip(htonl(<uint32_t>(e.key & 0xFFFFFFFF)))),
-            "lladdr": mac48_str(vx_mac48(e.mac)), "state": NEIGH_STATES[e.state]}
+    cdef uint8_t a[16]
+    addr_v4mapped(a, htonl(<uint32_t>(e.key & 0xFFFFFFFF)))
+    return {"vni": vni, "ip": str(sw._addr(a)), "lladdr": mac48_str(vx_mac48(e.mac)),
+            "state": NEIGH_STATES[e.state]}

@@ -6,14 +6,15 @@ ctypedef struct rx_t:
     uint32_t burst
     uint8_t *slots               # burst * SLOT_STRIDE
     uint32_t *len
-    uint32_t *src                # underlay sources, network order
+    uint8_t *src                 # underlay sources: 16 bytes each, IPv4-mapped for IPv4
     uint8_t *scratch             # burst * SCRATCH_STRIDE
     mmsghdr *msgs                # burst
     iovec *iov                   # burst
-    sockaddr_in *addr            # burst
+    vx_sockaddr *addr            # burst: the sources recvmmsg() fills in (either family)
     uint8_t udp_gro              # the rx socket has UDP_GRO on: split by the cmsg gso_size
     uint32_t *gso                # burst: UDP GRO segment size of slot i, 0 = one datagram
-    uint8_t *cmsg                # burst * VX_GRO_CMSG_SPACE
+    uint8_t *tos                 # burst: outer TOS of slot i (IP_RECVTOS), for ECN
+    uint8_t *cmsg                # burst * VX_RX_CMSG_SPACE
     uint8_t *seg                 # SEG_BUF bytes: the segments of one TSO super-frame
     uint32_t *seg_off            # MAX_TSO_SEGS
     uint32_t *seg_len
@@ -30,10 +31,10 @@ cdef inline uint8_t *rx_datagram(rx_t *r, uint32_t i) noexcept nogil:
 cdef int rx_init(rx_t *r, uint32_t burst) noexcept nogil
 cdef void rx_free(rx_t *r) noexcept nogil
 cdef int rx_seg_alloc(rx_t *r) noexcept nogil
-cdef int rx_gro_alloc(rx_t *r) noexcept nogil
 cdef uint32_t process_port_burst(sw_t *s, int32_t port, uint32_t n, double now) noexcept nogil
 cdef uint32_t process_underlay_burst(sw_t *s, uint32_t n, double now,
                                      bint rx_step) noexcept nogil
 cdef uint32_t tap_burst(sw_t *s, int32_t p, int fd, double now) noexcept nogil
 cdef uint32_t udp_burst(sw_t *s, int sock_fd, double now) noexcept nogil
-cdef uint64_t poll_all(sw_t *s, int sock_fd, double idle, double limit) noexcept nogil
+cdef uint64_t poll_all(sw_t *s, int sock_fd, int sock_fd2, double idle,
+                       double limit) noexcept nogil

@@ -7,13 +7,17 @@ cdef int rx_init(rx_t *r, uint32_t burst) noexcept nogil:
     # rx slots: pages are only touched as far as frames reach (huge pages from 2 MiB)
     r.slots = <uint8_t*>vx_table_alloc(<size_t>burst * SLOT_STRIDE)
     r.len = <uint32_t*>calloc(burst, sizeof(uint32_t))
-    r.src = <uint32_t*>calloc(burst, sizeof(uint32_t))
+    r.src = <uint8_t*>calloc(burst, 16)
     r.scratch = <uint8_t*>calloc(burst, SCRATCH_STRIDE)
     r.msgs = <mmsghdr*>calloc(burst, sizeof(mmsghdr))
     r.iov = <iovec*>calloc(burst, sizeof(iovec))
-    r.addr = <sockaddr_in*>calloc(burst, sizeof(sockaddr_in))
+    r.addr = <vx_sockaddr*>calloc(burst, sizeof(vx_sockaddr))
+    r.gso = <uint32_t*>calloc(burst, sizeof(uint32_t))
+    r.tos = <uint8_t*>calloc(burst, 1)
+    r.cmsg = <uint8_t*>calloc(burst, VX_RX_CMSG_SPACE)
     if (r.slots == NULL or r.len == NULL or r.src == NULL or r.scratch == NULL
-            or r.msgs == NULL or r.iov == NULL or r.addr == NULL):
+            or r.msgs == NULL or r.iov == NULL or r.addr == NULL or r.gso == NULL
+            or r.tos == NULL or r.cmsg == NULL):
         return -1
     return 0
 
@@ -27,6 +31,7 @@ cdef void rx_free(rx_t *r) noexcept nogil:
     free(r.iov)
     free(r.addr)
     free(r.gso)
+    free(r.tos)
     free(r.cmsg)
     free(r.seg)
     free(r.seg_off)
@@ -52,22 +57,6 @@ cdef int rx_seg_alloc(rx_t *r) noexcept nogil:
     return 0
 
 
-cdef int rx_gro_alloc(rx_t *r) noexcept nogil:
-    """Per-slot UDP_GRO control messages and segment sizes (both or neither: udp_burst uses
-    cmsg whenever gso is there)."""
-    if r.gso != NULL:
-        return 0
-    r.gso = <uint32_t*>calloc(r.burst, sizeof(uint32_t))
-    r.cmsg = <uint8_t*>calloc(r.burst, VX_GRO_CMSG_SPACE)
-    if r.gso == NULL or r.cmsg == NULL:
-        free(r.gso)
-        free(r.cmsg)
-        r.gso = NULL
-        r.cmsg = NULL
-        return -1
-    return 0
-
-
 # -- the core over a burst ---------------------------------------------------------------------
 
 cdef uint32_t process_port_burst(sw_t *s, int32_t port, uint32_t n, double now) noexcept nogil:
@@ -81,7 +70,8 @@ cdef uint32_t process_port_burst(sw_t *s, int32_t port, uint32_t n, double now) 
     return s.n_out
 
 
-cdef void underlay_in(sw_t *s, uint32_t src, uint8_t *d, uint32_t n, double now) noexcept nogil:
+cdef void underlay_in(sw_t *s, const uint8_t *src, uint8_t *d, uint32_t n, double now,
+                      uint8_t tos) noexcept nogil:
     """One datagram from the underlay through offload.receive() in front of the core — a
     partial inner checksum completed, a TCP super-frame cut into wire segments (rx_csum,
     rx_segment say why) — and then through the core, frame by frame."""
@@ -110,7 +100,7 @@ cdef void underlay_in(sw_t *s, uint32_t src, uint8_t *d, uint32_t n, double now)
             for j in range(k):
                 sd = s.rx.seg + s.rx.seg_off[j] - VXLAN_HLEN
                 memcpy(sd, d, VXLAN_HLEN)
-                core_from_underlay(s, src, sd, s.rx.seg_len[j] + VXLAN_HLEN, now)
+                core_from_underlay(s, src, sd, s.rx.seg_len[j] + VXLAN_HLEN, now, tos)
             transmit(s)                 # the segment buffer is reused by the next one
             s.rx_note = 0
             return
@@ -118,7 +108,7 @@ cdef void underlay_in(sw_t *s, uint32_t src, uint8_t *d, uint32_t n, double now)
         s.cur_csum = CSUM_GOOD
     else:
         s.cur_csum = CSUM_BAD if v == RX_BAD else CSUM_UNKNOWN
-    core_from_underlay(s, src, d, n, now)
+    core_from_underlay(s, src, d, n, now, tos)
     s.rx_note = 0
 
 
@@ -129,10 +119,12 @@ cdef uint32_t process_underlay_burst(sw_t *s, uint32_t n, double now,
     cdef uint32_t i
     for i in range(n):
         if rx_step:
-            underlay_in(s, s.rx.src[i], rx_datagram(&s.rx, i), s.rx.len[i], now)
+            underlay_in(s, s.rx.src + 16 * i, rx_datagram(&s.rx, i), s.rx.len[i], now,
+                        s.rx.tos[i])
         else:
             s.cur_csum = CSUM_UNKNOWN
-            core_from_underlay(s, s.rx.src[i], rx_datagram(&s.rx, i), s.rx.len[i], now)
+            core_from_underlay(s, s.rx.src + 16 * i, rx_datagram(&s.rx, i), s.rx.len[i], now,
+                               s.rx.tos[i])
     return s.n_out
 
 
@@ -184,13 +176,13 @@ cdef void process_gro_burst(sw_t *s, uint32_t n, double now) noexcept nogil:
         ln = r.len[i]
         g = r.gso[i]
         if g == 0 or g >= ln:
-            underlay_in(s, r.src[i], d, ln, now)
+            underlay_in(s, r.src + 16 * i, d, ln, now, r.tos[i])
             continue
         s.offc[OC_GRO_BUFFERS] += 1
         off = 0
         while off < ln:
             pl = ln - off if ln - off < g else g
-            underlay_in(s, r.src[i], d + off, pl, now)
+            underlay_in(s, r.src + 16 * i, d + off, pl, now, r.tos[i])
             s.offc[OC_GRO_DATAGRAMS] += 1
             off += pl
 
@@ -258,10 +250,9 @@ cdef uint32_t udp_burst(sw_t *s, int sock_fd, double now) noexcept nogil:
         m.msg_hdr.msg_iov = &r.iov[i]
         m.msg_hdr.msg_iovlen = 1
         m.msg_hdr.msg_name = &r.addr[i]
-        m.msg_hdr.msg_namelen = sizeof(sockaddr_in)
-        if r.udp_gro:
-            m.msg_hdr.msg_control = r.cmsg + <size_t>i * VX_GRO_CMSG_SPACE
-            m.msg_hdr.msg_controllen = VX_GRO_CMSG_SPACE
+        m.msg_hdr.msg_namelen = sizeof(vx_sockaddr)
+        m.msg_hdr.msg_control = r.cmsg + <size_t>i * VX_RX_CMSG_SPACE
+        m.msg_hdr.msg_controllen = VX_RX_CMSG_SPACE
         m.msg_len = 0
     while True:
         rc = recvmmsg(sock_fd, r.msgs, r.burst, MSG_DONTWAIT, NULL)
@@ -273,15 +264,13 @@ cdef uint32_t udp_burst(sw_t *s, int sock_fd, double now) noexcept nogil:
         return 0
     for i in range(<uint32_t>rc):
         if r.msgs[i].msg_hdr.msg_flags & (MSG_TRUNC | MSG_CTRUNC) \
-                or r.addr[i].sin_family != AF_INET:
+                or not vx_sockaddr_get(&r.addr[i], r.src + 16 * k):
             s.ul_rx_errors += 1
             continue
         if k != i:
             memcpy(rx_datagram(r, k), rx_datagram(r, i), r.msgs[i].msg_len)
         r.len[k] = r.msgs[i].msg_len
-        r.src[k] = r.addr[i].sin_addr.s_addr
-        if r.udp_gro:
-            r.gso[k] = vx_gro_size(&r.msgs[i].msg_hdr)
+        vx_rx_cmsgs(&r.msgs[i].msg_hdr, &r.gso[k], &r.tos[k])
         k += 1
     if k:
         if r.udp_gro:
@@ -292,8 +281,10 @@ cdef uint32_t udp_burst(sw_t *s, int sock_fd, double now) noexcept nogil:
     return <uint32_t>rc
 
 
-cdef uint64_t poll_all(sw_t *s, int sock_fd, double idle, double limit) noexcept nogil:
-    """Serve every registered TAP fd and the UDP socket `sock_fd` without sleeping until
+cdef uint64_t poll_all(sw_t *s, int sock_fd, int sock_fd2, double idle,
+                       double limit) noexcept nogil:
+    """Serve every registered TAP fd and the UDP socket `sock_fd` (and `sock_fd2`, the other
+    family's, when >= 0) without sleeping until
     nothing has arrived for `idle` seconds (or `limit` seconds have passed in all, so the
     event loop still gets its turn under sustained load).
 
@@ -314,6 +305,8 @@ cdef uint64_t poll_all(sw_t *s, int sock_fd, double idle, double limit) noexcept
                 got += tap_burst(s, <int32_t>p, s.ports[p].fd, last * 1e-9)
         if sock_fd >= 0:
             got += udp_burst(s, sock_fd, last * 1e-9)
+        if sock_fd2 >= 0:
+            got += udp_burst(s, sock_fd2, last * 1e-9)
         t = vx_now_ns()
         if got:
             total += got

@@ -5,7 +5,8 @@
 # outputs in trace_t.out[out_start : out_start + out_count].
 ctypedef struct trace_rec:
     double now
-    int64_t src                  # port id as named by the caller, or IPv4 (network order)
+    int64_t src                  # port id as named by the caller (LOC_PORT)
+    uint8_t saddr[16]            # the VTEP it came from (LOC_IP)
     int32_t vni                  # -1 when unknown
     uint32_t length
     uint32_t out_start
@@ -18,8 +19,8 @@ ctypedef struct trace_rec:
 
 ctypedef struct trace_out:
     int32_t port                 # >= 0 port, -1 underlay
-    uint32_t dst
     uint16_t sport
+    uint8_t addr[16]             # underlay: the VTEP sent to
 
 ctypedef struct trace_t:
     uint8_t on
@@ -35,6 +36,6 @@ ctypedef struct trace_t:
 
 cdef int trace_alloc(trace_t *t) noexcept nogil
 cdef void trace_free(trace_t *t) noexcept nogil
-cdef void trace_record(sw_t *s, double now, uint8_t src_kind, int64_t src, int32_t vni,
-                       const uint8_t *data, uint32_t n, int reason,
-                       uint32_t first_out) noexcept nogil
+cdef void trace_record(sw_t *s, double now, uint8_t src_kind, int64_t src,
+                       const uint8_t *saddr, int32_t vni, const uint8_t *data, uint32_t n,
+                       int reason, uint32_t first_out) noexcept nogil

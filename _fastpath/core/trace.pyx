@@ -33,9 +33,9 @@ cdef void trace_free(trace_t *t) noexcept nogil:
     t.out_cap = 0
 
 
-cdef void trace_record(sw_t *s, double now, uint8_t src_kind, int64_t src, int32_t vni,
-                       const uint8_t *data, uint32_t n, int reason,
-                       uint32_t first_out) noexcept nogil:
+cdef void trace_record(sw_t *s, double now, uint8_t src_kind, int64_t src,
+                       const uint8_t *saddr, int32_t vni, const uint8_t *data, uint32_t n,
+                       int reason, uint32_t first_out) noexcept nogil:
     """Switch._record: one record per frame or datagram; the data cut at TRACE_SNAP bytes."""
     cdef trace_t *t = &s.tr
     cdef trace_rec *r
@@ -58,6 +58,8 @@ cdef void trace_record(sw_t *s, double now, uint8_t src_kind, int64_t src, int32
     r = &t.rec[t.count]
     r.now = now
     r.src = src
+    if saddr != NULL:
+        memcpy(r.saddr, saddr, 16)
     r.src_kind = src_kind
     r.vni = vni
     r.length = n
@@ -72,8 +74,9 @@ cdef void trace_record(sw_t *s, double now, uint8_t src_kind, int64_t src, int32
     for i in range(nout):
         k = t.out_n + i
         t.out[k].port = s.out[first_out + i].port
-        t.out[k].dst = s.out[first_out + i].dst
         t.out[k].sport = s.out[first_out + i].sport
+        if t.out[k].port < 0:
+            memcpy(t.out[k].addr, s.rem.r[s.out[first_out + i].rid].addr, 16)
     t.out_n += nout
     t.count += 1
 
@@ -92,14 +95,14 @@ cdef list trace_api_drain(Switch sw):
             if r.src_kind == LOC_PORT:
                 source = f"port:{r.src}"
             else:
-                source = str(sw._ip(<uint32_t>r.src))
+                source = str(sw._addr(r.saddr))
             outputs = []
             for j in range(r.out_start, r.out_start + r.out_count):
                 o = &t.out[j]
                 if o.port >= 0:
                     outputs.append(("port", o.port))
                 else:
-                    outputs.append(("vtep", str(sw._ip(o.dst)), o.sport))
+                    outputs.append(("vtep", str(sw._addr(o.addr)), o.sport))
             recs.append((r.now, source, r.vni, r.length,
                          PyBytes_FromStringAndSize(
                              <char*>(t.data + <size_t>i * TRACE_SNAP_C), r.snap),

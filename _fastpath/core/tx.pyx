@@ -7,16 +7,21 @@ cdef uint8_t ZERO_VNET[12]          # a virtio_net_hdr that asks for nothing
 
 cdef int tx_init(tx_t *t) noexcept nogil:
     memset(t, 0, sizeof(tx_t))
-    t.fd = -1
+    t.fam[0].fd = -1
+    t.fam[1].fd = -1
     t.gso_refused = 0xFFFFFFFF
     t.wv = <iovec*>calloc(COALESCE_MAX + 2 + GSO_MAX_SEGS, sizeof(iovec))
     return 0 if t.wv != NULL else -1
 
 
 cdef void tx_free(tx_t *t) noexcept nogil:
+    cdef uint32_t f
     gso_close_all(t)
-    free(t.gso_fd)
-    free(t.gso_used)
+    for f in range(2):
+        free(t.fam[f].gso_fd)
+        free(t.fam[f].gso_used)
+        free(t.fam[f].gso_df)
+    free(t.ctl)
     free(t.msgs)
     free(t.iov)
     free(t.addr)
@@ -25,7 +30,8 @@ cdef void tx_free(tx_t *t) noexcept nogil:
     free(t.run_ports)
     free(t.wv)
     memset(t, 0, sizeof(tx_t))
-    t.fd = -1
+    t.fam[0].fd = -1
+    t.fam[1].fd = -1
 
 
 # -- TAP side ----------------------------------------------------------------------------------
@@ -197,91 +203,133 @@ cdef void tx_ports(sw_t *s) noexcept nogil:
 
 
 # -- underlay side -----------------------------------------------------------------------------
+#
+# Per address family (fam[0] IPv4, fam[1] IPv6): a raw socket takes whole datagrams (the
+# headers encap() built, source port per flow), per-source-port UDP sockets carry UDP GSO runs.
 
-cdef int gso_tables(tx_t *t) noexcept nogil:
-    """The per-source-port socket table (256 KiB + 256 KiB), allocated on first need: by
-    set_offload(udp_gso=True), or by the first datagram too big for the raw socket."""
+cdef inline ulfam_t *fam_of(sw_t *s, const txrec *r) noexcept nogil:
+    return &s.tx.fam[r.v6]
+
+
+cdef inline const uint8_t *fam_local(sw_t *s, uint8_t v6) noexcept nogil:
+    """The local address a family's per-source-port sockets bind (16 bytes)."""
+    if v6:
+        return &s.local6[0]
+    return &s.local4m[0]
+
+
+cdef int gso_tables(ulfam_t *f) noexcept nogil:
+    """A family's per-source-port socket table (256 KiB + 256 KiB + 64 KiB), allocated on
+    first need: by set_offload(udp_gso=True), or by the first datagram too big for the raw
+    socket."""
     cdef int32_t *fds
     cdef uint32_t *used
+    cdef uint8_t *dfs
     cdef uint32_t i
-    if t.gso_fd != NULL:
+    if f.gso_fd != NULL:
         return 0
     fds = <int32_t*>malloc(65536 * sizeof(int32_t))
     used = <uint32_t*>calloc(65536, sizeof(uint32_t))
-    if fds == NULL or used == NULL:
+    dfs = <uint8_t*>calloc(65536, 1)
+    if fds == NULL or used == NULL or dfs == NULL:
         free(fds)
         free(used)
+        free(dfs)
         return -1
     for i in range(65536):
         fds[i] = -1
-    t.gso_fd = fds
-    t.gso_used = used
+    f.gso_fd = fds
+    f.gso_used = used
+    f.gso_df = dfs
     return 0
 
 
-cdef int gso_socket(sw_t *s, uint16_t sport) noexcept nogil:
-    """The UDP socket that sends from (local, sport), opened on first use; -1 when there is
-    none (bind refused: the port is someone else's; or GSO_SOCK_MAX reached) and the raw
-    socket must be used instead."""
-    cdef tx_t *t = &s.tx
-    cdef int fd = t.gso_fd[sport]
+cdef int gso_socket(sw_t *s, uint8_t v6, uint16_t sport) noexcept nogil:
+    """The UDP socket that sends from (local, sport) in family `v6`, opened on first use; -1
+    when there is none (bind refused: the port is someone else's; or GSO_SOCK_MAX reached)
+    and the raw socket must be used instead."""
+    cdef ulfam_t *f = &s.tx.fam[v6]
+    cdef int fd
+    if f.gso_fd == NULL and gso_tables(f) < 0:
+        return -1
+    fd = f.gso_fd[sport]
     if fd >= 0:
-        t.gso_used[sport] = t.gso_epoch
+        f.gso_used[sport] = s.tx.gso_epoch
         return fd
-    if fd == -2 or t.gso_nsock >= GSO_SOCK_MAX:
+    if fd == -2 or f.gso_nsock >= GSO_SOCK_MAX:
         return -1
-    fd = vx_gso_socket(s.local, sport, 4 << 20)
-    t.gso_used[sport] = t.gso_epoch
+    fd = vx_gso_socket(fam_local(s, v6), sport, 4 << 20)
+    f.gso_used[sport] = s.tx.gso_epoch
     if fd < 0:
-        t.gso_fd[sport] = -2        # retried after GSO_IDLE_TICKS (gso_gc)
+        f.gso_fd[sport] = -2        # retried after GSO_IDLE_TICKS (gso_gc)
         return -1
-    t.gso_fd[sport] = fd
-    t.gso_nsock += 1
+    f.gso_fd[sport] = fd
+    f.gso_df[sport] = 0                 # vx_gso_socket opens it with DF clear
+    f.gso_nsock += 1
     return fd
 
 
+cdef inline void gso_df(ulfam_t *f, const txrec *r) noexcept nogil:
+    """The per-source-port socket's DF setting for the next send (changed only when the
+    flow's datagrams need the other one: `df inherit` can vary per packet). IPv4 only."""
+    if not r.v6 and f.gso_df[r.sport] != r.df:
+        vx_set_df(f.gso_fd[r.sport], r.df)
+        f.gso_df[r.sport] = r.df
+
+
 cdef void gso_close_all(tx_t *t) noexcept nogil:
-    cdef uint32_t sp
-    if t.gso_fd == NULL:
-        return
-    for sp in range(65536):
-        if t.gso_fd[sp] >= 0:
-            vx_close(t.gso_fd[sp])
-        t.gso_fd[sp] = -1
-    t.gso_nsock = 0
+    cdef uint32_t sp, i
+    cdef ulfam_t *f
+    for i in range(2):
+        f = &t.fam[i]
+        if f.gso_fd == NULL:
+            continue
+        for sp in range(65536):
+            if f.gso_fd[sp] >= 0:
+                vx_close(f.gso_fd[sp])
+            f.gso_fd[sp] = -1
+        f.gso_nsock = 0
 
 
 cdef void gso_gc(tx_t *t) noexcept nogil:
     """Close the per-source-port sockets unused for GSO_IDLE_TICKS calls (called once a
     second) and forget failed binds after as long."""
-    cdef uint32_t sp
+    cdef uint32_t sp, i
     cdef int32_t fd
-    if t.gso_fd == NULL:
-        return
+    cdef ulfam_t *f
     t.gso_epoch += 1
     if t.gso_epoch % GSO_IDLE_TICKS == 0:
         t.gso_refused = 0xFFFFFFFF      # the path MTU may have grown: try GSO again
-    for sp in range(65536):
-        fd = t.gso_fd[sp]
-        if fd == -1 or t.gso_epoch - t.gso_used[sp] < GSO_IDLE_TICKS:
+    for i in range(2):
+        f = &t.fam[i]
+        if f.gso_fd == NULL:
             continue
-        if fd >= 0:
-            vx_close(fd)
-            t.gso_nsock -= 1
-        t.gso_fd[sp] = -1
+        for sp in range(65536):
+            fd = f.gso_fd[sp]
+            if fd == -1 or t.gso_epoch - f.gso_used[sp] < GSO_IDLE_TICKS:
+                continue
+            if fd >= 0:
+                vx_close(fd)
+                f.gso_nsock -= 1
+            f.gso_fd[sp] = -1
 
 
 cdef uint32_t gso_run(sw_t *s, uint32_t i) noexcept nogil:
     """How many underlay records from s.out[i] on can go out as one UDP_SEGMENT send:
     contiguous, same destination and source port, equal UDP payload lengths (the last may
-    be shorter), at most GSO_MAX_SEGS and 64 KB of UDP payload in all."""
+    be shorter), at most GSO_MAX_SEGS and 64 KB of UDP payload in all, the same outer
+    fields. An IPv6 record with a flow label goes alone: a UDP socket sends a label only
+    under a lease (IPV6_FLOWLABEL_MGR), the raw socket writes it as it is."""
     cdef txrec *r = &s.out[i]
     cdef txrec *q
     cdef uint32_t k = 1, total = r.len
+    if r.label:
+        return 1
     while i + k < s.n_out and k < GSO_MAX_SEGS:
         q = &s.out[i + k]
-        if q.port >= 0 or q.dst != r.dst or q.sport != r.sport or q.len > r.len \
-                or total + q.len > 65507:
+        if q.port >= 0 or q.rid != r.rid or q.sport != r.sport or q.len > r.len \
+                or total + q.len > 65507 or q.tos != r.tos or q.ttl != r.ttl \
+                or q.df != r.df or q.label != 0:
             break
         total += q.len
         k += 1
@@ -298,56 +346,67 @@ cdef inline void ul_tx_error(sw_t *s, int err, uint32_t n) noexcept nogil:
 
 
 cdef void raw_queue(sw_t *s, uint32_t nb, uint32_t idx) noexcept nogil:
-    """Queue underlay record s.out[idx] as message `nb` of the next sendmmsg() batch."""
+    """Queue underlay record s.out[idx] as message `nb` of the next sendmmsg() batch (all
+    messages of a batch are of one family: raw_flush goes to that family's socket)."""
     cdef tx_t *t = &s.tx
     cdef mmsghdr *m = &t.msgs[nb]
     cdef iovec *v = &t.iov[2 * nb]
     cdef txrec *r = &s.out[idx]
+    cdef ulfam_t *f = fam_of(s, r)
     t.rec[nb] = idx
-    if t.raw:
+    if f.raw:
         outer_csum(s, r)
-    t.addr[nb].sin_family = AF_INET
-    t.addr[nb].sin_port = 0
-    t.addr[nb].sin_addr.s_addr = r.dst
     memset(&m.msg_hdr, 0, sizeof(msghdr))
     m.msg_hdr.msg_name = &t.addr[nb]
-    m.msg_hdr.msg_namelen = sizeof(sockaddr_in)
+    # a raw socket takes port 0 (IPv6: the protocol, 0 = the socket's own)
+    m.msg_hdr.msg_namelen = vx_sockaddr_set(&t.addr[nb], r.dst, 0 if f.raw else r.dport)
     m.msg_hdr.msg_iov = v
-    if not t.raw:               # UDP socket: the kernel adds IPv4 + UDP
-        t.addr[nb].sin_port = htons(s.dport)
+    if not f.raw:               # UDP socket: the kernel adds IP + UDP
         v[0].iov_base = r.data
         v[0].iov_len = r.len
         m.msg_hdr.msg_iovlen = 1
+        m.msg_hdr.msg_control = t.ctl + <size_t>nb * VX_TX_CMSG_SPACE
+        m.msg_hdr.msg_controllen = VX_TX_CMSG_SPACE
+        vx_tos_ttl(&m.msg_hdr, CMSG_FIRSTHDR(&m.msg_hdr), r.v6, r.tos, r.ttl)
     elif r.inline_hdr:
         v[0].iov_base = r.hdr
-        v[0].iov_len = IPUDP_HLEN
+        v[0].iov_len = r.hlen
         v[1].iov_base = r.data
         v[1].iov_len = r.len
         m.msg_hdr.msg_iovlen = 2
     else:
-        v[0].iov_base = r.data - IPUDP_HLEN
-        v[0].iov_len = r.len + IPUDP_HLEN
+        v[0].iov_base = r.data - r.hlen
+        v[0].iov_len = r.len + r.hlen
         m.msg_hdr.msg_iovlen = 1
 
 
 cdef bint udp_one(sw_t *s, txrec *r) noexcept nogil:
-    """A datagram the raw socket refused as too big for the path (raw_send_hdrinc: EMSGSIZE)
-    goes out on the flow's UDP socket instead, where the kernel fragments it — what the
-    kernel's vxlan does with `df unset` (its default), offloads or not. True if it was sent."""
+    """A datagram the raw socket refused as too big for the path (raw_send_hdrinc /
+    rawv6_send_hdrinc: EMSGSIZE) goes out on the flow's UDP socket instead, where the kernel
+    fragments it — what the kernel's vxlan does with `df unset` (its default; IPv6 has no
+    DF), offloads or not. True if it was sent."""
     cdef int fd
-    if gso_tables(&s.tx) < 0:
+    if r.df and not r.v6:
+        return False            # DF set: the kernel does not fragment either (IpFragFails)
+    fd = gso_socket(s, r.v6, r.sport)
+    if fd < 0:
         return False
-    fd = gso_socket(s, r.sport)
-    return fd >= 0 and vx_send_one(fd, r.dst, s.dport, r.data, r.len) >= 0
+    gso_df(fam_of(s, r), r)
+    return vx_send_one(fd, r.dst, r.dport, r.data, r.len, r.tos, r.ttl) >= 0
 
 
 cdef uint32_t raw_flush(sw_t *s, uint32_t nb) noexcept nogil:
-    """sendmmsg() the `nb` queued messages; returns 0 (the new queue length)."""
+    """sendmmsg() the `nb` queued messages on their family's socket; returns 0 (the new
+    queue length)."""
     cdef tx_t *t = &s.tx
     cdef uint32_t sent = 0
     cdef int rc, err
+    cdef ulfam_t *f
+    if nb == 0:
+        return 0
+    f = fam_of(s, &s.out[t.rec[0]])
     while sent < nb:
-        rc = sendmmsg(t.fd, t.msgs + sent, nb - sent, MSG_DONTWAIT)
+        rc = sendmmsg(f.fd, t.msgs + sent, nb - sent, MSG_DONTWAIT)
         if rc > 0:
             sent += <uint32_t>rc
             continue
@@ -357,7 +416,7 @@ cdef uint32_t raw_flush(sw_t *s, uint32_t nb) noexcept nogil:
         if rc < 0 and (err == EAGAIN or err == ENOBUFS):
             s.ul_tx_dropped += nb - sent
             break
-        if not (err == EMSGSIZE and t.raw and udp_one(s, &s.out[t.rec[sent]])):
+        if not (err == EMSGSIZE and f.raw and udp_one(s, &s.out[t.rec[sent]])):
             s.ul_tx_errors += 1     # this datagram failed (EMSGSIZE, unreachable...)
         sent += 1
     return 0
@@ -369,7 +428,7 @@ cdef void udp_each(sw_t *s, int fd, uint32_t i, uint32_t k) noexcept nogil:
     cdef txrec *r
     for j in range(k):
         r = &s.out[i + j]
-        if vx_send_one(fd, r.dst, s.dport, r.data, r.len) < 0:
+        if vx_send_one(fd, r.dst, r.dport, r.data, r.len, r.tos, r.ttl) < 0:
             ul_tx_error(s, errno, 1)
 
 
@@ -387,7 +446,7 @@ cdef bint gso_send(sw_t *s, int fd, uint32_t i, uint32_t k) noexcept nogil:
     for j in range(k):
         v[j].iov_base = s.out[i + j].data
         v[j].iov_len = s.out[i + j].len
-    if vx_send_gso(fd, r.dst, s.dport, v, <int>k, <uint16_t>r.len) >= 0:
+    if vx_send_gso(fd, r.dst, r.dport, v, <int>k, <uint16_t>r.len, r.tos, r.ttl) >= 0:
         s.offc[OC_GSO_SENDS] += 1
         s.offc[OC_GSO_DATAGRAMS] += k
         return True
@@ -413,19 +472,23 @@ cdef int tx_reserve(tx_t *t, uint32_t nv) noexcept nogil:
     free(t.iov)
     free(t.addr)
     free(t.rec)
+    free(t.ctl)
     t.msgs = <mmsghdr*>calloc(ncap, sizeof(mmsghdr))
     t.iov = <iovec*>calloc(2 * ncap, sizeof(iovec))
-    t.addr = <sockaddr_in*>calloc(ncap, sizeof(sockaddr_in))
+    t.addr = <vx_sockaddr*>calloc(ncap, sizeof(vx_sockaddr))
     t.rec = <uint32_t*>calloc(ncap, sizeof(uint32_t))
-    if t.msgs == NULL or t.iov == NULL or t.addr == NULL or t.rec == NULL:
+    t.ctl = <uint8_t*>calloc(ncap, VX_TX_CMSG_SPACE)
+    if t.msgs == NULL or t.iov == NULL or t.addr == NULL or t.rec == NULL or t.ctl == NULL:
         free(t.msgs)
         free(t.iov)
         free(t.addr)
         free(t.rec)
+        free(t.ctl)
         t.msgs = NULL
         t.iov = NULL
         t.addr = NULL
         t.rec = NULL
+        t.ctl = NULL
         t.cap = 0
         return -1
     t.cap = ncap
@@ -434,12 +497,15 @@ cdef int tx_reserve(tx_t *t, uint32_t nv) noexcept nogil:
 
 cdef void tx_underlay(sw_t *s, uint32_t nv) noexcept nogil:
     """The `nv` underlay records of s.out, in order: GSO runs on the flow's socket, the rest
-    in sendmmsg batches on the raw socket."""
+    in sendmmsg batches on their family's raw socket (a batch ends where the family
+    changes: sendmmsg() has one socket)."""
     cdef tx_t *t = &s.tx
     cdef uint32_t i = 0, j, k, nb = 0
     cdef int fd
     cdef txrec *r
-    if t.fd < 0 or tx_reserve(t, nv) < 0:
+    cdef ulfam_t *f
+    cdef int8_t batch_fam = -1
+    if tx_reserve(t, nv) < 0:
         s.ul_tx_dropped += nv
         return
     while i < s.n_out:
@@ -447,13 +513,23 @@ cdef void tx_underlay(sw_t *s, uint32_t nv) noexcept nogil:
         if r.port >= 0:
             i += 1
             continue
+        f = fam_of(s, r)
+        if f.fd < 0:
+            s.ul_tx_dropped += 1        # no socket of this family (not registered yet)
+            i += 1
+            continue
+        if batch_fam >= 0 and batch_fam != r.v6:
+            nb = raw_flush(s, nb)
+        batch_fam = r.v6
         if t.udp_gso:
             k = gso_run(s, i)
             if k >= 2:
-                fd = gso_socket(s, r.sport) if t.raw else t.fd
+                fd = gso_socket(s, r.v6, r.sport) if f.raw else f.fd
                 if fd >= 0:
                     # datagrams queued for sendmmsg go first: per-flow order
                     nb = raw_flush(s, nb)
+                    if f.raw:
+                        gso_df(f, r)
                     if r.len >= t.gso_refused:
                         s.offc[OC_GSO_FALLBACKS] += 1
                         udp_each(s, fd, i, k)
@@ -467,12 +543,13 @@ cdef void tx_underlay(sw_t *s, uint32_t nv) noexcept nogil:
                     nb += 1
                 i += k
                 continue
-            if t.raw and t.gso_fd[r.sport] >= 0:
+            if f.raw and f.gso_fd != NULL and f.gso_fd[r.sport] >= 0 and not r.label:
                 # the flow has a socket of its own (it sent GSO runs lately): keep all its
                 # datagrams on it, so that no per-socket queue or qdisc choice (fq, XPS)
                 # can reorder them against its GSO runs
-                t.gso_used[r.sport] = t.gso_epoch
-                udp_each(s, t.gso_fd[r.sport], i, 1)
+                f.gso_used[r.sport] = t.gso_epoch
+                gso_df(f, r)
+                udp_each(s, f.gso_fd[r.sport], i, 1)
                 i += 1
                 continue
         raw_queue(s, nb, i)
@@ -492,3 +569,4 @@ cdef void transmit(sw_t *s) noexcept nogil:
     if nv:
         tx_underlay(s, nv)
     s.n_out = 0
+    s.xoff = 0

@@ -36,6 +36,13 @@ cdef extern from "<sys/socket.h>" nogil:
         size_t msg_controllen
         int msg_flags
 
+    struct cmsghdr:
+        size_t cmsg_len
+        int cmsg_level
+        int cmsg_type
+
+    cmsghdr *CMSG_FIRSTHDR(msghdr *m)
+
     struct mmsghdr:
         msghdr msg_hdr
         unsigned int msg_len

@@ -209,7 +209,8 @@ static inline uint32_t vx_csum_be(uint64_t acc) {
 
 /* dataplane.wire.flow_hash: FNV-1a 32 over wire.flow_key(frame), then murmur3 fmix32.
    The key bytes are hashed in place (IPv4 addresses, protocol, L4 ports when not a
-   fragment; otherwise the two MACs) instead of being copied into a key buffer first. */
+   fragment; IPv6 addresses, next header, flow label, L4 ports when the label is 0;
+   otherwise the two MACs) instead of being copied into a key buffer first. */
 #define VX_FNV_OFFSET 0x811C9DC5u
 #define VX_FNV_PRIME  0x01000193u
 static inline uint32_t vx_fnv_bytes(uint32_t h, const unsigned char *p, size_t n) {
@@ -234,6 +235,17 @@ static inline uint32_t vx_flow_hash(const unsigned char *f, size_t n) {
                 h = vx_fnv_bytes(h, f + l4, 4);
             return vx_fmix32(h);
         }
+    }
+    if (n >= 14 + 40 && f[12] == 0x86 && f[13] == 0xDD && (f[14] >> 4) == 6) {
+        unsigned char nh = f[20];
+        int labelled = (f[15] & 0x0F) | f[16] | f[17];
+        h = vx_fnv_bytes(h, f + 22, 32);
+        h ^= nh; h *= VX_FNV_PRIME;
+        h ^= (unsigned char)(f[15] & 0x0F); h *= VX_FNV_PRIME;
+        h = vx_fnv_bytes(h, f + 16, 2);
+        if (!labelled && (nh == 6 || nh == 17 || nh == 132) && n >= 54 + 4)
+            h = vx_fnv_bytes(h, f + 54, 4);
+        return vx_fmix32(h);
     }
     return vx_fmix32(vx_fnv_bytes(h, f, n < 12 ? n : 12));   /* frame[0:12] */
 }

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, ip_address
+from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import ndmsg
@@ -24,7 +25,7 @@ from pyroute2.netlink.rtnl import ndmsg
 from dataplane import netns as _netns
 from dataplane.errors import VxdpError
 
-__all__ = ["KernelVtep", "attach", "create", "flood_add", "peer_add"]
+__all__ = ["KernelVtep", "attach", "create", "flood_add", "peer_add", "recreate_vxlan"]
 
 _ZERO_MAC = "00:00:00:00:00:00"
 
@@ -36,12 +37,13 @@ class KernelVtep:
     ns: str
     network: str
     vni: int
-    local: IPv4Address
+    local: IPv4Address | IPv6Address
     bridge: str
     vxlan: str
     mtu: int
     dstport: int
     ports: dict[str, str] = field(default_factory=dict)  # container name -> host-side veth
+    extra: dict[str, Any] = field(default_factory=dict)  # more IFLA_VXLAN_* (pyroute2 names)
 
     def _fail(self, doing: str, exc: NetlinkError) -> VxdpError:
         return VxdpError(f"kernel vtep {self.host}/{self.vni}: {doing}{os.strerror(exc.code)}")
@@ -54,16 +56,35 @@ def create(kv: KernelVtep) -> None:
             ipr.link("add", ifname=kv.bridge, kind="bridge")
             br = ipr.link_lookup(ifname=kv.bridge)[0]
             ipr.link("set", index=br, mtu=kv.mtu)
-            ipr.link("add", ifname=kv.vxlan, kind="vxlan",
-                     vxlan_id=kv.vni, vxlan_port=kv.dstport, vxlan_local=str(kv.local),
-                     vxlan_learning=0, vxlan_proxy=1, vxlan_l2miss=1, vxlan_l3miss=1,
-                     vxlan_ageing=300)
-            vx = ipr.link_lookup(ifname=kv.vxlan)[0]
-            ipr.link("set", index=vx, mtu=kv.mtu, master=br)
-            ipr.link("set", index=vx, state="up")
+            _add_vxlan(ipr, kv, br)
             ipr.link("set", index=br, state="up")
     except NetlinkError as exc:
         raise kv._fail("", exc) from exc
+
+
+def _add_vxlan(ipr: Any, kv: KernelVtep, br: int) -> None:
+    local = ({"vxlan_local6": str(kv.local)} if kv.local.version == 6
+             else {"vxlan_local": str(kv.local)})
+    ipr.link("add", ifname=kv.vxlan, kind="vxlan",
+             vxlan_id=kv.vni, vxlan_port=kv.dstport, **local,
+             vxlan_learning=0, vxlan_proxy=1, vxlan_l2miss=1, vxlan_l3miss=1,
+             vxlan_ageing=300, **kv.extra)
+    vx = ipr.link_lookup(ifname=kv.vxlan)[0]
+    ipr.link("set", index=vx, mtu=kv.mtu, master=br)
+    ipr.link("set", index=vx, state="up")
+
+
+def recreate_vxlan(kv: KernelVtep, **vxlan: Any) -> None:
+    """The vxlan device made again with ``vxlan`` attributes added to ``kv.extra``: what a
+    flag changelink refuses (udp6zerocsumtx, ttl inherit...) needs. Its FDB and neighbour
+    entries go with it; add them again."""
+    kv.extra.update(vxlan)
+    try:
+        with _netns.ns_iproute(kv.ns) as ipr:
+            ipr.link("del", index=ipr.link_lookup(ifname=kv.vxlan)[0])
+            _add_vxlan(ipr, kv, ipr.link_lookup(ifname=kv.bridge)[0])
+    except NetlinkError as exc:
+        raise kv._fail("recreate: ", exc) from exc
 
 
 def attach(kv: KernelVtep, container_ns: str, name: str, veth: str, mac: str,
@@ -89,25 +110,26 @@ def attach(kv: KernelVtep, container_ns: str, name: str, veth: str, mac: str,
     kv.ports[name] = veth
 
 
-def peer_add(kv: KernelVtep, mac: str, ip: IPv4Address | str, vtep: IPv4Address | str) -> None:
+def peer_add(kv: KernelVtep, mac: str, ip: IPv4Address | str,
+             vtep: IPv4Address | IPv6Address | str) -> None:
     """Docker's peerAdd: ``bridge fdb add MAC dev vxlan dst VTEP self permanent`` and
     ``ip neigh add IP lladdr MAC dev vxlan nud permanent``."""
     with _netns.ns_iproute(kv.ns) as ipr:
         vx = ipr.link_lookup(ifname=kv.vxlan)[0]
         try:
             # pyroute2 adds NUD_NOARP|NUD_PERMANENT and NTF_SELF by default for fdb().
-            ipr.fdb("append", ifindex=vx, lladdr=mac.lower(), dst=str(IPv4Address(vtep)))
+            ipr.fdb("append", ifindex=vx, lladdr=mac.lower(), dst=str(ip_address(str(vtep))))
             ipr.neigh("add", ifindex=vx, dst=str(IPv4Address(ip)), lladdr=mac.lower(),
                       state=ndmsg.states["permanent"])
         except NetlinkError as exc:
             raise kv._fail(f"peer {mac} {ip} via {vtep}: ", exc) from exc
 
 
-def flood_add(kv: KernelVtep, vtep: IPv4Address | str) -> None:
+def flood_add(kv: KernelVtep, vtep: IPv4Address | IPv6Address | str) -> None:
     """``bridge fdb append 00:00:00:00:00:00 dev vxlan dst VTEP``: head-end replication."""
     with _netns.ns_iproute(kv.ns) as ipr:
         vx = ipr.link_lookup(ifname=kv.vxlan)[0]
         try:
-            ipr.fdb("append", ifindex=vx, lladdr=_ZERO_MAC, dst=str(IPv4Address(vtep)))
+            ipr.fdb("append", ifindex=vx, lladdr=_ZERO_MAC, dst=str(ip_address(str(vtep))))
         except NetlinkError as exc:
             raise kv._fail(f"flood {vtep}: ", exc) from exc

@@ -3,7 +3,7 @@ them, all removed again at the end.
 
 The walkthrough (reference/docker-overlay-walkthrough.txt) on one machine::
 
-      <prefix>ul  (underlay: bridge br0, 198.18.0.0/24)
+      <prefix>ul  (underlay: bridge br0, 198.18.0.0/24 [and 2001:db8:18::/64])
         ├─ v-h1 ══ eth0 198.18.0.1/24  <prefix>h1  (a "node": vxdp run, or kernel br/vxlan)
         └─ v-h2 ══ eth0 198.18.0.2/24  <prefix>h2
                                          └─ veth/TAP ══ eth0 192.168.55.x  <prefix>c1 (container)
@@ -31,7 +31,8 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import (IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface,
+                       IPv6Network, ip_address)
 from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
@@ -43,12 +44,15 @@ from dataplane.lab.kernel import KernelVtep
 from dataplane.lab.tools import Capture, disable_tx_checksum, end_process
 from dataplane.validate import VNI_MAX, VNI_MIN, check_ifname, is_vni
 
-__all__ = ["ContainerInfo", "HostInfo", "Lab", "UNDERLAY_SPACE", "cleanup_prefix", "docker_mac",
-           "install_signal_exit"]
+__all__ = ["ContainerInfo", "HostInfo", "Lab", "UNDERLAY_SPACE", "UNDERLAY6_SPACE",
+           "cleanup_prefix", "docker_mac", "install_signal_exit"]
 
 #: The lab's underlay must stay inside the RFC 2544 benchmarking range (network safety: the
-#: lab never uses addresses that could be routed anywhere real).
+#: lab never uses addresses that could be routed anywhere real), and for IPv6 inside the
+#: documentation prefix (RFC 3849).
 UNDERLAY_SPACE = IPv4Network("198.18.0.0/15")
+UNDERLAY6_SPACE = IPv6Network("2001:db8::/32")
+IFA_F_NODAD = 0x02      # <linux/if_addr.h>: the address is usable at once (no DAD)
 
 _lock = threading.Lock()
 _instances = 0
@@ -148,6 +152,7 @@ class HostInfo:
     address: IPv4Interface
     ifname: str = "eth0"
     next_veth: int = 0
+    address6: IPv6Interface | None = None
 
 
 @dataclass
@@ -235,16 +240,20 @@ class Lab:
         return ns
 
     def host(self, name: str, address: str | IPv4Address | IPv4Interface, *,
+             address6: str | IPv6Address | IPv6Interface | None = None,
              tx_csum_off: bool = False) -> str:
         """Namespace ``<prefix><name>`` with ``eth0`` = ``address`` on the underlay bridge.
 
-        The bridge side is ``v-<name>`` in the underlay namespace. ``tx_csum_off`` turns tx
-        checksum offload off on ``eth0`` (see :func:`disable_tx_checksum`).
+        The bridge side is ``v-<name>`` in the underlay namespace. ``address6`` (inside
+        2001:db8::/32, /64 unless given) adds an IPv6 underlay address, usable at once (no
+        DAD), with IPv6 enabled in that host namespace. ``tx_csum_off`` turns tx checksum
+        offload off on ``eth0`` (see :func:`disable_tx_checksum`).
         """
         if self.underlay_ns is None or self.subnet is None:
             self.underlay()
         assert self.underlay_ns is not None and self.subnet is not None
         iface = self._underlay_address(address)
+        iface6 = self._underlay_address6(address6) if address6 is not None else None
         port = f"v-{name}"
         try:
             check_ifname(port)
@@ -260,6 +269,12 @@ class Lab:
                 idx = ipr.link_lookup(ifname="eth0")[0]
                 ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen)
                 ipr.link("set", index=idx, state="up")
+            if iface6 is not None:
+                _netns.call_in_netns(ns, _enable_ipv6)
+                with _netns.ns_iproute(ns) as ipr:
+                    idx = ipr.link_lookup(ifname="eth0")[0]
+                    ipr.addr("add", index=idx, address=str(iface6.ip),
+                             prefixlen=iface6.network.prefixlen, flags=IFA_F_NODAD)
             with _netns.ns_iproute(self.underlay_ns) as ipr:
                 br = ipr.link_lookup(ifname="br0")[0]
                 pidx = ipr.link_lookup(ifname=port)[0]
@@ -268,8 +283,20 @@ class Lab:
             raise VxdpError(f"lab host {name}: {os.strerror(exc.code)}") from exc
         if tx_csum_off:
             disable_tx_checksum(ns, "eth0")
-        self.hosts[name] = HostInfo(name=name, ns=ns, address=iface)
+        self.hosts[name] = HostInfo(name=name, ns=ns, address=iface, address6=iface6)
         return ns
+
+    def _underlay_address6(self, address: str | IPv6Address | IPv6Interface) -> IPv6Interface:
+        if isinstance(address, IPv6Interface):
+            iface = address
+        elif isinstance(address, str) and "/" in address:
+            iface = IPv6Interface(address)
+        else:
+            iface = IPv6Interface(f"{address}/64")
+        if iface.ip not in UNDERLAY6_SPACE:
+            raise VxdpError(f"host address {iface.ip} is outside {UNDERLAY6_SPACE} (lab safety "
+                            "rule)")
+        return iface
 
     def _underlay_address(self, address: str | IPv4Address | IPv4Interface) -> IPv4Interface:
         assert self.subnet is not None
@@ -296,12 +323,13 @@ class Lab:
                                               address=IPv4Interface(address), mtu=mtu)
         return ns
 
-    def kernel_vtep(self, host: str, vni: int, local: str | IPv4Address | None = None, *,
+    def kernel_vtep(self, host: str, vni: int,
+                    local: str | IPv4Address | IPv6Address | None = None, *,
                     network: str = "mynet", mtu: int = 1450, dstport: int = 4789,
                     containers: Sequence[tuple[str, str, IPv4Interface | str]] = (),
-                    peers: Sequence[tuple[str, IPv4Address | str, IPv4Address | str]] = (),
-                    flood: Sequence[IPv4Address | str] = (),
-                    tx_csum_off: bool = False) -> KernelVtep:
+                    peers: Sequence[tuple[str, IPv4Address | str, Any]] = (),
+                    flood: Sequence[IPv4Address | IPv6Address | str] = (),
+                    tx_csum_off: bool = False, **vxlan: Any) -> KernelVtep:
         """Docker's kernel overlay (walkthrough) inside host namespace ``host``.
 
         Bridge ``br<vni>`` + ``vxlan<vni>`` (id vni, dstport, local, proxy, nolearning, l2miss,
@@ -310,7 +338,9 @@ class Lab:
         permanent ``self`` FDB entry plus a permanent neighbour on the vxlan device (Docker's
         peerAdd), and each flood VTEP as an all-zeros FDB entry (see
         :mod:`dataplane.lab.kernel`). ``tx_csum_off`` disables tx checksum offload on the
-        container veths (see :func:`disable_tx_checksum`).
+        container veths (see :func:`disable_tx_checksum`). ``local`` may be the host's IPv6
+        underlay address (a vxlan device over IPv6); ``vxlan``: further pyroute2 vxlan
+        attributes (``vxlan_ttl``, ``vxlan_label``, ``vxlan_udp_zero_csum6_tx``...).
 
         ``containers`` items are (name, mac, address); a name already made with
         :meth:`container` reuses that namespace.
@@ -320,9 +350,10 @@ class Lab:
             raise VxdpError(f"vni {vni} out of range {VNI_MIN}..{VNI_MAX}")
         if (host, vni) in self.vteps:
             raise VxdpError(f"host {host} already has a kernel vtep for vni {vni}")
-        local_ip = IPv4Address(local) if local is not None else h.address.ip
+        local_ip = ip_address(str(local)) if local is not None else h.address.ip
         kv = KernelVtep(host=host, ns=h.ns, network=network, vni=vni, local=local_ip,
-                        bridge=f"br{vni}", vxlan=f"vxlan{vni}", mtu=mtu, dstport=dstport)
+                        bridge=f"br{vni}", vxlan=f"vxlan{vni}", mtu=mtu, dstport=dstport,
+                        extra=dict(vxlan))
         kernel.create(kv)
         self.vteps[(host, vni)] = kv
         for cname, mac, address in containers:
@@ -479,6 +510,14 @@ def install_signal_exit(signals: Sequence[int] = (signal.SIGTERM, signal.SIGHUP)
     for sig in signals:
         if signal.getsignal(sig) is signal.SIG_DFL:
             signal.signal(sig, _signal_exit)
+
+
+def _enable_ipv6() -> None:
+    # A host namespace with an IPv6 underlay address: IPv6 back on for what is there now
+    # (writing "all" applies to every existing interface) and what comes later.
+    for key in ("all", "default"):
+        with open(f"/proc/sys/net/ipv6/conf/{key}/disable_ipv6", "w") as f:
+            f.write("0")
 
 
 def _disable_ipv6_defaults() -> None:

@@ -241,12 +241,13 @@ class VxdpProcess:
 
 def start_vxdp(lab: Lab, host: str, config: Mapping[str, Any] | str, workdir: str, *,
                env: Mapping[str, str] | None = None, wait: bool = True,
-               timeout: float = 20.0) -> VxdpProcess:
+               timeout: float = 20.0, preexec_fn: Any = None) -> VxdpProcess:
     """Write ``config`` (a mapping or TOML text) to ``WORKDIR/NAME.toml``, start ``vxdp run``
     in ``host``'s namespace with its log in ``WORKDIR/NAME.log`` and (unless ``wait=False``)
     wait until its control socket answers. ``env``: variables added to (or overriding) this
     process's environment for the VTEP only, e.g. ``{"VXDP_NO_EXTENSIONS": "1"}`` for the
-    pure-Python path."""
+    pure-Python path. ``preexec_fn`` runs in the child after it joined ``host``'s network
+    namespace (a Docker lab host also puts it into its dockerd's mount namespace)."""
     text = config if isinstance(config, str) else to_toml(config)
     vtep = tomllib.loads(text).get("vtep", {})
     name = vtep.get("name", "vxdp")
@@ -257,7 +258,8 @@ def start_vxdp(lab: Lab, host: str, config: Mapping[str, Any] | str, workdir: st
     with open(log_path, "wb") as log:
         proc = lab.popen(host, [sys.executable, "-m", "dataplane", "run", config_path],
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                         cwd=PACKAGE_ROOT, env=None if env is None else {**os.environ, **env})
+                         cwd=PACKAGE_ROOT, env=None if env is None else {**os.environ, **env},
+                         preexec_fn=preexec_fn)
     v = VxdpProcess(lab, host, name, proc, sock, config_path, log_path)
     if wait:
         v.wait_ready(timeout)

@@ -120,7 +120,8 @@ class EtcdStore:
         self.config = config
         self.host = host
         cfg = host.config
-        self.local = str(cfg.vtep.local)
+        # a VTEP of both families is known to the others by its IPv4 address
+        self.local = str(cfg.vtep.local.primary)
         self.name = cfg.vtep.name
         self.layout = KeyLayout(config.prefix)
         self.ttl = int(config.ttl)
@@ -143,6 +144,9 @@ class EtcdStore:
         self._dirty: dict[bytes, int] = {}
         self._gen = 0
         self._wake = asyncio.Event()
+        # Set when the VTEP starts serving a network at run time: the records of a network
+        # we did not serve were ignored, so the next session reads everything again.
+        self._resync = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._client: Any = None
         self._lease_id: int | None = None
@@ -186,6 +190,24 @@ class EtcdStore:
         self._own.pop(key, None)
         self._local_macs.discard((net.name, mac))
         self._mark(key)
+
+    def add_network(self, name: str, vni: int) -> None:
+        """The VTEP serves network ``name`` from now on (``docker network create``): register
+        it, and read the store again for the others' endpoints on it."""
+        self.tables.add_network(name, vni)
+        self._register()
+        self._resync.set()
+
+    def del_network(self, name: str) -> None:
+        """The VTEP no longer serves ``name``: drop what was applied for it (before the
+        network's tables go) and register without it."""
+        self.tables.del_network(name)
+        self._register()
+
+    def _register(self) -> None:
+        reg = VtepRecord(self.local, self.name, tuple(sorted(self.tables.local_networks.items())))
+        self._own[self._vtep_key] = self.layout.encode_vtep(reg)
+        self._mark(self._vtep_key)
 
     async def close(self) -> None:
         """Stop; revoke our lease so the others drop our endpoints now (bounded wait)."""
@@ -329,6 +351,7 @@ class EtcdStore:
         try:
             t0 = time.monotonic()
             lease = await self._ensure_lease(client)
+            self._resync.clear()     # this read covers every network served so far
             items, rev = await self._read_all(client)
             t_read = time.monotonic()
             self._reconcile_own(items, lease)
@@ -353,6 +376,7 @@ class EtcdStore:
                              f"{counts['peers']} peers, {removed} stale removed")
             tasks.append(asyncio.create_task(self._keepalive(client, lease)))
             tasks.append(asyncio.create_task(self._watch_loop(watch)))
+            tasks.append(asyncio.create_task(self._resync_wait()))
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for t in done:
                 t.result()
@@ -428,6 +452,10 @@ class EtcdStore:
             if reply is None or reply.TTL <= 0:
                 self._lease_id = None
                 raise StoreError(f"lease {lease:x} expired")
+
+    async def _resync_wait(self) -> None:
+        await self._resync.wait()
+        raise _Resync("a network was added")
 
     async def _watch_loop(self, watch: Any) -> None:
         tables = self.tables

@@ -28,7 +28,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from dataplane.validate import VNI_MAX, VNI_MIN, is_vni, parse_ipv4, parse_unicast_mac
+from dataplane.validate import (VNI_MAX, VNI_MIN, is_vni, parse_ipv4, parse_underlay_ip,
+                                parse_unicast_mac)
 
 if TYPE_CHECKING:
     from dataplane.config import Config, EndpointConfig, NetworkConfig
@@ -83,6 +84,16 @@ def _ipv4(value: Any, what: str) -> str:
         return str(parse_ipv4(value))   # e.g. leading zeros: let the rule decide
     except ValueError as exc:
         raise RecordError(f"{what}: {exc}") from None
+
+
+def _vtep_addr(value: Any, what: str) -> str:
+    """A VTEP address in canonical form: the dotted quad as _ipv4, or compressed IPv6."""
+    if isinstance(value, str) and ":" in value:
+        try:
+            return str(parse_underlay_ip(value))
+        except ValueError as exc:
+            raise RecordError(f"{what}: {exc}") from None
+    return _ipv4(value, what)
 
 
 def _json_object(key: bytes, value: bytes) -> dict[str, Any]:
@@ -204,7 +215,7 @@ class KeyLayout:
             vni = d["vni"]
             mac = normalize_mac(str(d["mac"]))
             ip = _ipv4(d["ip"], "ip")
-            vtep = _ipv4(d["vtep"], "vtep")
+            vtep = _vtep_addr(d["vtep"], "vtep")
         except KeyError as e:
             raise RecordError(f"{key.decode(errors='replace')}: value lacks "
                               f"{e.args[0]!r}") from None
@@ -221,7 +232,7 @@ class KeyLayout:
         if parts is None or parts[0] != "vteps" or len(parts) != 2:
             raise RecordError(f"{key!r} is not a VTEP key")
         d = _json_object(key, value)
-        vtep = _ipv4(d.get("vtep", parts[1]), "vtep")
+        vtep = _vtep_addr(d.get("vtep", parts[1]), "vtep")
         if vtep != parts[1]:
             raise RecordError(f"{key.decode(errors='replace')}: value names VTEP {vtep}")
         nets = d.get("networks", {})
@@ -336,6 +347,27 @@ class RemoteTables:
             self._unclaim(key, rec)
             self._flood_unref(rec.network, rec.vtep, key)
         return len(keys)
+
+    def add_network(self, name: str, vni: int) -> None:
+        """This VTEP serves ``name`` from now on. The VTEPs' registrations already applied
+        that list it put their VTEP in its flood list at once; endpoint records of a network
+        not served were not kept, so the caller reads the store again for them."""
+        self.local_networks[name] = vni
+        for key, rec in self.vteps.items():
+            if (name, vni) in rec.networks:
+                self._flood_ref(name, rec.vtep, key)
+
+    def del_network(self, name: str) -> None:
+        """This VTEP no longer serves ``name``: remove what was applied for it."""
+        for key in [k for k, r in self.endpoints.items() if r.network == name]:
+            self._remove_endpoint(key)
+        for (net, vtep), refs in list(self._flood.items()):
+            if net == name:
+                refs.clear()
+                del self._flood[(net, vtep)]
+                if (net, vtep) not in self._static_flood:
+                    self.host.flood_del(net, vtep)
+        self.local_networks.pop(name, None)
 
     def clear(self) -> None:
         """Remove everything the store applied (not the static config)."""

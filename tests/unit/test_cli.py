@@ -301,8 +301,7 @@ def test_neigh_change(vtep: FakeVtep, capsys: pytest.CaptureFixture[str]) -> Non
 BAD_ARGS = [
     (["fdb", "add", "02:42:zz", "dst", "198.18.0.2"], '"02:42:zz" is not a MAC address'),
     (["fdb", "add", "02:42:c0:a8:37:03", "dst", "198.18.0.300"], "not an IPv4 address"),
-    (["fdb", "add", "02:42:c0:a8:37:03", "dst", "2001:db8::1"],
-     "IPv6 underlay is not supported yet"),
+    (["fdb", "add", "02:42:c0:a8:37:03", "dst", "fe80::1"], "link-local"),
     (["fdb", "add", "02:42:c0:a8:37:03", "dst", "198.18.0.2", "vni", "16777216"], "1..16777215"),
     (["fdb", "add", "02:42:c0:a8:37:03", "dst", "198.18.0.2", "vni", "0"], "1..16777215"),
     (["fdb", "add", "02:42:c0:a8:37:03", "dst", "198.18.0.2", "vni", "-1"], "not a VNI"),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from dataplane.validate import Locals
 from dataplane.config import (
     OFFLOADS,
     Config,
@@ -95,7 +96,8 @@ def test_design_example_parses() -> None:
     assert isinstance(cfg, Config)
     assert cfg.path == "manager.toml"
     v = cfg.vtep
-    assert v == VtepConfig(name="manager", local=IPv4Address("198.18.0.1"), port=4789,
+    assert v == VtepConfig(name="manager", local=Locals(IPv4Address("198.18.0.1"), None),
+                           port=4789,
                            control="/run/vxdp/manager.sock",
                            allow=(IPv4Network("198.18.0.0/24"),))
     assert v.src_port_range == (49152, 65535) and v.strict is True
@@ -211,8 +213,14 @@ def test_bad_endpoint_mac_example_message() -> None:
 BAD_VALUES = [
     ('local = "198.18.0.1"', 'local = "198.18.0"', "vtep.local", 'local = "198.18.0"',
      "not an IPv4 address"),
-    ('local = "198.18.0.1"', 'local = "2001:db8::1"', "vtep.local", "2001:db8::1",
-     "IPv6 underlay is not supported yet"),
+    ('local = "198.18.0.1"', 'local = "fe80::1"', "vtep.local", "fe80::1", "link-local"),
+    ('local = "198.18.0.1"', 'local = ["198.18.0.1", "198.18.0.9"]', "vtep.local",
+     "198.18.0.1", "two IPv4 addresses"),
+    ('local = "198.18.0.1"', 'local = []', "vtep.local", "local = []", "empty list"),
+    ('local = "198.18.0.1"', 'local = "ff02::1"', "vtep.local", "ff02::1",
+     "not a unicast address"),
+    ('local = "198.18.0.1"', 'local = "2001:db8::1"', "network[0].flood[0]", "flood =",
+     "[vtep] local has no IPv4 address"),
     ('local = "198.18.0.1"', "local = 1", "vtep.local", "local = 1", "must be a string"),
     ("port = 4789", "port = 0", "vtep.port", "port = 0", "1..65535"),
     ("port = 4789", "port = 70000", "vtep.port", "port = 70000", "1..65535"),
@@ -221,7 +229,7 @@ BAD_VALUES = [
     ('allow = ["198.18.0.0/24"]', 'allow = ["198.18.0.1/24"]', "vtep.allow[0]", "allow =",
      'host bits set (did you mean "198.18.0.0/24"?)'),
     ('allow = ["198.18.0.0/24"]', 'allow = ["nonsense"]', "vtep.allow[0]", "allow =",
-     "not an IPv4 network"),
+     "not an IPv4 or IPv6 network"),
     ('allow = ["198.18.0.0/24"]', 'allow = "198.18.0.0/24"', "vtep.allow", "allow =",
      "must be an array"),
     ('name = "manager"', 'name = "a/b"', "vtep.name", 'name = "a/b"', "not a valid VTEP name"),
@@ -238,7 +246,9 @@ BAD_VALUES = [
     ('flood = ["198.18.0.2"]', 'flood = ["198.18.0.2", "198.18.0.2"]', "network[0].flood[1]",
      "flood =", "listed twice"),
     ('flood = ["198.18.0.2"]', 'flood = ["fe80::1"]', "network[0].flood[0]", "flood =",
-     "IPv6 underlay is not supported yet"),
+     "link-local"),
+    ('flood = ["198.18.0.2"]', 'flood = ["2001:db8::2"]', "network[0].flood[0]", "flood =",
+     "[vtep] local has no IPv6 address"),
     ('flood = ["198.18.0.2"]', 'flood = ["198.18.0.1"]', "network[0].flood[0]", "flood =",
      "own local address"),
     ('name = "c1"', 'name = "c1-very-long-name"', "network[0].endpoint[0].name",
@@ -265,7 +275,13 @@ BAD_VALUES = [
     ('vtep = "198.18.0.2"', 'vtep = "198.18.0.1"', "network[0].peer[0].vtep",
      'vtep = "198.18.0.1"', "own local address"),
     ('vtep = "198.18.0.2"', 'vtep = "::2"', "network[0].peer[0].vtep", 'vtep = "::2"',
-     "IPv6 underlay is not supported yet"),
+     "[vtep] local has no IPv6 address"),
+    ('vtep = "198.18.0.2"', 'vtep = "fe80::2"', "network[0].peer[0].vtep", 'vtep = "fe80::2"',
+     "link-local"),
+    ("learning = false", 'learning = false\nflowlabel = 1048576', "network[0].flowlabel",
+     "flowlabel = 1048576", "out of range"),
+    ("learning = false", 'learning = false\nflowlabel = "auto"', "network[0].flowlabel",
+     'flowlabel = "auto"', "is not \"inherit\""),
 ]
 
 
@@ -590,7 +606,7 @@ def test_utf8_byte_order_mark_is_accepted(tmp_path: Path) -> None:
     path = tmp_path / "bom.toml"
     path.write_bytes(b"\xef\xbb\xbf" + MINIMAL.encode())
     cfg = load_config(str(path))
-    assert cfg.vtep.local == IPv4Address("198.18.0.1") and cfg.networks[0].vni == 4097
+    assert cfg.vtep.local.v4 == IPv4Address("198.18.0.1") and cfg.networks[0].vni == 4097
     assert parse_config("\ufeff" + MINIMAL).networks[0].name == "mynet"
     # Line numbers are still right after it.
     path.write_bytes(b"\xef\xbb\xbf" + MINIMAL.replace("vni = 4097", "vni = -4").encode())

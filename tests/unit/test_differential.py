@@ -12,7 +12,7 @@ checks that the reference is deterministic and keeps this harness exercised ever
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -33,6 +33,7 @@ from tests.strategies import (
     arp_frames,
     arp_request,
     eth,
+    ip6_frames,
     ip_frames,
     mac_text,
     mutations,
@@ -41,8 +42,12 @@ from tests.strategies import (
     vxlan_hdr,
 )
 
-VTEPS = [IPv4Address(f"198.18.0.{i}") for i in range(2, 8)] + [IPv4Address("10.1.2.3")]
-ALLOWS = [(), (), ("198.18.0.0/29",), ("198.18.0.4/30", "10.0.0.0/8"), ("198.18.0.2/32",)]
+VTEPS = [IPv4Address(f"198.18.0.{i}") for i in range(2, 8)] + [IPv4Address("10.1.2.3")] \
+    + [IPv6Address("2001:db8::2"), IPv6Address("2001:db8:1::3")]
+ALLOWS = [(), (), ("198.18.0.0/29",), ("198.18.0.4/30", "10.0.0.0/8"), ("198.18.0.2/32",),
+          ("2001:db8::/64",), ("198.18.0.0/29", "2001:db8::/32")]
+LOCAL6 = IPv6Address("2001:db8::1")
+LOCALS = [(LOCAL,), (LOCAL,), (LOCAL, LOCAL6), (LOCAL6,)]   # v4, dual-stack, v6-only VTEPs
 RANGES = [(49152, 65535), (49152, 65535), (1, 65535), (5000, 5000), (6000, 6007), (65535, 65535)]
 VNIS = [1, 4097, 4098, 0xFFFFFF]
 UNSERVED_VNI = 777
@@ -65,9 +70,10 @@ Call = tuple[str, tuple[Any, ...], dict[str, Any]]
 class Scenario:
     ctor: dict[str, Any]
     calls: list[Call] = field(default_factory=list)
+    local: tuple[Any, ...] = (LOCAL,)
 
     def __repr__(self) -> str:  # readable falsifying examples
-        lines = [f"Switch({LOCAL!s}, {self.ctor})"]
+        lines = [f"Switch({[str(a) for a in self.local]}, {self.ctor})"]
         lines += [f"  {i}: {_short(c)}" for i, c in enumerate(self.calls)]
         return "\n".join(lines)
 
@@ -99,7 +105,20 @@ def mac_args(draw: st.DrawFn, pool: list[bytes]) -> str | bytes:
 @st.composite
 def dst_args(draw: st.DrawFn) -> str | IPv4Address:
     d = draw(st.sampled_from(VTEPS))
-    return draw(st.sampled_from([d, str(d), str(d), "198.18.0.300", "::1"]))
+    return draw(st.sampled_from([d, str(d), str(d), "198.18.0.300", "::1", "2001:db8::2",
+                                 "fe80::1"]))
+
+
+@st.composite
+def descriptor_args(draw: st.DrawFn) -> dict[str, int]:
+    """A remote's port and VNI (``dst IP port P vni N``): mostly the defaults, sometimes the
+    VTEP's own values given explicitly, other values and out-of-range ones."""
+    kw: dict[str, int] = {}
+    if draw(st.integers(0, 3)) == 0:
+        kw["dst_port"] = draw(st.sampled_from([0, 4789, 8472, 8472, 65535, 65536, -1]))
+    if draw(st.integers(0, 3)) == 0:
+        kw["dst_vni"] = draw(st.sampled_from([0, 4097, 5000, 5000, 0xFFFFFF, 1 << 24]))
+    return kw
 
 
 @st.composite
@@ -109,13 +128,15 @@ def frames(draw: st.DrawFn, srcs: list[bytes], dsts: list[bytes],
     the ARP targets (biased to addresses with neighbour entries)."""
     src = st.sampled_from(srcs)
     dst = st.sampled_from(dsts + [BROADCAST, MCAST_MAC, UNKNOWN_MAC])
-    kind = draw(st.sampled_from(["arp"] * 5 + ["ip"] * 4 + ["eth"] * 2
+    kind = draw(st.sampled_from(["arp"] * 5 + ["ip"] * 4 + ["ip6"] * 2 + ["eth"] * 2
                                 + ["sized", "random", "mutated", "runt", "badsrc"]))
     if kind == "arp":
         return draw(arp_frames(sha=src, tpa=st.sampled_from(ips),
                                dst=st.one_of(st.just(BROADCAST), dst)))
     if kind == "ip":
         return draw(ip_frames(dst=dst, src=src))
+    if kind == "ip6":
+        return draw(ip6_frames(dst=dst, src=src))
     if kind == "eth":
         return eth(draw(dst), draw(src), draw(st.sampled_from([0x88B5, 0x86DD, 0x0800, 0x0806])),
                    draw(st.binary(max_size=30)))
@@ -160,7 +181,7 @@ def datagrams(draw: st.DrawFn, vnis: list[int], srcs: list[bytes], dsts: list[by
 def scenarios(draw: st.DrawFn, max_ops: int = 40) -> Scenario:
     ctor = {"strict": draw(st.booleans()), "allow": draw(st.sampled_from(ALLOWS)),
             "src_port_range": draw(st.sampled_from(RANGES))}
-    sc = Scenario(ctor)
+    sc = Scenario(ctor, local=draw(st.sampled_from(LOCALS)))
     calls = sc.calls
     nets = draw(st.lists(st.sampled_from(VNIS), min_size=1, max_size=3, unique=True))
     for vni in nets:
@@ -168,7 +189,9 @@ def scenarios(draw: st.DrawFn, max_ops: int = 40) -> Scenario:
             "mtu": draw(st.sampled_from(MTUS)), "proxy": draw(st.booleans()),
             "learning": draw(st.booleans()),
             "ageing": draw(st.sampled_from([5.0, 30.0, 300.0])),
-            "maxaddress": draw(st.sampled_from([0, 0, 0, 4, 8]))}))
+            "maxaddress": draw(st.sampled_from([0, 0, 0, 4, 8])),
+            "flowlabel": draw(st.sampled_from([0, 0, 0x12345, "inherit"])),
+            "tos": draw(st.sampled_from([0, 0, 0xb8, "inherit"]))}))
     port_macs: list[bytes] = []
     next_port = 1
     fresh = iter(draw(st.permutations(MAC_POOL)))   # mostly distinct: a clash is EEXIST
@@ -229,12 +252,15 @@ def scenarios(draw: st.DrawFn, max_ops: int = 40) -> Scenario:
             calls.append(("age", (now,), {}))
         elif kind in ("fdb_add", "fdb_append", "fdb_replace"):
             calls.append((kind, (vni, draw(mac_args(pool)), draw(dst_args()),
-                                 draw(st.sampled_from(FDB_STATES + ["bogus"]))), {"now": now}))
+                                 draw(st.sampled_from(FDB_STATES + ["bogus"]))),
+                          {"now": now, **draw(descriptor_args())}))
         elif kind == "fdb_del":
-            calls.append((kind, (vni, draw(mac_args(pool)),
-                                 draw(st.one_of(st.none(), dst_args()))), {}))
+            dst = draw(st.one_of(st.none(), dst_args()))
+            calls.append((kind, (vni, draw(mac_args(pool)), dst),
+                          draw(descriptor_args()) if dst is not None else {}))
         elif kind == "fdb_flush":
-            calls.append((kind, (vni,), {"keep_permanent": draw(st.booleans())}))
+            calls.append((kind, (vni,), {"keep_permanent": draw(st.booleans()),
+                                         "dynamic_only": draw(st.booleans())}))
         elif kind in ("neigh_add", "neigh_replace"):
             ip = draw(st.sampled_from(IP_POOL))
             calls.append((kind, (vni, draw(st.sampled_from([ip, str(ip), "192.168.55"])),
@@ -274,8 +300,8 @@ def _types(result: tuple[str, Any]) -> Any:
 def run_lockstep(sc: Scenario, impl: Any) -> int:
     """Apply ``sc`` to the reference and to ``impl``; assert equality after every step.
     Returns how many data-plane actions were compared (for sanity checks)."""
-    ref = reference.Switch(LOCAL, **sc.ctor)
-    other = impl.Switch(LOCAL, **sc.ctor)
+    ref = reference.Switch(sc.local, **sc.ctor)
+    other = impl.Switch(sc.local, **sc.ctor)
     n_actions = 0
     for i, call in enumerate(sc.calls):
         want = _outcome(ref, call)
@@ -352,8 +378,11 @@ def test_differential_harness_catches_a_difference() -> None:
     class Flipped(reference.Switch):
         def from_port(self, port: int, frame: bytes, now: float) -> list[Any]:
             out = super().from_port(port, frame, now)
-            return [a[:-1] + (a[-1][:-1] + bytes((a[-1][-1] ^ 1,)),) if a[-1] else a
-                    for a in out]
+            def flip(a: Any) -> Any:
+                at = 2 if a[0] == "port" else 3           # the frame / the UDP payload
+                b = a[at]
+                return a[:at] + (b[:-1] + bytes((b[-1] ^ 1,)),) + a[at + 1:] if b else a
+            return [flip(a) for a in out]
 
     class FlippedModule:
         Switch = Flipped

@@ -76,10 +76,11 @@ def check_outer(c: Any, actions: list[tuple[Any, ...]], dport: int = wire.VXLAN_
     out = []
     for a in actions:
         if a[0] == "vtep":
-            _, dst, sport, dgram = a
+            _, dst, sport, dgram, hdr = a
             payload = dgram[28:]
-            assert dgram == wire.outer_datagram(IPv4Address(LOCAL), dst, sport, payload, dport)
-            a = ("vtep", dst, sport, payload)
+            assert dgram == wire.outer_datagram(IPv4Address(LOCAL), dst, sport, payload, dport,
+                                                tos=hdr.tos, ttl=hdr.ttl, df=hdr.df)
+            a = ("vtep", dst, sport, payload, hdr)
         out.append(a)
     return out
 

@@ -103,7 +103,7 @@ def check_from_port(sw: Any, port: int, frame: bytes, now: float = 0.0,
                 assert out == frame
         else:
             assert a[0] == "vtep"
-            _, dst, sport, payload = a
+            _, dst, sport, payload, _outer = a
             assert learned_remotes or dst in REMOTES[vni], f"VNI {vni} frame sent to {dst}"
             assert SPORT_RANGE[0] <= sport <= SPORT_RANGE[1]
             assert payload[:8] == hdr and payload[8:] == frame

@@ -44,7 +44,7 @@ def switch(impl: Any, *, proxy: bool = True, strict: bool = True) -> Any:
 def decode_vtep_action(action: tuple[Any, ...], frame: bytes) -> IP:
     """Wrap a "vtep" action in IPv4/UDP as the VTEP sends it, let scapy decode it, and check
     everything scapy can tell about it; returns the decoded packet."""
-    kind, dst, sport, payload = action
+    kind, dst, sport, payload, _outer = action
     assert kind == "vtep"
     raw = wire.outer_datagram(LOCAL, dst, sport, payload)
     p = IP(raw)

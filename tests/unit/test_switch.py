@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from dataplane import wire
+from dataplane.tunnel import Outer
 from dataplane.errors import EntryExists, EntryNotFound, InvalidArgument
 from tests.strategies import (
     BROADCAST,
@@ -46,6 +47,9 @@ from tests.strategies import (
 
 HDR = vxlan_hdr(VNI)
 X_MAC = bytes.fromhex("02000000aa01")   # a MAC nobody configured (learning tests)
+
+
+OUT = Outer()      # the outer header rules' defaults: the VTEP's port, TOS 0, TTL 64, no DF
 
 
 def walkthrough(impl: Any, *, proxy: bool = True, learning: bool = False, strict: bool = True,
@@ -108,8 +112,8 @@ def test_action_tuple_shapes(impl: Any) -> None:
         if a[0] == "port":
             assert len(a) == 3 and type(a[1]) is int and type(a[2]) is bytes
         else:
-            assert len(a) == 4 and isinstance(a[1], IPv4Address) and type(a[2]) is int
-            assert type(a[3]) is bytes
+            assert len(a) == 5 and isinstance(a[1], IPv4Address) and type(a[2]) is int
+            assert type(a[3]) is bytes and type(a[4]) is Outer
 
 
 def test_counter_names(impl: Any) -> None:
@@ -177,13 +181,13 @@ def test_dumps(impl: Any) -> None:
     sw = walkthrough(impl, flood=(REMOTE2,))
     assert sw.fdb_dump() == [
         {"vni": VNI, "mac": "00:00:00:00:00:00", "state": "permanent", "updated": 0.0,
-         "port": None, "dst": "198.18.0.3"},
+         "port": None, "dst": "198.18.0.3", "dst_port": None, "dst_vni": None},
         {"vni": VNI, "mac": "02:42:c0:a8:37:03", "state": "permanent", "updated": 0.0,
-         "port": None, "dst": "198.18.0.2"},
+         "port": None, "dst": "198.18.0.2", "dst_port": None, "dst_vni": None},
         {"vni": VNI, "mac": "02:42:c0:a8:37:04", "state": "permanent", "updated": 0.0,
-         "port": 1, "dst": None},
+         "port": 1, "dst": None, "dst_port": None, "dst_vni": None},
         {"vni": VNI, "mac": "02:42:c0:a8:37:05", "state": "permanent", "updated": 0.0,
-         "port": 2, "dst": None},
+         "port": 2, "dst": None, "dst_port": None, "dst_vni": None},
     ]
     assert sw.neigh_dump() == [
         {"vni": VNI, "ip": "192.168.55.3", "lladdr": "02:42:c0:a8:37:03", "state": "permanent"},
@@ -270,8 +274,8 @@ def test_proxy_off_arp_is_replicated_to_flood_list(impl: Any) -> None:
     sw = walkthrough(impl, proxy=False, flood=(REMOTE2, REMOTE3))
     req = arp_request(C1_MAC, C1_IP, PEER_IP)
     sport = wire.src_port(req)
-    assert sw.from_port(1, req, 0.0) == [("port", 2, req), ("vtep", REMOTE2, sport, HDR + req),
-                                         ("vtep", REMOTE3, sport, HDR + req)]
+    assert sw.from_port(1, req, 0.0) == [("port", 2, req), ("vtep", REMOTE2, sport, HDR + req, OUT),
+                                         ("vtep", REMOTE3, sport, HDR + req, OUT)]
     miss = arp_request(C1_MAC, C1_IP, UNKNOWN_IP)
     assert len(sw.from_port(1, miss, 0.0)) == 3
     assert counts(sw) == {} and sw.events() == []   # no proxy: no l3miss either
@@ -280,7 +284,7 @@ def test_proxy_off_arp_is_replicated_to_flood_list(impl: Any) -> None:
 def test_proxy_off_unicast_arp_goes_to_the_peer(impl: Any) -> None:
     sw = walkthrough(impl, proxy=False)
     req = arp_request(C1_MAC, C1_IP, PEER_IP, dst=PEER_MAC)
-    assert sw.from_port(1, req, 0.0) == [("vtep", REMOTE, wire.src_port(req), HDR + req)]
+    assert sw.from_port(1, req, 0.0) == [("vtep", REMOTE, wire.src_port(req), HDR + req, OUT)]
 
 
 def test_arp_request_from_underlay_is_delivered_not_answered(impl: Any) -> None:
@@ -299,7 +303,7 @@ def test_unicast_to_remote_is_encapsulated_once(impl: Any, rng: tuple[int, int] 
     frame = to_peer(b"x" * 100)
     acts = sw.from_port(1, frame, 0.0)
     assert len(acts) == 1
-    kind, dst, sport, payload = acts[0]
+    kind, dst, sport, payload, _outer = acts[0]
     lo, hi = rng or (49152, 65535)
     assert (kind, dst) == ("vtep", REMOTE)
     assert lo <= sport <= hi and sport == wire.src_port(frame, lo, hi)
@@ -332,8 +336,8 @@ def test_unknown_unicast_floods_and_replicates_in_list_order(impl: Any) -> None:
     f = ipv4_frame(UNKNOWN_MAC, C1_MAC, C1_IP, UNKNOWN_IP)
     sport = wire.src_port(f)
     assert sw.from_port(1, f, 0.0) == [
-        ("port", 2, f), ("vtep", REMOTE3, sport, HDR + f), ("vtep", REMOTE, sport, HDR + f),
-        ("vtep", REMOTE2, sport, HDR + f)]
+        ("port", 2, f), ("vtep", REMOTE3, sport, HDR + f, OUT), ("vtep", REMOTE, sport, HDR + f, OUT),
+        ("vtep", REMOTE2, sport, HDR + f, OUT)]
     assert counts(sw) == {} and sw.events() == []
 
 
@@ -352,8 +356,8 @@ def test_broadcast_goes_to_other_ports_and_flood_list(impl: Any) -> None:
     f = ipv4_frame(BROADCAST, C2_MAC, C2_IP, "192.168.55.255")
     sport = wire.src_port(f)
     assert sw.from_port(2, f, 0.0) == [("port", 1, f), ("port", 5, f),
-                                       ("vtep", REMOTE2, sport, HDR + f),
-                                       ("vtep", REMOTE3, sport, HDR + f)]
+                                       ("vtep", REMOTE2, sport, HDR + f, OUT),
+                                       ("vtep", REMOTE3, sport, HDR + f, OUT)]
 
 
 def test_broadcast_without_flood_list_is_not_a_miss(impl: Any) -> None:
@@ -370,7 +374,7 @@ def test_multicast_mac_entry_takes_precedence_over_flood_list(impl: Any) -> None
     sw.fdb_append(VNI, MCAST_MAC, REMOTE3)
     f = eth(MCAST_MAC, C1_MAC, 0x88B5, b"group")
     assert sw.from_port(1, f, 0.0) == [("port", 2, f),
-                                       ("vtep", REMOTE3, wire.src_port(f), HDR + f)]
+                                       ("vtep", REMOTE3, wire.src_port(f), HDR + f, OUT)]
 
 
 def test_hairpin_is_dropped(impl: Any) -> None:
@@ -396,7 +400,7 @@ def test_runt_from_port(impl: Any, n: int) -> None:
 def test_oversize_from_port(impl: Any, mtu: int) -> None:
     sw = walkthrough(impl, mtu=mtu)
     ok = sized_frame(PEER_MAC, C1_MAC, mtu + 14)
-    assert sw.from_port(1, ok, 0.0) == [("vtep", REMOTE, wire.src_port(ok), HDR + ok)]
+    assert sw.from_port(1, ok, 0.0) == [("vtep", REMOTE, wire.src_port(ok), HDR + ok, OUT)]
     dropped(sw, sw.from_port(1, sized_frame(PEER_MAC, C1_MAC, mtu + 15), 0.0), "oversize")
 
 
@@ -434,7 +438,7 @@ def test_port_learning(impl: Any) -> None:
     sw.from_port(1, f, 9.0)
     assert sw.events() == [("moved", VNI, "02:00:00:00:aa:01", "port:2", "port:1")]
     assert {"vni": VNI, "mac": "02:00:00:00:aa:01", "state": "learned", "updated": 9.0,
-            "port": 1, "dst": None} in sw.fdb_dump()
+            "port": 1, "dst": None, "dst_port": None, "dst_vni": None} in sw.fdb_dump()
 
 
 def test_port_learning_does_not_move_static_endpoint(impl: Any) -> None:
@@ -592,7 +596,7 @@ def test_learning_on_learns_moves_and_forwards(impl: Any) -> None:
     assert sw.from_underlay("198.18.0.7", HDR + f, 10.0) == [("port", 1, f)]
     assert sw.events() == [("learned", VNI, "02:00:00:00:aa:01", "", "198.18.0.7")]
     assert {"vni": VNI, "mac": "02:00:00:00:aa:01", "state": "learned", "updated": 10.0,
-            "port": None, "dst": "198.18.0.7"} in sw.fdb_dump()
+            "port": None, "dst": "198.18.0.7", "dst_port": None, "dst_vni": None} in sw.fdb_dump()
     out = ipv4_frame(X_MAC, C1_MAC, C1_IP, "192.168.55.60")
     assert [a[:2] for a in sw.from_port(1, out, 11.0)] == [("vtep", IPv4Address("198.18.0.7"))]
     sw.from_underlay("198.18.0.7", HDR + f, 12.0)        # refresh: no event
@@ -670,7 +674,9 @@ def test_fdb_conflict(impl: Any, state: str) -> None:
 
 
 def test_learning_full(impl: Any) -> None:
-    sw = walkthrough(impl, learning=True, maxaddress=4)   # 3 permanent entries + 1
+    """maxaddress bounds the remote entries (1 permanent peer + 1 here); local learning is
+    bounded separately and does not count against it."""
+    sw = walkthrough(impl, learning=True, maxaddress=2)
     f1 = from_peer(src=X_MAC)
     f2 = from_peer(src=bytes.fromhex("02000000aa02"))
     assert sw.from_underlay(REMOTE2, HDR + f1, 0.0) == [("port", 1, f1)]
@@ -678,7 +684,7 @@ def test_learning_full(impl: Any) -> None:
     assert counts(sw) == {"learned": 1, "fdb_full": 1}
     assert len(sw.fdb_dump()) == 4
     sw.from_port(2, eth(BROADCAST, bytes.fromhex("02000000aa03"), 0x88B5), 0.0)
-    assert counts(sw) == {"learned": 1, "fdb_full": 2}
+    assert counts(sw) == {"learned": 2, "fdb_full": 1}
 
 
 # --------------------------------------------------------------------------- VNI isolation
@@ -703,7 +709,7 @@ def test_vni_isolation_from_ports(impl: Any) -> None:
     sw = two_networks(impl)
     b = eth(BROADCAST, C1_MAC, 0x88B5, b"A")
     assert sw.from_port(1, b, 0.0) == [("port", 2, b),
-                                       ("vtep", REMOTE, wire.src_port(b), HDR + b)]
+                                       ("vtep", REMOTE, wire.src_port(b), HDR + b, OUT)]
     # a MAC that lives in B is unknown in A
     to_b = eth(bytes.fromhex("02000000b003"), C1_MAC, 0x88B5, b"A")
     assert [a[:2] for a in sw.from_port(1, to_b, 0.0)] == [("port", 2), ("vtep", REMOTE)]
@@ -717,7 +723,7 @@ def test_vni_isolation_from_ports(impl: Any) -> None:
     assert [a[:2] for a in acts] == [("port", 4), ("port", 3)]
     # B's unicast to its peer is encapsulated with B's VNI
     f = eth(PEER_MAC, bytes.fromhex("02000000b004"), 0x88B5, b"B")
-    assert sw.from_port(4, f, 0.0) == [("vtep", REMOTE3, wire.src_port(f), vxlan_hdr(VNI_B) + f)]
+    assert sw.from_port(4, f, 0.0) == [("vtep", REMOTE3, wire.src_port(f), vxlan_hdr(VNI_B) + f, OUT)]
 
 
 def test_vni_isolation_from_underlay(impl: Any) -> None:
@@ -824,3 +830,25 @@ def test_events_drained_once(impl: Any) -> None:
     sw.from_port(1, arp_request(C1_MAC, C1_IP, UNKNOWN_IP), 0.0)
     assert len(sw.events()) == 1   # every miss is reported, not only the first
     assert counts(sw) == {"l3miss": 2, "l2miss": 1}
+
+
+def test_local_learning_limits_count_and_tell_once_per_port(impl: Any) -> None:
+    """A container sending from many source MACs fills only its own bound: frames still go
+    out, learn_limit is counted, one event per port until it is below its bound again, and
+    an endpoint attached afterwards is never refused."""
+    sw = impl.Switch("198.18.0.1")
+    sw.add_network(VNI, max_learned=4, max_learned_per_port=2)
+    sw.add_port(1, VNI, C1_MAC)
+    sw.add_port(2, VNI, C2_MAC)
+    out = [sw.from_port(1, eth(BROADCAST, bytes((2, 9, 0, 0, 0, i)), 0x0800, bytes(46)), 1.0)
+           for i in range(5)]
+    assert all(o == [("port", 2, o[0][2])] for o in out)        # every frame flooded on
+    c = sw.counters()["counters"]
+    assert (c["learned"], c["learn_limit"]) == (2, 3)
+    assert [e[0] for e in sw.events()] == ["learned", "learned", "learn_limit"]
+    assert sw.events() == []
+    sw.fdb_del(VNI, bytes((2, 9, 0, 0, 0, 0)))                 # below its bound again
+    sw.from_port(1, eth(BROADCAST, bytes((2, 9, 0, 0, 0, 7)), 0x0800, bytes(46)), 2.0)
+    sw.from_port(1, eth(BROADCAST, bytes((2, 9, 0, 0, 0, 8)), 0x0800, bytes(46)), 2.0)
+    assert [e[0] for e in sw.events()] == ["learned", "learn_limit"]
+    sw.add_port(3, VNI, bytes.fromhex("0242c0a83799"))          # endpoints never count

@@ -9,6 +9,7 @@ from typing import Any
 from dataplane import switch as reference
 from dataplane import trace as tr
 from dataplane import wire
+from dataplane.validate import parse_locals
 
 LOCAL = IPv4Address("198.18.0.1")
 REMOTE = "198.18.0.2"
@@ -102,7 +103,7 @@ def test_capture_blocks_read_back_by_scapy() -> None:
     (rec,) = sw.trace_drain()
     data = tr.pcapng_header([("c0", tr.LINKTYPE_ETHERNET), ("c1", tr.LINKTYPE_ETHERNET),
                              ("underlay", tr.LINKTYPE_IPV4)])
-    data += b"".join(tr.capture_blocks(rec, {0: 0, 1: 1}.get, 2, LOCAL, 0.0))
+    data += b"".join(tr.capture_blocks(rec, {0: 0, 1: 1}.get, 2, parse_locals(LOCAL), 0.0))
     pkts = list(PcapNgReader(io.BytesIO(data)))
     assert len(pkts) == 2
     assert ICMP in pkts[0]

@@ -165,7 +165,7 @@ class Observer:
             rows = []
             for r in raw:
                 key = hash((r.get("vni"), r.get("mac"), r.get("ip"), r.get("dst"),
-                            r.get("port")))
+                            r.get("port"), r.get("dst_port"), r.get("dst_vni")))
                 shard = seen[key % SEEN_SHARDS]
                 at = bisect_left(shard, key)
                 if at == len(shard) or shard[at] != key:

@@ -372,9 +372,11 @@ def cmd_explain(ctx: _Ctx) -> int:
 
 def cmd_endpoint_add(ctx: _Ctx) -> int:
     a = ctx.args
-    ep = endpoint_from_args(a.network, a.name, a.mac, a.address, a.netns, a.ifname)
+    ep = endpoint_from_args(a.network, a.name, a.mac, a.address, a.netns, a.ifname,
+                            a.netns_create)
     ctx.client().request("endpoint.add", network=a.network, name=ep.name, mac=ep.mac,
-                         address=str(ep.address), netns=ep.netns, ifname=ep.ifname)
+                         address=str(ep.address), netns=ep.netns, ifname=ep.ifname,
+                         netns_create=ep.netns_create or None)
     where = f" in netns {ep.netns} as {ep.ifname or ep.name}" if ep.netns else ""
     _print(f"endpoint {ep.name} added to network {a.network} ({ep.mac} {ep.address}){where}")
     return 0
@@ -525,6 +527,9 @@ def _endpoint_commands(sub: Any) -> None:
                    help="IPv4 address with prefix length, e.g. 192.168.55.6/24")
     p.add_argument("--netns", metavar="NS", help="move the TAP into this named netns")
     p.add_argument("--ifname", metavar="IF", help="name inside the netns (needs --netns)")
+    p.add_argument("--netns-create", action="store_true",
+                   help="create the netns if it does not exist (removed again with the "
+                        "endpoint); without this a missing netns is an error")
     p = _sub(ep_sub, "del", "remove an endpoint", cmd_endpoint_del)
     p.add_argument("name", metavar="NAME", help="endpoint (TAP) name")
     p = _sub(ep_sub, "show", "list the endpoints attached to this VTEP", cmd_endpoint_show)

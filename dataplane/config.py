@@ -61,6 +61,10 @@ DEFAULT_STORE_TTL = 10
 DEFAULT_DOCKER_PLUGIN = "vxdp"
 # [vtep] busy_poll upper bound (µs): polling longer than this between bursts is a spin loop.
 BUSY_POLL_MAX = 100_000
+# [vtep] max_subscribers: trace/capture/events clients at once. Each holds a queue of up to
+# 4096 records and a socket buffer; 64 is far more than people debugging one host open.
+DEFAULT_MAX_SUBSCRIBERS = 64
+MAX_SUBSCRIBERS_MAX = 4096
 
 # Kernel offloads the VTEP may use, as a virtio-net guest or wireguard-go does: "tap" =
 # IFF_VNET_HDR + TUNSETOFFLOAD on the endpoints (TCP super-frames in, coalesced segments out),
@@ -83,6 +87,9 @@ class EndpointConfig:
     address: IPv4Interface  # address/prefix configured on the interface
     netns: str | None = None  # named netns (ip netns add) to move the TAP into
     ifname: str | None = None  # name inside netns (e.g. eth0); None keeps ``name``
+    # Create ``netns`` if it does not exist (and remove it again when the VTEP is done with
+    # it); without this a missing namespace is an error naming it.
+    netns_create: bool = False
 
 
 @dataclass(frozen=True)
@@ -132,6 +139,7 @@ class VtepConfig:
     burst: int = DEFAULT_BURST
     offload: frozenset[str] = OFFLOADS  # subset of OFFLOADS; empty = no offloads at all
     busy_poll: int = 0  # microseconds of polling after a burst before sleeping; 0 = off
+    max_subscribers: int = DEFAULT_MAX_SUBSCRIBERS  # trace/capture/events clients at once
     # What must outlive the process (Docker networks and pools, the container endpoints it
     # re-attaches after a restart); "" → /var/lib/vxdp/<name>.json, written only when used.
     state: str = ""
@@ -288,11 +296,11 @@ _TYPE_NAMES: dict[type, str] = {
 }
 
 _VTEP_KEYS = ("name", "local", "port", "control", "allow", "src_port_range", "strict", "metrics",
-              "burst", "offload", "busy_poll", "udp6zerocsumrx", "state")
+              "burst", "offload", "busy_poll", "udp6zerocsumrx", "state", "max_subscribers")
 _NETWORK_KEYS = ("name", "vni", "mtu", "proxy", "learning", "ageing", "maxaddress",
                  "max_learned", "max_learned_per_port", "ttl", "tos", "df", "flowlabel",
                  "flood", "endpoint", "peer")
-_ENDPOINT_KEYS = ("name", "mac", "address", "netns", "ifname")
+_ENDPOINT_KEYS = ("name", "mac", "address", "netns", "ifname", "netns_create")
 _PEER_KEYS = ("mac", "address", "vtep")
 _STORE_KEYS = ("etcd", "prefix", "ttl")
 _DOCKER_KEYS = ("plugin", "socket")
@@ -479,6 +487,9 @@ class _Parser:
         offload = self.offload(ctx, tbl)
         busy_poll = self.int_range(ctx, tbl, "busy_poll", 0, BUSY_POLL_MAX, 0,
                                    " microseconds")
+        max_subscribers = self.int_range(ctx, tbl, "max_subscribers", 1, MAX_SUBSCRIBERS_MAX,
+                                         DEFAULT_MAX_SUBSCRIBERS,
+                                         " trace/capture/events clients at once")
         zero6 = self.get(ctx, tbl, "udp6zerocsumrx", bool)
         if zero6 and local.v6 is None:
             self.fail(ctx, "udp6zerocsumrx", "needs an IPv6 local address (it is about IPv6 "
@@ -488,7 +499,8 @@ class _Parser:
                           allow=tuple(allow), src_port_range=src_port_range,
                           strict=True if strict is None else strict, metrics=metrics,
                           burst=burst, offload=offload, busy_poll=busy_poll,
-                          udp6zerocsumrx=bool(zero6), state=state or "")
+                          udp6zerocsumrx=bool(zero6), state=state or "",
+                          max_subscribers=max_subscribers)
 
     def locals(self, ctx: Ctx, tbl: Mapping[str, Any]) -> Locals:
         """``local``: an IPv4 or IPv6 address, or a list of one per family."""
@@ -682,7 +694,11 @@ class _Parser:
         if ifname is not None and netns is None:
             self.fail(ctx, "ifname", "ifname needs netns (without netns the TAP keeps its "
                                      f"host name {show(name)})")
-        return EndpointConfig(name=name, mac=mac, address=address, netns=netns, ifname=ifname)
+        netns_create = self.get(ctx, tbl, "netns_create", bool)
+        if netns_create and netns is None:
+            self.fail(ctx, "netns_create", "netns_create needs netns (the namespace to create)")
+        return EndpointConfig(name=name, mac=mac, address=address, netns=netns, ifname=ifname,
+                              netns_create=bool(netns_create))
 
     def peer(self, ctx: Ctx, tbl: dict[str, Any]) -> PeerConfig:
         self.check_keys(ctx, tbl, _PEER_KEYS)
@@ -747,6 +763,7 @@ _TOML_POS_RE = re.compile(r"^(.*) \(at line (\d+), column (\d+)\)$")
 
 def parse_config(text: str, path: str = "<config>") -> Config:
     """Parse and validate TOML ``text``; ``path`` is only used in messages (and Config.path)."""
+    text = text.removeprefix("\ufeff")  # a byte order mark (see load_config)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -772,7 +789,9 @@ def load_config(path: str) -> Config:
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
-        text = raw.decode("utf-8")
+        # A UTF-8 byte order mark (Windows editors write one) is not TOML text: skip it, as
+        # Python's own utf-8-sig codec does.
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[:exc.start].count(b"\n") + 1
         raise ConfigError("not valid UTF-8 (TOML files must be UTF-8)", path=path,
@@ -781,7 +800,8 @@ def load_config(path: str) -> Config:
 
 
 def endpoint_from_args(network: str, name: str, mac: str, address: str,
-                       netns: str | None = None, ifname: str | None = None) -> EndpointConfig:
+                       netns: str | None = None, ifname: str | None = None,
+                       netns_create: bool = False) -> EndpointConfig:
     """Validate ``vxdp endpoint add`` arguments with the config file's rules.
 
     Errors name the command-line option (``--mac: ...``) since that is what the user typed; the
@@ -802,5 +822,7 @@ def endpoint_from_args(network: str, name: str, mac: str, address: str,
     if ep_ifname is not None and ep_netns is None:
         raise ConfigError("--ifname needs --netns (without a netns the TAP keeps its host name)",
                           key=None)
+    if netns_create and ep_netns is None:
+        raise ConfigError("--netns-create needs --netns (the namespace to create)", key=None)
     return EndpointConfig(name=ep_name, mac=ep_mac, address=ep_address, netns=ep_netns,
-                          ifname=ep_ifname)
+                          ifname=ep_ifname, netns_create=netns_create)

@@ -6,6 +6,12 @@ connection):
     client → ``{"cmd": "fdb.show", "args": {...}}\\n``
     server → ``{"ok": true, "result": ...}\\n`` or ``{"ok": false, "error": "one line"}\\n``, close
 
+A list result may be large (``fdb show`` of a million entries): a handler returns it as
+:class:`Rows`, slices of the list made one at a time, and the server encodes and writes each
+slice as it comes, giving the event loop a turn in between. The client still reads one line,
+``{"ok": true, "result": [...]}``; only the server never holds the whole list, nor the loop
+for the time it takes to encode it. A long plain list is sent the same way.
+
 Streaming commands (``trace``, ``capture``, ``events``) answer ``{"ok": true, "stream": true}\\n``,
 then ``{"record": {...}}\\n`` lines, then ``{"end": true, ...stats}\\n`` (``"error"`` in the end
 line when the stream failed). The stream stops when the producer ends it or the client closes
@@ -24,6 +30,7 @@ import logging
 import os
 import socket
 import stat
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Mapping
 from typing import Any
 
@@ -31,10 +38,13 @@ from dataplane.errors import ControlError, VxdpError
 
 log = logging.getLogger("vxdp.control")
 
-MAX_REQUEST = 1 << 20  # 1 MiB: the largest request is an endpoint or fdb entry, far smaller
+MAX_REQUEST = 1 << 20  # 1 MiB: the largest request is a batch of table changes, far smaller
+MAX_DEPTH = 8          # JSON nesting of a request: {"args": {"requests": [{"args": {}}]}} is 5
+ENCODE_SLICE = 256     # list items encoded per write of a long result (~0.3 ms of json.dumps)
 REQUEST_TIMEOUT = 5.0  # seconds a client has to send its request line
 REPLY_TIMEOUT = 5.0  # seconds a (non-stream) reply may take to drain to the client
 CLIENT_TIMEOUT = 10.0  # seconds the blocking client waits for connect and the reply
+BACKLOG_RETRY = 5.0    # seconds the client keeps retrying a connect refused by a full backlog
 PROBE_TIMEOUT = 1.0  # seconds to decide whether an existing socket has a live server
 
 Handler = Callable[[str, dict[str, Any]], Awaitable[Any]]
@@ -43,6 +53,22 @@ StreamFactory = Callable[[dict[str, Any]], AsyncIterator[dict[str, Any]]]
 
 class StreamEnd(dict):  # type: ignore[type-arg]
     """Yield one of these from a stream to end it with statistics: ``{"end": true, **self}``."""
+
+
+class Rows:
+    """A list result made a slice at a time: a handler returns ``Rows(slices)`` where
+    ``slices`` is an async iterator of lists, and the client gets one list, their
+    concatenation. The first slice is awaited before anything is sent, so an error there is
+    an ordinary error reply; an error later can only cut the reply short (logged), so a
+    producer should fail, if at all, before its first slice."""
+
+    def __init__(self, slices: AsyncIterator[list[Any]]) -> None:
+        self.slices = slices
+
+    async def aclose(self) -> None:
+        aclose = getattr(self.slices, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def unknown_command(cmd: str, known: Iterable[str]) -> VxdpError:
@@ -70,8 +96,54 @@ def encode(message: Any) -> bytes:
     return json.dumps(message, default=_json_default, separators=(",", ":")).encode() + b"\n"
 
 
+def encode_items(items: list[Any]) -> bytes:
+    """The JSON of ``items`` without its brackets: a piece of a list sent in slices."""
+    return json.dumps(items, default=_json_default, separators=(",", ":")).encode()[1:-1]
+
+
 def _one_line(text: str) -> str:
     return " ".join(str(text).split()) or "error"
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Is ``value`` (parsed JSON) nested more than ``limit`` arrays/objects deep? Iterative:
+    the check itself must not recurse."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
+
+
+def _parse_request(line: bytes) -> tuple[str, dict[str, Any]] | str:
+    """A request line → (cmd, args), or the one-line error to answer."""
+    try:
+        request = json.loads(line)
+    except RecursionError:
+        # The C scanner stops at the interpreter's recursion limit: deeper than anything a
+        # request needs, so refused like any over-deep request.
+        return f"malformed request: JSON nested deeper than {MAX_DEPTH} levels"
+    except (ValueError, UnicodeDecodeError) as exc:
+        return f"malformed request: not JSON ({exc})"
+    # Counting brackets is C-fast; the walk runs only when there are enough of them.
+    if (line.count(b"[") + line.count(b"{") > MAX_DEPTH
+            and isinstance(request, (dict, list)) and too_deep(request)):
+        return f"malformed request: JSON nested deeper than {MAX_DEPTH} levels"
+    if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
+        return 'malformed request: expected {"cmd": "NAME", "args": {...}}'
+    extra = sorted(k for k in request if k not in ("cmd", "args"))
+    if extra:
+        return (f'malformed request: unknown key {json.dumps(extra[0])[:40]} '
+                '(expected {"cmd": "NAME", "args": {...}})')
+    args = request.get("args")
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        return 'malformed request: "args" must be an object'
+    return request["cmd"], args
 
 
 class ControlServer:
@@ -239,21 +311,11 @@ class ControlServer:
             return
         if not line.strip():
             return  # connect-and-close (e.g. another server probing for liveness)
-        try:
-            request = json.loads(line)
-        except (ValueError, UnicodeDecodeError) as exc:
-            await self._error(writer, f"malformed request: not JSON ({exc})")
+        parsed = _parse_request(line)
+        if isinstance(parsed, str):
+            await self._error(writer, parsed)
             return
-        if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
-            await self._error(writer, 'malformed request: expected {"cmd": "NAME", "args": {...}}')
-            return
-        cmd: str = request["cmd"]
-        args = request.get("args")
-        if args is None:
-            args = {}
-        if not isinstance(args, dict):
-            await self._error(writer, 'malformed request: "args" must be an object')
-            return
+        cmd, args = parsed
         if cmd in self._streams:
             await self._serve_stream(cmd, args, reader, writer)
             return
@@ -261,6 +323,11 @@ class ControlServer:
             result = await self._handler(cmd, args)
         except Exception as exc:  # noqa: BLE001 - answered, see _refuse
             await self._refuse(writer, exc, f"control command {cmd!r} failed")
+            return
+        if isinstance(result, list) and len(result) > ENCODE_SLICE:
+            result = Rows(_slices_of(result))
+        if isinstance(result, Rows):
+            await self._send_rows(cmd, result, writer)
             return
         try:
             data = encode({"ok": True, "result": result})
@@ -270,6 +337,42 @@ class ControlServer:
             return
         writer.write(data)
         await asyncio.wait_for(writer.drain(), REPLY_TIMEOUT)
+
+    async def _send_rows(self, cmd: str, rows: Rows, writer: asyncio.StreamWriter) -> None:
+        """``{"ok":true,"result":[`` + the slices, ENCODE_SLICE items per write with a turn of
+        the loop after each + ``]}``: one reply line, never one long call."""
+        slices = rows.slices.__aiter__()
+        try:
+            try:
+                first: list[Any] | None = await slices.__anext__()
+            except StopAsyncIteration:
+                first = None
+            except Exception as exc:  # noqa: BLE001 - answered, see _refuse
+                await self._refuse(writer, exc, f"control command {cmd!r} failed")
+                return
+            writer.write(b'{"ok":true,"result":[')
+            sep = b""
+            batch = first
+            while batch is not None:
+                for i in range(0, len(batch), ENCODE_SLICE):
+                    piece = encode_items(batch[i:i + ENCODE_SLICE])
+                    if piece:
+                        writer.write(sep + piece)
+                        sep = b","
+                    await asyncio.wait_for(writer.drain(), REPLY_TIMEOUT)
+                    await asyncio.sleep(0)
+                try:
+                    batch = await slices.__anext__()
+                except StopAsyncIteration:
+                    batch = None
+            writer.write(b"]}\n")
+            await asyncio.wait_for(writer.drain(), REPLY_TIMEOUT)
+        except (VxdpError, TypeError, ValueError) as exc:
+            # Half a reply is out: nothing to do but cut it (the client says so).
+            log.error("control command %r failed in the middle of its reply: %s", cmd, exc)
+        finally:
+            with contextlib.suppress(Exception):
+                await rows.aclose()
 
     async def _serve_stream(self, cmd: str, args: dict[str, Any], reader: asyncio.StreamReader,
                             writer: asyncio.StreamWriter) -> None:
@@ -326,6 +429,10 @@ class ControlServer:
         await self._send(writer, {"end": True}, timeout=None)
 
 
+async def _slices_of(items: list[Any]) -> AsyncIterator[list[Any]]:
+    yield items
+
+
 class ControlClient:
     """Blocking client for the CLI (plain ``socket``: no event loop needed for one request)."""
 
@@ -335,10 +442,30 @@ class ControlClient:
         self.end: dict[str, Any] | None = None  # the last stream's {"end": true, ...} line
 
     def _connect(self) -> socket.socket:
+        """A connected socket. A full listen backlog (a burst of clients: connect() on a unix
+        socket then fails with EAGAIN at once instead of waiting) is retried for up to
+        BACKLOG_RETRY seconds (within the client's timeout), backing off from 1 ms."""
+        deadline = time.monotonic() + min(BACKLOG_RETRY, self.timeout)
+        pause = 0.001
+        while True:
+            try:
+                return self._connect_once()
+            except BlockingIOError:
+                if time.monotonic() + pause > deadline:
+                    raise ControlError(f"vxdp on {self.path} is not accepting connections "
+                                       f"(its backlog stayed full for "
+                                       f"{min(BACKLOG_RETRY, self.timeout):g} s)") from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
+
+    def _connect_once(self) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
             sock.connect(self.path)
+        except BlockingIOError:
+            sock.close()
+            raise
         except (FileNotFoundError, ConnectionRefusedError):
             sock.close()
             raise ControlError(f"no vxdp is listening on {self.path} (is 'vxdp run' running? "
@@ -376,6 +503,9 @@ class ControlClient:
                                f"{exc.strerror or exc}") from None
         if not line:
             return None
+        if not line.endswith(b"\n"):
+            raise ControlError(f"vxdp on {self.path} closed the connection in the middle of "
+                               "its reply")
         try:
             message = json.loads(line)
         except ValueError:

@@ -133,6 +133,9 @@ def format_stats(stats: Mapping[str, Any]) -> str:
             head += f" {vtep['local']}"
             if vtep.get("port") is not None:
                 head += f":{vtep['port']}"
+        if vtep.get("streams") is not None:
+            # trace/capture/events clients attached, and the cap ([vtep] max_subscribers)
+            head += f"  streams {vtep['streams']}/{vtep.get('max_subscribers', '?')}"
         blocks.append([head])
     ports = stats.get("ports")
     underlay = stats.get("underlay")

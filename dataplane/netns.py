@@ -26,6 +26,7 @@ from a thread that is already running an event loop (uvloop included) -- it fail
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import errno
 import os
@@ -49,6 +50,8 @@ from dataplane.validate import check_netns
 __all__ = [
     "NETNS_DIR",
     "call_in_netns",
+    "create_netns",
+    "delete_netns",
     "link_stats64",
     "ensure_netns",
     "get_sysctl",
@@ -68,6 +71,15 @@ __all__ = [
 
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
+CLONE_NEWNS = 0x00020000
+# <sys/mount.h>
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_SHARED = 1 << 20
+MNT_DETACH = 2
+#: The host's mount namespace (see _host_mounts): PID 1's, unless VXDP_HOST_MOUNT_NS names
+#: another (where PID 1 is not the host's init, or cannot be entered).
+HOST_MOUNT_NS = "/proc/1/ns/mnt"
 
 # CDLL(None) is the already-loaded C library of this process: no find_library() (which forks
 # ldconfig) and the symbol is resolved here, in the parent, before any preexec_fn runs.
@@ -154,6 +166,131 @@ def ensure_netns(name: str) -> bool:
     if not netns_exists(name):
         raise VxdpError(f"cannot create netns {name}: {path} is not a namespace after creation")
     return True
+
+
+# --- named namespaces the host sees (vxdp's own netns_create) --------------------------------
+
+def _netns_dir_mount() -> str | None:
+    """The propagation fields of the mount holding /run/netns in our mount namespace
+    (``shared:1``, ``master:1``...), from /proc/self/mountinfo; None when unreadable."""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            mounts = [line.split(" - ", 1)[0].split() for line in f]
+    except OSError:
+        return None
+    best: list[str] | None = None
+    for fields in mounts:
+        point = fields[4]
+        if (NETNS_DIR == point or NETNS_DIR.startswith(point.rstrip("/") + "/")) and (
+                best is None or len(point) > len(best[4])):
+            best = fields
+    return " ".join(best[6:]) if best is not None else None
+
+
+def _host_mounts() -> str | None:
+    """Where a namespace must be bind-mounted for the host to see it: None for our own
+    mount namespace, else the path of the host's (PID 1's) mount namespace.
+
+    Our own is right unless /run/netns is a *slave* mount here, i.e. we run in a private
+    copy of the host's mounts (``ip netns exec`` makes one, with everything a slave): a bind
+    mount made there never reaches the host, which would see only the empty mount point
+    file (mode 0000, unusable by ``ip -n``) — and keep it after a SIGKILL. Then the mount is
+    made in PID 1's mount namespace instead (and reaches us as its slave); if that cannot be
+    entered, VxdpError: better no namespace than one only vxdp can see."""
+    fields = _netns_dir_mount()
+    if fields is None or "master:" not in fields:
+        return None
+    host = os.environ.get("VXDP_HOST_MOUNT_NS") or HOST_MOUNT_NS
+    try:
+        if os.stat(host).st_ino == os.stat("/proc/self/ns/mnt").st_ino:
+            return None
+    except OSError as exc:
+        raise VxdpError(f"vxdp runs in a private mount namespace (e.g. under `ip netns exec`) "
+                        f"and cannot enter the host's ({host}: {exc.strerror}), so a "
+                        "namespace it made would be invisible to the host; create it first "
+                        "(ip netns add)") from None
+    return host
+
+
+def _libc_call(what: str, result: int) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _add_netns(path: str) -> None:
+    """iproute2's ``netns_add``, in a child process (it unshares its network namespace): make
+    /run/netns a shared mount, create the mount point, bind a new network namespace onto it.
+    A failure after the mount point exists removes it, so nothing half-made is left."""
+    d = NETNS_DIR.encode()
+    os.makedirs(NETNS_DIR, mode=0o755, exist_ok=True)
+    if _libc.mount(b"", d, b"none", MS_SHARED | MS_REC, None) != 0:
+        # Not a mount point yet: make it one (bound onto itself), then shared, as iproute2.
+        _libc_call("mount --bind /run/netns", _libc.mount(d, d, b"none", MS_BIND | MS_REC, None))
+        _libc_call("mount --make-rshared /run/netns",
+                   _libc.mount(b"", d, b"none", MS_SHARED | MS_REC, None))
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+    try:
+        _libc_call("unshare(CLONE_NEWNET)", _libc.unshare(CLONE_NEWNET))
+        _libc_call(f"mount --bind /proc/self/ns/net {path}",
+                   _libc.mount(b"/proc/self/ns/net", path.encode(), b"none", MS_BIND, None))
+    except BaseException:
+        os.unlink(path)
+        raise
+
+
+def _del_netns(path: str) -> None:
+    _libc.umount2(path.encode(), MNT_DETACH)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _in_mounts(mounts: str | None, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a forked child, in mount namespace ``mounts`` (None: ours)."""
+    if mounts is None:
+        return _call_in_child(None, fn, args, f"netns {args[0]}")
+    fd = os.open(mounts, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return _call_in_child(lambda: _setns(fd, CLONE_NEWNS), fn, args,
+                              f"the host's mount namespace ({mounts})")
+    finally:
+        os.close(fd)
+
+
+def create_netns(name: str) -> None:
+    """Create the named namespace where the host sees it (``ip netns``, ``ip -n NAME``) —
+    see :func:`_host_mounts` — or raise VxdpError naming it. The creation runs in a child
+    process: a SIGKILL of the VTEP meanwhile cannot interrupt it half-way."""
+    path = netns_path(name)
+    require_root("creating network namespaces")
+    try:
+        mounts = _host_mounts()
+    except VxdpError as exc:
+        raise VxdpError(f"cannot create netns {name}: {exc}") from None
+    try:
+        _in_mounts(mounts, _add_netns, path)
+    except FileExistsError:
+        raise VxdpError(f"cannot create netns {name}: {path} exists but is not a namespace "
+                        f"(a leftover? `ip netns del {name}` removes it)") from None
+    except OSError as exc:
+        raise VxdpError(f"cannot create netns {name}: {exc.strerror or exc}") from None
+    if not netns_exists(name):
+        _in_mounts(mounts, _del_netns, path)
+        raise VxdpError(f"cannot create netns {name}: it was made but {path} is not a "
+                        "namespace here (the mounts do not propagate to vxdp)")
+
+
+def delete_netns(name: str) -> None:
+    """Remove a namespace :func:`create_netns` made (in the mount namespace it was made in)."""
+    path = netns_path(name)
+    mounts = _host_mounts()
+    if mounts is None:
+        remove_netns(name)
+        return
+    try:
+        _in_mounts(mounts, _del_netns, path)
+    except OSError as exc:
+        raise VxdpError(f"cannot remove netns {name}: {exc.strerror or exc}") from None
 
 
 def remove_netns(name: str, missing_ok: bool = True) -> None:
@@ -320,11 +457,26 @@ def call_in_netns(name: str, fn: Callable[..., T], *args: Any, timeout: float = 
     ``fn`` small: it runs in a fork of a possibly multi-threaded process.
     """
     fd = open_netns(name)
+    try:
+        return _call_in_child(lambda: setns_fd(fd), fn, args, f"netns {name}", timeout)
+    finally:
+        os.close(fd)
+
+
+def _setns(fd: int, nstype: int) -> None:
+    if _libc_setns(fd, nstype) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+def _call_in_child(enter: Callable[[], None] | None, fn: Callable[..., T],
+                   args: tuple[Any, ...], where: str, timeout: float = 10.0) -> T:
+    """``fn(*args)`` in a forked child, after ``enter()`` (joining a namespace) if given; its
+    result or exception comes back pickled."""
     rfd, wfd = os.pipe2(os.O_CLOEXEC)
     try:
         pid = os.fork()
     except BaseException:
-        os.close(fd)
         os.close(rfd)
         os.close(wfd)
         raise
@@ -332,7 +484,8 @@ def call_in_netns(name: str, fn: Callable[..., T], *args: Any, timeout: float = 
         status = 0
         try:
             os.close(rfd)
-            setns_fd(fd)
+            if enter is not None:
+                enter()
             try:
                 payload = pickle.dumps((True, fn(*args)))
             except BaseException as exc:  # noqa: BLE001 - shipped to the parent
@@ -349,7 +502,6 @@ def call_in_netns(name: str, fn: Callable[..., T], *args: Any, timeout: float = 
         finally:
             os._exit(status)
     # parent
-    os.close(fd)
     os.close(wfd)
     chunks: list[bytes] = []
     deadline = time.monotonic() + timeout
@@ -359,7 +511,7 @@ def call_in_netns(name: str, fn: Callable[..., T], *args: Any, timeout: float = 
             left = deadline - time.monotonic()
             if left <= 0:
                 os.kill(pid, signal.SIGKILL)
-                raise VxdpError(f"call in netns {name} timed out after {timeout}s")
+                raise VxdpError(f"call in {where} timed out after {timeout}s")
             ready, _, _ = select.select([rfd], [], [], left)
             if not ready:
                 continue
@@ -371,7 +523,7 @@ def call_in_netns(name: str, fn: Callable[..., T], *args: Any, timeout: float = 
         os.close(rfd)
         os.waitpid(pid, 0)
     if not chunks:
-        raise VxdpError(f"cannot enter netns {name} (child failed)")
+        raise VxdpError(f"cannot enter {where} (child failed)")
     ok, value = pickle.loads(b"".join(chunks))
     if not ok:
         raise value

@@ -2,28 +2,66 @@
 and dry runs. The wiring (``dataplane.vtep``) forwards; this half only reads what the core
 recorded, renders it and hands it to subscribers — and never makes the dataplane wait for them:
 every subscriber has a bounded queue, and a full queue loses records (counted), not time.
+
+Nothing here holds the event loop (which forwards) for long, whatever the size of the tables:
+table dumps go a slice at a time (:meth:`Observer.table_slices`), ``explain`` copies only the
+entries its frame can read, trace records are rendered a few per turn of the loop, the trace
+decoder (scapy) is imported in a thread at start-up, and the number of stream subscribers is
+capped (``[vtep] max_subscribers``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import collections
+from array import array
+from bisect import bisect_left
 import contextlib
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dataplane.errors import InvalidArgument
+from dataplane.errors import InvalidArgument, VxdpError
 from dataplane.netns import link_stats64
 
 if TYPE_CHECKING:
     from dataplane.vtep import Vtep
 
 TRACE_BUDGET = 5000.0      # trace records rendered per second at most (the rest: counted lost)
+TRACE_SLICE = 16           # records rendered per turn of the loop (tens of µs each, scapy)
+TRACE_PENDING = 4096       # records drained from the core, not rendered yet (more: lost)
 EVENT_QUEUE = 4096         # per subscriber; a slow reader loses events, the dataplane never waits
+DUMP_SLICE = 256           # table entries per dump slice (core + rows: ~0.3 ms)
+# fdb/neigh show sort their rows when the whole table has at most this many: sorting is one
+# call, ~0.4 ms per 1000 rows here, so a larger table comes in table order (a dump of 1M
+# entries sorted would hold the loop for seconds; `| sort` does it in the reader's process).
+SORT_MAX = 2048
+DUMPS_AT_ONCE = 8          # table dumps in progress at once (the cores keep 16 cursors)
+SEEN_SHARDS = 4096         # arrays the rows a dump has sent are remembered in (see _slices)
+FORGET_SLICE = 512         # of those freed per turn of the loop after the dump
+TRIM_DELAY = 0.5           # seconds after a stream closes before freed memory is given back
 
 Stream = Callable[[dict[str, Any]], AsyncIterator[dict[str, Any]]]
+
+
+def _forget(seen: list[array[int]]) -> None:
+    """Free a finished dump's memory of rows a few arrays per turn of the loop."""
+    del seen[-FORGET_SLICE:]
+    if seen:
+        asyncio.get_running_loop().call_soon(_forget, seen)
+
+
+def _fdb_order(row: dict[str, Any]) -> tuple[int, str]:
+    # Stable sort on (VNI, MAC): the rows of one entry (a flood list's VTEPs) keep their
+    # order, as in the cores' fdb_dump.
+    return row["vni"], row["mac"]
+
+
+def _neigh_order(row: dict[str, Any]) -> tuple[int, tuple[int, ...]]:
+    return row["vni"], tuple(int(x) for x in row["ip"].split("."))
 
 
 @dataclass
@@ -43,9 +81,20 @@ class Observer:
         self.vtep = vtep
         self.subscribers: list[Subscriber] = []   # events, and the end of every stream
         self.tracers: list[Subscriber] = []       # trace and capture
+        self.open_streams = 0                     # trace/capture/events clients (the cap)
         self.wall_offset = time.time() - time.monotonic()
         self._trace_tokens = 0.0
         self._trace_refill = 0.0
+        self._pending: collections.deque[Any] = collections.deque()   # drained, not rendered
+        self._render_scheduled = False
+        self._dumps = asyncio.Semaphore(DUMPS_AT_ONCE)
+        self._trim: asyncio.TimerHandle | None = None
+
+    def warm_up(self) -> None:
+        """Import the trace decoder (scapy: a quarter of a second) in a thread, at start-up,
+        so that neither the first ``explain`` nor the first ``trace`` stalls forwarding; then
+        freeze what start-up made (see :func:`_warm_up`)."""
+        threading.Thread(target=_warm_up, name="vxdp-warm-up", daemon=True).start()
 
     # -- names --------------------------------------------------------------------------------
 
@@ -65,26 +114,73 @@ class Observer:
 
     # -- tables -------------------------------------------------------------------------------
 
-    def fdb_rows(self) -> list[dict[str, Any]]:
-        now = time.monotonic()
-        out = []
-        for r in self.vtep.switch.fdb_dump():
-            row: dict[str, Any] = {"mac": r["mac"], "vni": r["vni"],
-                                   "network": self.network_name(r["vni"]),
-                                   "state": r["state"]}
-            if r["port"] is not None:
-                row["ifname"] = self.port_name(r["port"])
-            else:
-                row["dst"] = r["dst"]
-            if r["state"] == "learned":
-                row["age"] = round(now - r["updated"], 1)
-            out.append(row)
-        return out
+    def fdb_row(self, r: dict[str, Any], now: float) -> dict[str, Any]:
+        """A core's FDB row as ``fdb show --json`` has it (network and endpoint by name)."""
+        row: dict[str, Any] = {"mac": r["mac"], "vni": r["vni"],
+                               "network": self.network_name(r["vni"]), "state": r["state"]}
+        if r["port"] is not None:
+            row["ifname"] = self.port_name(r["port"])
+        else:
+            row["dst"] = r["dst"]
+        if r["state"] == "learned":
+            row["age"] = round(now - r["updated"], 1)
+        return row
 
-    def neigh_rows(self) -> list[dict[str, Any]]:
-        return [{"ip": r["ip"], "lladdr": r["lladdr"], "vni": r["vni"],
-                 "network": self.network_name(r["vni"]), "state": r["state"]}
-                for r in self.vtep.switch.neigh_dump()]
+    def neigh_row(self, r: dict[str, Any], now: float) -> dict[str, Any]:
+        return {"ip": r["ip"], "lladdr": r["lladdr"], "vni": r["vni"],
+                "network": self.network_name(r["vni"]), "state": r["state"]}
+
+    async def table_slices(self, table: str) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """``fdb show`` / ``neigh show`` (``table`` "fdb" or "neigh") a slice at a time, from
+        the core's dump in slices (``*_dump_chunk``) with a turn of the loop after each: the
+        loop is never held for the table, whatever its size. A row seen twice is sent once.
+        Sorted (VNI, then MAC or address) when the whole table has at most SORT_MAX rows,
+        else in table order: the first SORT_MAX rows are held back until that is known."""
+        chunk = getattr(self.vtep.switch, f"{table}_dump_chunk")
+        shape, order = ((self.fdb_row, _fdb_order) if table == "fdb"
+                        else (self.neigh_row, _neigh_order))
+        async with self._dumps:
+            seen: list[array[int]] = [array("q") for _ in range(SEEN_SHARDS)]
+            try:
+                async for rows in self._slices(chunk, shape, order, seen):
+                    yield rows
+            finally:
+                asyncio.get_running_loop().call_soon(_forget, seen)
+
+    async def _slices(self, chunk: Callable[[int, int], tuple[list[dict[str, Any]], int]],
+                      shape: Callable[[dict[str, Any], float], dict[str, Any]],
+                      order: Callable[[dict[str, Any]], Any], seen: list[array[int]]
+                      ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """The rows of a dump, SORT_MAX of them held back as table_slices says. Each row sent
+        is remembered by its hash (two distinct rows of a million share one with odds of
+        about 1e-8, and only that one would be left out), in sorted arrays of machine
+        integers, SEEN_SHARDS of them: no Python object per row, so nothing for the cyclic
+        collector to walk (a set of a million ints cost a 40 ms collection in the middle of
+        a dump, and an arena munmap each when freed), and no big table to resize."""
+        held: list[dict[str, Any]] | None = []
+        cursor = 0
+        while cursor != -1:
+            raw, cursor = chunk(cursor, DUMP_SLICE)
+            now = time.monotonic()
+            rows = []
+            for r in raw:
+                key = hash((r.get("vni"), r.get("mac"), r.get("ip"), r.get("dst"),
+                            r.get("port"), r.get("dst_port"), r.get("dst_vni")))
+                shard = seen[key % SEEN_SHARDS]
+                at = bisect_left(shard, key)
+                if at == len(shard) or shard[at] != key:
+                    shard.insert(at, key)
+                    rows.append(shape(r, now))
+            if held is not None:
+                held += rows
+                rows, held = (held, None) if len(held) > SORT_MAX else ([], held)
+            if rows:
+                yield rows
+            if cursor != -1:
+                await asyncio.sleep(0)
+        if held is not None:
+            held.sort(key=order)
+            yield held
 
     # -- counters -----------------------------------------------------------------------------
 
@@ -101,7 +197,8 @@ class Observer:
         vc = v.config.vtep
         return {
             "vtep": {"name": vc.name, "local": str(vc.local), "port": vc.port,
-                     "fastpath": v.impl, "flow_src_ports": v.underlay.flow_src_ports},
+                     "fastpath": v.impl, "flow_src_ports": v.underlay.flow_src_ports,
+                     "streams": self.open_streams, "max_subscribers": vc.max_subscribers},
             "ports": ports,
             "underlay": {**c["underlay"], **io["underlay"]},
             "drops": c["drops"],
@@ -193,9 +290,12 @@ class Observer:
         return rec
 
     def publish_events(self) -> None:
-        """The core's events since the last call, to every events subscriber."""
-        for ev in self.vtep.switch.events():
-            self.emit(self.event_record(ev))
+        """The core's events since the last call, to every events subscriber (rendered only
+        when someone listens: a flood of learning events costs nothing here otherwise)."""
+        events = self.vtep.switch.events()
+        if self.subscribers:
+            for ev in events:
+                self.emit(self.event_record(ev))
 
     def emit(self, rec: dict[str, Any]) -> None:
         for s in self.subscribers:
@@ -210,7 +310,7 @@ class Observer:
             with contextlib.suppress(asyncio.QueueFull):
                 s.queue.put_nowait({"end": True})
 
-    async def events_stream(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def _events(self, args: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         sub = Subscriber(asyncio.Queue(EVENT_QUEUE))
         self.subscribers.append(sub)
         count = int(args.get("count") or 0)
@@ -224,6 +324,51 @@ class Observer:
                 sent += 1
         finally:
             self.subscribers.remove(sub)
+
+    # -- streams: opened under the subscriber cap ---------------------------------------------
+
+    def streams(self) -> dict[str, Stream]:
+        """The stream factories for the control server: ``events``, ``trace``, ``capture``."""
+        return {"events": self._opener("events", lambda a: self._events(a)),
+                "trace": self._opener("trace", lambda a: self._trace(a, capture=False)),
+                "capture": self._opener("capture", lambda a: self._trace(a, capture=True))}
+
+    def _opener(self, cmd: str, records: Callable[[dict[str, Any]],
+                                                  AsyncGenerator[dict[str, Any], None]]
+                ) -> Stream:
+        def open_stream(args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+            # Called by the server before it answers, so everything refused here (bad
+            # arguments, a full house) is a plain {"ok": false, "error": ...} reply.
+            from dataplane.commands import check_args
+
+            checked = check_args(cmd, args)
+            limit = self.vtep.config.vtep.max_subscribers
+            if self.open_streams >= limit:
+                raise VxdpError(f"{cmd}: too many stream clients ({self.open_streams} "
+                                "trace/capture/events streams are open, max_subscribers = "
+                                f"{limit} in [vtep]): close one or raise the limit")
+            if cmd != "events":
+                self._trace_subscriber(checked, cmd == "capture")   # refuses a bad port/VNI
+            self.open_streams += 1
+            return _Opened(records(checked), self._stream_closed)
+        return open_stream
+
+    def _stream_closed(self) -> None:
+        """A stream went: its queue and socket buffers are free again, but glibc keeps freed
+        pages for reuse, so the RSS would stay at its peak (500 idle trace clients: 65 →
+        140 MB, and 127 MB after they closed). Hand them back TRIM_DELAY after the last of a
+        wave of closes, in a thread (trimming a big heap takes a while)."""
+        self.open_streams -= 1
+        if self._trim is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            self._trim = loop.call_later(TRIM_DELAY, self._trim_now)
+
+    def _trim_now(self) -> None:
+        self._trim = None
+        threading.Thread(target=_trim_heap, name="vxdp-trim", daemon=True).start()
 
     # -- trace and capture (off unless someone watches) ---------------------------------------
 
@@ -243,25 +388,27 @@ class Observer:
         return keep
 
     def publish_trace(self) -> None:
-        """Hand the core's raw records to the watchers. Formatting happens here, once per
-        record, and only for records some watcher wants; a full queue loses the record for
-        that watcher (counted) — the dataplane never waits for a reader."""
-        from dataplane import trace as tr
-
+        """Hand the core's raw records to the watchers, TRACE_SLICE rendered per turn of the
+        loop (the rest are rendered in the next turns, so a full ring never holds the loop).
+        Formatting happens once per record, and only for records some watcher wants; a full
+        queue loses the record for that watcher (counted) — the dataplane never waits for a
+        reader."""
         recs = self.vtep.switch.trace_drain()
         recs = recs[:self._trace_budget(len(recs))]
-        neighbours: dict[tuple[int, str], str] | None = None
+        room = TRACE_PENDING - len(self._pending)
+        if len(recs) > room:
+            for sub in self.tracers:
+                sub.lost += len(recs) - room
+            recs = recs[:room]
+        self._pending.extend(recs)
+        self._render_some()
 
-        def neigh_of(vni: int, ip: str) -> str | None:
-            # The neighbour entry a proxy reply used, for the trace line: one table dump per
-            # drain (only if a proxy reply is rendered), not one per record.
-            nonlocal neighbours
-            if neighbours is None:
-                neighbours = {(r["vni"], r["ip"]): f"{r['lladdr']} {r['state'].upper()}"
-                              for r in self.vtep.switch.neigh_dump()}
-            return neighbours.get((vni, ip))
+    def _render_some(self) -> None:
+        from dataplane import trace as tr
 
-        for rec in recs:
+        self._render_scheduled = False
+        for _ in range(min(TRACE_SLICE, len(self._pending))):
+            rec = self._pending.popleft()
             described: dict[str, Any] | None = None
             blocks: list[bytes] | None = None
             for sub in self.tracers:
@@ -276,12 +423,27 @@ class Observer:
                 else:
                     if described is None:
                         described = tr.describe(rec, self.port_name, self.network_name,
-                                                self.wall_offset, neigh_of)
+                                                self.wall_offset, self._neigh_of)
                     item = described
                 try:
                     sub.queue.put_nowait(item)
                 except asyncio.QueueFull:
                     sub.lost += 1
+        if self._pending and not self._render_scheduled:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:    # driven by hand (tests): the next publish goes on
+                return
+            self._render_scheduled = True
+            loop.call_soon(self._render_some)
+
+    def _neigh_of(self, vni: int, ip: str) -> str | None:
+        """The neighbour entry a proxy reply used, for the trace line: one lookup."""
+        try:
+            n = self.vtep.switch.neigh_get(vni, ip)
+        except VxdpError:
+            return None
+        return f"{n['lladdr']} {n['state'].upper()}" if n is not None else None
 
     def _wants(self, sub: Subscriber, rec: Any) -> bool:
         """Does `sub` want trace record `rec` (its VNI / endpoint filters, room in its queue)?"""
@@ -310,8 +472,8 @@ class Observer:
         return Subscriber(asyncio.Queue(EVENT_QUEUE), port=port,
                           vni=int(vni) if vni is not None else None, capture=capture)
 
-    async def trace_stream(self, args: dict[str, Any], capture: bool = False
-                           ) -> AsyncIterator[dict[str, Any]]:
+    async def _trace(self, args: dict[str, Any], capture: bool
+                     ) -> AsyncGenerator[dict[str, Any], None]:
         from dataplane import trace as tr
         from dataplane.control import StreamEnd
 
@@ -326,8 +488,8 @@ class Observer:
                                       else tr.LINKTYPE_RAW))
             yield {"pcapng": base64.b64encode(tr.pcapng_header(names)).decode()}
         else:
-            # scapy (the decoder) takes ~0.3 s to import: do it off the loop, before tracing
-            # starts, so the first records do not stall forwarding.
+            # scapy (the decoder) takes ~0.3 s to import: warm_up() did it in a thread at
+            # start-up; should it not be done yet, wait for it off the loop.
             await asyncio.to_thread(tr.warm_up)
         switch = self.vtep.switch
         self.tracers.append(sub)
@@ -348,19 +510,13 @@ class Observer:
             self.tracers.remove(sub)
             if not self.tracers:
                 switch.set_trace(False)
+                self._pending.clear()
         yield StreamEnd(records=sent, lost=sub.lost, ring_lost=switch.trace_lost - lost_before)
-
-    async def capture_stream(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        async for item in self.trace_stream(args, capture=True):
-            yield item
-
-    def streams(self) -> dict[str, Stream]:
-        return {"events": self.events_stream, "trace": self.trace_stream,
-                "capture": self.capture_stream}
 
     # -- explain ------------------------------------------------------------------------------
 
-    def explain(self, args: dict[str, Any]) -> dict[str, Any]:
+    async def explain(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The dry run of trace.explain, its phases in separate turns of the loop."""
         from dataplane import trace as tr
 
         v = self.vtep
@@ -384,13 +540,68 @@ class Observer:
                   for n in v.networks.values()}
         ports = [(x.port_id, x.network.vni) for x in v.endpoints.values()]
         vc = v.config.vtep
-        out = tr.explain(v.switch, e.port_id, e.network.vni, e.cfg.mac,
-                         str(e.cfg.address.ip), to, self.port_name, self.network_name,
-                         kwargs, ports, vc.local, vc.src_port_range,
-                         {str(x.cfg.address.ip): (n, x.cfg.mac) for n, x in v.endpoints.items()
-                          if x.network.vni == e.network.vni})
+        steps = tr.explain_steps(v.switch, e.port_id, e.network.vni, e.cfg.mac,
+                                 str(e.cfg.address.ip), to, self.port_name, self.network_name,
+                                 kwargs, ports, vc.local, vc.src_port_range,
+                                 {str(x.cfg.address.ip): (n, x.cfg.mac)
+                                  for n, x in v.endpoints.items()
+                                  if x.network.vni == e.network.vni})
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                out: dict[str, Any] = done.value
+                break
+            await asyncio.sleep(0)
         out.pop("records", None)
         return out
+
+
+def _warm_up() -> None:
+    """Import the trace decoder, then move every object start-up made (modules, scapy's
+    layers: ~50k objects) out of the cyclic collector's way (gc.freeze): a full collection
+    walked them all, 28 ms on the loop here, at moments no one chooses — e.g. in the middle
+    of a trace once enough rows had come and gone. They live as long as the process."""
+    import gc
+
+    from dataplane import trace as tr
+
+    tr.warm_up()
+    gc.freeze()
+
+
+class _Opened:
+    """An open stream: it holds one of the ``max_subscribers`` slots from the moment it is
+    opened (before any await, so a burst of clients cannot overshoot the cap) until
+    :meth:`aclose`, which the control server always calls, iterated or not."""
+
+    def __init__(self, records: AsyncGenerator[dict[str, Any], None],
+                 release: Callable[[], None]) -> None:
+        self._records = records
+        self._release: Callable[[], None] | None = release
+
+    def __aiter__(self) -> _Opened:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        return await self._records.__anext__()
+
+    async def aclose(self) -> None:
+        try:
+            await self._records.aclose()
+        finally:
+            release, self._release = self._release, None
+            if release is not None:
+                release()
+
+
+def _trim_heap() -> None:
+    """glibc's malloc_trim(0): return the free parts of the C heap to the system. Nothing
+    where the C library has no such call."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def tap_counters(targets: list[tuple[str, str | None, int]]) -> dict[str, dict[str, int]]:

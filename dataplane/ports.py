@@ -32,6 +32,7 @@ import fcntl
 import os
 import socket
 import struct
+import threading
 from ipaddress import IPv4Interface
 from typing import Any
 
@@ -80,6 +81,42 @@ TAP_OFFLOADS: frozenset[str] = _OFFLOAD_LADDER[0]
 # python-pytun exposes IFF_VNET_HDR, but keep the literal as a fallback for older builds.
 _IFF_VNET_HDR: int = getattr(pytun, "IFF_VNET_HDR", 0x4000)
 
+# Namespaces create(create_netns=True) made, and how many ports of this process use each:
+# the last port to close removes it (two endpoints may share one container namespace).
+_made_lock = threading.Lock()
+_made: dict[str, int] = {}
+
+
+def _claim_netns(netns: str, create: bool) -> bool:
+    """Make sure namespace ``netns`` is there before a port moves into it. True when this
+    process made it (the port then shares its removal): it did not exist and ``create``
+    says to make it. A namespace that does not exist otherwise is an error naming it —
+    never created behind the user's back."""
+    with _made_lock:
+        if netns in _made:
+            _made[netns] += 1
+            return True
+        if _netns.netns_exists(netns):
+            return False
+        if not create:
+            raise VxdpError(f"netns {netns} does not exist (create it with `ip netns add "
+                            f"{netns}`, or let vxdp create it: netns_create = true on the "
+                            "endpoint, --netns-create for endpoint add)")
+        _netns.create_netns(netns)
+        _made[netns] = 1
+        return True
+
+
+def _release_netns(netns: str) -> None:
+    """One port less in a namespace this process made; the last one removes it."""
+    with _made_lock:
+        left = _made.get(netns, 0) - 1
+        if left > 0:
+            _made[netns] = left
+            return
+        _made.pop(netns, None)
+        _netns.delete_netns(netns)
+
 
 def _check_ifname(name: str, what: str) -> None:
     """:func:`dataplane.validate.check_ifname`, as the VxdpError this module raises."""
@@ -100,8 +137,9 @@ class TapPort:
     """One endpoint: a TAP device (maybe moved into a container netns) and its fd.
 
     Use :meth:`create`; the constructor only records state. ``close()`` closes the fd (the
-    kernel deletes the device) and removes the namespace *only* if :meth:`create` made it for
-    this port; a namespace that already existed is never removed.
+    kernel deletes the device) and removes the namespace *only* if :meth:`create` made it
+    (``create_netns``) and this is the last port in it; a namespace that already existed is
+    never removed.
     """
 
     def __init__(self, *, name: str, dev: Any, mac: str, mtu: int,
@@ -126,8 +164,13 @@ class TapPort:
     @classmethod
     def create(cls, name: str, mac: str, mtu: int, address: IPv4Interface | None,
                netns: str | None = None, ifname: str | None = None, *,
-               vnet_hdr: bool = False, offload: bool = False, ipv6: bool = False) -> TapPort:
+               vnet_hdr: bool = False, offload: bool = False, ipv6: bool = False,
+               create_netns: bool = False) -> TapPort:
         """Open TAP ``name``, set MAC/MTU, optionally move it into ``netns`` as ``ifname``.
+
+        ``netns`` must exist (VxdpError naming it otherwise) unless ``create_netns``: then a
+        missing one is created where the host sees it (:func:`dataplane.netns.create_netns`)
+        and removed again when the last port in it closes.
 
         The device ends up up, with ``address`` (if any); ``lo`` of ``netns`` is brought up too.
         The fd is non-blocking and close-on-exec. ``vnet_hdr`` adds IFF_VNET_HDR with a 12-byte
@@ -154,9 +197,22 @@ class TapPort:
         _check_ifname(final, "interface name")
         if os.geteuid() != 0:
             raise PrivilegeError("creating TAP devices needs root (CAP_NET_ADMIN)")
+        created_netns = False
         if netns is not None:
             _netns.netns_path(netns)  # validates the name before anything is created
+            created_netns = _claim_netns(netns, create_netns)
+        try:
+            return cls._create(name, mac, mtu, address, netns, final, vnet_hdr, offload, ipv6,
+                               created_netns)
+        except BaseException:
+            if created_netns and netns is not None:
+                _release_netns(netns)
+            raise
 
+    @classmethod
+    def _create(cls, name: str, mac: str, mtu: int, address: IPv4Interface | None,
+                netns: str | None, final: str, vnet_hdr: bool, offload: bool, ipv6: bool,
+                created_netns: bool) -> TapPort:
         with _netns.ns_iproute(None) as ipr:
             # TUNSETIFF on an existing *persistent* TAP of that name would silently attach to
             # it; refuse any existing device instead (EBUSY/EINVAL below cover races).
@@ -164,8 +220,6 @@ class TapPort:
                 raise VxdpError(f"cannot create TAP {name}: an interface with that name exists")
 
         dev = cls._open(name, vnet_hdr)
-
-        created_netns = False
         try:
             fd = dev.fileno()
             os.set_blocking(fd, False)
@@ -183,13 +237,9 @@ class TapPort:
                 # instead of MSS-sized segments, so one read + one segmentation pass replaces
                 # ~45 syscalls, exactly as for a virtio-net guest.
                 offloads = cls._set_offload(fd)
-            if netns is not None:
-                created_netns = _netns.ensure_netns(netns)
             ifindex = cls._configure(name, final, mac, mtu, address, netns, ipv6)
         except BaseException:
             dev.close()
-            if created_netns and netns is not None:
-                _netns.remove_netns(netns)
             raise
         return cls(name=name, dev=dev, mac=mac, mtu=mtu, address=address, netns=netns,
                    ifname=final, ifindex=ifindex, vnet_hdr=vnet_hdr, created_netns=created_netns,
@@ -369,7 +419,7 @@ class TapPort:
             self._dev.close()
         finally:
             if self.created_netns and self.netns is not None:
-                _netns.remove_netns(self.netns)
+                _release_netns(self.netns)
 
     def __enter__(self) -> TapPort:
         return self

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from ipaddress import IPv4Address
 from typing import Any
 
 from dataplane import switch as reference
+from dataplane.errors import VxdpError
 from dataplane.validate import Locals, ipaddr
 from dataplane.wire import (
     BROADCAST_MAC,
     ETH_HLEN,
+    ZERO_MAC,
     arp_request,
     ipv4_header,
     is_multicast_mac,
@@ -243,34 +245,81 @@ def capture_blocks(record: Sequence[Any], iface_of_port: Callable[[int], int | N
 
 # --- explain: a dry run on a copy of the live tables ----------------------------------------
 
+def _copy_fdb(sim: reference.Switch, rows: Sequence[dict[str, Any]]) -> None:
+    """Put a live FDB entry (its ``fdb_get`` rows) into the reference switch ``sim``."""
+    for r in rows:
+        try:
+            if r["port"] is not None:
+                fdb = sim._net(r["vni"]).fdb
+                if r["state"] != "learned":
+                    fdb.add(r["mac"], port=r["port"], state=r["state"])
+                else:
+                    fdb.replace(r["mac"], port=r["port"], state="learned")
+            else:   # one row per remote: append rebuilds multi-remote flood entries
+                sim.fdb_append(r["vni"], r["mac"], r["dst"], r["state"],
+                               dst_port=r.get("dst_port") or 0, dst_vni=r.get("dst_vni") or 0)
+        except VxdpError:
+            pass    # e.g. the copy's own maxaddress: the live table decides, not the copy
+
+
+def _copy_tables(switch: Any, sim: reference.Switch, vni: int, macs: set[bytes],
+                 neighbour: dict[str, Any] | None) -> None:
+    """Copy into ``sim`` exactly the entries a frame from an endpoint can read: the FDB
+    entries of ``macs`` (source, destination, broadcast, all-zeros flood list, the
+    neighbour's MAC) and the neighbour entry of the target. One lookup each, whatever the
+    size of the live tables, so explain never holds the loop for a table copy."""
+    for mac in sorted(macs):
+        _copy_fdb(sim, switch.fdb_get(vni, mac_str(mac)))
+    if neighbour is not None:
+        sim.neigh_replace(vni, neighbour["ip"], neighbour["lladdr"], neighbour["state"])
+
+
 def explain(switch: Any, port: int, vni: int, src_mac: str, src_ip: str | None, to: str,
             port_name: PortName, network_of: Callable[[int], str],
             network_kwargs: dict[int, dict[str, Any]], ports: Sequence[tuple[int, int]],
             local: Locals, src_port_range: tuple[int, int],
             local_endpoints: dict[str, tuple[str, str]] | None = None) -> dict[str, Any]:
     """What would happen to a frame from endpoint ``port`` to ``to`` (IPv4 or MAC), step by
-    step, computed by the reference core on a copy of the live tables (nothing is sent, no
-    counter moves). The copy decides exactly as the fast path does: the differential tests
-    hold the two equal."""
+    step, computed by the reference core on a copy of the live entries it reads (nothing is
+    sent, no counter moves). The copy decides exactly as the fast path does: the
+    differential tests hold the two equal. :func:`explain_steps` in one go."""
+    steps = explain_steps(switch, port, vni, src_mac, src_ip, to, port_name, network_of,
+                          network_kwargs, ports, local, src_port_range, local_endpoints)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            result: dict[str, Any] = done.value
+            return result
+
+
+def explain_steps(switch: Any, port: int, vni: int, src_mac: str, src_ip: str | None,
+                  to: str, port_name: PortName, network_of: Callable[[int], str],
+                  network_kwargs: dict[int, dict[str, Any]], ports: Sequence[tuple[int, int]],
+                  local: Locals, src_port_range: tuple[int, int],
+                  local_endpoints: dict[str, tuple[str, str]] | None = None
+                  ) -> Generator[None, None, dict[str, Any]]:
+    """:func:`explain` as a generator that stops between its phases (the copy, the ARP
+    exchange, the frame: under a millisecond each), so a caller on the event loop can give
+    the loop back in between; it returns the result. The live switch is read only in the
+    first phase."""
     sim = reference.Switch(local, src_port_range=src_port_range, strict=True)
     for v, kw in network_kwargs.items():
         sim.add_network(v, **kw)
     for p, pv in ports:
         sim.add_port(p, pv)
-    for r in switch.fdb_dump():
-        try:
-            if r["port"] is not None:
-                if r["state"] != "learned":
-                    sim._net(r["vni"]).fdb.add(r["mac"], port=r["port"], state=r["state"])
-                else:
-                    sim._net(r["vni"]).fdb.replace(r["mac"], port=r["port"], state="learned")
-            else:   # one row per remote: append rebuilds multi-remote flood entries
-                sim.fdb_append(r["vni"], r["mac"], r["dst"], r["state"],
-                               dst_port=r.get("dst_port") or 0, dst_vni=r.get("dst_vni") or 0)
-        except Exception:
-            pass
-    for r in switch.neigh_dump():
-        sim.neigh_replace(r["vni"], r["ip"], r["lladdr"], r["state"])
+    macs = {mac_to_bytes(src_mac), ZERO_MAC, BROADCAST_MAC}
+    n: dict[str, Any] | None = None
+    if ":" in to:
+        macs.add(mac_to_bytes(to))
+    else:
+        n = switch.neigh_get(vni, to)
+        local_ep = (local_endpoints or {}).get(str(IPv4Address(to)))
+        for mac in ((n or {}).get("lladdr"), local_ep[1] if local_ep else None):
+            if mac:
+                macs.add(mac_to_bytes(mac))
+    _copy_tables(switch, sim, vni, macs, n)
+    yield
     sim.set_trace(True)
     smac = mac_to_bytes(src_mac)
     steps: list[str] = []
@@ -280,8 +329,6 @@ def explain(switch: Any, port: int, vni: int, src_mac: str, src_ip: str | None, 
         steps.append(f"destination MAC {mac_str(dmac)} given: no ARP needed")
     else:
         dst_ip = IPv4Address(to)
-        n = next((r for r in switch.neigh_dump() if r["vni"] == vni and r["ip"] == str(dst_ip)),
-                 None)
         steps.append(f"resolve {dst_ip}: ARP who-has {dst_ip} tell {src_ip} (broadcast)")
         sim.from_port(port, arp_request(smac, src_ip or "0.0.0.0", dst_ip), 0.0)
         (rec,) = sim.trace_drain()
@@ -301,6 +348,7 @@ def explain(switch: Any, port: int, vni: int, src_mac: str, src_ip: str | None, 
             else:
                 steps.append(f"  no answer for {dst_ip}: the frame would not be sent")
                 return {"steps": steps, "verdict": "unresolved", "records": records}
+        yield
     # The frame itself: an ICMP echo request (what ping would send).
     icmp = struct.pack("!BBHHH", 8, 0, 0, 1, 1) + b"vxdp explain"
     ip_src = IPv4Address(src_ip or "0.0.0.0")

@@ -124,6 +124,7 @@ class Vtep:
         for fd in self.underlay.rx_fds():
             self._loop.add_reader(fd, self._on_underlay, fd)
         self._ageing = self._loop.call_later(AGEING_INTERVAL, self._age)
+        self.observe.warm_up()
         log.info("vxdp %s: serving %d network(s) on %s:%d (%s fast path)", v.name,
                  len(self.networks), v.local, v.port, self.impl)
 
@@ -200,7 +201,8 @@ class Vtep:
         # create_async does the netlink work in a worker thread.
         tap = await TapPort.create_async(ep.name, ep.mac, net.mtu, ep.address, ep.netns,
                                          ep.ifname, vnet_hdr=self.tap_offload,
-                                         offload=self.tap_offload)
+                                         offload=self.tap_offload,
+                                         create_netns=ep.netns_create)
         return self.attach_tap(ep, net, tap)
 
     def attach_tap(self, ep: EndpointConfig, net: NetworkConfig, tap: TapPort) -> Endpoint:

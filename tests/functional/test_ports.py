@@ -91,7 +91,7 @@ def arp_request(src_mac: str, src_ip: str, dst_ip: str) -> bytes:
 
 
 def test_moved_port_has_name_mac_address_mtu_and_is_up(nsname: str) -> None:
-    port = TapPort.create("vxtp0", MAC, 1450, ADDR, netns=nsname, ifname="eth0")
+    port = TapPort.create("vxtp0", MAC, 1450, ADDR, netns=nsname, create_netns=True, ifname="eth0")
     try:
         assert port.created_netns and netns.netns_exists(nsname)
         assert (port.name, port.ifname, port.netns, port.mtu) == ("vxtp0", "eth0", nsname, 1450)
@@ -122,9 +122,37 @@ def test_moved_port_has_name_mac_address_mtu_and_is_up(nsname: str) -> None:
     port.close()  # idempotent
 
 
+def test_missing_netns_is_an_error_naming_it(nsname: str) -> None:
+    """Without create_netns a namespace that does not exist is refused before anything is
+    made: no TAP, and no mount point left under /run/netns."""
+    with pytest.raises(VxdpError, match=f"netns {nsname} does not exist .*netns_create"):
+        TapPort.create("vxtm0", MAC, 1450, ADDR, netns=nsname, ifname="eth0")
+    assert not os.path.lexists(netns.netns_path(nsname))
+    assert netns.run_in_netns(None, ["ip", "link", "show", "vxtm0"], check=False).returncode != 0
+
+
+def test_created_netns_is_shared_and_goes_with_its_last_port(nsname: str) -> None:
+    """Two ports in one namespace made for them: usable by `ip -n` meanwhile, removed only
+    when the second port closes."""
+    a = TapPort.create("vxtm1", MAC, 1450, ADDR, netns=nsname, ifname="eth0",
+                       create_netns=True)
+    b = TapPort.create("vxtm2", PEER_MAC, 1450, IPv4Interface(f"{PEER_IP}/24"), netns=nsname,
+                       ifname="eth1")
+    try:
+        assert a.created_netns and b.created_netns
+        links = netns.run_in_netns(None, ["ip", "-n", nsname, "-br", "link"]).stdout
+        assert "eth0" in links and "eth1" in links
+        a.close()
+        assert netns.netns_exists(nsname)
+    finally:
+        a.close()
+        b.close()
+    assert not os.path.lexists(netns.netns_path(nsname))
+
+
 def test_close_removes_device_but_keeps_foreign_netns(nsname: str) -> None:
     assert netns.ensure_netns(nsname)
-    port = TapPort.create("vxtp1", MAC, 1400, ADDR, netns=nsname, ifname="eth0")
+    port = TapPort.create("vxtp1", MAC, 1400, ADDR, netns=nsname, create_netns=True, ifname="eth0")
     assert not port.created_netns
     port.close()
     # Closing the last fd unregisters a non-persistent TAP synchronously.
@@ -134,7 +162,7 @@ def test_close_removes_device_but_keeps_foreign_netns(nsname: str) -> None:
 
 def test_frames_both_ways_kernel_answers_arp(nsname: str) -> None:
     """A frame written to the fd reaches the interface; the kernel's reply is readable."""
-    with TapPort.create("vxtp2", MAC, 1450, ADDR, netns=nsname, ifname="eth0") as port:
+    with TapPort.create("vxtp2", MAC, 1450, ADDR, netns=nsname, create_netns=True, ifname="eth0") as port:
         cap = Capture(netns.popen_in_netns(nsname, ["tcpdump", "-l", "-nn", "-e", "-c", "1", "-i",
                                                     "eth0", "arp and ether src", PEER_MAC],
                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE))
@@ -151,7 +179,7 @@ def test_frames_both_ways_kernel_answers_arp(nsname: str) -> None:
 
 def test_ping_over_the_fd(nsname: str) -> None:
     """We act as the switch: answer the ARP request and the echo request read from the fd."""
-    with TapPort.create("vxtp3", MAC, 1450, ADDR, netns=nsname, ifname="eth0") as port:
+    with TapPort.create("vxtp3", MAC, 1450, ADDR, netns=nsname, create_netns=True, ifname="eth0") as port:
         ping = netns.popen_in_netns(nsname, ["ping", "-c", "1", "-W", "3", PEER_IP],
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
@@ -177,7 +205,7 @@ def test_ping_over_the_fd(nsname: str) -> None:
 def test_l4_checksums_read_from_tap_are_complete(nsname: str) -> None:
     """Without vnet_hdr the TAP offers no csum offload: the stack fills checksums in, so the
     bytes the VTEP encapsulates are final (unlike a veth, see test_lab tx_csum_off)."""
-    with TapPort.create("vxtp4", MAC, 1450, ADDR, netns=nsname, ifname="eth0") as port:
+    with TapPort.create("vxtp4", MAC, 1450, ADDR, netns=nsname, create_netns=True, ifname="eth0") as port:
         netns.run_in_netns(nsname, ["ip", "neigh", "add", PEER_IP, "lladdr", PEER_MAC,
                                     "dev", "eth0", "nud", "permanent"])
         sender = ("import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
@@ -191,7 +219,7 @@ def test_l4_checksums_read_from_tap_are_complete(nsname: str) -> None:
 
 def test_netns_deletion_makes_reads_fail_with_tap_gone(nsname: str) -> None:
     assert netns.ensure_netns(nsname)
-    port = TapPort.create("vxtp5", MAC, 1450, ADDR, netns=nsname, ifname="eth0")
+    port = TapPort.create("vxtp5", MAC, 1450, ADDR, netns=nsname, create_netns=True, ifname="eth0")
     try:
         assert port.read() is None  # EAGAIN while alive and quiet
         netns.remove_netns(nsname)
@@ -218,7 +246,7 @@ def test_netns_deletion_makes_reads_fail_with_tap_gone(nsname: str) -> None:
 
 
 def test_link_delete_in_netns_is_also_tap_gone(nsname: str) -> None:
-    with TapPort.create("vxtp6", MAC, 1450, ADDR, netns=nsname, ifname="eth0") as port:
+    with TapPort.create("vxtp6", MAC, 1450, ADDR, netns=nsname, create_netns=True, ifname="eth0") as port:
         netns.run_in_netns(nsname, ["ip", "link", "del", "eth0"])
         with pytest.raises(OSError) as info:
             port.read()
@@ -227,7 +255,7 @@ def test_link_delete_in_netns_is_also_tap_gone(nsname: str) -> None:
 
 
 def test_write_to_down_link_is_eio_not_gone(nsname: str) -> None:
-    with TapPort.create("vxtp7", MAC, 1450, ADDR, netns=nsname, ifname="eth0") as port:
+    with TapPort.create("vxtp7", MAC, 1450, ADDR, netns=nsname, create_netns=True, ifname="eth0") as port:
         netns.run_in_netns(nsname, ["ip", "link", "set", "eth0", "down"])
         with pytest.raises(OSError) as info:
             port.write(arp_request(PEER_MAC, PEER_IP, "192.168.55.4"))
@@ -236,7 +264,7 @@ def test_write_to_down_link_is_eio_not_gone(nsname: str) -> None:
 
 
 def test_vnet_hdr_prefixes_frames(nsname: str) -> None:
-    with TapPort.create("vxtp8", MAC, 1450, ADDR, netns=nsname, ifname="eth0", vnet_hdr=True) as port:
+    with TapPort.create("vxtp8", MAC, 1450, ADDR, netns=nsname, create_netns=True, ifname="eth0", vnet_hdr=True) as port:
         (link,) = ip_json(nsname, "link", "show", "dev", "eth0")
         assert link["linkinfo"]["info_data"]["vnet_hdr"] is True
         ping = netns.popen_in_netns(nsname, ["ping", "-c", "1", "-W", "1", PEER_IP],
@@ -296,20 +324,20 @@ def test_port_in_current_namespace(nsname: str) -> None:
 
 def test_errors_are_one_line_vxdp_errors(nsname: str, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(VxdpError, match="1 to 15 bytes"):
-        TapPort.create("x" * 16, MAC, 1450, ADDR, netns=nsname)
+        TapPort.create("x" * 16, MAC, 1450, ADDR, netns=nsname, create_netns=True)
     with pytest.raises(VxdpError, match="1 to 15 bytes"):
-        TapPort.create("vxtp9", MAC, 1450, ADDR, netns=nsname, ifname="y" * 16)
+        TapPort.create("vxtp9", MAC, 1450, ADDR, netns=nsname, create_netns=True, ifname="y" * 16)
     assert not netns.netns_exists(nsname)
     # The target name is taken in the container namespace: nothing half-built is left.
     with pytest.raises(VxdpError, match=f"vxtp9: move into netns {nsname} as lo"):
-        TapPort.create("vxtp9", MAC, 1450, ADDR, netns=nsname, ifname="lo")
+        TapPort.create("vxtp9", MAC, 1450, ADDR, netns=nsname, create_netns=True, ifname="lo")
     assert not netns.netns_exists(nsname)  # the namespace it created was removed again
     assert netns.run_in_netns(None, ["ip", "link", "show", "vxtp9"], check=False).returncode != 0
-    with TapPort.create("vxtp9", MAC, 1450, ADDR, netns=nsname) as port:
+    with TapPort.create("vxtp9", MAC, 1450, ADDR, netns=nsname, create_netns=True) as port:
         assert port.ifname == "vxtp9"
         with pytest.raises(VxdpError, match=f"vxtp9: move into netns {nsname} as vxtp9: File exists"):
             # The name is free here but taken in the target namespace.
-            TapPort.create("vxtp9", MAC, 1450, ADDR, netns=nsname)
+            TapPort.create("vxtp9", MAC, 1450, ADDR, netns=nsname, create_netns=True)
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(PrivilegeError, match=r"^creating TAP devices needs root \(CAP_NET_ADMIN\)$"):
         TapPort.create("vxtp10", MAC, 1450, ADDR)
@@ -330,8 +358,8 @@ def test_uvloop_create_async_and_reader_sees_tap_gone(nsname: str) -> None:
     async def main() -> int:
         loop = asyncio.get_running_loop()
         with pytest.raises(VxdpError, match="asyncio loop"):
-            TapPort.create("vxtu0", MAC, 1450, ADDR, netns=nsname)
-        port = await TapPort.create_async("vxtu0", MAC, 1450, ADDR, netns=nsname, ifname="eth0")
+            TapPort.create("vxtu0", MAC, 1450, ADDR, netns=nsname, create_netns=True)
+        port = await TapPort.create_async("vxtu0", MAC, 1450, ADDR, netns=nsname, create_netns=True, ifname="eth0")
         gone: asyncio.Future[int] = loop.create_future()
 
         def readable() -> None:
@@ -364,14 +392,14 @@ def vnet_fields(raw: bytes) -> tuple[int, int, int, int, int, int]:
 
 def test_offload_needs_vnet_hdr(nsname: str) -> None:
     with pytest.raises(ValueError, match="offload needs vnet_hdr"):
-        TapPort.create("vxto0", MAC, 1450, ADDR, netns=nsname, offload=True)
+        TapPort.create("vxto0", MAC, 1450, ADDR, netns=nsname, create_netns=True, offload=True)
     assert not netns.netns_exists(nsname)
 
 
 def test_tunsetoffload_result_matches_the_kernels_view(nsname: str) -> None:
     """TUNSETOFFLOAD before the device goes up: what it accepted is what ethtool shows in the
     container, and without offload the device offers none (the TAP default)."""
-    with TapPort.create("vxto1", MAC, 1450, ADDR, netns=nsname, ifname="eth0",
+    with TapPort.create("vxto1", MAC, 1450, ADDR, netns=nsname, create_netns=True, ifname="eth0",
                         vnet_hdr=True, offload=True) as port:
         assert port.offloads <= TAP_OFFLOADS
         # Every kernel since 2.6.27 takes CSUM|TSO4|TSO6; the ladder only matters for odd ones.
@@ -382,7 +410,7 @@ def test_tunsetoffload_result_matches_the_kernels_view(nsname: str) -> None:
         assert feats["tcp-segmentation-offload"].startswith("on")
         assert feats["tx-tcp-segmentation"].startswith("on")
         assert feats["tx-tcp6-segmentation"].startswith("on")
-    with TapPort.create("vxto2", MAC, 1450, ADDR, netns=nsname, ifname="eth1",
+    with TapPort.create("vxto2", MAC, 1450, ADDR, netns=nsname, create_netns=True, ifname="eth1",
                         vnet_hdr=True) as plain:
         assert plain.offloads == frozenset()
         feats = ethtool_features(nsname, "eth1")
@@ -394,7 +422,7 @@ def test_offload_udp_arrives_with_partial_checksum(nsname: str) -> None:
     """With TUN_F_CSUM the stack leaves the UDP checksum to us: F_NEEDS_CSUM, csum_start at the
     UDP header (counted from the Ethernet header), csum_offset 6, and the field holds the
     pseudo-header sum, so completing it over frame[csum_start:] gives the right checksum."""
-    with TapPort.create("vxto3", MAC, 1450, ADDR, netns=nsname, ifname="eth0",
+    with TapPort.create("vxto3", MAC, 1450, ADDR, netns=nsname, create_netns=True, ifname="eth0",
                         vnet_hdr=True, offload=True) as port:
         netns.run_in_netns(nsname, ["ip", "neigh", "add", PEER_IP, "lladdr", PEER_MAC,
                                     "dev", "eth0", "nud", "permanent"])
@@ -424,7 +452,7 @@ def test_offload_tcp_arrives_as_one_super_frame(nsname: str) -> None:
     than the MTU (gso_size = MSS). We play the peer: answer the SYN with a SYN-ACK (MSS 1410,
     64 KB window), so the first flight (initial cwnd, 10 segments) is one super-frame."""
     mss = 1450 - 40
-    with TapPort.create("vxto4", MAC, 1450, ADDR, netns=nsname, ifname="eth0",
+    with TapPort.create("vxto4", MAC, 1450, ADDR, netns=nsname, create_netns=True, ifname="eth0",
                         vnet_hdr=True, offload=True) as port:
         netns.run_in_netns(nsname, ["ip", "neigh", "add", PEER_IP, "lladdr", PEER_MAC,
                                     "dev", "eth0", "nud", "permanent"])

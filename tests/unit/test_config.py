@@ -563,3 +563,52 @@ def test_endpoint_from_args_errors(kwargs: dict[str, str], option: str, words: s
 def test_endpoint_from_args_ifname_needs_netns() -> None:
     with pytest.raises(ConfigError, match="--ifname needs --netns"):
         endpoint_from_args("mynet", "c3", "02:00:00:00:00:01", "10.0.0.1/24", ifname="eth0")
+
+
+def test_max_subscribers() -> None:
+    assert parse_config(MINIMAL).vtep.max_subscribers == 64
+    cfg = parse_config(MINIMAL.replace("[vtep]\n", "[vtep]\nmax_subscribers = 500\n"))
+    assert cfg.vtep.max_subscribers == 500
+    for bad, words in (("0", "0 is out of range (must be 1..4096 trace/capture/events"),
+                       ("4097", "out of range"), ("true", "must be an integer"),
+                       ('"64"', "must be an integer")):
+        text = MINIMAL.replace("[vtep]\n", f"[vtep]\nmax_subscribers = {bad}\n")
+        err = error_of(text)
+        assert err.key == "vtep.max_subscribers"
+        assert err.line == line_of(text, "max_subscribers =")
+        assert words in str(err), str(err)
+
+
+def test_netns_create() -> None:
+    endpoint = ('[[network.endpoint]]\nname = "c1"\nmac = "02:42:c0:a8:37:04"\n'
+                'address = "192.168.55.4/24"\n')
+    (ep,) = parse_config(MINIMAL + endpoint + 'netns = "c1"\n').networks[0].endpoints
+    assert ep.netns_create is False
+    (ep,) = parse_config(MINIMAL + endpoint + 'netns = "c1"\nnetns_create = true\n'
+                         ).networks[0].endpoints
+    assert ep.netns_create is True and ep.netns == "c1"
+    text = MINIMAL + endpoint + "netns_create = true\n"
+    err = error_of(text)
+    assert err.key == "network[0].endpoint[0].netns_create"
+    assert err.line == line_of(text, "netns_create") and "needs netns" in str(err)
+    err = error_of(MINIMAL + endpoint + 'netns = "c1"\nnetns_create = "yes"\n')
+    assert "must be a boolean" in str(err)
+    ep = endpoint_from_args("mynet", "c1", "02:42:c0:a8:37:04", "192.168.55.4/24", "c1",
+                            "eth0", True)
+    assert ep.netns_create is True
+    with pytest.raises(ConfigError, match="--netns-create needs --netns"):
+        endpoint_from_args("mynet", "c1", "02:42:c0:a8:37:04", "192.168.55.4/24",
+                           netns_create=True)
+
+
+def test_utf8_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    """Editors on Windows start UTF-8 files with a BOM; TOML text does not include it."""
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + MINIMAL.encode())
+    cfg = load_config(str(path))
+    assert cfg.vtep.local.v4 == IPv4Address("198.18.0.1") and cfg.networks[0].vni == 4097
+    assert parse_config("\ufeff" + MINIMAL).networks[0].name == "mynet"
+    # Line numbers are still right after it.
+    path.write_bytes(b"\xef\xbb\xbf" + MINIMAL.replace("vni = 4097", "vni = -4").encode())
+    with pytest.raises(ConfigError, match=r"bom.toml:6: network\[0\].vni: "):
+        load_config(str(path))

@@ -17,10 +17,17 @@ from typing import Any
 import pytest
 
 from dataplane import control
-from dataplane.control import ControlClient, ControlServer, StreamEnd, unknown_command
+from dataplane.control import (
+    ControlClient,
+    ControlServer,
+    Rows,
+    StreamEnd,
+    too_deep,
+    unknown_command,
+)
 from dataplane.errors import ControlError, InvalidArgument, VxdpError
 
-KNOWN = ("echo", "fail", "boom", "slow", "weird")
+KNOWN = ("echo", "fail", "boom", "slow", "weird", "rows", "biglist", "rows_fail", "rows_cut")
 
 
 class ServerThread:
@@ -89,7 +96,24 @@ class Recorder:
             return "done"
         if cmd == "weird":
             return {"obj": object()}
+        if cmd in ("rows", "rows_fail", "rows_cut"):
+            return Rows(self.slices(cmd, int(args.get("n", 0))))
+        if cmd == "biglist":
+            return [{"i": i} for i in range(int(args["n"]))]
         raise unknown_command(cmd, (*KNOWN, *self.streams()))
+
+    async def slices(self, cmd: str, n: int) -> AsyncIterator[list[Any]]:
+        """n rows in slices of 100 (and empty slices in between, as a dump may give)."""
+        if cmd == "rows_fail":
+            raise InvalidArgument("dump cursor 3 is not (or no longer) valid")
+        try:
+            for start in range(0, n, 100):
+                yield []
+                yield [{"i": i} for i in range(start, min(n, start + 100))]
+                if cmd == "rows_cut":
+                    raise InvalidArgument("the table went away")
+        finally:
+            self.closed.set()
 
     async def counted(self, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         for i in range(int(args.get("count", 3))):
@@ -518,3 +542,151 @@ def test_json_default_handles_project_types() -> None:
     assert json.loads(line) == {"a": "1.2.3.4", "b": "10.0.0.1/24", "c": [1, 2], "d": [3],
                                 "e": {"ip": "5.6.7.8"}}
     assert line.endswith(b"\n") and line.count(b"\n") == 1
+
+
+# ------------------------------------------------------------------------------------------
+# long list results, written a slice at a time
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [0, 1, 99, 100, 2500])
+def test_rows_arrive_as_one_list(served: tuple[ServerThread, Recorder, str], n: int) -> None:
+    _, rec, path = served
+    assert ControlClient(path).request("rows", n=n) == [{"i": i} for i in range(n)]
+    assert rec.closed.wait(5)   # the producer was closed after its last slice
+    (reply,) = raw_exchange(path, b'{"cmd": "rows", "args": {"n": 3}}\n')
+    assert reply == {"ok": True, "result": [{"i": 0}, {"i": 1}, {"i": 2}]}
+
+
+def test_a_long_plain_list_is_sent_in_slices_too(served: tuple[ServerThread, Recorder, str],
+                                                 ) -> None:
+    _, _, path = served
+    assert ControlClient(path).request("biglist", n=3000) == [{"i": i} for i in range(3000)]
+
+
+def test_rows_error_before_the_first_slice_is_a_plain_error(
+        served: tuple[ServerThread, Recorder, str]) -> None:
+    _, _, path = served
+    with pytest.raises(ControlError, match=r"^dump cursor 3 is not \(or no longer\) valid$"):
+        ControlClient(path).request("rows_fail")
+
+
+def test_rows_cut_short_is_reported_by_the_client(served: tuple[ServerThread, Recorder, str],
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    _, _, path = served
+    with pytest.raises(ControlError, match="closed the connection in the middle of its reply"):
+        ControlClient(path).request("rows_cut", n=500)
+    assert "the table went away" in caplog.text and "Traceback" not in caplog.text
+    assert ControlClient(path).request("echo")["cmd"] == "echo"
+
+
+# ------------------------------------------------------------------------------------------
+# request envelope: nesting depth, unknown keys
+# ------------------------------------------------------------------------------------------
+
+
+def test_deeply_nested_json_gets_an_error_reply(served: tuple[ServerThread, Recorder, str],
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    """100k levels made the C JSON scanner raise RecursionError, which dropped the
+    connection with a traceback in the log; now it is one error reply."""
+    _, rec, path = served
+    for depth in (100_000, 500, 9):
+        payload = b'{"cmd": "echo", "args": {"x": ' + b"[" * depth + b"]" * depth + b"}}\n"
+        (reply,) = raw_exchange(path, payload)
+        assert reply == {"ok": False, "error": "malformed request: JSON nested deeper than 8 "
+                                               "levels"}, depth
+    assert rec.calls == [] and "Traceback" not in caplog.text
+    assert ControlClient(path).request("echo", x=[[1]])["args"] == {"x": [[1]]}
+
+
+def test_too_deep() -> None:
+    assert not too_deep({"cmd": "x", "args": {"a": [1, {"b": 2}]}})
+    assert too_deep([[[[[[[[[0]]]]]]]]])        # 9 levels
+    assert not too_deep([[[[[[[[0]]]]]]]])      # 8
+    deep: Any = []
+    for _ in range(100_000):                     # iterative: no RecursionError
+        deep = [deep]
+    assert too_deep(deep)
+
+
+def test_unknown_envelope_key(served: tuple[ServerThread, Recorder, str]) -> None:
+    _, rec, path = served
+    (reply,) = raw_exchange(path, b'{"cmd": "echo", "args": {}, "argz": 1}\n')
+    assert reply["ok"] is False and 'unknown key "argz"' in reply["error"]
+    assert rec.calls == []
+
+
+# ------------------------------------------------------------------------------------------
+# a full listen backlog
+# ------------------------------------------------------------------------------------------
+
+
+def test_client_retries_while_the_backlog_is_full(sockdir: str) -> None:
+    """connect() on a unix socket whose backlog is full fails with EAGAIN at once: the
+    client retries briefly instead of reporting it."""
+    path = os.path.join(sockdir, "full.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(0)
+    fillers = []
+    try:
+        while True:             # fill the backlog
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.setblocking(False)
+            try:
+                s.connect(path)
+            except BlockingIOError:
+                s.close()
+                break
+            fillers.append(s)
+        assert fillers
+
+        def serve() -> None:
+            time.sleep(0.3)     # the client meets a full backlog for a while
+            for s in fillers:   # (accepted below: they read as closed at once)
+                s.close()
+            while True:
+                conn, _ = listener.accept()
+                conn.settimeout(5)
+                line = conn.makefile("rb").readline()
+                if line:
+                    conn.sendall(b'{"ok": true, "result": "late"}\n')
+                conn.close()
+                if line:
+                    return
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        started = time.monotonic()
+        assert ControlClient(path).request("echo") == "late"
+        assert time.monotonic() - started >= 0.25
+        t.join(5)
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()
+
+
+def test_client_gives_up_on_a_backlog_that_stays_full(sockdir: str) -> None:
+    path = os.path.join(sockdir, "stuck.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(0)
+    fillers = []
+    try:
+        while True:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.setblocking(False)
+            try:
+                s.connect(path)
+            except BlockingIOError:
+                s.close()
+                break
+            fillers.append(s)
+        with pytest.raises(ControlError, match="not accepting connections .*backlog stayed "
+                                               "full for 0.5 s"):
+            ControlClient(path, timeout=0.5).request("echo")
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()

@@ -17,8 +17,8 @@ import json
 import os
 import struct
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import IO, Any, NoReturn
 
 from dataplane import __version__
@@ -35,11 +35,14 @@ from dataplane.fmt import (
 )
 from dataplane.validate import (
     check_ifname,
+    check_network_name,
     parse_mac,
+    parse_neigh_ip,
     parse_overlay_ip,
     parse_underlay_ip,
     parse_unicast_mac,
     parse_vni,
+    show,
 )
 
 DEFAULT_SOCKET = "/run/vxdp/vxdp.sock"
@@ -56,7 +59,10 @@ examples:
   vxdp -s /run/vxdp/manager.sock fdb show  FDB of the VTEP named "manager"
   vxdp fdb append 00:00:00:00:00:00 dst 198.18.0.3 vni 4097
                                            add a VTEP to a network's flood list
+  vxdp fdb add 02:42:c0:a8:37:03 dst 2001:db8:18::2 port 8472 remote_vni 5000 dev mynet
+                                           a peer behind a VTEP on another port and VNI
   vxdp neigh add 192.168.55.3 lladdr 02:42:c0:a8:37:03 vni 4097
+  vxdp neigh add fd00:55::3 lladdr 02:42:c0:a8:37:03 dev mynet
   vxdp trace --count 10 --port c1          watch forwarding decisions live
   vxdp explain --from c1 --to 192.168.55.3 dry-run a frame's path
 
@@ -111,71 +117,129 @@ def _ifname_arg(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _parse_keywords(what: str, grammar: str, tokens: Sequence[str],
-                    first: tuple[str, Callable[[str], Any]],
-                    keywords: dict[str, Callable[[str], Any]], required: Sequence[str] = (),
-                    ) -> dict[str, Any]:
-    """``bridge``/``ip``-style arguments: one positional value then ``keyword value`` pairs in
-    any order, e.g. ``MAC dst IP vni N``. Returns {first name: value, keyword: value...}."""
-    first_name, first_parse = first
-    if not tokens:
-        raise UsageError(f"{what}: missing {first_name.upper()} (usage: {what} {grammar})")
-    out: dict[str, Any] = {}
-    try:
-        out[first_name] = first_parse(tokens[0])
-    except ValueError as exc:
-        raise UsageError(f"{what}: {exc}") from None
-    i = 1
-    while i < len(tokens):
-        word = tokens[i]
-        if word not in keywords:
-            raise UsageError(f"{what}: unexpected {word!r} (usage: {what} {grammar})")
-        if word in out:
-            raise UsageError(f"{what}: {word} given twice")
-        if i + 1 >= len(tokens):
-            raise UsageError(f"{what}: {word} needs a value (usage: {what} {grammar})")
-        try:
-            out[word] = keywords[word](tokens[i + 1])
-        except ValueError as exc:
-            raise UsageError(f"{what}: {word}: {exc}") from None
-        i += 2
-    for word in required:
-        if word not in out:
-            raise UsageError(f"{what}: missing {word} (usage: {what} {grammar})")
-    return out
+@dataclass(frozen=True)
+class _Grammar:
+    """``bridge``/``ip``-style arguments of one table command: an optional first value (MAC,
+    IP), then in any order ``keyword value`` pairs and bare words (``permanent``), some of
+    them required, some exclusive of each other (``vni N`` or ``dev NET``)."""
+
+    usage: str
+    first: tuple[str, Callable[[str], Any]] | None = None     # request argument, parser
+    keywords: Mapping[str, tuple[str, Callable[[str], Any]]] = field(default_factory=dict)
+    words: Mapping[str, tuple[str, Any]] = field(default_factory=dict)  # word -> (arg, value)
+    required: Sequence[str] = ()               # keywords that must be given
+    exclusive: Sequence[tuple[str, ...]] = ()  # groups of keywords/words: at most one each
+
+    def parse(self, what: str, tokens: Sequence[str]) -> dict[str, Any]:
+        """{argument: value}; UsageError naming what is wrong, with the usage line."""
+        usage = f"(usage: {what} {self.usage})"
+        out: dict[str, Any] = {}
+        seen: list[str] = []
+        i = 0
+        if self.first is not None:
+            name, parse = self.first
+            if not tokens:
+                raise UsageError(f"{what}: missing {name.upper()} {usage}")
+            try:
+                out[name] = parse(tokens[0])
+            except ValueError as exc:
+                raise UsageError(f"{what}: {exc}") from None
+            i = 1
+        while i < len(tokens):
+            word = tokens[i]
+            if word in seen:
+                raise UsageError(f"{what}: {word} given twice")
+            for group in self.exclusive:
+                other = next((w for w in seen if w in group), None)
+                if word in group and other is not None:
+                    raise UsageError(f"{what}: {other} and {word} exclude each other {usage}")
+            seen.append(word)
+            if word in self.words:
+                arg, value = self.words[word]
+                out[arg] = value
+                i += 1
+                continue
+            if word not in self.keywords:
+                raise UsageError(f"{what}: unexpected {word!r} {usage}")
+            if i + 1 >= len(tokens):
+                raise UsageError(f"{what}: {word} needs a value {usage}")
+            arg, parse = self.keywords[word]
+            try:
+                out[arg] = parse(tokens[i + 1])
+            except ValueError as exc:
+                raise UsageError(f"{what}: {word}: {exc}") from None
+            i += 2
+        for word in self.required:
+            if word not in seen:
+                raise UsageError(f"{what}: missing {word} {usage}")
+        return out
 
 
 def _vtep_ip(text: str) -> str:
     return str(parse_underlay_ip(text))
 
 
-def _overlay_ip(text: str) -> str:
-    return str(parse_overlay_ip(text))
+def _neigh_ip(text: str) -> str:
+    return str(parse_neigh_ip(text))
 
 
 def _lladdr(text: str) -> str:
     return parse_unicast_mac(text, what="a neighbour entry")
 
 
+def _udp_port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ValueError(f"{show(text)} is not a UDP port (1..65535)")
+    return int(text)
+
+
+def _network(text: str) -> str:
+    return check_network_name(text)
+
+
+_NET = {"vni": ("vni", parse_vni), "dev": ("dev", _network)}
+_REMOTE = {"dst": ("dst", _vtep_ip), "port": ("port", _udp_port),
+           "remote_vni": ("remote_vni", parse_vni)}
+_FDB_STATE_WORDS = {"permanent": ("state", "permanent"), "static": ("state", "static"),
+                    "dynamic": ("state", "dynamic")}
+_WHERE = "[vni N | dev NET]"
+_FDB_CHANGE = _Grammar(
+    f"MAC dst IP [port P] [remote_vni N] {_WHERE} [permanent|static|dynamic]",
+    ("mac", parse_mac), {**_REMOTE, **_NET}, _FDB_STATE_WORDS, ("dst",),
+    (("vni", "dev"), tuple(_FDB_STATE_WORDS)))
+
+#: The grammar of each table command, by (table, action).
+_GRAMMARS: dict[tuple[str, str], _Grammar] = {
+    ("fdb", "add"): _FDB_CHANGE,
+    ("fdb", "append"): _FDB_CHANGE,
+    ("fdb", "replace"): _FDB_CHANGE,
+    ("fdb", "del"): _Grammar(f"MAC [dst IP] [port P] [remote_vni N] {_WHERE}",
+                             ("mac", parse_mac), {**_REMOTE, **_NET},
+                             exclusive=(("vni", "dev"),)),
+    ("fdb", "flush"): _Grammar(f"{_WHERE} [dynamic]", None, _NET,
+                               {"dynamic": ("dynamic", True)}, exclusive=(("vni", "dev"),)),
+    ("neigh", "add"): _Grammar(f"IP lladdr MAC {_WHERE}", ("ip", _neigh_ip),
+                               {"lladdr": ("lladdr", _lladdr), **_NET}, required=("lladdr",),
+                               exclusive=(("vni", "dev"),)),
+    ("neigh", "del"): _Grammar(f"IP [lladdr MAC] {_WHERE}", ("ip", _neigh_ip),
+                               {"lladdr": ("lladdr", _lladdr), **_NET},
+                               exclusive=(("vni", "dev"),)),
+}
+
+
 @dataclass(frozen=True)
 class _Table:
-    """The two tables the CLI edits the way ``bridge fdb`` and ``ip neigh`` do: one key word
-    (MAC, IP), one target keyword (``dst IP``, ``lladdr MAC``) that ``del`` does not need, and
-    the network's ``vni N``."""
+    """The two tables the CLI edits the way ``bridge fdb`` and ``ip neigh`` do."""
 
     name: str                                  # "fdb" / "neigh": command word and request prefix
-    key: tuple[str, Callable[[str], Any]]      # request argument and parser of the first word
-    target: tuple[str, str, Callable[[str], Any]]  # keyword, its value's name, its parser
     render: Callable[[list[dict[str, Any]]], list[str]]
 
-    def grammar(self, action: str) -> str:
-        word, value, _ = self.target
-        target = f"[{word} {value}]" if action == "del" else f"{word} {value}"
-        return f"{self.key[0].upper()} {target} [vni N]"
+    def grammar(self, action: str) -> _Grammar:
+        return _GRAMMARS[(self.name, action)]
 
 
-_FDB = _Table("fdb", ("mac", parse_mac), ("dst", "IP", _vtep_ip), format_fdb)
-_NEIGH = _Table("neigh", ("ip", _overlay_ip), ("lladdr", "MAC", _lladdr), format_neigh)
+_FDB = _Table("fdb", format_fdb)
+_NEIGH = _Table("neigh", format_neigh)
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,15 +279,11 @@ def _table_show(table: _Table) -> Callable[[_Ctx], int]:
 
 
 def _table_change(table: _Table) -> Callable[[_Ctx], int]:
-    """``vxdp fdb add|append|replace|del`` / ``vxdp neigh add|del``: validated here with the
-    config's rules, then one request."""
+    """``vxdp fdb add|append|replace|del|flush`` / ``vxdp neigh add|del``: validated here with
+    the config's rules, then one request."""
     def change(ctx: _Ctx) -> int:
         action = ctx.args.action
-        word, _, parse_target = table.target
-        values = _parse_keywords(f"{table.name} {action}", table.grammar(action),
-                                 ctx.args.tokens, table.key,
-                                 {word: parse_target, "vni": parse_vni},
-                                 () if action == "del" else (word,))
+        values = table.grammar(action).parse(f"{table.name} {action}", ctx.args.tokens)
         ctx.client().request(f"{table.name}.{action}", **values)
         return 0
     return change
@@ -437,9 +497,9 @@ def _table_commands(sub: Any, table: _Table, help_text: str, show_help: str,
     actions_sub.required = True
     _json_flag(_sub(actions_sub, "show", show_help, show))
     for action, text in actions:
-        p = _sub(actions_sub, action, text, change,
-                 usage=f"vxdp {table.name} {action} {table.grammar(action)}")
-        p.add_argument("tokens", nargs="*", metavar=table.grammar("add"), help=tokens_help)
+        g = table.grammar(action)
+        p = _sub(actions_sub, action, text, change, usage=f"vxdp {table.name} {action} {g.usage}")
+        p.add_argument("tokens", nargs="*", metavar="ARGS", help=tokens_help)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -471,15 +531,20 @@ def build_parser() -> argparse.ArgumentParser:
                      ("append", "add one more destination for a MAC (flood list: "
                                 "00:00:00:00:00:00)"),
                      ("replace", "add or replace an entry"),
-                     ("del", "delete an entry (one destination with dst IP, else all)")),
-                    "MAC address, remote VTEP IPv4 address, and the network's VNI "
-                    "(needed when several networks are served)")
-    _table_commands(sub, _NEIGH, "neighbour (ARP proxy) table (like `ip neigh`)",
+                     ("del", "delete an entry (one destination with dst IP [port P] "
+                             "[remote_vni N], else all)"),
+                     ("flush", "delete the dynamic and static entries (only the learned "
+                               "ones with dynamic), as `bridge fdb flush`")),
+                    "MAC, the remote VTEP's IPv4 or IPv6 address (dst), its UDP port and the "
+                    "VNI on the wire when they differ from this VTEP's (port, remote_vni), "
+                    "the network (vni N or dev NET: needed when several are served) and the "
+                    "state (permanent by default)")
+    _table_commands(sub, _NEIGH, "neighbour (ARP / ND proxy) table (like `ip neigh`)",
                     "list neighbour entries like `ip neigh show`",
                     (("add", "add a permanent neighbour entry"),
                      ("del", "delete a neighbour entry")),
-                    "overlay IPv4 address, its MAC, and the network's VNI "
-                    "(needed when several networks are served)")
+                    "overlay IPv4 or IPv6 address, its MAC, and the network (vni N or dev "
+                    "NET: needed when several networks are served)")
 
     p = _sub(sub, "stats", "per-port counters and drops by reason", cmd_stats)
     _json_flag(p)

@@ -37,6 +37,7 @@ from dataplane.validate import (
     check_network_name,
     parse_interface,
     parse_mac,
+    parse_neigh_ip,
     parse_overlay_ip,
     parse_underlay_ip,
     parse_unicast_mac,
@@ -176,7 +177,12 @@ def _routes(value: Any) -> list[list[str | None]]:
 
 MAC = _text(parse_mac, "a MAC address")
 VTEP = _text(_vtep, "a VTEP address")
-OVERLAY_IP = _text(lambda v: str(parse_overlay_ip(v)), "an IPv4 address")
+NEIGH_IP = _text(lambda v: str(parse_neigh_ip(v)), "an IPv4 or IPv6 address")
+NETWORK = _text(check_network_name, "a network name")
+UDP_PORT = _integer(1, 65535, "a UDP port")
+#: FDB states as the CLI writes them (``bridge fdb``'s words): dynamic is a learned entry.
+FDB_STATE_WORDS = {"permanent": "permanent", "static": "static", "dynamic": "learned",
+                   "learned": "learned"}
 LLADDR = _text(lambda v: parse_unicast_mac(v, what="a neighbour entry"), "a MAC address")
 IFNAME = _text(check_ifname, "an interface name")
 COUNT = _integer(0, COUNT_MAX, "a count")
@@ -194,15 +200,26 @@ class Arg:
 Schema = Mapping[str, Arg]
 
 
+def _fdb_state(value: str) -> str:
+    check_choice(value, tuple(FDB_STATE_WORDS), "FDB state")
+    return FDB_STATE_WORDS[value]
+
+
+#: Where a table command applies: ``vni N`` or ``dev NET`` (the network's name), or the only
+#: network served.
+_WHERE: Schema = {"vni": Arg(_vni), "dev": Arg(NETWORK)}
+#: A remote VTEP as ``bridge fdb`` names one: dst, and its port and VNI when they differ.
+_REMOTE: Schema = {"port": Arg(UDP_PORT), "remote_vni": Arg(_vni)}
+
+
 def _fdb_change_schema(op: str) -> Schema:
     return {"mac": Arg(_text(_replace_mac, "a MAC address") if op == "replace" else MAC, True),
-            "dst": Arg(VTEP, True), "state": Arg(_choice(FDB_STATES, "FDB state")),
-            "vni": Arg(_vni)}
+            "dst": Arg(VTEP, True), **_REMOTE,
+            "state": Arg(_text(_fdb_state, "an FDB state")), **_WHERE}
 
 
-_NEIGH_CHANGE: Schema = {"ip": Arg(OVERLAY_IP, True), "lladdr": Arg(LLADDR, True),
-                         "state": Arg(_choice(NEIGH_STATES, "neighbour state")),
-                         "vni": Arg(_vni)}
+_NEIGH_CHANGE: Schema = {"ip": Arg(NEIGH_IP, True), "lladdr": Arg(LLADDR, True),
+                         "state": Arg(_choice(NEIGH_STATES, "neighbour state")), **_WHERE}
 
 #: What each command (and stream) takes. Batchable commands are the table changes.
 SCHEMAS: dict[str, Schema] = {
@@ -210,11 +227,12 @@ SCHEMAS: dict[str, Schema] = {
     "fdb.add": _fdb_change_schema("add"),
     "fdb.append": _fdb_change_schema("append"),
     "fdb.replace": _fdb_change_schema("replace"),
-    "fdb.del": {"mac": Arg(MAC, True), "dst": Arg(VTEP), "vni": Arg(_vni)},
+    "fdb.del": {"mac": Arg(MAC, True), "dst": Arg(VTEP), **_REMOTE, **_WHERE},
+    "fdb.flush": {**_WHERE, "dynamic": Arg(_boolean)},
     "neigh.show": {},
     "neigh.add": _NEIGH_CHANGE,
     "neigh.replace": _NEIGH_CHANGE,
-    "neigh.del": {"ip": Arg(OVERLAY_IP, True), "vni": Arg(_vni)},
+    "neigh.del": {"ip": Arg(NEIGH_IP, True), "lladdr": Arg(LLADDR), **_WHERE},
     "stats": {},
     "explain": {"from": Arg(IFNAME, True), "to": Arg(_text(_to, "an IPv4 or MAC address"),
                                                       True)},
@@ -304,8 +322,18 @@ def check_args(cmd: str, args: Mapping[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 def _vni_of(v: Vtep, args: dict[str, Any]) -> int:
-    """The network a table command is about: ``vni N``, or the only one served."""
+    """The network a table command is about: ``vni N``, ``dev NET``, or the only one
+    served."""
     vni = args.get("vni")
+    dev = args.get("dev")
+    if dev is not None:
+        if vni is not None:
+            raise InvalidArgument("give the network once: vni N or dev NET, not both")
+        net = v.networks.get(dev)
+        if net is None:
+            raise InvalidArgument(f"no network {dev!r} here (have: "
+                                  f"{', '.join(sorted(v.networks)) or 'none'})")
+        return net.vni
     served = ", ".join(str(n) for n in sorted(v.by_vni))
     if vni is None:
         if len(v.by_vni) == 1:
@@ -320,14 +348,26 @@ def _vni_of(v: Vtep, args: dict[str, Any]) -> int:
 def fdb_change(op: str) -> Handler:
     def handler(v: Vtep, args: dict[str, Any]) -> Any:
         getattr(v.switch, "fdb_" + op)(_vni_of(v, args), args["mac"], args["dst"],
-                                       args.get("state", "permanent"), time.monotonic())
+                                       args.get("state", "permanent"), time.monotonic(),
+                                       dst_port=args.get("port", 0),
+                                       dst_vni=args.get("remote_vni", 0))
         return OK
     return handler
 
 
 def fdb_del(v: Vtep, args: dict[str, Any]) -> Any:
-    v.switch.fdb_del(_vni_of(v, args), args["mac"], args.get("dst"))
+    if args.get("dst") is None and ("port" in args or "remote_vni" in args):
+        raise InvalidArgument("port and remote_vni name one destination: give its dst too")
+    v.switch.fdb_del(_vni_of(v, args), args["mac"], args.get("dst"),
+                     dst_port=args.get("port", 0), dst_vni=args.get("remote_vni", 0))
     return OK
+
+
+def fdb_flush(v: Vtep, args: dict[str, Any]) -> Any:
+    """``bridge fdb flush``: the dynamic and static entries of one network, or with
+    ``dynamic`` only the learned ones; permanent entries (endpoints, peers) stay."""
+    n = v.switch.fdb_flush(_vni_of(v, args), True, dynamic_only=args.get("dynamic", False))
+    return {"flushed": n}
 
 
 def neigh_change(op: str) -> Handler:
@@ -339,6 +379,8 @@ def neigh_change(op: str) -> Handler:
 
 
 def neigh_del(v: Vtep, args: dict[str, Any]) -> Any:
+    # `ip neigh del IP lladdr MAC`: the lladdr is checked for form and otherwise ignored, as
+    # the kernel's neigh_delete ignores NDA_LLADDR
     v.switch.neigh_del(_vni_of(v, args), args["ip"])
     return OK
 
@@ -413,6 +455,7 @@ COMMANDS: dict[str, Handler] = {
     "fdb.append": fdb_change("append"),
     "fdb.replace": fdb_change("replace"),
     "fdb.del": fdb_del,
+    "fdb.flush": fdb_flush,
     "neigh.show": neigh_show,
     "neigh.add": neigh_change("add"),
     "neigh.replace": neigh_change("replace"),

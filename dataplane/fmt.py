@@ -45,6 +45,9 @@ def format_fdb_entry(entry: Mapping[str, Any]) -> str:
         parts += ["dev", _network_name(entry)]
         if entry.get("dst"):
             parts += ["dst", str(entry["dst"])]
+        for key in ("port", "remote_vni"):      # the words `vxdp fdb add` takes them with
+            if entry.get(key):
+                parts += [key, str(entry[key])]
         if vni is not None:
             parts += ["vni", str(vni)]
         parts.append("self")

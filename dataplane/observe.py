@@ -122,6 +122,12 @@ class Observer:
             row["ifname"] = self.port_name(r["port"])
         else:
             row["dst"] = r["dst"]
+            # a remote's own UDP port and VNI on the wire, only where they differ from this
+            # VTEP's port and the network's VNI (``bridge fdb show`` prints them likewise)
+            if r.get("dst_port"):
+                row["port"] = r["dst_port"]
+            if r.get("dst_vni"):
+                row["remote_vni"] = r["dst_vni"]
         if r["state"] == "learned":
             row["age"] = round(now - r["updated"], 1)
         return row

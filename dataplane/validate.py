@@ -30,7 +30,7 @@ __all__ = [
     "IFNAME_MAX", "VNI_MAX", "VNI_MIN",
     "check_choice", "check_etcd_url", "check_host_port", "check_ifname", "check_netns", "check_network_name",
     "check_vtep_name", "ipaddr", "ipv4", "is_vni", "mac_bytes", "parse_allow", "parse_interface",
-    "neigh_address", "parse_ipv4", "parse_locals", "parse_mac", "parse_overlay_ip", "parse_underlay_ip",
+    "neigh_address", "parse_ipv4", "parse_neigh_ip", "parse_locals", "parse_mac", "parse_overlay_ip", "parse_underlay_ip",
     "parse_unicast_mac", "parse_vni", "show", "unicast_mac_bytes", "IPAddress", "Locals",
 ]
 
@@ -360,6 +360,14 @@ def neigh_address(value: IPAddress | str) -> IPAddress:
             raise ValueError(f"{show(str(value))} is not a unicast IPv6 address")
         return addr
     return ipv4(value)
+
+
+def parse_neigh_ip(value: Any) -> IPAddress:
+    """A neighbour entry's address as a user writes one (config, CLI, control requests): a
+    unicast IPv4 address (parse_overlay_ip) or a unicast IPv6 one (neigh_address)."""
+    if isinstance(value, str) and ":" in value:
+        return neigh_address(value)
+    return parse_overlay_ip(value)
 
 
 def parse_interface(value: Any) -> IPv4Interface:

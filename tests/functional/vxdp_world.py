@@ -342,12 +342,13 @@ def open_world() -> Iterator[World]:
     assert not left, f"namespaces left behind: {left}"
 
 
-def tshark_rows(world: World, ns: str, pcap: str,
-                fields: Sequence[str]) -> list[dict[str, list[str]]]:
+def tshark_rows(world: World, ns: str, pcap: str, fields: Sequence[str],
+                vxlan_ports: Sequence[int] = (4789,)) -> list[dict[str, list[str]]]:
     """tshark's ``fields`` for every packet of ``pcap`` (read in namespace ``ns``), UDP 4789
     decoded as VXLAN and every IPv4/UDP/TCP checksum validated (``*.checksum.status``: 1 good,
     0 bad). One dict per packet; a field repeated in a packet (outer and inner IP) is a list."""
-    argv = ["tshark", "-r", pcap, "-n", "-d", "udp.port==4789,vxlan",
+    argv = ["tshark", "-r", pcap, "-n", *(a for p in vxlan_ports
+                                          for a in ("-d", f"udp.port=={p},vxlan")),
             "-o", "ip.check_checksum:TRUE", "-o", "udp.check_checksum:TRUE",
             "-o", "tcp.check_checksum:TRUE",
             "-T", "fields", "-E", "separator=/t", "-E", "aggregator=,"]

@@ -38,6 +38,8 @@ FDB = [
      "ifname": "c2"},
     {"mac": "02:42:c0:a8:37:07", "vni": 4097, "network": "mynet", "state": "static",
      "dst": "198.18.0.4"},
+    {"mac": "02:42:c0:a8:37:08", "vni": 4097, "network": "mynet", "state": "permanent",
+     "dst": "2001:db8:18::2", "port": 8472, "remote_vni": 5000},
 ]
 FDB_TEXT = """\
 02:42:c0:a8:37:04 dev c1 vni 4097 master mynet permanent
@@ -46,6 +48,7 @@ FDB_TEXT = """\
 02:42:c0:a8:37:09 dev mynet dst 198.18.0.3 vni 4097 self
 02:42:c0:a8:37:05 dev c2 vni 4097 master mynet
 02:42:c0:a8:37:07 dev mynet dst 198.18.0.4 vni 4097 self static
+02:42:c0:a8:37:08 dev mynet dst 2001:db8:18::2 port 8472 remote_vni 5000 vni 4097 self permanent
 """
 NEIGH = [
     {"ip": "192.168.55.3", "lladdr": "02:42:c0:a8:37:03", "vni": 4097, "network": "mynet",
@@ -116,6 +119,8 @@ class FakeVtep:
                               "neighbour entry found", "encapsulate to 198.18.0.2"]}
         if cmd == "fdb.add" and args.get("mac") == "02:42:c0:a8:37:04":
             raise EntryExists("02:42:c0:a8:37:04 is already in the FDB of VNI 4097")
+        if cmd == "fdb.flush":
+            return {"flushed": 0}
         if cmd in ("fdb.add", "fdb.append", "fdb.replace", "fdb.del", "neigh.add", "neigh.del",
                    "endpoint.del"):
             return {"ok": True}
@@ -281,6 +286,42 @@ def test_fdb_del(vtep: FakeVtep, capsys: pytest.CaptureFixture[str]) -> None:
         ("fdb.del", {"mac": "02:42:c0:a8:37:03", "dst": "198.18.0.2", "vni": 4097})]
 
 
+def test_fdb_remote_descriptor_network_name_and_state(vtep: FakeVtep,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """DESIGN §4: ``MAC dst IP [port P] [remote_vni N] [vni N | dev NET]
+    [permanent|static|dynamic]``, in any order after the MAC."""
+    assert run(capsys, "fdb", "add", "02:42:c0:a8:37:03", "static", "dst", "2001:DB8:18::2",
+               "remote_vni", "5000", "port", "8472", "dev", "mynet") == (0, "", "")
+    assert run(capsys, "fdb", "replace", "02:42:c0:a8:37:03", "dst", "198.18.0.2",
+               "dynamic")[0] == 0
+    assert run(capsys, "fdb", "del", "02:42:c0:a8:37:03", "dst", "2001:db8:18::2", "port",
+               "8472", "remote_vni", "5000", "vni", "4097")[0] == 0
+    assert vtep.calls == [
+        ("fdb.add", {"mac": "02:42:c0:a8:37:03", "state": "static", "dst": "2001:db8:18::2",
+                     "remote_vni": 5000, "port": 8472, "dev": "mynet"}),
+        ("fdb.replace", {"mac": "02:42:c0:a8:37:03", "dst": "198.18.0.2",
+                         "state": "dynamic"}),
+        ("fdb.del", {"mac": "02:42:c0:a8:37:03", "dst": "2001:db8:18::2", "port": 8472,
+                     "remote_vni": 5000, "vni": 4097})]
+
+
+def test_fdb_flush(vtep: FakeVtep, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "fdb", "flush")[0] == 0
+    assert run(capsys, "fdb", "flush", "dev", "mynet", "dynamic")[0] == 0
+    assert run(capsys, "fdb", "flush", "dynamic", "vni", "4097")[0] == 0
+    assert vtep.calls == [("fdb.flush", {}), ("fdb.flush", {"dev": "mynet", "dynamic": True}),
+                          ("fdb.flush", {"dynamic": True, "vni": 4097})]
+
+
+def test_neigh_ipv6_and_dev(vtep: FakeVtep, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "neigh", "add", "FD00:55::3", "lladdr", "02:42:c0:a8:37:03", "dev",
+               "mynet")[0] == 0
+    assert run(capsys, "neigh", "del", "fe80::42:c0ff:fea8:3703")[0] == 0
+    assert vtep.calls == [
+        ("neigh.add", {"ip": "fd00:55::3", "lladdr": "02:42:c0:a8:37:03", "dev": "mynet"}),
+        ("neigh.del", {"ip": "fe80::42:c0ff:fea8:3703"})]
+
+
 def test_server_refusal_exits_1(vtep: FakeVtep, capsys: pytest.CaptureFixture[str]) -> None:
     rc, out, err = run(capsys, "fdb", "add", "02:42:c0:a8:37:04", "dst", "198.18.0.2")
     assert (rc, out) == (1, "")
@@ -309,12 +350,22 @@ BAD_ARGS = [
     (["fdb", "add", "02:42:c0:a8:37:03"], "missing dst"),
     (["fdb", "add"], "missing MAC"),
     (["fdb", "add", "02:42:c0:a8:37:03", "dst"], "dst needs a value"),
-    (["fdb", "add", "02:42:c0:a8:37:03", "dst", "1.2.3.4", "dev", "x"], "unexpected 'dev'"),
+    (["fdb", "add", "02:42:c0:a8:37:03", "dst", "1.2.3.4", "via", "x"], "unexpected 'via'"),
+    (["fdb", "add", "02:42:c0:a8:37:03", "dst", "1.2.3.4", "dev", "a b"], "dev:"),
+    (["fdb", "add", "02:42:c0:a8:37:03", "dst", "1.2.3.4", "vni", "5", "dev", "n"],
+     "vni and dev exclude each other"),
+    (["fdb", "add", "02:42:c0:a8:37:03", "dst", "1.2.3.4", "static", "dynamic"],
+     "static and dynamic exclude each other"),
+    (["fdb", "add", "02:42:c0:a8:37:03", "dst", "1.2.3.4", "port", "0"], "not a UDP port"),
+    (["fdb", "add", "02:42:c0:a8:37:03", "dst", "1.2.3.4", "port", "65536"], "not a UDP port"),
+    (["fdb", "add", "02:42:c0:a8:37:03", "dst", "1.2.3.4", "remote_vni", "0"], "1..16777215"),
+    (["fdb", "flush", "dynamic", "static"], "unexpected 'static'"),
+    (["fdb", "flush", "02:42:c0:a8:37:03"], "unexpected '02:42:c0:a8:37:03'"),
     (["fdb", "add", "02:42:c0:a8:37:03", "dst", "1.2.3.4", "dst", "1.2.3.5"], "given twice"),
     (["neigh", "add", "192.168.55.3"], "missing lladdr"),
     (["neigh", "add", "192.168.55", "lladdr", "02:42:c0:a8:37:03"], "not an IPv4 address"),
     (["neigh", "add", "192.168.55.3", "lladdr", "02:42"], "not a MAC address"),
-    (["neigh", "add", "fd00::3", "lladdr", "02:42:c0:a8:37:03"], "IPv6"),
+    (["neigh", "add", "ff02::1", "lladdr", "02:42:c0:a8:37:03"], "not a unicast IPv6"),
     (["trace", "--vni", "99999999"], "1..16777215"),
     (["trace", "--count", "0"], "at least 1"),
     (["trace", "--count", "x"], "not a whole number"),

@@ -74,7 +74,10 @@ def test_good_requests(cmd: str, args: dict[str, Any], expected: dict[str, Any])
     ("fdb.add", {**FDB, "dst": "0.0.0.0"}, "dst: \"0.0.0.0\" is the unspecified address"),
     ("fdb.add", {**FDB, "dst": "239.1.1.1"}, "is a multicast address, not a VTEP"),
     ("fdb.add", {**FDB, "dst": ["198.18.0.2"]}, "dst: an array is not a VTEP address"),
-    ("fdb.add", {**FDB, "state": "dynamic"}, "FDB state 'dynamic' is not one of"),
+    ("fdb.add", {**FDB, "state": "stale"}, "FDB state 'stale' is not one of"),
+    ("fdb.add", {**FDB, "port": 0}, "port: 0 is out of range"),
+    ("fdb.add", {**FDB, "remote_vni": "5"}, "remote_vni:"),
+    ("fdb.flush", {"dynamic": "yes"}, "dynamic:"),
     ("fdb.add", {**FDB, "vnii": 4097}, "fdb.add: unknown argument \"vnii\" (takes: mac, dst,"),
     # the kernel's vxlan refuses replace on flood-list MACs (EOPNOTSUPP)
     ("fdb.replace", {**FDB, "mac": "00:00:00:00:00:00"}, "all-zeros MAC, a flood list"),

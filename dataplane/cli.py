@@ -38,7 +38,6 @@ from dataplane.validate import (
     check_network_name,
     parse_mac,
     parse_neigh_ip,
-    parse_overlay_ip,
     parse_underlay_ip,
     parse_unicast_mac,
     parse_vni,
@@ -413,9 +412,9 @@ def _parse_to(text: str) -> str:
     with contextlib.suppress(ValueError):
         return parse_mac(text)
     try:
-        return str(parse_overlay_ip(text))
+        return str(parse_neigh_ip(text))
     except ValueError:
-        raise UsageError(f"explain: --to {text!r} is neither an IPv4 address nor a MAC "
+        raise UsageError(f"explain: --to {text!r} is neither an IP address nor a MAC "
                          "address") from None
 
 
@@ -434,11 +433,13 @@ def cmd_endpoint_add(ctx: _Ctx) -> int:
     a = ctx.args
     ep = endpoint_from_args(a.network, a.name, a.mac, a.address, a.netns, a.ifname,
                             a.netns_create)
+    addresses = [str(x) for x in ep.addresses]
     ctx.client().request("endpoint.add", network=a.network, name=ep.name, mac=ep.mac,
-                         address=str(ep.address), netns=ep.netns, ifname=ep.ifname,
-                         netns_create=ep.netns_create or None)
+                         address=addresses[0] if len(addresses) == 1 else addresses,
+                         netns=ep.netns, ifname=ep.ifname, netns_create=ep.netns_create or None)
     where = f" in netns {ep.netns} as {ep.ifname or ep.name}" if ep.netns else ""
-    _print(f"endpoint {ep.name} added to network {a.network} ({ep.mac} {ep.address}){where}")
+    _print(f"endpoint {ep.name} added to network {a.network} ({ep.mac} "
+           f"{' '.join(addresses)}){where}")
     return 0
 
 
@@ -588,8 +589,9 @@ def _endpoint_commands(sub: Any) -> None:
     p.add_argument("--network", required=True, metavar="NAME", help="network to attach to")
     p.add_argument("--name", required=True, metavar="N", help="TAP name on the host (<= 15)")
     p.add_argument("--mac", required=True, metavar="M", help="unicast MAC address")
-    p.add_argument("--address", required=True, metavar="A/P",
-                   help="IPv4 address with prefix length, e.g. 192.168.55.6/24")
+    p.add_argument("--address", required=True, metavar="A/P", action="append",
+                   help="address with prefix length, e.g. 192.168.55.6/24; again for dual "
+                        "stack: --address fd00:55::6/64")
     p.add_argument("--netns", metavar="NS", help="move the TAP into this named netns")
     p.add_argument("--ifname", metavar="IF", help="name inside the netns (needs --netns)")
     p.add_argument("--netns-create", action="store_true",

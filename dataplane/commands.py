@@ -26,7 +26,6 @@ from dataplane.config import MTU_MAX, MTU_MIN, endpoint_from_args
 from dataplane.control import Rows
 from dataplane.docker.cni import COMMANDS as RUNTIME_COMMANDS
 from dataplane.errors import ConfigError, InvalidArgument, VxdpError
-from dataplane.fdb import FDB_STATES
 from dataplane.neigh import NEIGH_STATES
 from dataplane.validate import (
     VNI_MAX,
@@ -36,9 +35,9 @@ from dataplane.validate import (
     check_netns,
     check_network_name,
     parse_interface,
+    parse_interfaces,
     parse_mac,
     parse_neigh_ip,
-    parse_overlay_ip,
     parse_underlay_ip,
     parse_unicast_mac,
     parse_vni,
@@ -139,16 +138,37 @@ def _replace_mac(value: str) -> str:
 
 
 def _to(value: str) -> str:
-    """explain --to: a MAC or an overlay IPv4 address (what the CLI sends)."""
+    """explain --to: a MAC or an overlay IPv4 or IPv6 address (what the CLI sends)."""
     try:
         return parse_mac(value)
     except ValueError:
         pass
     try:
-        return str(parse_overlay_ip(value))
+        return str(parse_neigh_ip(value))
     except ValueError:
-        raise ValueError(f"{show(value)} is neither an IPv4 address nor a MAC address") \
+        raise ValueError(f"{show(value)} is neither an IP address nor a MAC address") \
             from None
+
+
+def _addresses(value: Any) -> str | list[str]:
+    """endpoint.add address: one ``A/P``, or a list of them (dual stack), as given."""
+    items = value if isinstance(value, list) else [value]
+    if not items or len(items) > 16:
+        raise ValueError(f"{_shown(value)} is not 1..16 addresses with prefix lengths")
+    for item in items:
+        if not isinstance(item, str) or len(item) > MAX_STRING:
+            raise ValueError(f"{_shown(item)} is not an address/prefix (a string)")
+    out = [str(a) for a in parse_interfaces(items)]
+    return out if isinstance(value, list) else out[0]
+
+
+def _ipv4_interface(value: str) -> str:
+    """cni.add address: the runtime's IPAM result, IPv4 (vxdp-cni's IPv6 is not there yet)."""
+    iface = parse_interface(value)
+    if iface.version != 4:
+        raise ValueError(f"{show(value)}: IPv6 container addresses are not supported by "
+                         "vxdp-cni yet")
+    return str(iface)
 
 
 def _nonempty(value: str) -> str:
@@ -234,12 +254,12 @@ SCHEMAS: dict[str, Schema] = {
     "neigh.replace": _NEIGH_CHANGE,
     "neigh.del": {"ip": Arg(NEIGH_IP, True), "lladdr": Arg(LLADDR), **_WHERE},
     "stats": {},
-    "explain": {"from": Arg(IFNAME, True), "to": Arg(_text(_to, "an IPv4 or MAC address"),
+    "explain": {"from": Arg(IFNAME, True), "to": Arg(_text(_to, "an IP or MAC address"),
                                                       True)},
     "endpoint.add": {
         "network": Arg(_text(check_network_name, "a network name"), True),
         "name": Arg(IFNAME, True), "mac": Arg(_text(parse_unicast_mac, "a MAC address"), True),
-        "address": Arg(_text(lambda v: str(parse_interface(v)), "an address/prefix"), True),
+        "address": Arg(_addresses, True),
         "netns": Arg(_text(check_netns, "a netns name")), "ifname": Arg(IFNAME),
         "netns_create": Arg(_boolean)},
     "endpoint.del": {"name": Arg(IFNAME, True)},
@@ -249,7 +269,7 @@ SCHEMAS: dict[str, Schema] = {
     "cni.add": {"network": Arg(_text(check_network_name, "a network name"), True),
                 "container_id": Arg(_text(_nonempty, "a container id"), True),
                 "ifname": Arg(IFNAME, True), "netns": Arg(_text(_path, "a netns path"), True),
-                "address": Arg(_text(lambda v: str(parse_interface(v)), "an address/prefix"),
+                "address": Arg(_text(_ipv4_interface, "an IPv4 address/prefix"),
                                True),
                 "mac": Arg(_text(parse_unicast_mac, "a MAC address")),
                 "mtu": Arg(_integer(MTU_MIN, MTU_MAX, "an MTU")), "vni": Arg(_vni),
@@ -445,7 +465,9 @@ def explain(v: Vtep, args: dict[str, Any]) -> Any:
 
 def endpoint_show(v: Vtep, args: dict[str, Any]) -> Any:
     return [{"name": n, "network": e.network.name, "vni": e.network.vni, "mac": e.cfg.mac,
-             "address": str(e.cfg.address), "netns": e.cfg.netns, "ifname": e.cfg.ifname or n}
+             "address": str(e.cfg.address), "netns": e.cfg.netns, "ifname": e.cfg.ifname or n,
+             **({"addresses": [str(a) for a in e.cfg.addresses]}
+                if len(e.cfg.addresses) > 1 else {})}
             for n, e in sorted(v.endpoints.items())]
 
 

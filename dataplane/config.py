@@ -20,9 +20,9 @@ import datetime
 import difflib
 import re
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
 from typing import Any, NoReturn
 
 from dataplane.errors import ConfigError
@@ -37,9 +37,9 @@ from dataplane.validate import (
     IPAddress,
     Locals,
     parse_allow,
-    parse_interface,
+    parse_interfaces,
     parse_locals,
-    parse_overlay_ip,
+    parse_neigh_ip,
     parse_underlay_ip,
     parse_unicast_mac,
     parse_vni,
@@ -84,21 +84,38 @@ class EndpointConfig:
 
     name: str  # TAP name on the host, <= 15 bytes
     mac: str  # lower-case aa:bb:cc:dd:ee:ff, unicast
-    address: IPv4Interface  # address/prefix configured on the interface
+    address: IPv4Interface | IPv6Interface  # the first address/prefix on the interface
     netns: str | None = None  # named netns (ip netns add) to move the TAP into
     ifname: str | None = None  # name inside netns (e.g. eth0); None keeps ``name``
     # Create ``netns`` if it does not exist (and remove it again when the VTEP is done with
     # it); without this a missing namespace is an error naming it.
     netns_create: bool = False
+    # Every address/prefix of the interface (dual stack: IPv4 and IPv6), ``address`` first;
+    # () stands for (address,).
+    addresses: tuple[IPv4Interface | IPv6Interface, ...] = ()
 
+    def __post_init__(self) -> None:
+        if not self.addresses:
+            object.__setattr__(self, "addresses", (self.address,))
+
+    @property
+    def ipv6(self) -> bool:
+        """Has IPv6 addresses: the interface keeps IPv6 on (else it is off, as Docker does
+        for containers on networks without IPv6)."""
+        return any(a.version == 6 for a in self.addresses)
 
 @dataclass(frozen=True)
 class PeerConfig:
     """A remote endpoint: one permanent FDB entry + one permanent neighbour entry."""
 
     mac: str
-    address: IPv4Address  # overlay address (neighbour entry)
+    address: IPAddress  # overlay address (neighbour entry), the first of ``addresses``
     vtep: IPAddress  # underlay address of the VTEP that hosts it (FDB dst), IPv4 or IPv6
+    addresses: tuple[IPAddress, ...] = ()   # every overlay address (dual stack); () = address
+
+    def __post_init__(self) -> None:
+        if not self.addresses:
+            object.__setattr__(self, "addresses", (self.address,))
 
 
 @dataclass(frozen=True)
@@ -614,7 +631,8 @@ class _Parser:
                               f"already used by {seen_netns_if[inner]}")
                 seen_netns_if[inner] = here
             self._unique(ectx, "mac", ep.mac, macs, here)
-            self._unique(ectx, "address", ep.address.ip, ips, here)
+            for a in ep.addresses:
+                self._unique(ectx, "address", a.ip, ips, here)
             endpoints.append(ep)
         peers: list[PeerConfig] = []
         for j, raw in enumerate(self.array_of_tables(ctx, tbl, "peer")):
@@ -630,7 +648,8 @@ class _Parser:
                                         "address", needle=str(peer.vtep))
             here = _dotted(pctx)
             self._unique(pctx, "mac", peer.mac, macs, here)
-            self._unique(pctx, "address", peer.address, ips, here)
+            for a in peer.addresses:
+                self._unique(pctx, "address", a, ips, here)
             peers.append(peer)
         return NetworkConfig(
             name=name, vni=vni, mtu=mtu, proxy=True if proxy is None else proxy,
@@ -684,11 +703,24 @@ class _Parser:
                                 f"(also {seen[value]})")
         seen[value] = here
 
+    def address_list(self, ctx: Ctx, tbl: Mapping[str, Any], parse: Any) -> tuple[Any, ...]:
+        """``address``: one string or a list of them (dual stack), through ``parse``."""
+        raw = self.get(ctx, tbl, "address", (str, list), required=True)
+        items = raw if isinstance(raw, list) else [raw]
+        for item in items:
+            if not isinstance(item, str):
+                self.fail(ctx, "address", f"{show(item)} is not an address (a string)")
+        try:
+            return tuple(parse(items))
+        except ValueError as exc:
+            self.fail(ctx, "address", str(exc), needle=items[0] if items else None)
+        raise AssertionError("unreachable")
+
     def endpoint(self, ctx: Ctx, tbl: dict[str, Any]) -> EndpointConfig:
         self.check_keys(ctx, tbl, _ENDPOINT_KEYS)
         name = self.convert(ctx, tbl, "name", check_ifname, required=True)
         mac = self.convert(ctx, tbl, "mac", parse_unicast_mac, required=True)
-        address = self.convert(ctx, tbl, "address", parse_interface, required=True)
+        addresses = self.address_list(ctx, tbl, parse_interfaces)
         netns = self.convert(ctx, tbl, "netns", check_netns)
         ifname = self.convert(ctx, tbl, "ifname", check_ifname)
         if ifname is not None and netns is None:
@@ -697,17 +729,18 @@ class _Parser:
         netns_create = self.get(ctx, tbl, "netns_create", bool)
         if netns_create and netns is None:
             self.fail(ctx, "netns_create", "netns_create needs netns (the namespace to create)")
-        return EndpointConfig(name=name, mac=mac, address=address, netns=netns, ifname=ifname,
-                              netns_create=bool(netns_create))
+        return EndpointConfig(name=name, mac=mac, address=addresses[0], netns=netns,
+                              ifname=ifname, netns_create=bool(netns_create),
+                              addresses=addresses)
 
     def peer(self, ctx: Ctx, tbl: dict[str, Any]) -> PeerConfig:
         self.check_keys(ctx, tbl, _PEER_KEYS)
         mac = self.convert(ctx, tbl, "mac", parse_unicast_mac, required=True)
-        address = self.convert(ctx, tbl, "address", parse_overlay_ip, required=True)
+        addresses = self.address_list(ctx, tbl, _parse_peer_ips)
         vtep = self.convert(ctx, tbl, "vtep", parse_underlay_ip, required=True)
         if vtep.is_multicast:
             self.fail(ctx, "vtep", f"{show(str(vtep))} is a multicast address, not a VTEP")
-        return PeerConfig(mac=mac, address=address, vtep=vtep)
+        return PeerConfig(mac=mac, address=addresses[0], vtep=vtep, addresses=addresses)
 
     def store(self, tbl: dict[str, Any]) -> StoreConfig:
         ctx: Ctx = ("store",)
@@ -799,7 +832,20 @@ def load_config(path: str) -> Config:
     return parse_config(text, path)
 
 
-def endpoint_from_args(network: str, name: str, mac: str, address: str,
+def _parse_peer_ips(items: list[str]) -> tuple[IPAddress, ...]:
+    """A peer's ``address``: its overlay addresses (neighbour entries), each once."""
+    out: list[IPAddress] = []
+    for item in items:
+        ip = parse_neigh_ip(item)
+        if ip in out:
+            raise ValueError(f"{show(str(ip))} is listed twice")
+        out.append(ip)
+    if not out:
+        raise ValueError("an empty list: a peer needs an address")
+    return tuple(out)
+
+
+def endpoint_from_args(network: str, name: str, mac: str, address: str | Sequence[str],
                        netns: str | None = None, ifname: str | None = None,
                        netns_create: bool = False) -> EndpointConfig:
     """Validate ``vxdp endpoint add`` arguments with the config file's rules.
@@ -816,7 +862,7 @@ def endpoint_from_args(network: str, name: str, mac: str, address: str,
     check("--network", check_network_name, network)
     ep_name = check("--name", check_ifname, name)
     ep_mac = check("--mac", parse_unicast_mac, mac)
-    ep_address = check("--address", parse_interface, address)
+    ep_addresses = check("--address", parse_interfaces, address)
     ep_netns = check("--netns", check_netns, netns) if netns is not None else None
     ep_ifname = check("--ifname", check_ifname, ifname) if ifname is not None else None
     if ep_ifname is not None and ep_netns is None:
@@ -824,5 +870,5 @@ def endpoint_from_args(network: str, name: str, mac: str, address: str,
                           key=None)
     if netns_create and ep_netns is None:
         raise ConfigError("--netns-create needs --netns (the namespace to create)", key=None)
-    return EndpointConfig(name=ep_name, mac=ep_mac, address=ep_address, netns=ep_netns,
-                          ifname=ep_ifname, netns_create=netns_create)
+    return EndpointConfig(name=ep_name, mac=ep_mac, address=ep_addresses[0], netns=ep_netns,
+                          ifname=ep_ifname, netns_create=netns_create, addresses=ep_addresses)

@@ -22,9 +22,11 @@ import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
+from ipaddress import ip_address
 from typing import TYPE_CHECKING, Any
 
 from dataplane.errors import InvalidArgument, VxdpError
+from dataplane.neigh import sort_key as neigh_sort_key
 from dataplane.netns import link_stats64
 
 if TYPE_CHECKING:
@@ -60,8 +62,9 @@ def _fdb_order(row: dict[str, Any]) -> tuple[int, str]:
     return row["vni"], row["mac"]
 
 
-def _neigh_order(row: dict[str, Any]) -> tuple[int, tuple[int, ...]]:
-    return row["vni"], tuple(int(x) for x in row["ip"].split("."))
+def _neigh_order(row: dict[str, Any]) -> tuple[int, tuple[int, int]]:
+    # the cores' order: IPv4 before IPv6, each by address (neigh.sort_key)
+    return row["vni"], neigh_sort_key(ip_address(row["ip"]))
 
 
 @dataclass
@@ -532,12 +535,10 @@ class Observer:
             raise InvalidArgument(f"no endpoint {name!r} (have: {', '.join(sorted(v.endpoints))})")
         to = str(args.get("to") or "")
         try:
-            if ":" in to:
-                tr.mac_to_bytes(to)
-            else:
-                tr.IPv4Address(to)
+            tr._target(to)
         except ValueError:
-            raise InvalidArgument(f"--to {to!r} is neither an IPv4 nor a MAC address") from None
+            raise InvalidArgument(f"--to {to!r} is neither an IP address nor a MAC address") \
+                from None
         kwargs = {n.vni: {"mtu": n.mtu, "proxy": n.proxy, "learning": n.learning,
                           "ageing": n.ageing, "maxaddress": n.maxaddress,
                           "max_learned": n.max_learned,
@@ -547,11 +548,11 @@ class Observer:
         ports = [(x.port_id, x.network.vni) for x in v.endpoints.values()]
         vc = v.config.vtep
         steps = tr.explain_steps(v.switch, e.port_id, e.network.vni, e.cfg.mac,
-                                 str(e.cfg.address.ip), to, self.port_name, self.network_name,
-                                 kwargs, ports, vc.local, vc.src_port_range,
-                                 {str(x.cfg.address.ip): (n, x.cfg.mac)
+                                 [str(a.ip) for a in e.cfg.addresses], to, self.port_name,
+                                 self.network_name, kwargs, ports, vc.local, vc.src_port_range,
+                                 {str(a.ip): (n, x.cfg.mac)
                                   for n, x in v.endpoints.items()
-                                  if x.network.vni == e.network.vni})
+                                  if x.network.vni == e.network.vni for a in x.cfg.addresses})
         while True:
             try:
                 next(steps)

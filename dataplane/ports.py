@@ -33,8 +33,9 @@ import os
 import socket
 import struct
 import threading
-from ipaddress import IPv4Interface
-from typing import Any
+from collections.abc import Sequence
+from ipaddress import IPv4Interface, IPv6Interface
+from typing import Any, Union
 
 import pytun
 from pyroute2.netlink.exceptions import NetlinkError
@@ -133,6 +134,18 @@ def _nl_error(exc: NetlinkError, doing: str) -> VxdpError:
     return VxdpError(f"{doing}: {os.strerror(code) if code else exc}")
 
 
+Iface = Union[IPv4Interface, IPv6Interface]
+
+
+def _ifaces(address: Iface | Sequence[Iface] | None) -> tuple[Iface, ...]:
+    """One address/prefix, several, or none, as a tuple."""
+    if address is None:
+        return ()
+    if isinstance(address, (IPv4Interface, IPv6Interface)):
+        return (address,)
+    return tuple(address)
+
+
 class TapPort:
     """One endpoint: a TAP device (maybe moved into a container netns) and its fd.
 
@@ -143,7 +156,7 @@ class TapPort:
     """
 
     def __init__(self, *, name: str, dev: Any, mac: str, mtu: int,
-                 address: IPv4Interface | None, netns: str | None, ifname: str,
+                 address: Iface | Sequence[Iface] | None, netns: str | None, ifname: str,
                  ifindex: int, vnet_hdr: bool, created_netns: bool,
                  offloads: frozenset[str] = frozenset()) -> None:
         self.name = name                  # name the TAP was created with (host side)
@@ -151,7 +164,8 @@ class TapPort:
         self.fd: int = dev.fileno()
         self.mac = mac.lower()
         self.mtu = mtu
-        self.address = address
+        self.addresses = _ifaces(address)
+        self.address = self.addresses[0] if self.addresses else None
         self.netns = netns                # None: stays in the creator's namespace
         self.ifname = ifname              # final name (in ``netns`` if set)
         self.ifindex = ifindex            # in the final namespace
@@ -162,9 +176,9 @@ class TapPort:
 
     # ------------------------------------------------------------------ creation
     @classmethod
-    def create(cls, name: str, mac: str, mtu: int, address: IPv4Interface | None,
+    def create(cls, name: str, mac: str, mtu: int, address: Iface | Sequence[Iface] | None,
                netns: str | None = None, ifname: str | None = None, *,
-               vnet_hdr: bool = False, offload: bool = False, ipv6: bool = False,
+               vnet_hdr: bool = False, offload: bool = False, ipv6: bool | None = None,
                create_netns: bool = False) -> TapPort:
         """Open TAP ``name``, set MAC/MTU, optionally move it into ``netns`` as ``ifname``.
 
@@ -172,7 +186,8 @@ class TapPort:
         missing one is created where the host sees it (:func:`dataplane.netns.create_netns`)
         and removed again when the last port in it closes.
 
-        The device ends up up, with ``address`` (if any); ``lo`` of ``netns`` is brought up too.
+        The device ends up up, with ``address`` (one address/prefix or several: dual stack;
+        None for none); ``lo`` of ``netns`` is brought up too.
         The fd is non-blocking and close-on-exec. ``vnet_hdr`` adds IFF_VNET_HDR with a 12-byte
         header (every read/write then starts with a struct virtio_net_hdr).
 
@@ -181,9 +196,12 @@ class TapPort:
         EINVAL); what it accepted is :attr:`offloads`. Reads may then carry TCP super-frames and
         partial checksums, described by the vnet header, which the reader must complete.
 
-        ``ipv6=False`` (default) sets ``disable_ipv6`` on the interface before it goes up, as
-        Docker does for networks without IPv6: otherwise the kernel immediately emits router
+        ``ipv6=False`` sets ``disable_ipv6`` on the interface before it goes up, as Docker does
+        for networks without IPv6: otherwise the kernel immediately emits router
         solicitations, MLD reports and DAD probes that show up as unexpected frames on the fd.
+        ``ipv6=True`` turns IPv6 on on the interface whatever the namespace's default says:
+        it gets its link-local address and runs DAD on its addresses as on any link. The
+        default (None) is IPv6 on exactly when an address is IPv6.
 
         Raises PrivilegeError without root, VxdpError for a bad/in-use name or a failed netlink
         step (the half-built device and any namespace made here are removed again).
@@ -201,16 +219,19 @@ class TapPort:
         if netns is not None:
             _netns.netns_path(netns)  # validates the name before anything is created
             created_netns = _claim_netns(netns, create_netns)
+        addresses = _ifaces(address)
+        if ipv6 is None:
+            ipv6 = any(a.version == 6 for a in addresses)
         try:
-            return cls._create(name, mac, mtu, address, netns, final, vnet_hdr, offload, ipv6,
-                               created_netns)
+            return cls._create(name, mac, mtu, addresses, netns, final, vnet_hdr, offload,
+                               ipv6, created_netns)
         except BaseException:
             if created_netns and netns is not None:
                 _release_netns(netns)
             raise
 
     @classmethod
-    def _create(cls, name: str, mac: str, mtu: int, address: IPv4Interface | None,
+    def _create(cls, name: str, mac: str, mtu: int, addresses: tuple[Iface, ...],
                 netns: str | None, final: str, vnet_hdr: bool, offload: bool, ipv6: bool,
                 created_netns: bool) -> TapPort:
         with _netns.ns_iproute(None) as ipr:
@@ -237,11 +258,11 @@ class TapPort:
                 # instead of MSS-sized segments, so one read + one segmentation pass replaces
                 # ~45 syscalls, exactly as for a virtio-net guest.
                 offloads = cls._set_offload(fd)
-            ifindex = cls._configure(name, final, mac, mtu, address, netns, ipv6)
+            ifindex = cls._configure(name, final, mac, mtu, addresses, netns, ipv6)
         except BaseException:
             dev.close()
             raise
-        return cls(name=name, dev=dev, mac=mac, mtu=mtu, address=address, netns=netns,
+        return cls(name=name, dev=dev, mac=mac, mtu=mtu, address=addresses, netns=netns,
                    ifname=final, ifindex=ifindex, vnet_hdr=vnet_hdr, created_netns=created_netns,
                    offloads=offloads)
 
@@ -278,7 +299,7 @@ class TapPort:
         return frozenset()
 
     @staticmethod
-    def _configure(name: str, final: str, mac: str, mtu: int, address: IPv4Interface | None,
+    def _configure(name: str, final: str, mac: str, mtu: int, addresses: tuple[Iface, ...],
                    netns: str | None, ipv6: bool) -> int:
         doing = f"TAP {name}"
         with _netns.ns_iproute(None) as ipr:
@@ -303,22 +324,24 @@ class TapPort:
                     ipr.link("set", index=index, ifname=final)
                 except NetlinkError as exc:
                     raise _nl_error(exc, f"{doing}: rename to {final}") from exc
-        if not ipv6:
-            try:
-                _netns.set_sysctl(netns, f"net/ipv6/conf/{final}/disable_ipv6", 1)
-            except VxdpError as exc:
-                # No /proc/sys/net/ipv6 at all (kernel booted with ipv6.disable=1): nothing to do.
-                if not (isinstance(exc.__cause__, OSError) and exc.__cause__.errno == errno.ENOENT):
-                    raise
+        try:
+            # explicitly either way: a device moved into a namespace takes that namespace's
+            # default (a container made with IPv6 off would keep a dual-stack TAP without it)
+            _netns.set_sysctl(netns, f"net/ipv6/conf/{final}/disable_ipv6", 0 if ipv6 else 1)
+        except VxdpError as exc:
+            # No /proc/sys/net/ipv6 at all (kernel booted with ipv6.disable=1): nothing to do,
+            # unless IPv6 addresses were asked for (adding them fails below, naming them).
+            if not (isinstance(exc.__cause__, OSError) and exc.__cause__.errno == errno.ENOENT):
+                raise
         with _netns.ns_iproute(netns) as ipr:
             try:
                 found = ipr.link_lookup(ifname=final)
                 if not found:
                     raise VxdpError(f"{doing}: {final} not found in netns {netns} after the move")
                 index = found[0]
-                if address is not None:
-                    ipr.addr("add", index=index, address=str(address.ip),
-                             prefixlen=address.network.prefixlen)
+                for a in addresses:
+                    ipr.addr("add", index=index, address=str(a.ip),
+                             prefixlen=a.network.prefixlen)
                 ipr.link("set", index=index, state="up")
                 if netns is not None:
                     lo = ipr.link_lookup(ifname="lo")

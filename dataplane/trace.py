@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 import time
 from collections.abc import Callable, Generator, Sequence
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from dataplane import switch as reference
@@ -20,10 +20,15 @@ from dataplane.wire import (
     ETH_HLEN,
     ZERO_MAC,
     arp_request,
+    icmp6_checksum,
+    inet_checksum,
     ipv4_header,
+    ipv6_header,
     is_multicast_mac,
+    is_ns,
     mac_str,
     mac_to_bytes,
+    neighbor_solicit,
     outer_datagram,
     vxlan_header,
 )
@@ -33,12 +38,41 @@ PortName = Callable[[int], str]
 
 # --- decoding ----------------------------------------------------------------------------------
 
+_ICMP6 = {1: "unreachable", 2: "packet-too-big", 3: "time-exceeded", 128: "echo-request",
+          129: "echo-reply", 133: "router-solicitation", 134: "router-advertisement",
+          135: "neighbor-solicitation", 136: "neighbor-advertisement", 143: "mld-report"}
+
+
+def _decode6(frame: bytes) -> str | None:
+    """An untagged IPv6 frame, tcpdump-style; None if it is not one."""
+    if len(frame) < ETH_HLEN + 40 or frame[12:14] != b"\x86\xdd" or frame[14] >> 4 != 6:
+        return None
+    src, dst = IPv6Address(frame[22:38]), IPv6Address(frame[38:54])
+    nh, l4 = frame[20], frame[54:]
+    if nh == 58 and len(l4) >= 4:
+        kind = _ICMP6.get(l4[0], f"type {l4[0]}")
+        if l4[0] == 135 and len(l4) >= 24:
+            return f"ICMP6 neighbor-solicitation who-has {IPv6Address(l4[8:24])} tell {src}"
+        if l4[0] == 136 and len(l4) >= 24:
+            return f"ICMP6 neighbor-advertisement tgt-is {IPv6Address(l4[8:24])} > {dst}"
+        return f"ICMP6 {kind} {src} > {dst}"
+    if nh in (6, 17) and len(l4) >= 4:
+        sport, dport = struct.unpack_from("!HH", l4)
+        name = "TCP" if nh == 6 else "UDP"
+        return f"{name} [{src}]:{sport} > [{dst}]:{dport}"
+    return f"IPv6 {src} > {dst} next-header {nh}"
+
+
 def decode(frame: bytes) -> str:
     """One line for an Ethernet frame, in tcpdump's words ("ARP who-has A tell B",
-    "ICMP echo-request A > B"). scapy is fine here: this is never on the fast path."""
+    "ICMP echo-request A > B", "ICMP6 neighbor-solicitation who-has T tell S"). scapy is fine
+    here: this is never on the fast path."""
     if len(frame) < ETH_HLEN:
         return f"runt frame ({len(frame)} bytes)"
     try:
+        six = _decode6(frame)
+        if six is not None:
+            return six
         from scapy.layers.inet import ICMP, IP, TCP, UDP
         from scapy.layers.l2 import ARP, Ether
 
@@ -133,22 +167,32 @@ def describe(record: Sequence[Any], port_name: PortName, network_of: Callable[[i
                                                                    if "l2miss" in flags else ""))
         for o in local:
             steps.append(f"deliver to port {port_name(o[1])}")
+        nd = is_ns(frame)
+        what = "Neighbor Solicitation" if nd else "ARP request"
         if "proxy_reply" in flags:
-            tpa = str(IPv4Address(frame[38:42])) if len(frame) >= 42 else "?"
+            if nd:
+                tpa = str(IPv6Address(frame[62:78]))
+            else:
+                tpa = str(IPv4Address(frame[38:42])) if len(frame) >= 42 else "?"
             entry = neigh_of(vni, tpa) if neigh_of is not None else None
-            steps.append("ARP request at the vxlan port, proxy on: neighbour table hit"
+            steps.append(f"{what} at the vxlan port, proxy on: neighbour table hit"
                          + (f" ({tpa} lladdr {entry})" if entry else ""))
-            steps.append("proxy reply written back to the ingress port (never tunnelled)")
+            steps.append(("proxy Neighbor Advertisement" if nd else "proxy reply")
+                         + " written back to the ingress port (never tunnelled)")
         elif "l3miss" in flags:
-            steps.append("ARP request at the vxlan port, proxy on: no neighbour entry (l3miss)")
-        elif "arp_local" in flags:
-            steps.append("ARP for a local endpoint: proxy stays silent, the endpoint answers")
-        elif "arp_consumed" in flags:
-            steps.append("ARP consumed at the vxlan port (proxy on)")
+            steps.append(f"{what} at the vxlan port, proxy on: no neighbour entry (l3miss)")
+        elif "arp_local" in flags or "nd_local" in flags:
+            steps.append(f"{'NS' if nd else 'ARP'} for a local endpoint: proxy stays silent, "
+                         "the endpoint answers")
+        elif "nd_dad" in flags:
+            steps.append("duplicate address detection: left to the containers on this node "
+                         "(the proxy does not answer DAD)")
+        elif "arp_consumed" in flags or "nd_consumed" in flags:
+            steps.append(f"{'NS' if nd else 'ARP'} consumed at the vxlan port (proxy on)")
         for o in vteps:
             steps.append(f"encapsulate VNI {vni} UDP {o[2]} > 4789 to VTEP {o[1]}")
         for o in reply:
-            steps.append(f"ARP reply to port {port_name(o[1])}")
+            steps.append(f"{'NA' if nd else 'ARP reply'} to port {port_name(o[1])}")
         if not outs and not verdict and not flags:
             steps.append("no destination (no other port)")
     rec["decisions"] = steps
@@ -274,15 +318,27 @@ def _copy_tables(switch: Any, sim: reference.Switch, vni: int, macs: set[bytes],
         sim.neigh_replace(vni, neighbour["ip"], neighbour["lladdr"], neighbour["state"])
 
 
-def explain(switch: Any, port: int, vni: int, src_mac: str, src_ip: str | None, to: str,
-            port_name: PortName, network_of: Callable[[int], str],
+def _target(to: str) -> bytes | IPv4Address | IPv6Address:
+    """explain's ``to``: a MAC (bytes), or an IPv4 / IPv6 address."""
+    try:
+        return mac_to_bytes(to)
+    except ValueError:
+        pass
+    addr = ipaddr(to)
+    return addr
+
+
+def explain(switch: Any, port: int, vni: int, src_mac: str, src_ip: str | Sequence[str] | None,
+            to: str, port_name: PortName, network_of: Callable[[int], str],
             network_kwargs: dict[int, dict[str, Any]], ports: Sequence[tuple[int, int]],
             local: Locals, src_port_range: tuple[int, int],
             local_endpoints: dict[str, tuple[str, str]] | None = None) -> dict[str, Any]:
-    """What would happen to a frame from endpoint ``port`` to ``to`` (IPv4 or MAC), step by
-    step, computed by the reference core on a copy of the live entries it reads (nothing is
-    sent, no counter moves). The copy decides exactly as the fast path does: the
-    differential tests hold the two equal. :func:`explain_steps` in one go."""
+    """What would happen to a frame from endpoint ``port`` to ``to`` (an IPv4 or IPv6
+    address, or a MAC), step by step, computed by the reference core on a copy of the live
+    entries it reads (nothing is sent, no counter moves). The copy decides exactly as the
+    fast path does: the differential tests hold the two equal. ``src_ip``: the endpoint's
+    address, or all of them (the one of ``to``'s family is used). :func:`explain_steps` in
+    one go."""
     steps = explain_steps(switch, port, vni, src_mac, src_ip, to, port_name, network_of,
                           network_kwargs, ports, local, src_port_range, local_endpoints)
     while True:
@@ -293,28 +349,45 @@ def explain(switch: Any, port: int, vni: int, src_mac: str, src_ip: str | None, 
             return result
 
 
-def explain_steps(switch: Any, port: int, vni: int, src_mac: str, src_ip: str | None,
-                  to: str, port_name: PortName, network_of: Callable[[int], str],
+def _echo_request(dmac: bytes, smac: bytes, src: IPv4Address | IPv6Address,
+                  dst: IPv4Address | IPv6Address) -> bytes:
+    """What ping (or ping -6) would send: an ICMP / ICMPv6 echo request, checksums right."""
+    if dst.version == 6:
+        body = bytearray(struct.pack("!BBHHH", 128, 0, 0, 1, 1) + b"vxdp explain")
+        struct.pack_into("!H", body, 2, icmp6_checksum(src.packed, dst.packed, bytes(body)))
+        return dmac + smac + b"\x86\xdd" + ipv6_header(src, dst, len(body), 64, 58) \
+            + bytes(body)  # type: ignore[arg-type]
+    icmp = bytearray(struct.pack("!BBHHH", 8, 0, 0, 1, 1) + b"vxdp explain")
+    struct.pack_into("!H", icmp, 2, inet_checksum(bytes(icmp)))
+    return dmac + smac + b"\x08\x00" + ipv4_header(src, dst, len(icmp),  # type: ignore[arg-type]
+                                                     proto=1) + bytes(icmp)
+
+
+def explain_steps(switch: Any, port: int, vni: int, src_mac: str,
+                  src_ip: str | Sequence[str] | None, to: str, port_name: PortName,
+                  network_of: Callable[[int], str],
                   network_kwargs: dict[int, dict[str, Any]], ports: Sequence[tuple[int, int]],
                   local: Locals, src_port_range: tuple[int, int],
                   local_endpoints: dict[str, tuple[str, str]] | None = None
                   ) -> Generator[None, None, dict[str, Any]]:
-    """:func:`explain` as a generator that stops between its phases (the copy, the ARP
-    exchange, the frame: under a millisecond each), so a caller on the event loop can give
-    the loop back in between; it returns the result. The live switch is read only in the
-    first phase."""
+    """:func:`explain` as a generator that stops between its phases (the copy, the ARP or
+    ND exchange, the frame: under a millisecond each), so a caller on the event loop can
+    give the loop back in between; it returns the result. The live switch is read only in
+    the first phase."""
     sim = reference.Switch(local, src_port_range=src_port_range, strict=True)
     for v, kw in network_kwargs.items():
         sim.add_network(v, **kw)
     for p, pv in ports:
         sim.add_port(p, pv)
+    target = _target(to)
+    srcs = [ipaddr(a) for a in ([src_ip] if isinstance(src_ip, str) else src_ip or ())]
     macs = {mac_to_bytes(src_mac), ZERO_MAC, BROADCAST_MAC}
     n: dict[str, Any] | None = None
-    if ":" in to:
-        macs.add(mac_to_bytes(to))
+    if isinstance(target, bytes):
+        macs.add(target)
     else:
-        n = switch.neigh_get(vni, to)
-        local_ep = (local_endpoints or {}).get(str(IPv4Address(to)))
+        n = switch.neigh_get(vni, str(target))
+        local_ep = (local_endpoints or {}).get(str(target))
         for mac in ((n or {}).get("lladdr"), local_ep[1] if local_ep else None):
             if mac:
                 macs.add(mac_to_bytes(mac))
@@ -324,36 +397,46 @@ def explain_steps(switch: Any, port: int, vni: int, src_mac: str, src_ip: str | 
     smac = mac_to_bytes(src_mac)
     steps: list[str] = []
     records: list[dict[str, Any]] = []
-    if ":" in to:
-        dmac = mac_to_bytes(to)
+    version = 4 if isinstance(target, bytes) else target.version
+    src = next((a for a in srcs if a.version == version), None)
+    if src is None:
+        src = IPv4Address("0.0.0.0") if version == 4 else IPv6Address("::")
+        if not isinstance(target, bytes):
+            steps.append(f"the endpoint has no IPv{version} address: sending from {src}")
+    if isinstance(target, bytes):
+        dmac = target
         steps.append(f"destination MAC {mac_str(dmac)} given: no ARP needed")
     else:
-        dst_ip = IPv4Address(to)
-        steps.append(f"resolve {dst_ip}: ARP who-has {dst_ip} tell {src_ip} (broadcast)")
-        sim.from_port(port, arp_request(smac, src_ip or "0.0.0.0", dst_ip), 0.0)
+        if version == 6:
+            steps.append(f"resolve {target}: Neighbor Solicitation for {target} from {src} "
+                         "(solicited-node multicast)")
+            ask = neighbor_solicit(smac, src, target)   # type: ignore[arg-type]
+        else:
+            steps.append(f"resolve {target}: ARP who-has {target} tell {src} (broadcast)")
+            ask = arp_request(smac, src, target)  # type: ignore[arg-type]
+        sim.from_port(port, ask, 0.0)
         (rec,) = sim.trace_drain()
         d = describe(rec, port_name, network_of)
         records.append(d)
         steps += ["  " + s for s in d["decisions"]]
         if "proxy_reply" in d["flags"] and n is not None:
             dmac = mac_to_bytes(n["lladdr"])
-            steps.append(f"  neighbour {dst_ip} lladdr {n['lladdr']} {n['state'].upper()}"
+            steps.append(f"  neighbour {target} lladdr {n['lladdr']} {n['state'].upper()}"
                          f" → answered locally by the VTEP")
         else:
-            local_ep = (local_endpoints or {}).get(str(dst_ip))
+            local_ep = (local_endpoints or {}).get(str(target))
             if local_ep is not None:
                 dmac = mac_to_bytes(local_ep[1])
-                steps.append(f"  {dst_ip} is local endpoint {local_ep[0]} ({local_ep[1]}): "
-                             f"it answers the broadcast itself")
+                steps.append(f"  {target} is local endpoint {local_ep[0]} ({local_ep[1]}): "
+                             f"it answers the {'solicitation' if version == 6 else 'broadcast'}"
+                             " itself")
             else:
-                steps.append(f"  no answer for {dst_ip}: the frame would not be sent")
+                steps.append(f"  no answer for {target}: the frame would not be sent")
                 return {"steps": steps, "verdict": "unresolved", "records": records}
         yield
-    # The frame itself: an ICMP echo request (what ping would send).
-    icmp = struct.pack("!BBHHH", 8, 0, 0, 1, 1) + b"vxdp explain"
-    ip_src = IPv4Address(src_ip or "0.0.0.0")
-    ip_dst = IPv4Address(to) if ":" not in to else IPv4Address("0.0.0.0")
-    frame = dmac + smac + b"\x08\x00" + ipv4_header(ip_src, ip_dst, len(icmp), proto=1) + icmp
+    # The frame itself: an echo request (what ping would send).
+    dst_ip = target if not isinstance(target, bytes) else IPv4Address("0.0.0.0")
+    frame = _echo_request(dmac, smac, src, dst_ip)
     sim.from_port(port, frame, 0.0)
     (rec,) = sim.trace_drain()
     d = describe(rec, port_name, network_of)

@@ -21,8 +21,8 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable
-from collections.abc import Sequence
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Network
+from ipaddress import (IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface,
+                       IPv6Network)
 from typing import Any, NamedTuple, Union
 from urllib.parse import urlsplit
 
@@ -30,7 +30,7 @@ __all__ = [
     "IFNAME_MAX", "VNI_MAX", "VNI_MIN",
     "check_choice", "check_etcd_url", "check_host_port", "check_ifname", "check_netns", "check_network_name",
     "check_vtep_name", "ipaddr", "ipv4", "is_vni", "mac_bytes", "parse_allow", "parse_interface",
-    "neigh_address", "parse_ipv4", "parse_neigh_ip", "parse_locals", "parse_mac", "parse_overlay_ip", "parse_underlay_ip",
+    "neigh_address", "parse_interfaces", "parse_ipv4", "parse_neigh_ip", "parse_locals", "parse_mac", "parse_overlay_ip", "parse_underlay_ip",
     "parse_unicast_mac", "parse_vni", "show", "unicast_mac_bytes", "IPAddress", "Locals",
 ]
 
@@ -370,26 +370,55 @@ def parse_neigh_ip(value: Any) -> IPAddress:
     return parse_overlay_ip(value)
 
 
-def parse_interface(value: Any) -> IPv4Interface:
-    """An endpoint address ``A.B.C.D/P``: the prefix length is required (it sets the route)."""
-    expected = (f"{show(value)} is not an IPv4 address with prefix length "
-                "(expected A.B.C.D/P, e.g. 192.168.55.4/24)")
+def parse_interface(value: Any) -> IPv4Interface | IPv6Interface:
+    """An endpoint address ``A.B.C.D/P`` or ``X:X::X/P``: the prefix length is required (it
+    sets the route). An IPv6 link-local one is refused: the kernel gives every interface its
+    fe80:: address itself."""
+    expected = (f"{show(value)} is not an IPv4 or IPv6 address with prefix length "
+                "(expected A.B.C.D/P or X:X::X/P, e.g. 192.168.55.4/24, fd00:55::4/64)")
     if not isinstance(value, str):
         raise ValueError(expected)
     text = value.strip()
     if "/" not in text:
-        raise ValueError(f"{show(value)} needs a prefix length (e.g. {text}/24)")
+        raise ValueError(f"{show(value)} needs a prefix length (e.g. {text}/"
+                         f"{64 if ':' in text else 24})")
+    if ":" in text:
+        try:
+            iface6 = IPv6Interface(text)
+        except ValueError:
+            raise ValueError(expected) from None
+        if iface6.network.prefixlen == 0:
+            raise ValueError(f"{show(value)}: a /0 prefix is not a usable endpoint network")
+        ip6 = iface6.ip
+        if ip6.is_multicast or ip6.is_unspecified or ip6.is_loopback \
+                or ip6.ipv4_mapped is not None:
+            raise ValueError(f"{show(value)} is not a unicast IPv6 address")
+        if ip6.is_link_local:
+            raise ValueError(f"{show(value)} is link-local: the kernel gives every interface "
+                             "its fe80:: address itself")
+        return iface6
     try:
         iface = IPv4Interface(text)
     except ValueError:
-        if _looks_ipv6(text):
-            raise ValueError(f"{show(value)}: IPv6 overlay addresses are not supported yet") \
-                from None
         raise ValueError(expected) from None
     if iface.network.prefixlen == 0:
         raise ValueError(f"{show(value)}: a /0 prefix is not a usable endpoint network")
     _check_unicast_ip(iface.ip, value)
     return iface
+
+
+def parse_interfaces(value: Any) -> tuple[IPv4Interface | IPv6Interface, ...]:
+    """An endpoint's ``address``: one ``A/P`` or a list of them (dual stack), each once."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    if not items:
+        raise ValueError("an empty list: an endpoint needs an address")
+    out = []
+    for item in items:
+        iface = parse_interface(item)
+        if any(o.ip == iface.ip for o in out):
+            raise ValueError(f"{show(str(iface.ip))} is listed twice")
+        out.append(iface)
+    return tuple(out)
 
 
 def parse_allow(value: Any) -> IPv4Network | IPv6Network:

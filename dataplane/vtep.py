@@ -16,6 +16,7 @@ import resource
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,8 +126,10 @@ class Vtep:
             self._loop.add_reader(fd, self._on_underlay, fd)
         self._ageing = self._loop.call_later(AGEING_INTERVAL, self._age)
         self.observe.warm_up()
-        log.info("vxdp %s: serving %d network(s) on %s:%d (%s fast path)", v.name,
-                 len(self.networks), v.local, v.port, self.impl)
+        log.info("vxdp %s: serving %d network(s) on %s (%s fast path)", v.name,
+                 len(self.networks), " and ".join(
+                     f"[{a}]:{v.port}" if a.version == 6 else f"{a}:{v.port}"
+                     for a in v.local if a is not None), self.impl)
 
     async def stop(self) -> None:
         """Remove everything this process created: TAPs, control socket, sockets."""
@@ -171,7 +174,8 @@ class Vtep:
         # Docker's peerAdd: one permanent FDB entry + one permanent neighbour entry per peer.
         for p in net.peers:
             sw.fdb_add(net.vni, p.mac, p.vtep, "permanent")
-            sw.neigh_add(net.vni, p.address, p.mac, "permanent")
+            for ip in p.addresses:      # one neighbour entry per address (dual stack)
+                sw.neigh_add(net.vni, ip, p.mac, "permanent")
         # The flood list: all-zeros entries, one remote each (bridge fdb append 00:00:..).
         for vtep in net.flood:
             sw.fdb_append(net.vni, ZERO_MAC, vtep, "permanent")
@@ -199,7 +203,7 @@ class Vtep:
             raise InvalidArgument(f"endpoint {ep.name} already exists")
         # pyroute2's synchronous IPRoute refuses to run on a thread with a running loop:
         # create_async does the netlink work in a worker thread.
-        tap = await TapPort.create_async(ep.name, ep.mac, net.mtu, ep.address, ep.netns,
+        tap = await TapPort.create_async(ep.name, ep.mac, net.mtu, ep.addresses, ep.netns,
                                          ep.ifname, vnet_hdr=self.tap_offload,
                                          offload=self.tap_offload,
                                          create_netns=ep.netns_create)
@@ -249,23 +253,29 @@ class Vtep:
     def local_endpoints(self) -> list[tuple[NetworkConfig, EndpointConfig]]:
         return [(e.network, e.cfg) for e in self.endpoints.values()]
 
-    def peer_add(self, network: str, mac: str, ip: str, vtep: str) -> bool:
-        """A remote endpoint appeared: permanent FDB + neighbour entry (Docker's peerAdd).
-        Idempotent (replace); False when this VTEP does not serve ``network``."""
+    def peer_add(self, network: str, mac: str, ip: str | Sequence[str], vtep: str,
+                 port: int = 0) -> bool:
+        """A remote endpoint appeared: permanent FDB + neighbour entries (Docker's peerAdd),
+        one neighbour entry per address (dual stack); ``port``: its VTEP's UDP port when
+        known. Idempotent (replace); False when this VTEP does not serve ``network``."""
         net = self.networks.get(network)
         if net is None:
             return False
-        self.switch.fdb_replace(net.vni, mac, vtep, "permanent", time.monotonic())
-        self.switch.neigh_replace(net.vni, ip, mac, "permanent")
+        self.switch.fdb_replace(net.vni, mac, vtep, "permanent", time.monotonic(),
+                                dst_port=port)
+        for a in [ip] if isinstance(ip, str) else ip:
+            self.switch.neigh_replace(net.vni, a, mac, "permanent")
         return True
 
-    def peer_del(self, network: str, mac: str, ip: str) -> bool:
+    def peer_del(self, network: str, mac: str, ip: str | Sequence[str]) -> bool:
         """A remote endpoint went away (Docker's peerDelete). Missing entries are fine."""
         net = self.networks.get(network)
         if net is None:
             return False
-        for op in (lambda: self.switch.fdb_del(net.vni, mac),
-                   lambda: self.switch.neigh_del(net.vni, ip)):
+        ops = [lambda: self.switch.fdb_del(net.vni, mac)]
+        ops += [lambda a=a: self.switch.neigh_del(net.vni, a)
+                for a in ([ip] if isinstance(ip, str) else ip)]
+        for op in ops:
             try:
                 op()
             except EntryNotFound:

@@ -122,13 +122,17 @@ class EtcdStore:
         cfg = host.config
         # a VTEP of both families is known to the others by its IPv4 address
         self.local = str(cfg.vtep.local.primary)
+        self.port = cfg.vtep.port       # published: peers on another port send here
         self.name = cfg.vtep.name
         self.layout = KeyLayout(config.prefix)
         self.ttl = int(config.ttl)
         self.urls = tuple(config.etcd)
         networks = {n.name: n.vni for n in cfg.networks}
         static_peers = [EndpointRecord(n.name, n.vni, normalize_mac(p.mac), str(p.address),
-                                       str(p.vtep)) for n in cfg.networks for p in n.peers]
+                                       str(p.vtep),
+                                       ips=tuple(str(a) for a in p.addresses)
+                                       if len(p.addresses) > 1 else ())
+                        for n in cfg.networks for p in n.peers]
         static_flood = [(n.name, str(v)) for n in cfg.networks for v in n.flood]
         # Our endpoints' (network, MAC): a remote claim on one of them is refused.
         self._local_macs: set[tuple[str, str]] = set()
@@ -176,8 +180,9 @@ class EtcdStore:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="vxdp-store")
 
     def publish(self, net: NetworkConfig, ep: EndpointConfig) -> None:
-        rec = EndpointRecord(net.name, net.vni, normalize_mac(ep.mac), str(ep.address.ip),
-                             self.local, ep.name)
+        ips = tuple(str(a.ip) for a in ep.addresses)
+        rec = EndpointRecord(net.name, net.vni, normalize_mac(ep.mac), ips[0],
+                             self.local, ep.name, ips if len(ips) > 1 else (), self.port)
         key = self.layout.endpoint_key(rec.network, rec.vni, rec.vtep, rec.mac)
         self._own[key] = self.layout.encode_endpoint(rec)
         self._local_macs.add((rec.network, rec.mac))

@@ -3,7 +3,11 @@
 Layout under the configured prefix (``/vxdp`` by default)::
 
     {prefix}/vteps/{vtep_ip}                              {"name", "vtep", "networks": {name: vni}}
-    {prefix}/endpoints/{network}/{vni}/{vtep_ip}/{mac}    {"network", "vni", "mac", "ip", "vtep"}
+    {prefix}/endpoints/{network}/{vni}/{vtep_ip}/{mac}    {"network", "vni", "mac", "ip", "vtep",
+                                                           "ips"?, "port"?, "name"?}
+
+(``ips``: every overlay address of a dual-stack endpoint, ``ip`` first; ``port``: the UDP port
+its VTEP listens on, so peers whose own port differs send there.)
 
 Every key is written under the owning VTEP's lease, so a VTEP that dies takes its keys with it
 when the lease runs out, and a clean shutdown (lease revoked) removes them at once. The network
@@ -24,12 +28,12 @@ from __future__ import annotations
 import json
 import logging
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from dataplane.validate import (VNI_MAX, VNI_MIN, is_vni, parse_ipv4, parse_underlay_ip,
-                                parse_unicast_mac)
+from dataplane.validate import (VNI_MAX, VNI_MIN, is_vni, parse_ipv4, parse_neigh_ip,
+                                parse_underlay_ip, parse_unicast_mac)
 
 if TYPE_CHECKING:
     from dataplane.config import Config, EndpointConfig, NetworkConfig
@@ -53,8 +57,9 @@ class StoreHost(Protocol):
     config: Config
 
     def local_endpoints(self) -> list[tuple[NetworkConfig, EndpointConfig]]: ...
-    def peer_add(self, network: str, mac: str, ip: str, vtep: str) -> bool: ...
-    def peer_del(self, network: str, mac: str, ip: str) -> bool: ...
+    def peer_add(self, network: str, mac: str, ip: str | Sequence[str], vtep: str,
+                 port: int = 0) -> bool: ...
+    def peer_del(self, network: str, mac: str, ip: str | Sequence[str]) -> bool: ...
     def flood_add(self, network: str, vtep: str) -> bool: ...
     def flood_del(self, network: str, vtep: str) -> bool: ...
     def emit_event(self, rec: dict[str, Any]) -> None:
@@ -96,6 +101,16 @@ def _vtep_addr(value: Any, what: str) -> str:
     return _ipv4(value, what)
 
 
+def _overlay_addr(value: Any, what: str) -> str:
+    """An endpoint's overlay address: the dotted quad as _ipv4, or a compressed IPv6 one."""
+    if isinstance(value, str) and ":" in value:
+        try:
+            return str(parse_neigh_ip(value))
+        except ValueError as exc:
+            raise RecordError(f"{what}: {exc}") from None
+    return _ipv4(value, what)
+
+
 def _json_object(key: bytes, value: bytes) -> dict[str, Any]:
     """A record's value: a JSON object, else RecordError naming the key."""
     try:
@@ -115,10 +130,16 @@ class EndpointRecord:
     ip: str
     vtep: str
     name: str = ""       # endpoint (TAP) name on its VTEP: informational
+    ips: tuple[str, ...] = ()    # every overlay address (dual stack), ip first; () = (ip,)
+    port: int = 0        # its VTEP's UDP port; 0 = unknown (the receiving VTEP's own)
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return self.ips or (self.ip,)
 
     def same_target(self, other: EndpointRecord) -> bool:
-        return (self.network, self.vni, self.mac, self.ip, self.vtep) == \
-               (other.network, other.vni, other.mac, other.ip, other.vtep)
+        return (self.network, self.vni, self.mac, self.addresses, self.vtep, self.port) == \
+               (other.network, other.vni, other.mac, other.addresses, other.vtep, other.port)
 
 
 @dataclass(frozen=True)
@@ -194,6 +215,10 @@ class KeyLayout:
                              "ip": rec.ip, "vtep": rec.vtep}
         if rec.name:
             d["name"] = rec.name
+        if len(rec.addresses) > 1:
+            d["ips"] = list(rec.addresses)
+        if rec.port:
+            d["port"] = rec.port
         return json.dumps(d, separators=(",", ":"), sort_keys=True).encode()
 
     @staticmethod
@@ -214,18 +239,28 @@ class KeyLayout:
             network = str(d["network"])
             vni = d["vni"]
             mac = normalize_mac(str(d["mac"]))
-            ip = _ipv4(d["ip"], "ip")
+            ip = _overlay_addr(d["ip"], "ip")
             vtep = _vtep_addr(d["vtep"], "vtep")
+            ips = tuple(_overlay_addr(a, "ips") for a in d.get("ips") or ())
+            port = d.get("port", 0)
         except KeyError as e:
             raise RecordError(f"{key.decode(errors='replace')}: value lacks "
                               f"{e.args[0]!r}") from None
+        except TypeError:
+            raise RecordError(f"{key.decode(errors='replace')}: ips is not a list") from None
+        if ips and (ips[0] != ip or len(set(ips)) != len(ips) or len(ips) > 16):
+            raise RecordError(f"{key.decode(errors='replace')}: ips must start with ip and "
+                              "list at most 16 distinct addresses")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise RecordError(f"{key.decode(errors='replace')}: port {port!r} is not a UDP port")
         if not is_vni(vni):
             raise RecordError(f"{key.decode(errors='replace')}: vni {vni!r} is not a VNI "
                               f"({VNI_MIN}..{VNI_MAX})")
         if (network, str(vni), vtep, mac) != (k_net, k_vni, k_vtep, k_mac):
             raise RecordError(f"{key.decode(errors='replace')}: value "
                               f"({network} vni {vni} {vtep} {mac}) disagrees with its key")
-        return EndpointRecord(network, vni, mac, ip, vtep, str(d.get("name", "")))
+        return EndpointRecord(network, vni, mac, ip, vtep, str(d.get("name", "")),
+                              ips if len(ips) > 1 else (), port)
 
     def decode_vtep(self, key: bytes, value: bytes) -> VtepRecord:
         parts = self._parts(key)
@@ -408,7 +443,7 @@ class RemoteTables:
         ips.add(key)
         if len(macs) == 1 and len(ips) == 1:
             # The common case (nobody else claims this MAC or IP): no winner to pick.
-            self.host.peer_add(rec.network, rec.mac, rec.ip, rec.vtep)
+            self.host.peer_add(rec.network, rec.mac, rec.addresses, rec.vtep, rec.port)
             self._event("peer_add", rec)
         else:
             self._reprogram({(rec.network, rec.mac)}, {(rec.network, rec.ip)})
@@ -444,7 +479,7 @@ class RemoteTables:
         mac_claimed = bool(self._by_mac.get(mac_id))
         ip_claimed = bool(self._by_ip.get(ip_id))
         if not mac_claimed or not ip_claimed:
-            self.host.peer_del(gone.network, gone.mac, gone.ip)
+            self.host.peer_del(gone.network, gone.mac, gone.addresses)
             self._event("peer_del", gone)
         self._reprogram({mac_id}, {ip_id})
 
@@ -463,10 +498,10 @@ class RemoteTables:
                 elif ident in static:
                     statics.append(static[ident])
         for p in statics:
-            self.host.peer_add(p.network, p.mac, p.ip, p.vtep)
+            self.host.peer_add(p.network, p.mac, p.addresses, p.vtep, p.port)
         for k in sorted(recs, key=lambda k: (self._rev.get(k, 0), k)):
             r = recs[k]
-            self.host.peer_add(r.network, r.mac, r.ip, r.vtep)
+            self.host.peer_add(r.network, r.mac, r.addresses, r.vtep, r.port)
             self._event("peer_add", r)
 
     def _put_vtep(self, key: bytes, rec: VtepRecord) -> None:
@@ -521,9 +556,11 @@ class RemoteTables:
         if self._emit is None:
             return
         if kind == "peer_add":
-            line = f"peer_add {r.mac} {r.ip} dev {r.network} vni {r.vni} dst {r.vtep} (store)"
+            line = (f"peer_add {r.mac} {' '.join(r.addresses)} dev {r.network} vni {r.vni} "
+                    f"dst {r.vtep} (store)")
         else:
-            line = f"peer_del {r.mac} {r.ip} dev {r.network} vni {r.vni} dst {r.vtep} (store)"
+            line = (f"peer_del {r.mac} {' '.join(r.addresses)} dev {r.network} vni {r.vni} "
+                    f"dst {r.vtep} (store)")
         self._emit({"kind": kind, "network": r.network, "vni": r.vni, "mac": r.mac,
                     "ip": r.ip, "vtep": r.vtep, "source": "store", "line": line})
 

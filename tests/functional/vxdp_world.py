@@ -99,6 +99,7 @@ class Container:
     ip: str
     mac: str
     prefixlen: int = 24
+    ip6: str | None = None      # a dual-stack container's IPv6 address (/64)
 
     @property
     def tap(self) -> str:
@@ -106,11 +107,15 @@ class Container:
         return self.ns
 
     def endpoint(self) -> dict[str, Any]:
-        return {"name": self.tap, "mac": self.mac, "address": f"{self.ip}/{self.prefixlen}",
+        address: str | list[str] = f"{self.ip}/{self.prefixlen}"
+        if self.ip6:
+            address = [address, f"{self.ip6}/64"]
+        return {"name": self.tap, "mac": self.mac, "address": address,
                 "netns": self.ns, "ifname": "eth0"}
 
     def peer(self, vtep: str) -> dict[str, Any]:
-        return {"mac": self.mac, "address": self.ip, "vtep": vtep}
+        return {"mac": self.mac, "address": [self.ip, self.ip6] if self.ip6 else self.ip,
+                "vtep": vtep}
 
 
 def network(name: str, vni: int, *, endpoints: Iterable[Container] = (),
@@ -213,12 +218,14 @@ class World:
         for name, addr in addrs:
             self.lab.host(name, addr, tx_csum_off=tx_csum_off)
 
-    def container(self, host: str, name: str, ip: str, mac: str | None = None) -> Container:
-        """A container namespace on ``host`` (its eth0 comes from the VTEP's endpoint)."""
+    def container(self, host: str, name: str, ip: str, mac: str | None = None,
+                  ip6: str | None = None) -> Container:
+        """A container namespace on ``host`` (its eth0 comes from the VTEP's endpoint);
+        ``ip6``: dual stack."""
         mac = mac or docker_mac(ip)
         ns = self.lab.container(host, name, mac, f"{ip}/24")
         assert len(ns.encode()) <= 15, f"TAP name {ns!r} is longer than 15 bytes"
-        c = Container(name=name, ns=ns, host=host, ip=ip, mac=mac)
+        c = Container(name=name, ns=ns, host=host, ip=ip, mac=mac, ip6=ip6)
         self.containers[name] = c
         return c
 
@@ -443,7 +450,7 @@ def start_interop_vxdp(w: World, c1: Container, c2: Container,
 
 _TCP_SERVER = r"""
 import hashlib, socket, sys
-s = socket.socket()
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((sys.argv[1], int(sys.argv[2])))
 s.listen(1)
@@ -491,16 +498,19 @@ class Transfer:
 
 
 def tcp_transfer(world: World, server: Container, client: Container, nbytes: int,
-                 port: int = 5201, seed: int = 7, timeout: float = 60.0) -> Transfer:
-    """Send ``nbytes`` of seeded random data over TCP from ``client`` to ``server``; both ends
-    hash what they saw (sha256), the server echoes its hash back."""
+                 port: int = 5201, seed: int = 7, timeout: float = 60.0,
+                 server_ip: str | None = None) -> Transfer:
+    """Send ``nbytes`` of seeded random data over TCP from ``client`` to ``server`` (at
+    ``server_ip``, its IPv4 address unless given); both ends hash what they saw (sha256), the
+    server echoes its hash back."""
     lab = world.lab
-    srv = lab.popen(server.name, [sys.executable, "-c", _TCP_SERVER, server.ip, str(port)],
+    ip = server_ip or server.ip
+    srv = lab.popen(server.name, [sys.executable, "-c", _TCP_SERVER, ip, str(port)],
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert srv.stdout is not None
     first = srv.stdout.readline().strip()
     assert first == "ready", f"TCP server in {server.name} did not start: {first!r}"
-    cl = lab.run(client.name, [sys.executable, "-c", _TCP_CLIENT, server.ip, str(port),
+    cl = lab.run(client.name, [sys.executable, "-c", _TCP_CLIENT, ip, str(port),
                                str(nbytes), str(seed)], check=False, timeout=timeout)
     try:
         out, err = srv.communicate(timeout=timeout)

@@ -369,7 +369,7 @@ BAD_ARGS = [
     (["trace", "--vni", "99999999"], "1..16777215"),
     (["trace", "--count", "0"], "at least 1"),
     (["trace", "--count", "x"], "not a whole number"),
-    (["explain", "--from", "c1", "--to", "nowhere"], "neither an IPv4 address nor a MAC"),
+    (["explain", "--from", "c1", "--to", "nowhere"], "neither an IP address nor a MAC"),
     (["endpoint", "add", "--network", "mynet", "--name", "c3", "--mac", "02:42:zz",
       "--address", "192.168.55.6/24"], '--mac: "02:42:zz" is not a MAC address'),
     (["endpoint", "add", "--network", "mynet", "--name", "c3", "--mac", "02:42:c0:a8:37:06",

@@ -91,7 +91,7 @@ def test_good_requests(cmd: str, args: dict[str, Any], expected: dict[str, Any])
     ("neigh.add", {**NEIGH, "lladdr": "00:00:00:00:00:00"}, "all-zeros MAC address"),
     ("neigh.add", {"lladdr": MAC}, "neigh.add: missing required argument 'ip'"),
     # the rest
-    ("explain", {"from": "c1", "to": "nowhere"}, "is neither an IPv4 address nor a MAC"),
+    ("explain", {"from": "c1", "to": "nowhere"}, "is neither an IP address nor a MAC"),
     ("explain", {"from": "c1"}, "missing required argument 'to'"),
     ("endpoint.add", {**EP, "netns_create": 1}, "netns_create: 1 is not true or false"),
     ("endpoint.add", {**EP, "name": "x" * 16}, "too long for an interface name"),

@@ -267,7 +267,7 @@ BAD_VALUES = [
     ('address = "192.168.55.4/24"', 'address = "192.168.55.4"',
      "network[0].endpoint[0].address", 'address = "192.168.55.4"', "needs a prefix length"),
     ('address = "192.168.55.4/24"', 'address = "192.168.55.400/24"',
-     "network[0].endpoint[0].address", "192.168.55.400", "not an IPv4 address with prefix"),
+     "network[0].endpoint[0].address", "192.168.55.400", "not an IPv4 or IPv6 address with"),
     ('"02:42:c0:a8:37:03"', '"01:00:5e:00:00:01"', "network[0].peer[0].mac",
      "01:00:5e:00:00:01", "multicast"),
     ('address = "192.168.55.3"', 'address = "192.168.55.3/24"', "network[0].peer[0].address",
@@ -546,7 +546,8 @@ def test_endpoint_from_args() -> None:
     ({"mac": "zz"}, "--mac", "not a MAC address"),
     ({"mac": "ff:ff:ff:ff:ff:ff"}, "--mac", "multicast"),
     ({"address": "10.0.0.1"}, "--address", "prefix length"),
-    ({"address": "fd00::1/64"}, "--address", "IPv6"),
+    ({"address": "fe80::1/64"}, "--address", "link-local"),
+    ({"address": ["10.0.0.1/24", "10.0.0.1/24"]}, "--address", "listed twice"),
     ({"name": "x" * 16}, "--name", "too long"),
     ({"network": ""}, "--network", "not a network name"),
     ({"netns": "a/b"}, "--netns", "not a valid network namespace name"),
@@ -612,3 +613,81 @@ def test_utf8_byte_order_mark_is_accepted(tmp_path: Path) -> None:
     path.write_bytes(b"\xef\xbb\xbf" + MINIMAL.replace("vni = 4097", "vni = -4").encode())
     with pytest.raises(ConfigError, match=r"bom.toml:6: network\[0\].vni: "):
         load_config(str(path))
+
+
+# ------------------------------------------------------------------------------------------
+# IPv6: dual-stack endpoints and peers, an IPv6 underlay (issue 12's config)
+# ------------------------------------------------------------------------------------------
+
+DUAL = """\
+[vtep]
+local = ["2001:db8:18::1", "198.18.0.1"]
+
+[[network]]
+name = "mynet"
+vni = 4097
+mtu = 1430
+flowlabel = "inherit"
+
+[[network.endpoint]]
+name = "c1"
+mac = "02:42:c0:a8:37:04"
+address = ["192.168.55.4/24", "fd00:55::4/64"]
+
+[[network.endpoint]]
+name = "c6"
+mac = "02:42:c0:a8:37:06"
+address = "fd00:55::6/64"
+
+[[network.peer]]
+mac = "02:42:c0:a8:37:03"
+address = ["192.168.55.3", "fd00:55::3"]
+vtep = "2001:db8:18::2"
+"""
+
+
+def test_dual_stack_config() -> None:
+    from ipaddress import IPv6Address, IPv6Interface
+
+    cfg = parse_config(DUAL)
+    assert cfg.vtep.local == Locals(IPv4Address("198.18.0.1"), IPv6Address("2001:db8:18::1"))
+    (net,) = cfg.networks
+    assert net.flowlabel == "inherit" and net.mtu == 1430
+    c1, c6 = net.endpoints
+    assert c1.address == IPv4Interface("192.168.55.4/24") and c1.ipv6
+    assert c1.addresses == (IPv4Interface("192.168.55.4/24"), IPv6Interface("fd00:55::4/64"))
+    assert c6.address == IPv6Interface("fd00:55::6/64") and c6.addresses == (c6.address,)
+    (peer,) = net.peers
+    assert peer.address == IPv4Address("192.168.55.3") and peer.vtep == IPv6Address(
+        "2001:db8:18::2")
+    assert peer.addresses == (IPv4Address("192.168.55.3"), IPv6Address("fd00:55::3"))
+    # an IPv4-only endpoint keeps IPv6 off, as Docker does on networks without IPv6
+    assert not parse_config(GOOD).networks[0].endpoints[0].ipv6
+
+
+@pytest.mark.parametrize(("old", "new", "key", "words"), [
+    ('address = ["192.168.55.4/24", "fd00:55::4/64"]',
+     'address = ["192.168.55.4/24", "fd00:55::3/64"]', "network[0].peer[0].address",
+     "duplicate address"),
+    ('address = ["192.168.55.4/24", "fd00:55::4/64"]',
+     'address = ["fd00:55::4/64", "fd00:55::4/64"]', "network[0].endpoint[0].address",
+     "listed twice"),
+    ('address = ["192.168.55.4/24", "fd00:55::4/64"]', "address = []",
+     "network[0].endpoint[0].address", "empty list"),
+    ('address = ["192.168.55.4/24", "fd00:55::4/64"]', 'address = ["fe80::4/64"]',
+     "network[0].endpoint[0].address", "link-local"),
+    ('address = ["192.168.55.4/24", "fd00:55::4/64"]', 'address = ["ff02::4/64"]',
+     "network[0].endpoint[0].address", "not a unicast IPv6"),
+    ('address = ["192.168.55.4/24", "fd00:55::4/64"]', 'address = [4]',
+     "network[0].endpoint[0].address", "not an address"),
+    ('address = ["192.168.55.3", "fd00:55::3"]', 'address = ["192.168.55.3", "ff02::1"]',
+     "network[0].peer[0].address", "not a unicast IPv6"),
+    ('address = ["192.168.55.3", "fd00:55::3"]', 'address = ["fd00:55::3", "fd00:55::3"]',
+     "network[0].peer[0].address", "listed twice"),
+    ('local = ["2001:db8:18::1", "198.18.0.1"]', 'local = "198.18.0.1"', "network[0].peer[0].vtep",
+     "has no IPv6 address"),
+])
+def test_dual_stack_errors(old: str, new: str, key: str, words: str) -> None:
+    assert old in DUAL
+    err = error_of(DUAL.replace(old, new, 1))
+    assert err.key == key and words in str(err), str(err)

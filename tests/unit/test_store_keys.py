@@ -7,6 +7,8 @@ twice."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import asyncio
 import logging
 from dataclasses import dataclass, field
@@ -35,20 +37,27 @@ class FakeHost:
     flood: dict[str, set[str]] = field(default_factory=dict)
     calls: list[tuple[Any, ...]] = field(default_factory=list)
 
-    def peer_add(self, network: str, mac: str, ip: str, vtep: str) -> bool:
-        self.calls.append(("peer_add", network, mac, ip, vtep))
+    def peer_add(self, network: str, mac: str, ips: str | Sequence[str], vtep: str,
+                 port: int = 0) -> bool:
+        ips = (ips,) if isinstance(ips, str) else tuple(ips)
+        # single-address calls recorded as before: most tests name one address
+        self.calls.append(("peer_add", network, mac, ips[0] if len(ips) == 1 else ips, vtep)
+                          + ((port,) if port else ()))
         if network not in self.networks:
             return False
         self.fdb[(network, mac)] = vtep
-        self.neigh[(network, ip)] = mac
+        for ip in ips:
+            self.neigh[(network, ip)] = mac
         return True
 
-    def peer_del(self, network: str, mac: str, ip: str) -> bool:
-        self.calls.append(("peer_del", network, mac, ip))
+    def peer_del(self, network: str, mac: str, ips: str | Sequence[str]) -> bool:
+        ips = (ips,) if isinstance(ips, str) else tuple(ips)
+        self.calls.append(("peer_del", network, mac, ips[0] if len(ips) == 1 else ips))
         if network not in self.networks:
             return False
         self.fdb.pop((network, mac), None)
-        self.neigh.pop((network, ip), None)
+        for ip in ips:
+            self.neigh.pop((network, ip), None)
         return True
 
     def flood_add(self, network: str, vtep: str) -> bool:
@@ -314,3 +323,37 @@ def test_etcd_store_publishes_without_etcd_and_closes_promptly() -> None:
 
 async def _never() -> None:
     await asyncio.Event().wait()
+
+
+def test_dual_stack_records_and_their_port() -> None:
+    """A dual-stack endpoint's record lists all its addresses; a VTEP on another UDP port
+    says so; both reach the host's peer_add, and older records (neither key) still apply."""
+    rec = EndpointRecord("mynet", 4097, M1, "192.168.55.2", A,
+                         ips=("192.168.55.2", "fd00:55::2"), port=8472)
+    key = L.endpoint_key("mynet", 4097, A, M1)
+    assert L.decode_endpoint(key, L.encode_endpoint(rec)) == rec
+    plain = EndpointRecord("mynet", 4097, M1, "192.168.55.2", A)
+    assert b'"ips"' not in L.encode_endpoint(plain) and b'"port"' not in L.encode_endpoint(plain)
+    h = FakeHost()
+    t = tables(h)
+    t.put(key, L.encode_endpoint(rec), 5)
+    assert ("peer_add", "mynet", M1, ("192.168.55.2", "fd00:55::2"), A, 8472) in h.calls
+    assert h.neigh[("mynet", "fd00:55::2")] == M1
+    t.delete(key)
+    assert ("mynet", "fd00:55::2") not in h.neigh and ("mynet", "192.168.55.2") not in h.neigh
+
+
+@pytest.mark.parametrize("bad", [
+    {"ips": ["192.168.55.9", "fd00:55::2"]},        # must start with ip
+    {"ips": ["192.168.55.2", "192.168.55.2"]},
+    {"ips": "fd00:55::2"},
+    {"ips": ["192.168.55.2", "ff02::1"]},
+    {"port": 70000}, {"port": "4789"}, {"port": True},
+])
+def test_bad_dual_stack_records(bad: dict[str, object]) -> None:
+    import json
+
+    key = L.endpoint_key("mynet", 4097, A, M1)
+    d = {"network": "mynet", "vni": 4097, "mac": M1, "ip": "192.168.55.2", "vtep": A, **bad}
+    with pytest.raises(RecordError):
+        L.decode_endpoint(key, json.dumps(d).encode())

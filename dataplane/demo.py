@@ -5,6 +5,10 @@ Two nodes, ``manager`` and ``worker``, on an underlay (198.18.0.0/24); overlay n
 (02:42 + the IPv4 address). One ``vxdp run`` per node plays Docker's ``br0`` + ``vxlan0``. Every
 observation of the walkthrough is then made with the real tools and their real output.
 
+``--ipv6``: the same walkthrough in IPv6: the nodes talk over an IPv6 underlay (2001:db8:18::/64),
+the containers are dual stack (fd00:55::/64 next to their IPv4 addresses), and the proxy answers
+Neighbor Solicitations the way it answers ARP.
+
 Everything lives in network namespaces this command creates (unique prefix) and removes on the
 way out, Ctrl-C included.
 """
@@ -30,6 +34,9 @@ from dataplane.lab import EtcdServer, Lab, VxdpProcess, docker_mac, start_vxdp
 VNI = 4097
 UNDERLAY = "198.18.0.0/24"
 NODES = {"manager": "198.18.0.1", "worker": "198.18.0.2"}
+UNDERLAY6 = "2001:db8:18::/64"
+NODES6 = {"manager": "2001:db8:18::1", "worker": "2001:db8:18::2"}
+MTU6 = 1430      # over an IPv6 underlay: 1500 - 70, what the kernel gives vxlan over IPv6
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,11 @@ class Container:
     def mac(self) -> str:
         return docker_mac(self.ip)
 
+    @property
+    def ip6(self) -> str:
+        """Its IPv6 address with --ipv6: fd00:55:: and the last octet, as Docker numbers."""
+        return f"fd00:55::{int(self.ip.rsplit('.', 1)[1]):x}"
+
 
 CONTAINERS = (
     Container("c1", "manager", "192.168.55.4"),
@@ -50,24 +62,29 @@ CONTAINERS = (
 )
 
 
-def node_config(node: str, prefix: str, sock: str, store: str | None = None) -> dict[str, Any]:
+def node_config(node: str, prefix: str, sock: str, store: str | None = None,
+                ipv6: bool = False) -> dict[str, Any]:
     """The config a node's VTEP runs with: its own containers as endpoints, the others as peers
     (what Docker's peerAdd pushes), the other node in the flood list.
 
     With ``store`` (an etcd URL): only its own containers plus ``[store]``; peers and flood
-    list come from etcd, published by the other node."""
-    net: dict[str, Any] = {"name": "mynet", "vni": VNI, "mtu": 1450, "proxy": True,
-                           "learning": False}
+    list come from etcd, published by the other node. With ``ipv6``: an IPv6 underlay and
+    dual-stack containers."""
+    nodes = NODES6 if ipv6 else NODES
+    net: dict[str, Any] = {"name": "mynet", "vni": VNI, "mtu": MTU6 if ipv6 else 1450,
+                           "proxy": True, "learning": False}
     if store is None:
-        net["flood"] = [a for n, a in NODES.items() if n != node]
-    net["endpoint"] = [{"name": f"{prefix}{c.name}", "mac": c.mac, "address": f"{c.ip}/24",
+        net["flood"] = [a for n, a in nodes.items() if n != node]
+    net["endpoint"] = [{"name": f"{prefix}{c.name}", "mac": c.mac,
+                        "address": [f"{c.ip}/24", f"{c.ip6}/64"] if ipv6 else f"{c.ip}/24",
                         "netns": f"{prefix}{c.name}", "ifname": "eth0"}
                        for c in CONTAINERS if c.node == node]
     if store is None:
-        net["peer"] = [{"mac": c.mac, "address": c.ip, "vtep": NODES[c.node]}
+        net["peer"] = [{"mac": c.mac, "address": [c.ip, c.ip6] if ipv6 else c.ip,
+                        "vtep": nodes[c.node]}
                        for c in CONTAINERS if c.node != node]
-    config: dict[str, Any] = {"vtep": {"name": node, "local": NODES[node], "control": sock,
-                                       "allow": [UNDERLAY]}}
+    config: dict[str, Any] = {"vtep": {"name": node, "local": nodes[node], "control": sock,
+                                       "allow": [UNDERLAY6 if ipv6 else UNDERLAY]}}
     if store is not None:
         config["store"] = {"etcd": [store], "prefix": "/vxdp", "ttl": STORE_TTL}
     config["network"] = [net]
@@ -84,9 +101,10 @@ LATECOMER = Container("c4", "worker", "192.168.55.6")
 
 
 class Walkthrough:
-    def __init__(self, interactive: bool, store: str = "static") -> None:
+    def __init__(self, interactive: bool, store: str = "static", ipv6: bool = False) -> None:
         self.interactive = interactive
         self.store = store
+        self.ipv6 = ipv6
         self.etcd: EtcdServer | None = None   # with --store etcd
         self.lab = Lab(prefix=f"vxd{os.getpid() % 10000}-")
         self.prefix = self.lab.prefix
@@ -138,31 +156,53 @@ class Walkthrough:
     # -- world --------------------------------------------------------------------------------
 
     def build(self) -> None:
+        under = f"{UNDERLAY6} (IPv6)" if self.ipv6 else UNDERLAY
         self.step("The world", f"""
             Namespaces stand in for the walkthrough's machines: nodes manager and worker on an
-            underlay {UNDERLAY}, and Docker-style container namespaces. Each node runs one
-            'vxdp run' process that plays Docker's br0 + vxlan0 pair in userspace: a TAP device
-            per container (its eth0) and one UDP socket on port 4789. Namespace prefix:
-            {self.prefix}""")
+            underlay {under}, and Docker-style container namespaces{', dual stack' if self.ipv6
+            else ''}. Each node runs one 'vxdp run' process that plays Docker's br0 + vxlan0
+            pair in userspace: a TAP device per container (its eth0) and one UDP socket on port
+            4789. Namespace prefix: {self.prefix}""")
         self.lab.underlay(UNDERLAY)
+        nodes = NODES6 if self.ipv6 else NODES
         for node, addr in NODES.items():
-            self.lab.host(node, addr)
+            self.lab.host(node, addr, address6=NODES6[node] if self.ipv6 else None)
         for c in CONTAINERS:
             self.lab.container(c.node, c.name, c.mac, f"{c.ip}/24")
         url = self._start_etcd() if self.store == "etcd" else None
         for node in NODES:
             sock = os.path.join(self.tmp.name, f"{node}.sock")
             self.vteps[node] = start_vxdp(self.lab, node,
-                                          node_config(node, self.prefix, sock, url),
+                                          node_config(node, self.prefix, sock, url, self.ipv6),
                                           self.tmp.name, wait=False)
         for v in self.vteps.values():
             v.wait_ready()
+        if self.ipv6:
+            self._wait_dad()
         for c in CONTAINERS:
-            print(f"  {c.name:3} on {c.node:8} eth0 {c.mac}  {c.ip}/24   (netns {self.prefix}{c.name})")
-        print(f"  VTEPs: manager {NODES['manager']}, worker {NODES['worker']}, VNI {VNI}, UDP 4789")
+            six = f" {c.ip6}/64" if self.ipv6 else ""
+            print(f"  {c.name:3} on {c.node:8} eth0 {c.mac}  {c.ip}/24{six}   "
+                  f"(netns {self.prefix}{c.name})")
+        print(f"  VTEPs: manager {nodes['manager']}, worker {nodes['worker']}, VNI {VNI}, "
+              "UDP 4789")
         if url is not None:
             print(f"  etcd: {url} (node {ETCD_NODE}); node configs list only their own containers")
         print()
+
+    def _wait_dad(self, timeout: float = 10.0) -> None:
+        """The containers' IPv6 addresses out of duplicate address detection (about a
+        second: the kernel's default, one probe)."""
+        deadline = time.monotonic() + timeout
+        for c in CONTAINERS:
+            while True:
+                p = self.lab.run(c.name, ["ip", "-6", "addr", "show", "dev", "eth0",
+                                          "tentative"], check=False)
+                if not (p.stdout or "").strip():
+                    break
+                if time.monotonic() > deadline:
+                    raise VxdpError(f"{c.name}: IPv6 addresses still tentative after "
+                                    f"{timeout:.0f}s")
+                time.sleep(0.1)
 
     # -- the store (--store etcd) -----------------------------------------------------------
 
@@ -307,6 +347,58 @@ class Walkthrough:
         cap.wait(timeout=5)
         self.run("worker", ["tshark", "-r", pcap, "-d", "udp.port==4789,vxlan", "-O", "vxlan"])
 
+    # -- the walkthrough in IPv6 (--ipv6) -----------------------------------------------------
+
+    def ping6(self) -> None:
+        self.step("Ping6 across nodes", """
+            The same path in IPv6: c1 pings c2's fd00:55::3. The outer headers are IPv6 too
+            (the underlay), and the UDP checksum, mandatory over IPv6, is vxdp's.""")
+        self.run("c1", ["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", "fd00:55::3"])
+
+    def nd_proxy(self) -> None:
+        self.step("Neighbor Solicitations are answered locally (proxy)", """
+            c1 forgets c2's link-layer address and pings it again while tcpdump listens for
+            ICMPv6 from c1 inside c2. The pings arrive, the solicitation does not: the
+            manager's VTEP answers it from its neighbour table with a Neighbor Advertisement
+            (the kernel's neigh_reduce), as it answers ARP.""")
+        self.lab.run("c1", ["ip", "-6", "neigh", "flush", "dev", "eth0"], check=False)
+        c1 = CONTAINERS[0]
+        cap = self.lab.tcpdump("c2", "eth0", f"icmp6 and ether src {c1.mac}")
+        self.run("c1", ["ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", "fd00:55::3"])
+        time.sleep(0.3)
+        seen = cap.stop()
+        self.show("c2", ["tcpdump", "-qlni", "eth0", f"icmp6 and ether src {c1.mac}"], seen)
+        self.say("Only echo requests from c1 reached c2; 'vxdp trace' shows the proxy's "
+                 "decision for one more solicitation:")
+        self.lab.run("c1", ["ip", "-6", "neigh", "flush", "dev", "eth0"], check=False)
+        self.trace_one("manager", "c1", ["ping", "-6", "-c", "1", "-W", "1", "fd00:55::3"])
+
+    def nd_same_node(self) -> None:
+        self.step("Neighbor Discovery between containers on one node", """
+            c3 pings c1, both on manager, while tcpdump listens for solicitations in c1: the
+            multicast NS is flooded to every local port (as br0 does), c1 answers itself and
+            the proxy stays silent for a local neighbour.""")
+        self.lab.run("c3", ["ip", "-6", "neigh", "flush", "dev", "eth0"], check=False)
+        cap = self.lab.tcpdump("c1", "eth0", "icmp6 and ip6[40] == 135")
+        self.run("c3", ["ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", "fd00:55::4"])
+        time.sleep(0.3)
+        self.show("c1", ["tcpdump", "-qlni", "eth0", "icmp6 and ip6[40] == 135"], cap.stop())
+
+    def underlay6(self) -> None:
+        self.step("One VXLAN datagram on the IPv6 underlay", """
+            On the worker's underlay link, one datagram of c1's ping6, decoded by tshark:
+            outer IPv6 2001:db8:18::1 > 2001:db8:18::2 (flow label 0, the kernel's default),
+            UDP to 4789 with its checksum, VXLAN (I flag, VNI 4097), and the inner IPv6
+            packet.""")
+        pcap = os.path.join(self.tmp.name, "underlay6.pcap")
+        cap = self.lab.tcpdump("worker", "eth0", "ip6 and udp port 4789", count=1,
+                               extra=("-q", "-w", pcap))
+        self.lab.run("c1", ["ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", "fd00:55::3"],
+                     check=False)
+        cap.wait(timeout=5)
+        self.run("worker", ["tshark", "-r", pcap, "-d", "udp.port==4789,vxlan", "-O",
+                            "vxlan,udp", "-o", "udp.check_checksum:TRUE"])
+
     def counters(self) -> None:
         self.step("Counters", """
             Every port's traffic, every drop by reason, and the proxy's replies, as the
@@ -330,6 +422,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vxdp demo", description=__doc__.splitlines()[0])
     parser.add_argument("--store", choices=["static", "etcd"], default="static",
                         help="where the VTEPs get their peers from (default: static config)")
+    parser.add_argument("--ipv6", action="store_true",
+                        help="the walkthrough in IPv6: an IPv6 underlay, dual-stack "
+                             "containers, Neighbor Discovery answered by the proxy")
     parser.add_argument("--docker", action="store_true",
                         help="with real Docker containers: a dockerd per node, vxdp as its "
                              "network and IPAM driver, etcd between the nodes")
@@ -339,6 +434,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"vxdp demo: --docker needs {tool} (Debian: apt-get install {package}, or "
                   "'make deps')", file=sys.stderr)
             return 1
+    if args.docker and args.ipv6:
+        print("vxdp demo: --ipv6 is the static walkthrough in IPv6; the Docker driver's "
+              "networks are IPv4 (docker network create --ipv6 is refused)", file=sys.stderr)
+        return 2
     if args.store == "etcd" and shutil.which("etcd") is None:
         print("vxdp demo: --store etcd needs etcd (Debian: apt-get install etcd-server, or "
               "'make deps')", file=sys.stderr)
@@ -365,19 +464,26 @@ def main(argv: list[str] | None = None) -> int:
             w = DockerWalkthrough(interactive)
             walk(w)
             return 0
-        w = Walkthrough(interactive, args.store)
+        w = Walkthrough(interactive, args.store, args.ipv6)
         w.build()
         if args.store == "etcd":
             w.store_keys()
         w.tables()
-        w.ping()
-        w.arp_proxy()
-        w.arp_same_node()
-        w.underlay()
+        if args.ipv6:
+            w.ping6()
+            w.nd_proxy()
+            w.nd_same_node()
+            w.underlay6()
+        else:
+            w.ping()
+            w.arp_proxy()
+            w.arp_same_node()
+            w.underlay()
         if args.store == "etcd":
             w.churn()
         w.counters()
         print("\nDone: the walkthrough's observations, reproduced without the kernel's vxlan"
+              + (" in IPv6" if args.ipv6 else "")
               + (", with etcd filling the tables." if args.store == "etcd" else "."))
         return 0
     except KeyboardInterrupt:

@@ -133,9 +133,13 @@ def format_stats(stats: Mapping[str, Any]) -> str:
     if isinstance(vtep, Mapping):
         head = f"vtep {vtep.get('name', '?')}"
         if vtep.get("local") is not None:
-            head += f" {vtep['local']}"
+            # "198.18.0.1, 2001:db8:18::1" for a VTEP of both families; IPv6 in brackets
+            # before a port, as in a URL
+            addrs = [a.strip() for a in str(vtep["local"]).split(",")]
             if vtep.get("port") is not None:
-                head += f":{vtep['port']}"
+                addrs = [f"[{a}]:{vtep['port']}" if ":" in a else f"{a}:{vtep['port']}"
+                         for a in addrs]
+            head += " " + " ".join(addrs)
         if vtep.get("streams") is not None:
             # trace/capture/events clients attached, and the cap ([vtep] max_subscribers)
             head += f"  streams {vtep['streams']}/{vtep.get('max_subscribers', '?')}"

@@ -114,3 +114,40 @@ def test_demo_needs_root(monkeypatch: pytest.MonkeyPatch,
     assert "needs root" in err and err.count("\n") == 1, err
     # only our own prefix: other suites on the machine may add namespaces meanwhile
     assert not [n for n in netns.list_netns() if n.startswith(prefix)]
+
+
+SECTIONS6 = ["1. The world", "2. FDB and ARP tables", "3. Ping6 across nodes",
+             "4. Neighbor Solicitations are answered locally (proxy)",
+             "5. Neighbor Discovery between containers on one node",
+             "6. One VXLAN datagram on the IPv6 underlay", "7. Counters"]
+
+
+def test_demo_ipv6() -> None:
+    """``vxdp demo --ipv6``: the walkthrough's observations in IPv6, over an IPv6 underlay."""
+    p = subprocess.run([sys.executable, "-m", "dataplane", "demo", "--ipv6"], cwd=ROOT,
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    out, err = p.stdout, p.stderr
+    assert p.returncode == 0, f"exit {p.returncode}\n{out[-3000:]}\n{err[-3000:]}"
+    assert "Traceback" not in out + err
+    positions = [out.find(f"── {s} ") for s in SECTIONS6]
+    assert all(x >= 0 for x in positions), [s for s, x in zip(SECTIONS6, positions) if x < 0]
+    assert positions == sorted(positions)
+    assert "02:42:c0:a8:37:03 dev mynet dst 2001:db8:18::2 vni 4097 self permanent" in out
+    assert "fd00:55::3 dev mynet lladdr 02:42:c0:a8:37:03 PERMANENT" in out
+    assert "3 packets transmitted, 3 received, 0% packet loss" in out
+    proxy = out[positions[3]:positions[4]]
+    assert "echo request" in proxy and "neighbor solicitation" not in proxy.split("tcpdump")[1] \
+        .split("vxdp trace")[0], proxy
+    assert "proxy Neighbor Advertisement written back" in proxy, proxy
+    same_node = out[positions[4]:positions[5]]
+    assert "who has fd00:55::4" in same_node, same_node
+    underlay = out[positions[5]:positions[6]]
+    assert "Src: 2001:db8:18::1, Dst: 2001:db8:18::2" in underlay, underlay
+    assert "[Checksum Status: Good]" in underlay and "VNI): 4097" in underlay, underlay
+    pm = re.search(r"prefix:\s+(vxd\d+-)", out)
+    assert pm and not [n for n in netns.list_netns() if n.startswith(pm.group(1))]
+
+
+def test_demo_ipv6_and_docker_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert demo.main(["--ipv6", "--docker"]) == 2
+    assert "--ipv6" in capsys.readouterr().err

@@ -131,11 +131,20 @@ def test_nd_is_answered_locally_and_never_crosses(ds: DualStack) -> None:
     lab.run(ds.c1.name, ["ip", "-6", "neigh", "flush", "dev", "eth0"], check=True)
     before = ds.vxdp.stats()["counters"]["proxy_replies"]
     sniff = w.tcpdump(ds.c2, f"icmp6 and ether src {ds.c1.mac}", extra=("-l", "-nn", "-e"))
+    pcap = os.path.join(w.tmp, "nd.pcap")
+    wire = lab.tcpdump("manager", "eth0", "ip6 and udp port 4789",
+                       extra=("-q", "-U", "--immediate-mode", "-w", pcap))
     w.assert_ping(ds.c1, ds.c2.ip6)
+    time.sleep(0.3)
+    wire.stop()
     out = sniff.stop()
     assert "neighbor solicitation" not in out, out
     assert "echo request" in out            # the pings themselves did arrive
     assert ds.vxdp.stats()["counters"]["proxy_replies"] > before
+    # and on the underlay: echo requests from c1, not one solicitation
+    rows = tshark_rows(w, "manager", pcap, ["ipv6.src", "icmpv6.type"])
+    crossed = [r["icmpv6.type"] for r in rows if r["ipv6.src"][:1] == [M6]]
+    assert ["128"] in crossed and not [t for t in crossed if "135" in t], crossed
     n = lab.run(ds.c1.name, ["ip", "-6", "neigh", "show", ds.c2.ip6]).stdout
     assert ds.c2.mac in n, n
 
@@ -192,3 +201,36 @@ def test_tshark_checksums_over_both_layers(ds: DualStack) -> None:
     for r in ours:
         assert r["ipv6.src"] == [M6, ds.c1.ip6], r
         assert r["udp.checksum.status"] == ["1"] and r["icmpv6.checksum.status"] == ["1"], r
+
+
+def test_capture_speaks_ipv6(ds: DualStack) -> None:
+    """vxdp capture: the inner IPv6 frame on c1's interface and the same packet inside an
+    outer IPv6 datagram on the underlay interface (raw IP: either family), read by tshark."""
+    import subprocess
+    import sys
+
+    from dataplane.lab.vxdp import PACKAGE_ROOT
+    w = ds.world
+    path = os.path.join(w.tmp, "ds.pcapng")
+    cap = subprocess.Popen([sys.executable, "-m", "dataplane", "-s", ds.vxdp.sock, "capture",
+                            "-w", path, "--count", "4", "--port", ds.c1.tap],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           cwd=PACKAGE_ROOT)
+    time.sleep(0.5)
+    w.ping(ds.c1, ds.c2.ip6, count=4)
+    cap.communicate(timeout=15)
+    fields = ["frame.interface_name", "ipv6.src", "ipv6.dst", "vxlan.vni", "icmpv6.type"]
+    argv = ["tshark", "-r", path, "-d", "udp.port==4789,vxlan", "-T", "fields",
+            "-E", "separator=|"]
+    for f in fields:
+        argv += ["-e", f]
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    rows = [dict(zip(fields, ln.split("|"))) for ln in p.stdout.splitlines() if ln.strip()]
+    inner = [r for r in rows if r["frame.interface_name"] == ds.c1.tap
+             and r["ipv6.src"] == ds.c1.ip6 and r["icmpv6.type"] == "128"]
+    outer = [r for r in rows if r["frame.interface_name"] == "underlay"
+             and r["ipv6.src"].split(",") == [M6, ds.c1.ip6]
+             and r["ipv6.dst"].split(",") == [W6, ds.c2.ip6]]
+    assert inner and outer, p.stdout
+    assert all(r["vxlan.vni"] == str(VNI) for r in outer), outer

@@ -22,7 +22,7 @@ import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
+from ipaddress import IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
 from typing import Any, NoReturn
 
 from dataplane.errors import ConfigError
@@ -595,6 +595,21 @@ class _Parser:
         max_learned_per_port = self.int_range(ctx, tbl, "max_learned_per_port", 0, None,
                                               DEFAULT_MAX_LEARNED_PER_PORT, " (0 = unlimited)")
         ttl, tos, df, flowlabel = self.outer_rules(ctx, tbl)
+        flood = self.flood(ctx, tbl, vtep)
+        macs: dict[str, str] = {}
+        ips: dict[IPAddress, str] = {}
+        endpoints = self.endpoints(ctx, tbl, macs, ips, seen_endpoints, seen_netns_if)
+        peers = self.peers(ctx, tbl, vtep, macs, ips)
+        return NetworkConfig(
+            name=name, vni=vni, mtu=mtu, proxy=True if proxy is None else proxy,
+            learning=False if learning is None else learning,
+            ageing=DEFAULT_AGEING if ageing is None else float(ageing), maxaddress=maxaddress,
+            max_learned=max_learned, max_learned_per_port=max_learned_per_port,
+            ttl=ttl, tos=tos, df=df, flowlabel=flowlabel, flood=flood,
+            endpoints=endpoints, peers=peers)
+
+    def flood(self, ctx: Ctx, tbl: Mapping[str, Any], vtep: VtepConfig) -> tuple[IPAddress, ...]:
+        """``flood``: VTEPs of a family this VTEP has an address in, not itself, each once."""
         flood: list[IPAddress] = []
         for j, item in enumerate(self.get(ctx, tbl, "flood", list) or ()):
             try:
@@ -611,9 +626,13 @@ class _Parser:
             if addr in flood:
                 self.fail_item(ctx, "flood", j, f"{show(item)} is listed twice", item)
             flood.append(addr)
+        return tuple(flood)
 
-        macs: dict[str, str] = {}
-        ips: dict[IPv4Address, str] = {}
+    def endpoints(self, ctx: Ctx, tbl: Mapping[str, Any], macs: dict[str, str],
+                  ips: dict[IPAddress, str], seen_endpoints: dict[str, str],
+                  seen_netns_if: dict[tuple[str, str], str]) -> tuple[EndpointConfig, ...]:
+        """``[[network.endpoint]]``: names unique across networks, one interface name per
+        netns, MACs and addresses unique in the network."""
         endpoints: list[EndpointConfig] = []
         for j, raw in enumerate(self.array_of_tables(ctx, tbl, "endpoint")):
             ectx: Ctx = (*ctx, "endpoint", j)
@@ -634,6 +653,12 @@ class _Parser:
             for a in ep.addresses:
                 self._unique(ectx, "address", a.ip, ips, here)
             endpoints.append(ep)
+        return tuple(endpoints)
+
+    def peers(self, ctx: Ctx, tbl: Mapping[str, Any], vtep: VtepConfig, macs: dict[str, str],
+              ips: dict[IPAddress, str]) -> tuple[PeerConfig, ...]:
+        """``[[network.peer]]``: behind another VTEP of a family this one has, MACs and
+        addresses unique in the network."""
         peers: list[PeerConfig] = []
         for j, raw in enumerate(self.array_of_tables(ctx, tbl, "peer")):
             pctx: Ctx = (*ctx, "peer", j)
@@ -651,13 +676,7 @@ class _Parser:
             for a in peer.addresses:
                 self._unique(pctx, "address", a, ips, here)
             peers.append(peer)
-        return NetworkConfig(
-            name=name, vni=vni, mtu=mtu, proxy=True if proxy is None else proxy,
-            learning=False if learning is None else learning,
-            ageing=DEFAULT_AGEING if ageing is None else float(ageing), maxaddress=maxaddress,
-            max_learned=max_learned, max_learned_per_port=max_learned_per_port,
-            ttl=ttl, tos=tos, df=df, flowlabel=flowlabel, flood=tuple(flood),
-            endpoints=tuple(endpoints), peers=tuple(peers))
+        return tuple(peers)
 
     def outer_rules(self, ctx: Ctx, tbl: Mapping[str, Any]
                     ) -> tuple[int | str, int | str, str, int | str]:

@@ -115,6 +115,34 @@ def inner_of(record: Sequence[Any]) -> bytes:
 
 # --- records → readable objects -----------------------------------------------------------------
 
+def _proxy_steps(frame: bytes, flags: Sequence[str], vni: int, nd: bool,
+                 neigh_of: Callable[[int, str], str | None] | None) -> list[str]:
+    """What the proxy at the "vxlan port" did with an ARP request or a Neighbor
+    Solicitation (``nd``), from the record's flags."""
+    what = "Neighbor Solicitation" if nd else "ARP request"
+    if "proxy_reply" in flags:
+        if nd:
+            tpa = str(IPv6Address(frame[62:78]))
+        else:
+            tpa = str(IPv4Address(frame[38:42])) if len(frame) >= 42 else "?"
+        entry = neigh_of(vni, tpa) if neigh_of is not None else None
+        return [f"{what} at the vxlan port, proxy on: neighbour table hit"
+                + (f" ({tpa} lladdr {entry})" if entry else ""),
+                ("proxy Neighbor Advertisement" if nd else "proxy reply")
+                + " written back to the ingress port (never tunnelled)"]
+    if "l3miss" in flags:
+        return [f"{what} at the vxlan port, proxy on: no neighbour entry (l3miss)"]
+    if "arp_local" in flags or "nd_local" in flags:
+        return [f"{'NS' if nd else 'ARP'} for a local endpoint: proxy stays silent, the "
+                "endpoint answers"]
+    if "nd_dad" in flags:
+        return ["duplicate address detection: left to the containers on this node (the proxy "
+                "does not answer DAD)"]
+    if "arp_consumed" in flags or "nd_consumed" in flags:
+        return [f"{'NS' if nd else 'ARP'} consumed at the vxlan port (proxy on)"]
+    return []
+
+
 def describe(record: Sequence[Any], port_name: PortName, network_of: Callable[[int], str],
              wall_offset: float = 0.0,
              neigh_of: Callable[[int, str], str | None] | None = None) -> dict[str, Any]:
@@ -168,27 +196,7 @@ def describe(record: Sequence[Any], port_name: PortName, network_of: Callable[[i
         for o in local:
             steps.append(f"deliver to port {port_name(o[1])}")
         nd = is_ns(frame)
-        what = "Neighbor Solicitation" if nd else "ARP request"
-        if "proxy_reply" in flags:
-            if nd:
-                tpa = str(IPv6Address(frame[62:78]))
-            else:
-                tpa = str(IPv4Address(frame[38:42])) if len(frame) >= 42 else "?"
-            entry = neigh_of(vni, tpa) if neigh_of is not None else None
-            steps.append(f"{what} at the vxlan port, proxy on: neighbour table hit"
-                         + (f" ({tpa} lladdr {entry})" if entry else ""))
-            steps.append(("proxy Neighbor Advertisement" if nd else "proxy reply")
-                         + " written back to the ingress port (never tunnelled)")
-        elif "l3miss" in flags:
-            steps.append(f"{what} at the vxlan port, proxy on: no neighbour entry (l3miss)")
-        elif "arp_local" in flags or "nd_local" in flags:
-            steps.append(f"{'NS' if nd else 'ARP'} for a local endpoint: proxy stays silent, "
-                         "the endpoint answers")
-        elif "nd_dad" in flags:
-            steps.append("duplicate address detection: left to the containers on this node "
-                         "(the proxy does not answer DAD)")
-        elif "arp_consumed" in flags or "nd_consumed" in flags:
-            steps.append(f"{'NS' if nd else 'ARP'} consumed at the vxlan port (proxy on)")
+        steps += _proxy_steps(frame, flags, vni, nd, neigh_of)
         for o in vteps:
             steps.append(f"encapsulate VNI {vni} UDP {o[2]} > 4789 to VTEP {o[1]}")
         for o in reply:
@@ -328,6 +336,25 @@ def _target(to: str) -> bytes | IPv4Address | IPv6Address:
     return addr
 
 
+def _copy_for(switch: Any, sim: reference.Switch, vni: int, src_mac: str,
+              target: bytes | IPv4Address | IPv6Address,
+              local_endpoints: dict[str, tuple[str, str]] | None) -> dict[str, Any] | None:
+    """Copy what a frame from ``src_mac`` to ``target`` can read; the target's neighbour
+    entry (a row), if it is an address that has one."""
+    macs = {mac_to_bytes(src_mac), ZERO_MAC, BROADCAST_MAC}
+    n: dict[str, Any] | None = None
+    if isinstance(target, bytes):
+        macs.add(target)
+    else:
+        n = switch.neigh_get(vni, str(target))
+        local_ep = (local_endpoints or {}).get(str(target))
+        for mac in ((n or {}).get("lladdr"), local_ep[1] if local_ep else None):
+            if mac:
+                macs.add(mac_to_bytes(mac))
+    _copy_tables(switch, sim, vni, macs, n)
+    return n
+
+
 def explain(switch: Any, port: int, vni: int, src_mac: str, src_ip: str | Sequence[str] | None,
             to: str, port_name: PortName, network_of: Callable[[int], str],
             network_kwargs: dict[int, dict[str, Any]], ports: Sequence[tuple[int, int]],
@@ -381,17 +408,7 @@ def explain_steps(switch: Any, port: int, vni: int, src_mac: str,
         sim.add_port(p, pv)
     target = _target(to)
     srcs = [ipaddr(a) for a in ([src_ip] if isinstance(src_ip, str) else src_ip or ())]
-    macs = {mac_to_bytes(src_mac), ZERO_MAC, BROADCAST_MAC}
-    n: dict[str, Any] | None = None
-    if isinstance(target, bytes):
-        macs.add(target)
-    else:
-        n = switch.neigh_get(vni, str(target))
-        local_ep = (local_endpoints or {}).get(str(target))
-        for mac in ((n or {}).get("lladdr"), local_ep[1] if local_ep else None):
-            if mac:
-                macs.add(mac_to_bytes(mac))
-    _copy_tables(switch, sim, vni, macs, n)
+    n = _copy_for(switch, sim, vni, src_mac, target, local_endpoints)
     yield
     sim.set_trace(True)
     smac = mac_to_bytes(src_mac)

@@ -33,6 +33,7 @@ from dataplane.validate import (
     check_ifname,
     check_netns,
     check_network_name,
+    check_socket_name,
     check_vtep_name,
     IPAddress,
     Locals,
@@ -333,11 +334,7 @@ def _type_name(value: Any) -> str:
 
 def _check_plugin_name(value: Any) -> str:
     """A Docker plugin name: the socket file's name and the ``-d``/``--ipam-driver`` value."""
-    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}",
-                                                      value):
-        raise ValueError(f"{show(value)} is not a valid plugin name (1..64 of letters, digits, "
-                         "'_', '.', '-'; it names the socket file)")
-    return value
+    return check_socket_name(value, "plugin name")
 
 
 class _Parser:

@@ -49,7 +49,7 @@ from dataplane.validate import parse_locals as _parse_locals
 from dataplane.fdb import (DEFAULT_MAX_LEARNED, DEFAULT_MAX_LEARNED_PER_PORT, Fdb, FdbEntry,
                            Remote, remote_mac_message)
 from dataplane.fdb import _dst as _fdb_dst
-from dataplane.neigh import NeighTable
+from dataplane.neigh import NeighEntry, NeighTable
 from dataplane.neigh import _ip as neigh_ip
 from dataplane.fdb import _mac as parse_mac
 from dataplane.wire import (
@@ -611,20 +611,27 @@ class Switch:
         if ns.dad:
             self._flag("nd_dad")
             return
-        tip = IPv6Address(ns.target)
-        n = net.neigh.lookup(tip)
+        n = self._proxy_answers(net, IPv6Address(ns.target), "nd_local")
+        if n is not None:
+            self._to_port(out, port, na_reply(ns, frame[6:12], n.lladdr))
+
+    def _proxy_answers(self, net: Network, ip: IPv4Address | IPv6Address,
+                       local_flag: str) -> NeighEntry | None:
+        """The neighbour entry the proxy answers for ``ip`` with; None when it does not: no
+        entry (an l3miss), or a bridge-local neighbour (the endpoint answers itself)."""
+        n = net.neigh.lookup(ip)
         if n is None:
             self._counters["l3miss"] += 1
-            self._events.append(("l3miss", net.vni, str(tip), "", ""))
+            self._events.append(("l3miss", net.vni, str(ip), "", ""))
             self._flag("l3miss")
-            return
+            return None
         f = net.fdb.lookup(n.lladdr)
         if f is not None and f.port is not None:
-            self._flag("nd_local")
-            return          # bridge-local neighbour: the endpoint itself answers
+            self._flag(local_flag)
+            return None
         self._counters["proxy_replies"] += 1
         self._flag("proxy_reply")
-        self._to_port(out, port, na_reply(ns, frame[6:12], n.lladdr))
+        return n
 
     def _arp_reduce(self, net: Network, port: int, arp: Arp, out: list[Action]) -> None:
         """The kernel's ``arp_reduce`` (vxlan ``proxy``): answer from the neighbour table and
@@ -633,19 +640,9 @@ class Switch:
         if tip.is_loopback or tip.is_multicast:
             self._flag("arp_consumed")
             return          # the kernel consumes these without a word
-        n = net.neigh.lookup(tip)
-        if n is None:
-            self._counters["l3miss"] += 1
-            self._events.append(("l3miss", net.vni, str(tip), "", ""))
-            self._flag("l3miss")
-            return
-        f = net.fdb.lookup(n.lladdr)
-        if f is not None and f.port is not None:
-            self._flag("arp_local")
-            return          # bridge-local neighbour: the endpoint itself answers
-        self._counters["proxy_replies"] += 1
-        self._flag("proxy_reply")
-        self._to_port(out, port, arp_reply(arp, n.lladdr))
+        n = self._proxy_answers(net, tip, "arp_local")
+        if n is not None:
+            self._to_port(out, port, arp_reply(arp, n.lladdr))
 
     def _note_learning(self, net: Network, mac: bytes, result: str, old: FdbEntry | None,
                        loc: str, port: int | None) -> None:

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 __all__ = [
     "IFNAME_MAX", "VNI_MAX", "VNI_MIN",
-    "check_choice", "check_etcd_url", "check_host_port", "check_ifname", "check_netns", "check_network_name",
+    "check_choice", "check_etcd_url", "check_socket_name", "check_host_port", "check_ifname", "check_netns", "check_network_name",
     "check_vtep_name", "ipaddr", "ipv4", "is_vni", "mac_bytes", "parse_allow", "parse_interface",
     "neigh_address", "parse_interfaces", "parse_ipv4", "parse_neigh_ip", "parse_locals", "parse_mac", "parse_overlay_ip", "parse_underlay_ip",
     "parse_unicast_mac", "parse_vni", "show", "unicast_mac_bytes", "IPAddress", "Locals",
@@ -190,13 +190,18 @@ def check_network_name(value: Any) -> str:
                        "1..64 characters, no '/' or whitespace")
 
 
-def check_vtep_name(value: Any) -> str:
-    """A VTEP's name: it names the control socket file (``/run/vxdp/<name>.sock``)."""
+def check_socket_name(value: Any, what: str) -> str:
+    """A name that names a socket file: 1..64 of letters, digits, '_', '.', '-'."""
     if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}",
                                                       value):
-        raise ValueError(f"{show(value)} is not a valid VTEP name (1..64 of letters, digits, "
+        raise ValueError(f"{show(value)} is not a valid {what} (1..64 of letters, digits, "
                          "'_', '.', '-'; it names the socket file)")
     return value
+
+
+def check_vtep_name(value: Any) -> str:
+    """A VTEP's name: it names the control socket file (``/run/vxdp/<name>.sock``)."""
+    return check_socket_name(value, "VTEP name")
 
 
 # --------------------------------------------------------------------------------------------

@@ -155,6 +155,25 @@ cdef void encap(sw_t *s, net_t *net, fdb_ent *e, uint8_t *f, uint32_t n) noexcep
         s.ul_tx_bytes += plen
 
 
+cdef bint proxy_answers(sw_t *s, uint32_t slot, net_t *net, const nb_ent *nb,
+                        const uint8_t *ip, uint8_t local_flag) noexcept nogil:
+    """Switch._proxy_answers: does the proxy answer for neighbour `nb` (of address `ip`, 16
+    bytes)? No entry: an l3miss; a bridge-local neighbour: the endpoint answers itself."""
+    cdef fdb_ent *fe
+    if nb == NULL:
+        s.evc[EC_L3MISS] += 1
+        ev_push(s, EV_L3MISS, net.vni, 0, ip, LOC_NONE, 0, NULL, LOC_NONE, 0, NULL)
+        tflag(s, TF_L3MISS)
+        return False
+    fe = fdb_find(&s.fdb, fdb_key(slot, vx_mac48(nb.mac)))
+    if fe != NULL and fe.port >= 0:
+        tflag(s, local_flag)
+        return False
+    s.evc[EC_PROXY_REPLIES] += 1
+    tflag(s, TF_PROXY_REPLY)
+    return True
+
+
 cdef void arp_reduce(sw_t *s, uint32_t slot, net_t *net, int32_t port, const uint8_t *f,
                      uint8_t *reply) noexcept nogil:
     """The kernel's arp_reduce (vxlan `proxy`): answer an ARP request from the neighbour
@@ -162,23 +181,13 @@ cdef void arp_reduce(sw_t *s, uint32_t slot, net_t *net, int32_t port, const uin
     cdef uint32_t tip = vx_be32(f + ARP_TPA)
     cdef uint8_t ip[16]
     cdef nb_ent *nb
-    cdef fdb_ent *fe
     if (tip >> 24) == 127 or (tip >> 28) == 14:
         tflag(s, TF_ARP_CONSUMED)
         return                  # loopback or multicast target: consumed without a word
     nb = nb_find(&s.nb, nb_key(slot, tip))
-    if nb == NULL:
-        s.evc[EC_L3MISS] += 1
-        addr_v4mapped(ip, htonl(tip))
-        ev_push(s, EV_L3MISS, net.vni, 0, ip, LOC_NONE, 0, NULL, LOC_NONE, 0, NULL)
-        tflag(s, TF_L3MISS)
+    addr_v4mapped(ip, htonl(tip))
+    if not proxy_answers(s, slot, net, nb, ip, TF_ARP_LOCAL):
         return
-    fe = fdb_find(&s.fdb, fdb_key(slot, vx_mac48(nb.mac)))
-    if fe != NULL and fe.port >= 0:
-        tflag(s, TF_ARP_LOCAL)
-        return                  # bridge-local neighbour: the endpoint itself answers
-    s.evc[EC_PROXY_REPLIES] += 1
-    tflag(s, TF_PROXY_REPLY)
     memcpy(reply, f + ARP_SHA, ETH_ALEN)               # Ethernet: to the requester
     memcpy(reply + ETH_SRC, nb.mac, ETH_ALEN)          # from the answered MAC
     reply[ETH_TYPE] = 0x08
@@ -198,7 +207,6 @@ cdef void neigh_reduce(sw_t *s, uint32_t slot, net_t *net, int32_t port, const u
     answered from the neighbour table with vxlan_na_create's NA to the ingress port, or
     consumed; never tunnelled. DAD is left to the local containers (switch.py says why)."""
     cdef nb_ent *nb
-    cdef fdb_ent *fe
     if memcmp(ns.dst, LOOPBACK6, 16) == 0:
         tflag(s, TF_ND_CONSUMED)
         return
@@ -206,17 +214,8 @@ cdef void neigh_reduce(sw_t *s, uint32_t slot, net_t *net, int32_t port, const u
         tflag(s, TF_ND_DAD)
         return
     nb = nb_find6(&s.nb, slot, ns.target)
-    if nb == NULL:
-        s.evc[EC_L3MISS] += 1
-        ev_push(s, EV_L3MISS, net.vni, 0, ns.target, LOC_NONE, 0, NULL, LOC_NONE, 0, NULL)
-        tflag(s, TF_L3MISS)
+    if not proxy_answers(s, slot, net, nb, ns.target, TF_ND_LOCAL):
         return
-    fe = fdb_find(&s.fdb, fdb_key(slot, vx_mac48(nb.mac)))
-    if fe != NULL and fe.port >= 0:
-        tflag(s, TF_ND_LOCAL)
-        return                  # bridge-local neighbour: the endpoint itself answers
-    s.evc[EC_PROXY_REPLIES] += 1
-    tflag(s, TF_PROXY_REPLY)
     na_build(reply, ns, f + ETH_SRC, nb.mac)
     emit_port(s, port, reply, NA_FRAME)
 

@@ -91,24 +91,25 @@ def _ipv4(value: Any, what: str) -> str:
         raise RecordError(f"{what}: {exc}") from None
 
 
-def _vtep_addr(value: Any, what: str) -> str:
-    """A VTEP address in canonical form: the dotted quad as _ipv4, or compressed IPv6."""
+def _either(value: Any, what: str, parse6: Callable[[str], Any]) -> str:
+    """An address in canonical form: the dotted quad as _ipv4, or compressed IPv6 through
+    ``parse6`` (the config's rule for that kind of address)."""
     if isinstance(value, str) and ":" in value:
         try:
-            return str(parse_underlay_ip(value))
+            return str(parse6(value))
         except ValueError as exc:
             raise RecordError(f"{what}: {exc}") from None
     return _ipv4(value, what)
+
+
+def _vtep_addr(value: Any, what: str) -> str:
+    """A VTEP address (IPv4 or IPv6) in canonical form."""
+    return _either(value, what, parse_underlay_ip)
 
 
 def _overlay_addr(value: Any, what: str) -> str:
-    """An endpoint's overlay address: the dotted quad as _ipv4, or a compressed IPv6 one."""
-    if isinstance(value, str) and ":" in value:
-        try:
-            return str(parse_neigh_ip(value))
-        except ValueError as exc:
-            raise RecordError(f"{what}: {exc}") from None
-    return _ipv4(value, what)
+    """An endpoint's overlay address (IPv4 or IPv6) in canonical form."""
+    return _either(value, what, parse_neigh_ip)
 
 
 def _json_object(key: bytes, value: bytes) -> dict[str, Any]:

@@ -172,7 +172,7 @@ def test_trace_and_explain_speak_ipv6(ds: DualStack) -> None:
 
     from dataplane.lab.vxdp import PACKAGE_ROOT
     tr = subprocess.Popen([sys.executable, "-m", "dataplane", "-s", v.sock, "trace",
-                           "--count", "40", "--port", ds.c1.tap], stdout=subprocess.PIPE,
+                           "--count", "3", "--port", ds.c1.tap], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, cwd=PACKAGE_ROOT)
     time.sleep(0.5)
     w.ping(ds.c1, ds.c2.ip6, count=2)

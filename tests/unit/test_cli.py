@@ -556,6 +556,18 @@ def test_explain(vtep: FakeVtep, capsys: pytest.CaptureFixture[str]) -> None:
                           ("explain", {"from": "c1", "to": "02:42:c0:a8:37:03"})]
 
 
+def test_endpoint_add_dual_stack(vtep: FakeVtep, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = run(capsys, "endpoint", "add", "--network", "mynet", "--name", "c5",
+                       "--mac", "02:42:c0:a8:37:08", "--address", "192.168.55.8/24",
+                       "--address", "FD00:55::8/64")
+    assert (rc, err) == (0, "")
+    assert out == ("endpoint c5 added to network mynet (02:42:c0:a8:37:08 192.168.55.8/24 "
+                   "fd00:55::8/64)\n")
+    assert vtep.calls == [("endpoint.add", {"network": "mynet", "name": "c5",
+                                            "mac": "02:42:c0:a8:37:08",
+                                            "address": ["192.168.55.8/24", "fd00:55::8/64"]})]
+
+
 def test_endpoint_add_and_del(vtep: FakeVtep, capsys: pytest.CaptureFixture[str]) -> None:
     rc, out, _ = run(capsys, "endpoint", "add", "--network", "mynet", "--name", "c3", "--mac",
                      "02:42:C0:A8:37:06", "--address", "192.168.55.6/24", "--netns", "c3",

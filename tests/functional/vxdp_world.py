@@ -443,7 +443,7 @@ def start_interop_vxdp(w: World, c1: Container, c2: Container,
 
 _TCP_SERVER = r"""
 import hashlib, socket, sys
-s = socket.socket()
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((sys.argv[1], int(sys.argv[2])))
 s.listen(1)
@@ -491,16 +491,19 @@ class Transfer:
 
 
 def tcp_transfer(world: World, server: Container, client: Container, nbytes: int,
-                 port: int = 5201, seed: int = 7, timeout: float = 60.0) -> Transfer:
+                 port: int = 5201, seed: int = 7, timeout: float = 60.0,
+                 address: str | None = None) -> Transfer:
     """Send ``nbytes`` of seeded random data over TCP from ``client`` to ``server``; both ends
-    hash what they saw (sha256), the server echoes its hash back."""
+    hash what they saw (sha256), the server echoes its hash back. ``address``: the server's
+    address to use instead of its ``ip`` (an IPv6 one a test added)."""
     lab = world.lab
-    srv = lab.popen(server.name, [sys.executable, "-c", _TCP_SERVER, server.ip, str(port)],
+    ip = address or server.ip
+    srv = lab.popen(server.name, [sys.executable, "-c", _TCP_SERVER, ip, str(port)],
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert srv.stdout is not None
     first = srv.stdout.readline().strip()
     assert first == "ready", f"TCP server in {server.name} did not start: {first!r}"
-    cl = lab.run(client.name, [sys.executable, "-c", _TCP_CLIENT, server.ip, str(port),
+    cl = lab.run(client.name, [sys.executable, "-c", _TCP_CLIENT, ip, str(port),
                                str(nbytes), str(seed)], check=False, timeout=timeout)
     try:
         out, err = srv.communicate(timeout=timeout)

@@ -18,14 +18,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, UDP
-from scapy.layers.inet6 import (ICMPv6DestUnreach, ICMPv6EchoRequest, ICMPv6ND_Redirect,
-                                ICMPv6PacketTooBig, IPv6, IPv6ExtHdrFragment,
-                                IPv6ExtHdrHopByHop)
+from scapy.layers.inet6 import ICMPv6PacketTooBig, IPv6
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Packet, Raw
 
 from dataplane import tunnel, wire
 from dataplane.errors import InvalidArgument
+from tests.pmtu_cases import kernel_cases
 from tests.strategies import (C1_MAC, C2_MAC, HEALTH, LOCAL, PEER_MAC, REMOTE, REMOTE2, VNI,
                               ZERO_MAC, pmtu_frames)
 
@@ -57,44 +56,8 @@ def frame(pkt: Packet, tag: bool = False) -> bytes:
 A4 = {"src": "192.168.55.1", "dst": "192.168.55.2"}
 A6 = {"src": "fd00:55::1", "dst": "fd00:55::2"}
 PAD = Raw(bytes(1380))
-
-# (name, inner packet, answered?) — what the kernel did with each one [exp]
-KERNEL_CASES: list[tuple[str, Packet, bool]] = [
-    ("df", IP(**A4, flags="DF", ttl=33, tos=0xB9) / UDP(sport=1, dport=2)
-     / Raw((bytes(range(256)) * 6)[:1400]), True),
-    ("df_fits", IP(**A4, flags="DF") / UDP() / Raw(bytes(1300)), False),
-    ("no_df", IP(**A4) / UDP() / PAD, False),
-    ("df_and_mf", IP(**A4, flags="DF+MF") / UDP() / PAD, False),
-    ("icmp_error_behind_options", IP(**A4, flags="DF", options=b"\x01\x01\x01\x00")
-     / ICMP(type=3) / PAD, False),
-    ("icmp_echo", IP(**A4, flags="DF") / ICMP() / PAD, True),
-    ("icmp_time_exceeded", IP(**A4, flags="DF") / ICMP(type=11) / PAD, False),
-    ("multicast_dst", IP(src="192.168.55.1", dst="239.1.1.1", flags="DF") / UDP() / PAD,
-     False),
-    ("loopback_src", IP(src="127.0.0.1", dst="192.168.55.2", flags="DF") / UDP() / PAD,
-     False),
-    ("v6", IPv6(**A6, hlim=7, tc=0xB9, fl=12345) / UDP(sport=1, dport=2)
-     / Raw((bytes(range(256)) * 6)[:1390]), True),
-    ("v6_echo", IPv6(**A6) / ICMPv6EchoRequest() / PAD, True),
-    ("v6_icmp_error", IPv6(**A6) / ICMPv6DestUnreach() / PAD, False),
-    ("v6_redirect", IPv6(**A6) / ICMPv6ND_Redirect() / Raw(bytes(1340)), False),
-    ("v6_src_any", IPv6(src="::", dst="fd00:55::2") / UDP() / PAD, False),
-    # ipv6_addr_type() masks the scope off: ::1 is LOOPBACK|UNICAST, ff02:: MULTICAST|
-    # LINKLOCAL, neither equal to what iptunnel_pmtud_check_icmpv6 compares with
-    ("v6_src_loopback", IPv6(src="::1", dst="fd00:55::2") / UDP() / PAD, True),
-    ("v6_src_ff02", IPv6(src="ff02::1", dst="fd00:55::2") / UDP() / PAD, True),
-    ("v6_src_ff0e", IPv6(src="ff0e::1", dst="fd00:55::2") / UDP() / PAD, False),
-    # ipv6_skip_exthdr walks from skb->data + 40, the Ethernet header being in front: it
-    # starts inside the destination address (fd00:55::2: bytes 00 55), not at the header
-    ("v6_hop_by_hop_zeros", IPv6(**A6) / IPv6ExtHdrHopByHop() / UDP(sport=1, dport=2)
-     / Raw(bytes(1380)), False),
-    ("v6_hop_by_hop_0x11", IPv6(**A6) / IPv6ExtHdrHopByHop() / UDP(sport=1, dport=2)
-     / Raw(b"\x11" * 1380), True),
-    ("v6_later_fragment", IPv6(**A6) / IPv6ExtHdrFragment(offset=100, nh=17, id=7)
-     / Raw(bytes(1380)), True),
-    ("v6_first_fragment", IPv6(**A6) / IPv6ExtHdrFragment(offset=0, m=1, nh=17, id=7)
-     / Raw(bytes(1380)), False),
-]
+#: what the kernel did with each one [exp]
+KERNEL_CASES = kernel_cases(A4["src"], A4["dst"], A6["src"], A6["dst"])
 
 
 @pytest.mark.parametrize(("name", "pkt", "answered"), KERNEL_CASES,

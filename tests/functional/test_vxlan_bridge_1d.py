@@ -1,14 +1,16 @@
-"""The kernel selftest ``tools/testing/selftests/net/forwarding/vxlan_bridge_1d.sh`` — its
-``test_ttl``, ``test_tos``, ``test_ecn_encap`` and ``test_ecn_decap`` — rebuilt with vxdp as the
-VTEP under test and the kernel's vxlan as the peer (notes §10), header fields decoded by tshark.
+"""The kernel selftests ``tools/testing/selftests/net/forwarding/vxlan_bridge_1d.sh`` and
+``vxlan_bridge_1d_ipv6.sh`` — their ``test_ttl``, ``test_tos``, ``test_ecn_encap`` and
+``test_ecn_decap`` — rebuilt with vxdp as the VTEP under test and the kernel's vxlan as the
+peer (notes §10), header fields decoded by tshark; over an IPv4 underlay, then an IPv6 one
+(outer traffic class and hop limit; the outer ECN read from IPV6_TCLASS).
 
-manager (198.18.0.1): ``vxdp run`` (compiled core), one container per network:
+manager (198.18.0.1 / 2001:db8:18::1): ``vxdp run`` (compiled core), a container per network:
     a1 VNI 4097 ``ttl = 100, tos = "inherit"``   (the selftest's vx1: tos inherit ttl 100)
     b1 VNI 4098 defaults (``ttl = "auto"``, ``tos = 0``)
     x1 VNI 4099 ``ttl = "inherit", tos = 0xb8``
-third   (198.18.0.3): ``vxdp run`` on the pure-Python core, p1 in VNI 4097 (a1's settings).
-worker  (198.18.0.2): the kernel: one bridge + vxlan per VNI, configured like vxdp's network
-                      of that VNI, containers a2, b2, x2.
+third   (.3 / ::3): ``vxdp run`` on the pure-Python core, p1 in VNI 4097 (a1's settings).
+worker  (.2 / ::2): the kernel: one bridge + vxlan per VNI, configured like vxdp's network of
+                    that VNI, containers a2, b2, x2.
 
 Encapsulation: every datagram either side sends is captured on the underlay and its outer
 TTL and TOS checked against the rule (``tunnel.outer_fields``) for its inner packet and its
@@ -60,20 +62,31 @@ NETWORKS = {
 }
 RULES = {vni: (opts.get("tos", 0), opts.get("ttl", "auto")) for vni, opts, _ in
          NETWORKS.values()}
+#: the hosts' underlay addresses per family; IPv6: the overlay MTU is 1500 - 70
+HOSTS = {4: {"manager": MANAGER, "worker": WORKER, "third": THIRD},
+         6: {"manager": "2001:db8:18::1", "worker": "2001:db8:18::2",
+             "third": "2001:db8:18::3"}}
 
 
 @dataclass
 class Bridge1d:
     world: World
+    fam: int                         # the underlay's IP version
+    addr: dict[str, str]             # host -> its underlay address in that family
     c: dict[str, Container]          # a1 b1 x1 (vxdp), a2 b2 x2 (kernel), p1 (Python core)
     vxdp: Vtep
     py: Vtep
 
 
-@pytest.fixture(scope="module")
-def b1d() -> Iterator[Bridge1d]:
+@pytest.fixture(scope="module", params=[4, 6], ids=["ipv4", "ipv6"])
+def b1d(request: pytest.FixtureRequest) -> Iterator[Bridge1d]:
+    fam: int = request.param
+    addr = HOSTS[fam]
+    mtu = {"mtu": 1430} if fam == 6 else {}
     with open_world() as w:
-        w.hosts(("manager", MANAGER), ("worker", WORKER), ("third", THIRD))
+        w.lab.underlay(UNDERLAY)
+        for host, a4 in HOSTS[4].items():
+            w.lab.host(host, a4, address6=HOSTS[6][host] if fam == 6 else None)
         c: dict[str, Container] = {}
         for i, key in enumerate(NETWORKS):
             c[f"{key}1"] = w.container("manager", f"{key}1", f"192.168.55.{10 * i + 11}")
@@ -82,26 +95,50 @@ def b1d() -> Iterator[Bridge1d]:
         lab = w.lab
         for key, (vni, _, kopts) in NETWORKS.items():
             k2, v1 = c[f"{key}2"], c[f"{key}1"]
-            peers = [(v1.mac, v1.ip, MANAGER)] + ([(c["p1"].mac, c["p1"].ip, THIRD)]
-                                                  if key == "a" else [])
-            lab.kernel_vtep("worker", vni, WORKER, containers=[(k2.name, k2.mac, f"{k2.ip}/24")],
-                            peers=peers, flood=[p[2] for p in peers], **kopts)
+            peers = [(v1.mac, v1.ip, addr["manager"])] + (
+                [(c["p1"].mac, c["p1"].ip, addr["third"])] if key == "a" else [])
+            lab.kernel_vtep("worker", vni, addr["worker"],
+                            containers=[(k2.name, k2.mac, f"{k2.ip}/24")],
+                            peers=peers, flood=[p[2] for p in peers], **mtu, **kopts)
         nets = [network(f"n{key}", vni, endpoints=[c[f"{key}1"]],
-                        peers=[(c[f"{key}2"], WORKER)], flood=[WORKER], **opts)
+                        peers=[(c[f"{key}2"], addr["worker"])], flood=[addr["worker"]],
+                        **mtu, **opts)
                 for key, (vni, opts, _) in NETWORKS.items()]
         vni_a, opts_a, _ = NETWORKS["a"]
         m, t = w.start_all(
-            ("manager", w.vtep_config("manager", MANAGER, nets, allow=[UNDERLAY])),
-            ("third", w.vtep_config("third", THIRD, [network(
-                "na", vni_a, endpoints=[c["p1"]], peers=[(c["a2"], WORKER)], flood=[WORKER],
-                **opts_a)], allow=[UNDERLAY]), {"VXDP_NO_EXTENSIONS": "1"}))
-        yield Bridge1d(w, c, m, t)
+            ("manager", w.vtep_config("manager", addr["manager"], nets)),
+            ("third", w.vtep_config("third", addr["third"], [network(
+                "na", vni_a, endpoints=[c["p1"]], peers=[(c["a2"], addr["worker"])],
+                flood=[addr["worker"]], **mtu, **opts_a)]), {"VXDP_NO_EXTENSIONS": "1"}))
+        yield Bridge1d(w, fam, addr, c, m, t)
         w.stop_all(m, t)
 
 
 # --------------------------------------------------------------------------- encapsulation
 
-ENCAP_FIELDS = ["ip.src", "ip.dst", "ip.ttl", "ip.dsfield", "vxlan.vni", "icmp.type"]
+ENCAP_FIELDS = ["ip.src", "ip.ttl", "ip.dsfield", "ipv6.src", "ipv6.hlim", "ipv6.tclass",
+                "vxlan.vni", "icmp.type"]
+
+
+@dataclass(frozen=True)
+class Encap:
+    """One echo request on the underlay: who sent it, its VNI, outer and inner TOS/TTL."""
+    src: str
+    vni: int
+    outer_tos: int
+    outer_ttl: int
+    inner_tos: int
+    inner_ttl: int
+
+
+def encap_of(r: dict[str, list[str]], fam: int) -> Encap:
+    ip_tos = [int(x, 16) for x in r["ip.dsfield"]]
+    ip_ttl = [int(x) for x in r["ip.ttl"]]
+    if fam == 6:            # outer IPv6 (traffic class, hop limit), inner IPv4
+        return Encap(r["ipv6.src"][0], int(r["vxlan.vni"][0]), int(r["ipv6.tclass"][0], 16),
+                     int(r["ipv6.hlim"][0]), ip_tos[0], ip_ttl[0])
+    return Encap(r["ip.src"][0], int(r["vxlan.vni"][0]), ip_tos[0], ip_ttl[0], ip_tos[1],
+                 ip_ttl[1])
 
 
 def pings(b: Bridge1d) -> list[tuple[str, str, list[str]]]:
@@ -118,7 +155,7 @@ def pings(b: Bridge1d) -> list[tuple[str, str, list[str]]]:
 
 
 @pytest.fixture(scope="module")
-def encap_rows(b1d: Bridge1d) -> list[dict[str, list[str]]]:
+def encap_rows(b1d: Bridge1d) -> list[Encap]:
     """Every echo request crossing the underlay while the selftest's pings run, decoded by
     tshark (captured on the worker's link: what the kernel receives from vxdp, and sends)."""
     w = b1d.world
@@ -138,74 +175,76 @@ def encap_rows(b1d: Bridge1d) -> list[dict[str, list[str]]]:
         time.sleep(0.3)
     finally:
         cap.stop()
-    return [r for r in tshark_rows(w, "worker", pcap, ENCAP_FIELDS) if r["icmp.type"] == ["8"]]
+    return [encap_of(r, b1d.fam) for r in tshark_rows(w, "worker", pcap, ENCAP_FIELDS)
+            if r["icmp.type"] == ["8"]]
 
 
-def test_every_outer_header_follows_the_rule_on_both_sides(encap_rows: list[dict[str, list[str]]]
-                                                           ) -> None:
+def test_every_outer_header_follows_the_rule_on_both_sides(b1d: Bridge1d,
+                                                           encap_rows: list[Encap]) -> None:
     """For each echo request on the wire, outer TTL and TOS = the rule for its inner header
     and its network's ``ttl``/``tos`` (tunnel.outer_fields, vxlan_xmit_one): the kernel's
     datagrams (from 198.18.0.2) prove the rule on this kernel, vxdp's (compiled core from
     .1, Python core from .3) follow it."""
     seen: dict[str, int] = {}
-    for r in encap_rows:
-        vni = int(r["vxlan.vni"][0])
-        tos_cfg, ttl_cfg = RULES[vni]
-        o_tos, i_tos = (int(x, 16) for x in r["ip.dsfield"])
-        o_ttl, i_ttl = (int(x) for x in r["ip.ttl"])
-        frame = bytes(Ether() / IP(tos=i_tos, ttl=i_ttl))
+    for e in encap_rows:
+        tos_cfg, ttl_cfg = RULES[e.vni]
+        frame = bytes(Ether() / IP(tos=e.inner_tos, ttl=e.inner_ttl))
         t, q, d, _ = outer_rules(ttl_cfg, tos_cfg, "unset")
         want_tos, want_ttl, _ = tunnel.outer_fields(frame, q, t, d)
-        assert (o_tos, o_ttl) == (want_tos, want_ttl), r
-        seen[r["ip.src"][0]] = seen.get(r["ip.src"][0], 0) + 1
-    assert set(seen) == {MANAGER, WORKER, THIRD}, seen
+        assert (e.outer_tos, e.outer_ttl) == (want_tos, want_ttl), e
+        seen[e.src] = seen.get(e.src, 0) + 1
+    assert set(seen) == set(b1d.addr.values()), seen
     assert min(seen.values()) >= 2 * 8, seen
 
 
-def outer_of(rows: list[dict[str, list[str]]], src: str, vni: int, inner_tos: int,
+SENDERS, SENDER_IDS = ["manager", "third", "worker"], ["vxdp", "vxdp-py", "kernel"]
+
+
+def outer_of(b: Bridge1d, rows: list[Encap], host: str, vni: int, inner_tos: int,
              inner_ttl: int = 64) -> set[tuple[int, int]]:
-    """The outer (TOS, TTL) of the requests ``src`` sent in ``vni`` with that inner TOS/TTL."""
-    return {(int(r["ip.dsfield"][0], 16), int(r["ip.ttl"][0])) for r in rows
-            if r["ip.src"][0] == src and int(r["vxlan.vni"][0]) == vni
-            and int(r["ip.dsfield"][1], 16) == inner_tos and int(r["ip.ttl"][1]) == inner_ttl}
+    """The outer (TOS, TTL) of the requests ``host`` sent in ``vni`` with that inner
+    TOS/TTL."""
+    return {(e.outer_tos, e.outer_ttl) for e in rows
+            if e.src == b.addr[host] and e.vni == vni and e.inner_tos == inner_tos
+            and e.inner_ttl == inner_ttl}
 
 
-@pytest.mark.parametrize("src", [MANAGER, THIRD, WORKER], ids=["vxdp", "vxdp-py", "kernel"])
-def test_ttl(encap_rows: list[dict[str, list[str]]], src: str) -> None:
+@pytest.mark.parametrize("src", SENDERS, ids=SENDER_IDS)
+def test_ttl(b1d: Bridge1d, encap_rows: list[Encap], src: str) -> None:
     """test_ttl: ``ttl 100`` gives outer TTL 100 (the selftest sees 99 one router later);
     ``auto`` the route's 64; ``inherit`` the inner TTL (ping -t 33)."""
-    assert outer_of(encap_rows, src, 4097, 0x14) == {(0x14, 100)}
-    if src == THIRD:
+    assert outer_of(b1d, encap_rows, src, 4097, 0x14) == {(0x14, 100)}
+    if src == "third":
         return                        # the Python core serves VNI 4097 only
-    assert outer_of(encap_rows, src, 4098, 0x14) == {(0x00, 64)}
-    assert outer_of(encap_rows, src, 4099, 0x00, inner_ttl=33) == {(0xB8, 33)}
+    assert outer_of(b1d, encap_rows, src, 4098, 0x14) == {(0x00, 64)}
+    assert outer_of(b1d, encap_rows, src, 4099, 0x00, inner_ttl=33) == {(0xB8, 33)}
 
 
-@pytest.mark.parametrize("src", [MANAGER, THIRD, WORKER], ids=["vxdp", "vxdp-py", "kernel"])
-def test_tos(encap_rows: list[dict[str, list[str]]], src: str) -> None:
+@pytest.mark.parametrize("src", SENDERS, ids=SENDER_IDS)
+def test_tos(b1d: Bridge1d, encap_rows: list[Encap], src: str) -> None:
     """test_tos: with ``tos inherit``, ping -Q 0x14 leaves with outer TOS 0x14 and -Q 0x18
     with 0x18 (the selftest's filter for 0x14 sees none of those); a fixed TOS replaces the
     inner DSCP, 0 (the default) clears it."""
-    assert outer_of(encap_rows, src, 4097, 0x14) == {(0x14, 100)}
-    assert outer_of(encap_rows, src, 4097, 0x18) == {(0x18, 100)}
-    if src == THIRD:
+    assert outer_of(b1d, encap_rows, src, 4097, 0x14) == {(0x14, 100)}
+    assert outer_of(b1d, encap_rows, src, 4097, 0x18) == {(0x18, 100)}
+    if src == "third":
         return
-    assert {t for t, _ in outer_of(encap_rows, src, 4098, 0x18)} == {0x00}
-    assert {t for t, _ in outer_of(encap_rows, src, 4099, 0x18, inner_ttl=64)} == {0xB8}
+    assert {t for t, _ in outer_of(b1d, encap_rows, src, 4098, 0x18)} == {0x00}
+    assert {t for t, _ in outer_of(b1d, encap_rows, src, 4099, 0x18, inner_ttl=64)} == {0xB8}
 
 
-@pytest.mark.parametrize("src", [MANAGER, THIRD, WORKER], ids=["vxdp", "vxdp-py", "kernel"])
+@pytest.mark.parametrize("src", SENDERS, ids=SENDER_IDS)
 @pytest.mark.parametrize(("inner", "outer"), [(0x00, 0x00), (0x01, 0x01), (0x02, 0x02),
                                               (0x03, 0x02), (0xB9, 0xB9)])
-def test_ecn_encap(encap_rows: list[dict[str, list[str]]], src: str, inner: int,
+def test_ecn_encap(b1d: Bridge1d, encap_rows: list[Encap], src: str, inner: int,
                    outer: int) -> None:
     """test_ecn_encap: ping -Q 0x00/0x01/0x02/0x03 → outer 0x00/0x01/0x02/0x02 (RFC 6040
     §4.1: ECT copied, CE sent as ECT(0)); the ECN bits follow under every ``tos``."""
-    assert {t for t, _ in outer_of(encap_rows, src, 4097, inner)} == {outer}
-    if src == THIRD:
+    assert {t for t, _ in outer_of(b1d, encap_rows, src, 4097, inner)} == {outer}
+    if src == "third":
         return
-    assert {t for t, _ in outer_of(encap_rows, src, 4098, inner)} == {outer & 3}
-    assert {t for t, _ in outer_of(encap_rows, src, 4099, inner)} == {0xB8 | (outer & 3)}
+    assert {t for t, _ in outer_of(b1d, encap_rows, src, 4098, inner)} == {outer & 3}
+    assert {t for t, _ in outer_of(b1d, encap_rows, src, 4099, inner)} == {0xB8 | (outer & 3)}
 
 
 # --------------------------------------------------------------------------- decapsulation
@@ -217,16 +256,19 @@ DECAP = {(i, o): (None if (i, o) == (0, 3) else 3 if o == 3 and i else 1 if (i, 
                   else i) for i in range(4) for o in range(4)}
 
 # Crafted VXLAN datagrams, as the selftest's mausezahn probes: each line "DST TOS HEX" is
-# sent from a UDP socket with that outer TOS (an IP_TOS control message: a UDP socket keeps
-# the ECN bits, only TCP's are the stack's own).
+# sent from a UDP socket with that outer TOS / traffic class (an IP_TOS or IPV6_TCLASS
+# control message: a UDP socket keeps the ECN bits, only TCP's are the stack's own).
 SEND_VXLAN = r"""
 import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+v6 = ":" in sys.argv[1]
+s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
 s.bind((sys.argv[1], 0))
+level, opt = ((socket.IPPROTO_IPV6, socket.IPV6_TCLASS) if v6
+              else (socket.IPPROTO_IP, socket.IP_TOS))
 for line in sys.stdin.read().splitlines():
     dst, tos, data = line.split()
-    s.sendmsg([bytes.fromhex(data)], [(socket.IPPROTO_IP, socket.IP_TOS,
-                                       int(tos).to_bytes(4, "little"))], 0, (dst, 4789))
+    s.sendmsg([bytes.fromhex(data)], [(level, opt, int(tos).to_bytes(4, "little"))], 0,
+              (dst, 4789))
 """
 
 DSCP = 0xB8          # an inner DSCP the ECN changes must leave alone (never copied out)
@@ -284,14 +326,17 @@ def expected() -> dict[tuple[int, int], list[int]]:
 def decap(b1d: Bridge1d) -> dict[str, dict[tuple[int, int], list[int]]]:
     """What the kernel (a2), vxdp (a1) and vxdp's Python core (p1) delivered of the same
     probes, and the drop counters around it."""
-    w, c = b1d.world, b1d.c
+    w, c, a = b1d.world, b1d.c, b1d.addr
     vni = NETWORKS["a"][0]
     drops = {v.name: v.stats()["drops"]["ecn_not_ect_ce"] for v in (b1d.vxdp, b1d.py)}
     rx_errors = kernel_rx_errors(w, vni)
     got = {
-        "kernel": delivered(w, c["a2"], "manager", MANAGER, WORKER, probes(c["a1"], c["a2"], vni)),
-        "vxdp": delivered(w, c["a1"], "worker", WORKER, MANAGER, probes(c["a2"], c["a1"], vni)),
-        "vxdp-py": delivered(w, c["p1"], "worker", WORKER, THIRD, probes(c["a2"], c["p1"], vni)),
+        "kernel": delivered(w, c["a2"], "manager", a["manager"], a["worker"],
+                            probes(c["a1"], c["a2"], vni)),
+        "vxdp": delivered(w, c["a1"], "worker", a["worker"], a["manager"],
+                          probes(c["a2"], c["a1"], vni)),
+        "vxdp-py": delivered(w, c["p1"], "worker", a["worker"], a["third"],
+                             probes(c["a2"], c["p1"], vni)),
     }
     got["drops"] = {v.name: v.stats()["drops"]["ecn_not_ect_ce"] - drops[v.name]  # type: ignore
                     for v in (b1d.vxdp, b1d.py)}

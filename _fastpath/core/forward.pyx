@@ -110,6 +110,8 @@ cdef bint pmtu_reply(sw_t *s, int32_t port, const uint8_t *f, uint32_t n,
     the copy arena full the frame is sent as it is, as if no route MTU were known."""
     cdef uint8_t *reply = xroom(s, PMTU_REPLY_MAX)
     cdef uint32_t len
+    cdef txrec *r
+    cdef port_t *pt
     if reply == NULL:
         return False
     len = pmtud_icmp(f, n, <int32_t>rm.max_frame - ETH_HLEN, reply)
@@ -122,7 +124,17 @@ cdef bint pmtu_reply(sw_t *s, int32_t port, const uint8_t *f, uint32_t n,
     else:
         s.evc[EC_PKT_TOO_BIG] += 1
         tflag_once(s, TF_PKT_TOO_BIG)
-    emit_port(s, port, reply, len)
+    # emit_port's work, written out: one more call site of emit_port made gcc stop inlining
+    # it into core_underlay (-8 % of 64-byte decapsulation)
+    r = out_push(s)
+    if r != NULL:
+        r.data = reply
+        r.len = len
+        r.port = port
+        r.csum = CSUM_GOOD
+        pt = &s.ports[port]
+        pt.tx_packets += 1
+        pt.tx_bytes += len
     return True
 
 

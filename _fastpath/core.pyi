@@ -6,7 +6,7 @@ pure-Python core the same). Test and benchmark hooks are in ``_fastpath/testing.
 """
 
 from collections.abc import Sequence
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from typing import Any, Union
 
 PortAction = tuple[str, int, bytes]
@@ -68,6 +68,12 @@ class Switch:
     def neigh_del(self, vni: int, ip: IPv4Address | str) -> None: ...
     def neigh_flush(self, vni: int) -> int: ...
     def neigh_dump(self) -> list[dict[str, object]]: ...
+
+    # -- the underlay path (PMTU signalling) -------------------------------------------------
+    def set_path_mtu(self, dst: IPv4Address | IPv6Address | str, mtu: int) -> None:
+        """The route MTU to underlay destination ``dst`` (0 forgets it)."""
+    def path_mtus(self) -> dict[IPv4Address | IPv6Address, int]: ...
+    def remote_vteps(self) -> list[IPv4Address | IPv6Address]: ...
 
     # -- observability ----------------------------------------------------------------------
     def events(self) -> list[Event]: ...

@@ -91,6 +91,7 @@ if (len(DROP_REASONS), len(EVENT_COUNTERS), len(OFFLOAD_COUNTERS), len(VNET_ERRO
         or DROP_REASONS[DR_UNKNOWN_PORT] != "unknown_port" \
         or OFFLOAD_COUNTERS[OC_RX_SUPERFRAME_SEGMENTS] != "rx_superframe_segments" \
         or EVENT_COUNTERS[EC_LEARN_LIMIT] != "learn_limit" \
+        or EVENT_COUNTERS[EC_PKT_TOO_BIG] != "pkt_too_big" \
         or FDB_STATES != ("permanent", "static", "learned") \
         or NEIGH_STATES != ("permanent", "static", "reachable") \
         or (_reference.TRACE_RING, _reference.TRACE_SNAP) != (TRACE_RING_C, TRACE_SNAP_C):
@@ -100,7 +101,7 @@ if (len(DROP_REASONS), len(EVENT_COUNTERS), len(OFFLOAD_COUNTERS), len(VNET_ERRO
 cdef tuple _EV_KINDS = ("l2miss", "l3miss", "learned", "moved", "aged", "learn_limit")
 cdef tuple _TF_NAMES = ("learned", "moved", "fdb_full", "arp_consumed", "l3miss", "arp_local",
                         "proxy_reply", "l2miss", "csum_partial", "segmented", "learn_limit",
-                        "nd_consumed", "nd_dad", "nd_local")
+                        "nd_consumed", "nd_dad", "nd_local", "frag_needed", "pkt_too_big")
 cdef dict _TF_CODES = {name: i for i, name in enumerate(_TF_NAMES)}
 cdef uint64_t MAC_MASK = 0xFFFFFFFFFFFF
 cdef bytes V4MAPPED_PREFIX = bytes(10) + b"\xff\xff"      # ::ffff:0:0/96 (RFC 4291 §2.5.5.2)
@@ -426,6 +427,40 @@ cdef class Switch:
     def neigh_dump(self):
         return nb_api_dump(self)
 
+    # -- the underlay path (PMTU signalling; remote.pxd says where it is kept) ---------------
+
+    def set_path_mtu(self, dst, mtu):
+        """The route MTU to underlay destination ``dst`` as the control plane measured it, 0
+        to forget it (switch.Switch.set_path_mtu)."""
+        addr, m = _reference.path_mtu_args(dst, mtu)
+        cdef bytes a = addr16(addr)
+        if rem_set_path_mtu(&self.s.rem, <const uint8_t*>a, <uint32_t>m) < 0:
+            raise MemoryError()
+
+    def path_mtus(self):
+        """The route MTUs set with set_path_mtu, by address (IPv4 first, then IPv6)."""
+        cdef table_t *t = &self.s.rem.pmtu
+        cdef uint64_t i
+        cdef pmtu_ent *e
+        got = []
+        for i in range(t.cap):
+            if tab_key_at(t, i, sizeof(pmtu_ent)) != 0:
+                e = <pmtu_ent*>(t.slots + i * sizeof(pmtu_ent))
+                got.append((self._addr(e.addr), e.mtu))
+        got.sort(key=lambda am: (am[0].version, am[0].packed))
+        return dict(got)
+
+    def remote_vteps(self):
+        """Every underlay address an FDB entry points at, once each (IPv4 first, then IPv6):
+        the remote pool's addresses (switch.Switch.remote_vteps)."""
+        cdef remotes_t *p = &self.s.rem
+        cdef uint32_t i
+        seen = set()
+        for i in range(p.cap):
+            if p.r[i].used:
+                seen.add(PyBytes_FromStringAndSize(<const char*>p.r[i].addr, 16))
+        return sorted((self._addr(a) for a in seen), key=lambda a: (a.version, a.packed))
+
     # -- lookups and dumps in slices (switch.py says why) -------------------------------------
 
     def fdb_get(self, vni, mac):
@@ -593,6 +628,7 @@ cdef class Switch:
             return self._collect(s.n_out, False)
         finally:
             s.n_out = 0
+            s.xoff = 0          # the copy arena is the outputs' (transmit() empties both)
             free(tmp)
 
     def from_underlay(self, source, datagram, now, *, tos=0, note=""):

@@ -94,9 +94,11 @@ cdef list run_bursts(Switch sw, list frames, int32_t port, list sources, double 
                     process_underlay_burst(s, k, now, False)
                 out.extend(sw._collect(s.n_out, outer))
                 s.n_out = 0
+                s.xoff = 0      # as transmit() does: the copy arena goes with the outputs
                 k = 0
     finally:
         s.n_out = 0
+        s.xoff = 0
     return out
 
 
@@ -171,6 +173,7 @@ def bench_port(Switch sw, port, frame, long count, double now) -> int:
         for i in range(s.n_out):
             outer_csum(s, &s.out[i])
         s.n_out = 0
+        s.xoff = 0
         done += k
     return total
 
@@ -196,6 +199,7 @@ def bench_underlay(Switch sw, source, datagram, long count, double now) -> int:
             memcpy(s.rx.src + 16 * i, <const char*>a, 16)
         total += process_underlay_burst(s, k, now, True)
         s.n_out = 0
+        s.xoff = 0
         done += k
     return total
 

@@ -19,7 +19,10 @@ Actions (plain tuples, so both implementations can be compared with ``==``)::
                                          adds the IP and UDP headers)
 
 Order of actions: local deliveries in ascending port id, then what the "vxlan port" does
-(encapsulations in remote-list order, or the proxy's ARP reply to the ingress port).
+(encapsulations in remote-list order, or the proxy's ARP reply to the ingress port). An
+encapsulation the path to its remote is too small for becomes, in its place, the ICMP
+fragmentation-needed / Packet Too Big the kernel's vxlan writes back to the ingress port
+(``set_path_mtu``: PMTU signalling for bridged tunnels, skb_tunnel_check_pmtu).
 
 Events (drained with ``events()``), tuples ``(kind, vni, key, old, new)``; locations are
 ``"port:N"`` or a VTEP address:
@@ -43,7 +46,8 @@ from typing import Any, Union
 
 from dataplane.errors import EntryExists, EntryNotFound, InvalidArgument
 from dataplane.tunnel import (DF_MODES, LABEL_INHERIT, LABEL_MAX, TOS_INHERIT, TTL_AUTO,
-                              TTL_INHERIT, Outer, ecn_decap, outer_fields, outer_label)
+                              TTL_INHERIT, Outer, ecn_decap, outer_fields, outer_label,
+                              pmtu_exceeded, pmtu_limit, pmtud_icmp)
 from dataplane.validate import VNI_MAX, IPAddress, Locals, ipaddr
 from dataplane.validate import parse_locals as _parse_locals
 from dataplane.fdb import (DEFAULT_MAX_LEARNED, DEFAULT_MAX_LEARNED_PER_PORT, Fdb, FdbEntry,
@@ -217,6 +221,21 @@ def underlay_args(local: IPAddress | str | Sequence[IPAddress | str],
     return locals_, (lo, hi), nets
 
 
+MTU_MAX = 65535     # a route MTU (IP_MTU, IPV6_MTU) never exceeds IP_MAX_MTU
+
+
+def path_mtu_args(dst: IPAddress | str, mtu: int) -> tuple[IPAddress, int]:
+    """``set_path_mtu``'s arguments checked (both cores take them through here)."""
+    addr = source_address(dst)
+    if not isinstance(mtu, int) or isinstance(mtu, bool) or not 0 <= mtu <= MTU_MAX:
+        raise InvalidArgument(f"path MTU {mtu!r} is not within 0-{MTU_MAX}")
+    return addr, mtu
+
+
+def _addr_order(a: IPAddress) -> tuple[int, bytes]:
+    return a.version, a.packed
+
+
 def source_address(source: IPAddress | str) -> IPAddress:
     """An underlay source address (IPv4 or IPv6); malformed is InvalidArgument."""
     try:
@@ -249,6 +268,10 @@ class Switch:
         self._events: list[Event] = []
         self._dumps: dict[int, tuple[str, list[tuple[int, Any]], list[int]]] = {}
         self._dump_token = 0
+        # Route MTU to each underlay destination the control plane measured (the kernel's
+        # dst_mtu(), which vxlan_xmit_one reads per packet): PMTU signalling. Not there: no
+        # check, the datagram is sent whatever its size.
+        self._pmtu: dict[IPAddress, int] = {}
         # Trace (vxdp trace/capture): off by default and then free; when on, one record per
         # frame or datagram into a bounded ring whose overflow is counted, never waited on.
         self._trace_on = False
@@ -376,6 +399,31 @@ class Switch:
     def neigh_dump(self) -> list[dict[str, object]]:
         return [e.as_dict(vni) for vni in sorted(self._networks) for e in self._networks[vni].neigh]
 
+    # -- the underlay path (PMTU signalling) --------------------------------------------------
+
+    def set_path_mtu(self, dst: IPAddress | str, mtu: int) -> None:
+        """The route MTU to underlay destination ``dst`` (what ``getsockopt(IP_MTU)`` reports
+        for it, PMTU discovery's findings included), as the control plane last measured it;
+        0 forgets it. An inner packet longer than it allows (tunnel.pmtu_limit) to a remote
+        at ``dst`` is answered with an ICMP instead of being sent, when the kernel's vxlan
+        would answer it (tunnel.pmtud_icmp)."""
+        addr, mtu = path_mtu_args(dst, mtu)
+        if mtu:
+            self._pmtu[addr] = mtu
+        else:
+            self._pmtu.pop(addr, None)
+
+    def path_mtus(self) -> dict[IPAddress, int]:
+        """The route MTUs set with ``set_path_mtu``, by address (IPv4 first, then IPv6)."""
+        return {a: self._pmtu[a] for a in sorted(self._pmtu, key=_addr_order)}
+
+    def remote_vteps(self) -> list[IPAddress]:
+        """Every underlay address an FDB entry points at, once each (IPv4 first, then IPv6):
+        what the control plane measures the path MTU to."""
+        addrs = {r.addr for net in self._networks.values()
+                 for e in net.fdb._entries.values() for r in e.remotes}
+        return sorted(addrs, key=_addr_order)
+
     # -- lookups and dumps in slices: what a reader may ask of a live table -------------------
 
     def fdb_get(self, vni: int, mac: str | bytes) -> list[dict[str, object]]:
@@ -487,7 +535,8 @@ class Switch:
         reason or ""; outputs ``("port", N)`` / ``("vtep", addr, sport)``; flags the
         decisions that leave no output (proxy_reply, l3miss, l2miss, learned, moved,
         arp_consumed, arp_local, nd_consumed, nd_dad, nd_local, fdb_full, learn_limit;
-        csum_partial and segmented from the rx step)."""
+        frag_needed and pkt_too_big, once each, when an output is a PMTU reply to the
+        ingress port; csum_partial and segmented from the rx step)."""
         recs, self._trace = self._trace, []
         return recs
 
@@ -588,6 +637,9 @@ class Switch:
         tos, ttl, df = outer_fields(frame, net.tos, net.ttl, net.df)
         label = outer_label(frame, net.label)
         for r in e.remotes:
+            mtu = self._pmtu.get(r.addr) if self._pmtu else None
+            if mtu is not None and self._pmtu_reply(port, frame, mtu, r.addr.version, out):
+                continue
             # a remote's own VNI (the kernel's per-entry vni: VNI translation) in its header
             p = payload if not r.vni else vxlan_header(r.vni) + frame
             # df means nothing to an IPv6 outer header, a flow label nothing to an IPv4 one
@@ -596,6 +648,26 @@ class Switch:
             else:
                 self._to_vtep(out, r.addr, sport, p, Outer(r.port, tos, ttl, df))
         return out
+
+    def _pmtu_reply(self, port: int, frame: bytes, route_mtu: int, version: int,
+                    out: list[Action]) -> bool:
+        """skb_tunnel_check_pmtu for one remote (vxlan_xmit_one checks each): an inner packet
+        the path cannot carry is answered with tunnel.pmtud_icmp's ICMP, written back to the
+        ingress port like a proxy reply, and not sent to this remote. True when it was;
+        False: send it (it fits, or the kernel would send it anyway). Counted and flagged
+        once per reply kind: ``frag_needed`` (IPv4), ``pkt_too_big`` (IPv6)."""
+        limit = pmtu_limit(route_mtu, version)
+        if not pmtu_exceeded(frame, limit):
+            return False
+        reply = pmtud_icmp(frame, limit)
+        if reply is None:
+            return False
+        kind = "frag_needed" if frame[12] == 0x08 else "pkt_too_big"   # 0x0800 or 0x86DD
+        self._counters[kind] += 1
+        if kind not in self._flags:
+            self._flag(kind)
+        self._to_port(out, port, reply)
+        return True
 
     def _neigh_reduce(self, net: Network, port: int, frame: bytes, ns: NeighSolicit,
                       out: list[Action]) -> None:

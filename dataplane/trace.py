@@ -179,7 +179,9 @@ def describe(record: Sequence[Any], port_name: PortName, network_of: Callable[[i
         ports = [o for o in outs if o[0] == "port"]
         ingress = int(source[5:]) if from_port else -1
         reply = [o for o in ports if "proxy_reply" in flags and o[1] == ingress]
-        local = [o for o in ports if o not in reply]
+        # PMTU replies go back to the ingress port too (a flood never does)
+        too_big = [o for o in ports if o[1] == ingress and o not in reply]
+        local = [o for o in ports if o not in reply and o not in too_big]
         # In the order the switch decides: the bridge part (flood or FDB), local copies,
         # then the "vxlan port" (proxy, or encapsulation).
         if dst and is_multicast_mac(dst):
@@ -190,6 +192,8 @@ def describe(record: Sequence[Any], port_name: PortName, network_of: Callable[[i
                 steps.append(f"FDB hit {mac_str(dst)} → dst {outs[0][1]}")
             elif len(local) == 1 and not vteps:
                 steps.append(f"FDB hit {mac_str(dst)} → port {port_name(local[0][1])}")
+            elif too_big and not local and len(outs) == 1:
+                steps.append(f"FDB hit {mac_str(dst)} → a remote VTEP")
             elif not reply:
                 steps.append(f"FDB miss {mac_str(dst)}: flood" + (" (l2miss: no flood list)"
                                                                    if "l2miss" in flags else ""))
@@ -199,6 +203,12 @@ def describe(record: Sequence[Any], port_name: PortName, network_of: Callable[[i
         steps += _proxy_steps(frame, flags, vni, nd, neigh_of)
         for o in vteps:
             steps.append(f"encapsulate VNI {vni} UDP {o[2]} > 4789 to VTEP {o[1]}")
+        for o in too_big:
+            what = ("ICMP fragmentation needed" if "frag_needed" in flags
+                    else "ICMPv6 packet too big")
+            steps.append(f"{length}-byte frame too big for the path to a remote VTEP: {what} "
+                         f"written back to port {port_name(o[1])} instead (PMTU, as the "
+                         f"kernel's vxlan does)")
         for o in reply:
             steps.append(f"{'NA' if nd else 'ARP reply'} to port {port_name(o[1])}")
         if not outs and not verdict and not flags:

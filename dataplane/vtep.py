@@ -25,6 +25,7 @@ from dataplane.config import Config, EndpointConfig, NetworkConfig, load_config
 from dataplane.control import ControlServer
 from dataplane.errors import ConfigError, EntryNotFound, InvalidArgument, VxdpError
 from dataplane.observe import Observer
+from dataplane.pmtu import PathMtu
 from dataplane.ports import VNET_HDR_LEN, TapPort
 from dataplane.underlay import Underlay
 from dataplane.validate import ipaddr
@@ -55,6 +56,8 @@ class Vtep:
                                            strict=v.strict, allow=v.allow, burst=v.burst,
                                            dstport=v.port)
         self.underlay = Underlay(v.local, v.port, v.udp6zerocsumrx)
+        # the route MTU to each remote VTEP, for the core's PMTU signalling (pmtu.py)
+        self.pmtu = PathMtu(self.switch, v.local, v.port)
         self.endpoints: dict[str, Endpoint] = {}
         self.ports: dict[int, Endpoint] = {}          # port id -> endpoint
         self.networks: dict[str, NetworkConfig] = {}
@@ -101,6 +104,8 @@ class Vtep:
                 log.warning("vxdp %s: busy_poll needs the Cython fast path; ignored", v.name)
             elif v.busy_poll:
                 self._busy_poll = v.busy_poll * 1e-6
+            # the configured peers' paths are known before the first frame
+            self._pmtu_tick(time.monotonic())
             for net in self.config.networks:
                 for ep in net.endpoints:
                     await self.attach(ep, net)
@@ -336,8 +341,24 @@ class Vtep:
                            "vni": e.network.vni, "endpoint": e.cfg.name,
                            "line": f"endpoint {e.cfg.name} gone (network {e.network.name})"})
 
+    def _pmtu_tick(self, now: float) -> None:
+        """Measure the paths to the remote VTEPs when due (pmtu.PathMtu.tick); a change is
+        logged and told on ``vxdp events``."""
+        for dst, old, new in self.pmtu.tick(now):
+            if new:
+                line = (f"path MTU to VTEP {dst}: {new} (was {old or 'unknown'}); inner "
+                        f"packets over {new - (70 if dst.version == 6 else 50)} bytes get "
+                        f"an ICMP back")
+            else:
+                line = f"path MTU to VTEP {dst}: unknown (was {old}); no check"
+            log.info("vxdp %s: %s", self.config.vtep.name, line)
+            self.observe.emit({"kind": "pmtu", "vtep": str(dst), "mtu": new, "old": old,
+                               "line": line})
+
     def _age(self) -> None:
-        self.switch.age(time.monotonic())
+        now = time.monotonic()
+        self.switch.age(now)
+        self._pmtu_tick(now)
         self.switch.offload_gc()   # closes per-source-port GSO sockets idle for 30 ticks
         if self._gso_on and not self.switch.offload_state()["udp_gso"]:
             # the core switched UDP GSO off after the kernel refused a send with EIO

@@ -77,6 +77,8 @@ EVENT_COUNTERS: tuple[str, ...] = (
     "aged",            # learned entries removed by ageing
     "fdb_full",        # learning refused: maxaddress reached
     "learn_limit",     # local learning refused: a port's or the network's learned MACs full
+    "frag_needed",     # PMTU: an inner IPv4 DF packet too big for the path, ICMP sent back
+    "pkt_too_big",     # PMTU: an inner IPv6 packet too big for the path, ICMPv6 sent back
 )
 
 

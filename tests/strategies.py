@@ -250,6 +250,71 @@ def ip6_frames(draw: st.DrawFn, dst: st.SearchStrategy[bytes] = any_macs,
     return f
 
 
+#: Inner sources and destinations PMTU signalling treats apart (iptunnel_pmtud_check_icmp*).
+PMTU_SRC4 = ["192.168.55.4"] * 6 + ["0.1.2.3", "127.0.0.1", "255.255.255.255",
+             "224.0.0.5", "10.9.8.7"]
+PMTU_DST4 = ["192.168.55.3"] * 6 + ["255.255.255.255", "239.1.1.1", "10.1.1.1"]
+PMTU_SRC6 = ["fd00:55::4"] * 6 + ["::", "::1", "ff02::1", "ff05::2", "ff0e::1",
+             "fe80::1"]
+#: the kernel walks extension headers from the destination's third byte on: vary it
+PMTU_DST6 = ["fd00:55::3", "fd00:55::2", "fd00:2c11::3", "fd00:3b00::1", "ff02::1"]
+
+
+@st.composite
+def pmtu_frames(draw: st.DrawFn, dst: st.SearchStrategy[bytes] = any_macs,
+                src: st.SearchStrategy[bytes] = unicast_macs) -> bytes:
+    """IP frames of 560-1530 bytes, around the sizes a path MTU cuts at, with what decides
+    whether the kernel's vxlan answers one with an ICMP: DF exactly (or MF, an offset, no
+    DF), sources and destinations it never answers, ICMP errors (behind IP options too);
+    IPv6 behind extension headers (hop-by-hop, routing, fragments, AH, destination options,
+    no next header), ICMPv6 errors and redirects, odd sources; sometimes cut short or a
+    VLAN tag in front."""
+    # either side of the limits (route MTU - 50 or - 70 + 14) the differential tests set
+    size = draw(st.one_of(st.sampled_from([590, 591, 609, 610, 1293, 1294, 1313, 1314, 1364,
+                                           1365, 1464, 1514]), st.integers(560, 1530)))
+    d, s = draw(dst), draw(src)
+    fill = bytes((draw(st.sampled_from([0, 0x11, 0x2c, 0xff])),))
+    if draw(st.booleans()):
+        proto = draw(st.sampled_from([17, 6, 1, 1]))
+        options = draw(st.sampled_from([b"", b"", b"\x01\x01\x01\x00"]))
+        head = (bytes((draw(st.sampled_from([0, 3, 4, 5, 8, 11, 12, 13])), 0)) + bytes(6)
+                if proto == 1 else struct.pack("!HH", draw(ports16), draw(ports16)))
+        body = head + fill * max(0, size - 34 - len(options) - len(head))
+        f = ipv4_frame(d, s, draw(st.sampled_from(PMTU_SRC4)), draw(st.sampled_from(PMTU_DST4)),
+                       proto=proto, l4=body, options=options,
+                       frag=draw(st.sampled_from([0x4000, 0x4000, 0x4000, 0, 0x6000, 0x4001,
+                                                  0x2000, 0x8000 | 0x4000])))
+        f = f[:22] + bytes((draw(st.sampled_from([64, 1, 33, 255])),)) + f[23:]   # TTL
+    else:
+        chain = draw(st.one_of(st.just([]), st.lists(st.sampled_from([0, 43, 44, 51, 60, 59]),
+                                                     max_size=3)))
+        last = draw(st.sampled_from([17, 6, 58, 58]))
+        ext = b""
+        for i, h in enumerate(chain):
+            nxt = chain[i + 1] if i + 1 < len(chain) else last
+            if h == 44:
+                off = draw(st.sampled_from([0, 1, 100 << 3, (100 << 3) | 1]))
+                ext += struct.pack("!BBHI", nxt, 0, off, 7)
+            elif h == 51:
+                ext += struct.pack("!BB", nxt, 1) + bytes(6)
+            else:
+                ext += struct.pack("!BB", nxt, 0) + bytes(6)
+        head = (bytes((draw(st.sampled_from([1, 2, 3, 4, 128, 129, 135, 137])), 0)) + bytes(6)
+                if last == 58 else struct.pack("!HH", draw(ports16), draw(ports16)))
+        nh0 = chain[0] if chain else last
+        body = ext + head + fill * max(0, size - 54 - len(ext) - len(head))
+        f = ipv6_frame(d, s, draw(st.sampled_from(PMTU_SRC6)), draw(st.sampled_from(PMTU_DST6)),
+                       nexthdr=nh0, l4=body, hlim=draw(st.sampled_from([64, 1, 44, 255])),
+                       tclass=draw(st.sampled_from([0, 0xb9])),
+                       label=draw(st.sampled_from([0, 0x12345])))
+    cut = draw(st.integers(0, 9))
+    if cut == 0:
+        f = f[:draw(st.integers(14, len(f)))]
+    elif cut == 1:
+        f = f[:12] + b"\x81\x00\x00\x0a" + f[12:]
+    return f
+
+
 @st.composite
 def ns_frames(draw: st.DrawFn, sha: st.SearchStrategy[bytes] = unicast_macs,
               target: st.SearchStrategy[IPv6Address] | None = None) -> bytes:

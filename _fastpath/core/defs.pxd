@@ -105,7 +105,9 @@ cdef enum:  # event counters, wire.EVENT_COUNTERS order
     EC_AGED = 5
     EC_FDB_FULL = 6
     EC_LEARN_LIMIT = 7
-    N_EVC = 8
+    EC_FRAG_NEEDED = 8
+    EC_PKT_TOO_BIG = 9
+    N_EVC = 10
 
 cdef enum:  # offload counters, OFFLOAD_COUNTERS order in core.pyx
     OC_TSO_FRAMES = 0
@@ -160,6 +162,8 @@ cdef enum:  # trace flags: decisions that leave no output (Switch._flag names)
     TF_ND_CONSUMED = 11
     TF_ND_DAD = 12
     TF_ND_LOCAL = 13
+    TF_FRAG_NEEDED = 14          # a PMTU reply written back (once per frame and kind)
+    TF_PKT_TOO_BIG = 15
 
 cdef enum:  # where an event or trace record points
     LOC_NONE = 0

@@ -62,25 +62,84 @@ cdef inline void emit_port(sw_t *s, int32_t p, uint8_t *data, uint32_t n) noexce
     pt.tx_bytes += n
 
 
-cdef uint8_t *xcopy(sw_t *s, const uint8_t *payload, uint32_t plen) noexcept nogil:
-    """A copy of a VXLAN payload with HEADROOM in front, in the burst's copy arena (emptied
-    by transmit()): for a head-end-replication copy whose VXLAN header differs (a remote
-    with a VNI of its own). NULL when the arena is full."""
-    cdef uint32_t need = (HEADROOM + plen + 63) & ~(<uint32_t>63)
-    cdef uint8_t *p
+cdef inline uint8_t *xroom(sw_t *s, uint32_t need) noexcept nogil:
+    """`need` bytes at the copy arena's free end (not taken yet: xtake() takes them), NULL
+    when the arena is full."""
     if s.xbuf == NULL:
         s.xbuf = <uint8_t*>malloc(XBUF_SIZE)
         if s.xbuf == NULL:
             return NULL
     if s.xoff + need > XBUF_SIZE:
         return NULL
-    p = s.xbuf + s.xoff + HEADROOM
-    s.xoff += need
+    return s.xbuf + s.xoff
+
+
+cdef inline void xtake(sw_t *s, uint32_t used) noexcept nogil:
+    s.xoff += (used + 63) & ~(<uint32_t>63)
+
+
+cdef uint8_t *xcopy(sw_t *s, const uint8_t *payload, uint32_t plen) noexcept nogil:
+    """A copy of a VXLAN payload with HEADROOM in front, in the burst's copy arena (emptied
+    by transmit()): for a head-end-replication copy whose VXLAN header differs (a remote
+    with a VNI of its own). NULL when the arena is full."""
+    cdef uint8_t *p = xroom(s, HEADROOM + plen)
+    if p == NULL:
+        return NULL
+    xtake(s, HEADROOM + plen)
+    p += HEADROOM
     memcpy(p, payload, plen)
     return p
 
 
-cdef void encap(sw_t *s, net_t *net, fdb_ent *e, uint8_t *f, uint32_t n) noexcept nogil:
+cdef inline void tflag_once(sw_t *s, uint8_t flag) noexcept nogil:
+    """tflag, unless the frame's record has the flag already."""
+    cdef uint32_t i
+    if vx_likely(not s.tr.on):
+        return
+    for i in range(s.tr.tf_n):
+        if s.tr.tf[i] == flag:
+            return
+    tflag(s, flag)
+
+
+cdef bint pmtu_reply(sw_t *s, int32_t port, const uint8_t *f, uint32_t n,
+                     const remote_t *rm) noexcept nogil:
+    """Switch._pmtu_reply for a frame longer than the remote's max_frame: the ICMP the
+    kernel's vxlan answers it with (tunnel.pyx pmtud_icmp), written back to the ingress port,
+    counted and flagged; True when it was (the frame is then not sent to this remote). With
+    the copy arena full the frame is sent as it is, as if no route MTU were known."""
+    cdef uint8_t *reply = xroom(s, PMTU_REPLY_MAX)
+    cdef uint32_t len
+    cdef txrec *r
+    cdef port_t *pt
+    if reply == NULL:
+        return False
+    len = pmtud_icmp(f, n, <int32_t>rm.max_frame - ETH_HLEN, reply)
+    if len == 0:
+        return False
+    xtake(s, len)
+    if f[ETH_TYPE + 1] == 0x00:                 # 0x0800 (or 0x86DD)
+        s.evc[EC_FRAG_NEEDED] += 1
+        tflag_once(s, TF_FRAG_NEEDED)
+    else:
+        s.evc[EC_PKT_TOO_BIG] += 1
+        tflag_once(s, TF_PKT_TOO_BIG)
+    # emit_port's work, written out: one more call site of emit_port made gcc stop inlining
+    # it into core_underlay (-8 % of 64-byte decapsulation)
+    r = out_push(s)
+    if r != NULL:
+        r.data = reply
+        r.len = len
+        r.port = port
+        r.csum = CSUM_GOOD
+        pt = &s.ports[port]
+        pt.tx_packets += 1
+        pt.tx_bytes += len
+    return True
+
+
+cdef void encap(sw_t *s, net_t *net, fdb_ent *e, int32_t port, uint8_t *f,
+                uint32_t n) noexcept nogil:
     """The vxlan port's transmit (vxlan_xmit → vxlan_xmit_one, per remote): VXLAN header
     (RFC 7348 §5.1) written in the headroom in front of the frame, IPv4 or IPv6 + UDP headers per
     destination. The first copy's headers go into the headroom too (contiguous datagram =
@@ -91,7 +150,12 @@ cdef void encap(sw_t *s, net_t *net, fdb_ent *e, uint8_t *f, uint32_t n) noexcep
     The UDP checksum is left for outer_csum(): only a datagram that leaves through the raw
     socket (or is handed to Python) needs it; one sent with UDP GSO gets it from the kernel
     (or the NIC), and summing 64 KB of payload per super-frame for nothing was ~8 % of a
-    core at 6 Gbit/s."""
+    core at 6 Gbit/s.
+
+    Per remote, a frame longer than its path carries (max_frame, from the route MTU the
+    control plane set) is answered with the kernel's PMTU reply to `port` instead
+    (pmtu_reply: skb_tunnel_check_pmtu in vxlan_xmit_one); the first copy actually sent
+    takes the headroom."""
     cdef uint8_t *payload = f - VXLAN_HLEN
     cdef uint8_t *data
     cdef uint32_t plen = n + VXLAN_HLEN
@@ -101,7 +165,7 @@ cdef void encap(sw_t *s, net_t *net, fdb_ent *e, uint8_t *f, uint32_t n) noexcep
     cdef uint16_t sport
     cdef uint8_t tos, ttl, df
     cdef uint32_t label
-    cdef bint own
+    cdef bint own, head = True
     cdef txrec *r
     sport = flow_sport(s, f, n)
     outer_fields(net, f, n, &tos, &ttl, &df, &label)
@@ -113,10 +177,15 @@ cdef void encap(sw_t *s, net_t *net, fdb_ent *e, uint8_t *f, uint32_t n) noexcep
         vxlan_put(payload, vni0)
     for i in range(cnt):
         rm = &s.rem.r[rem[i]]
+        if vx_unlikely(rm.max_frame != 0 and n > rm.max_frame) \
+                and pmtu_reply(s, port, f, n, rm):
+            continue
         vni = rm.vni if rm.vni else net.vni
         data = payload
-        own = i == 0
-        if vni != vni0:
+        own = head
+        if vni == vni0:
+            head = False
+        else:
             data = xcopy(s, payload, plen)
             if data == NULL:
                 s.ul_tx_dropped += 1
@@ -296,7 +365,7 @@ cdef int core_port(sw_t *s, int32_t port, uint8_t *f, uint32_t n, double now,
             ev_push(s, EV_L2MISS, net.vni, dst, NULL, LOC_NONE, 0, NULL, LOC_NONE, 0, NULL)
             tflag(s, TF_L2MISS)
         return -1
-    encap(s, net, e, f, n)
+    encap(s, net, e, port, f, n)
     return -1
 
 

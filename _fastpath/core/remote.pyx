@@ -22,14 +22,82 @@ cdef inline uint64_t rem_hash(const uint8_t *addr, uint16_t port, uint32_t vni) 
 cdef int rem_init(remotes_t *p) noexcept nogil:
     memset(p, 0, sizeof(remotes_t))
     p.free_head = NO_REMOTE
-    return tab_init(&p.index, sizeof(remidx_t), REMOTES_MIN)
+    if tab_init(&p.index, sizeof(remidx_t), REMOTES_MIN) < 0:
+        return -1
+    return tab_init(&p.pmtu, sizeof(pmtu_ent), REMOTES_MIN)
 
 
 cdef void rem_free(remotes_t *p) noexcept nogil:
     free(p.r)
     tab_free(&p.index)
+    tab_free(&p.pmtu)
     memset(p, 0, sizeof(remotes_t))
     p.free_head = NO_REMOTE
+
+
+# -- route MTUs (Switch.set_path_mtu) ----------------------------------------------------------
+
+cdef inline uint64_t pmtu_key(const uint8_t *addr) noexcept nogil:
+    cdef uint64_t a, b
+    memcpy(&a, addr, 8)
+    memcpy(&b, addr + 8, 8)
+    return vx_mix64(b ^ vx_mix64(a + 1)) | 1
+
+
+cdef inline pmtu_ent *pmtu_slot(remotes_t *p, const uint8_t *addr) noexcept nogil:
+    """The route MTU entry of `addr`, or NULL (a probe past keys that only collide)."""
+    cdef table_t *t = &p.pmtu
+    cdef uint64_t key = pmtu_key(addr)
+    cdef uint64_t i = tab_home(t, key), k
+    cdef pmtu_ent *e
+    while True:
+        k = tab_key_at(t, i, sizeof(pmtu_ent))
+        if k == 0:
+            return NULL
+        e = <pmtu_ent*>(t.slots + i * sizeof(pmtu_ent))
+        if k == key and memcmp(e.addr, addr, 16) == 0:
+            return e
+        i = (i + 1) & t.mask
+
+
+cdef inline uint32_t pmtu_max_frame(uint32_t mtu, bint v4) noexcept nogil:
+    """tunnel.pmtu_limit + the inner Ethernet header: the longest frame a route MTU carries
+    to a remote of that family (dst_mtu - vxlan_headroom: 50 bytes over IPv4, 70 over
+    IPv6); 0 (no check) when the MTU is unknown or below the headroom, where the kernel's
+    u32 wraps around."""
+    cdef uint32_t headroom = (20 if v4 else 40) + 8 + VXLAN_HLEN + ETH_HLEN
+    if mtu == 0 or mtu < headroom:
+        return 0
+    return mtu - headroom + ETH_HLEN
+
+
+cdef uint32_t rem_path_mtu(remotes_t *p, const uint8_t *addr) noexcept nogil:
+    """The route MTU set for `addr`, 0 when none is."""
+    cdef pmtu_ent *e = pmtu_slot(p, addr)
+    return e.mtu if e != NULL else 0
+
+
+cdef int rem_set_path_mtu(remotes_t *p, const uint8_t *addr, uint32_t mtu) noexcept nogil:
+    """Switch.set_path_mtu: remember (0: forget) the route MTU to `addr` and give every
+    remote at that address its max_frame now; -1 when memory ran out."""
+    cdef pmtu_ent *e = pmtu_slot(p, addr)
+    cdef uint32_t i
+    cdef remote_t *r
+    if mtu == 0:
+        if e != NULL:
+            tab_remove(&p.pmtu, e)
+    else:
+        if e == NULL:
+            e = <pmtu_ent*>tab_insert(&p.pmtu, pmtu_key(addr))
+            if e == NULL:
+                return -1
+            memcpy(e.addr, addr, 16)
+        e.mtu = mtu
+    for i in range(p.cap):
+        r = &p.r[i]
+        if r.used and memcmp(r.addr, addr, 16) == 0:
+            r.max_frame = pmtu_max_frame(mtu, r.v4)
+    return 0
 
 
 cdef inline remidx_t *rem_slot(remotes_t *p, uint64_t key, const uint8_t *addr, uint16_t port,
@@ -94,6 +162,7 @@ cdef uint32_t rem_intern(remotes_t *p, const uint8_t *addr, uint16_t port,
     r.v4 = memcmp(addr, V4MAPPED, 12) == 0
     r.used = 1
     r.refs = 0
+    r.max_frame = pmtu_max_frame(rem_path_mtu(p, addr), r.v4)
     p.used += 1
     return id
 

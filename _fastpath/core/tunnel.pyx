@@ -1,4 +1,4 @@
-# Outer header rules (dataplane/tunnel.py: outer_fields, outer_label, ecn_decap).
+# Outer header rules (dataplane/tunnel.py: outer_fields, outer_label, ecn_decap, pmtud_icmp).
 
 
 cdef inline int inner_l3(const uint8_t *f, uint32_t n, bint through_tags) noexcept nogil:
@@ -91,4 +91,130 @@ cdef int ecn_decap(uint8_t *f, uint32_t n, uint8_t outer_tos) noexcept nogil:
         f[l3 + 1] = (f[l3 + 1] & 0xFC) | new
     else:
         f[l3 + 1] = (f[l3 + 1] & 0xCF) | (new << 4)
+    return 0
+
+
+# -- PMTU signalling for a bridged tunnel (tunnel.pmtud_icmp) ----------------------------------
+
+cdef inline bint icmp_is_err(uint8_t t) noexcept nogil:
+    """include/linux/icmp.h: dest unreachable, source quench, redirect, time exceeded,
+    parameter problem."""
+    return t == 3 or t == 4 or t == 5 or t == 11 or t == 12
+
+
+cdef uint32_t icmp_frag_needed(const uint8_t *f, uint32_t n, int32_t mtu,
+                               uint8_t *out) noexcept nogil:
+    """iptunnel_pmtud_check_icmp + iptunnel_pmtud_build_icmp (tunnel._icmp_frag_needed)."""
+    cdef const uint8_t *ip = f + L3
+    cdef const uint8_t *sa = ip + 12
+    cdef const uint8_t *da = ip + 16
+    cdef uint8_t *oip = out + ETH_HLEN
+    cdef uint8_t *icmp = oip + IP4_HLEN
+    cdef uint32_t q = n - L3
+    if mtu < ICMP_MIN_MTU or vx_be16(ip + 6) != 0x4000:     # DF exactly: no MF, offset 0
+        return 0
+    if vx_be32(da) == 0xFFFFFFFFu or (da[0] >> 4) == 0xE:   # lbcast, multicast
+        return 0
+    if sa[0] == 0 or sa[0] == 127 or vx_be32(sa) == 0xFFFFFFFFu or (sa[0] >> 4) == 0xE:
+        return 0                                            # zeronet, loopback, ...
+    if ip[9] == 1 and icmp_is_err(ip[(ip[0] & 0x0F) * 4]):
+        return 0                                            # never an error for an error
+    if q > ICMP_QUOTE:
+        q = ICMP_QUOTE
+    memcpy(icmp + 8, ip, q)
+    vx_put_be32(icmp, 0x03040000)                           # type 3 code 4, checksum 0
+    vx_put_be32(icmp + 4, <uint32_t>mtu & 0xFFFF)           # unused 0, next-hop MTU
+    vx_put_be16(icmp + 2, <uint16_t>~vx_csum_be(vx_csum_add(0, icmp, 8 + q)))
+    # tos 0, id 0, DF, TTL = the original's, ICMP, addresses swapped
+    vx_put_be32(oip, 0x45000000 | (IP4_HLEN + 8 + q))
+    vx_put_be32(oip + 4, 0x00004000)
+    vx_put_be32(oip + 8, (<uint32_t>ip[8] << 24) | (1 << 16))
+    memcpy(oip + 12, da, 4)
+    memcpy(oip + 16, sa, 4)
+    vx_put_be16(oip + 10, <uint16_t>~vx_csum_be(vx_csum_add(0, oip, IP4_HLEN)))
+    memcpy(out, f + ETH_SRC, ETH_ALEN)                      # back to the sender
+    memcpy(out + ETH_SRC, f, ETH_ALEN)                      # from whom it was for
+    memcpy(out + ETH_TYPE, f + ETH_TYPE, 2)
+    return ETH_HLEN + IP4_HLEN + 8 + q
+
+
+cdef inline bint ipv6_src_refused(const uint8_t *a) noexcept nogil:
+    """tunnel._ipv6_addr_type_refused: ipv6_addr_type() exactly ANY or MULTICAST (a
+    multicast address not of scope 1, 2 or 5), never LOOPBACK (::1 is LOOPBACK|UNICAST)."""
+    cdef uint32_t i
+    if a[0] == 0xFF:
+        return (a[1] & 0x0F) != 1 and (a[1] & 0x0F) != 2 and (a[1] & 0x0F) != 5
+    for i in range(16):
+        if a[i]:
+            return False
+    return True
+
+
+cdef inline bint ipv6_ext_hdr(uint8_t nh) noexcept nogil:
+    return nh == 0 or nh == 43 or nh == 44 or nh == 51 or nh == 59 or nh == 60
+
+
+cdef uint32_t icmp6_packet_too_big(const uint8_t *f, uint32_t n, int32_t mtu,
+                                   uint8_t *out) noexcept nogil:
+    """iptunnel_pmtud_check_icmpv6 + iptunnel_pmtud_build_icmpv6
+    (tunnel._icmp6_packet_too_big), ipv6_skip_exthdr's walk included: it starts at frame
+    offset 40, relative to the Ethernet header (tunnel._ipv6_skip_exthdr says why)."""
+    cdef const uint8_t *ip = f + L3
+    cdef uint8_t *oip = out + ETH_HLEN
+    cdef uint8_t *icmp = oip + 40
+    cdef uint8_t nh = ip[6], t
+    cdef uint64_t start = 40, hdrlen
+    cdef uint32_t frag = 0, q = n - L3
+    if mtu < IPV6_MIN_MTU or ipv6_src_refused(ip + 8):
+        return 0
+    while ipv6_ext_hdr(nh):
+        if nh == 59 or start + 2 > n:
+            return 0
+        if nh == 44:
+            if start + 4 > n:
+                return 0
+            frag = vx_be16(f + start + 2)
+            if frag & ~(<uint32_t>7):
+                break
+            hdrlen = 8
+        elif nh == 51:
+            hdrlen = (<uint64_t>f[start + 1] + 2) << 2
+        else:
+            hdrlen = (<uint64_t>f[start + 1] + 1) << 3
+        nh = f[start]
+        start += hdrlen
+    if frag & 0xFFF8:                           # a non-first fragment is never answered
+        return 0
+    if nh == 58:
+        if L3 + start + 1 > n:
+            return 0
+        t = f[L3 + start]
+        if t == 1 or t == 2 or t == 3 or t == 4 or t == 137:   # icmpv6_is_err, redirect
+            return 0
+    if q > ICMP6_QUOTE:
+        q = ICMP6_QUOTE
+    memcpy(icmp + 8, ip, q)
+    vx_put_be32(icmp, 0x02000000)                           # Packet Too Big, code 0
+    vx_put_be32(icmp + 4, <uint32_t>mtu)
+    # traffic class and flow label 0, hop limit = the original's, addresses swapped
+    vx_put_be32(oip, 0x60000000)
+    vx_put_be32(oip + 4, ((8 + q) << 16) | (58 << 8) | ip[7])
+    memcpy(oip + 8, ip + 24, 16)
+    memcpy(oip + 24, ip + 8, 16)
+    vx_put_be16(icmp + 2, <uint16_t>~icmp6_sum(oip + 8, oip + 24, icmp, 8 + q))
+    memcpy(out, f + ETH_SRC, ETH_ALEN)
+    memcpy(out + ETH_SRC, f, ETH_ALEN)
+    memcpy(out + ETH_TYPE, f + ETH_TYPE, 2)
+    return ETH_HLEN + 40 + 8 + q
+
+
+cdef uint32_t pmtud_icmp(const uint8_t *f, uint32_t n, int32_t limit,
+                         uint8_t *out) noexcept nogil:
+    """tunnel.pmtud_icmp into `out` (PMTU_REPLY_MAX bytes): the reply's length, 0 when the
+    kernel would send the frame as it is. Untagged IPv4 / IPv6 by the Ethernet type."""
+    cdef uint32_t et = vx_be16(f + ETH_TYPE)
+    if et == 0x0800 and n >= L3 + IP4_HLEN:
+        return icmp_frag_needed(f, n, limit, out)
+    if et == 0x86DD and n >= L3 + 40:
+        return icmp6_packet_too_big(f, n, limit, out)
     return 0

@@ -705,19 +705,45 @@ def test_busy_poll_serves_traffic_and_the_control_socket() -> None:
 
 # --------------------------------------------------------------------------- oversized datagrams
 
+# 1472-byte datagrams without DF, 32 at a time (UDP_SEGMENT: the container's kernel cuts
+# them in software in front of the TAP, which reaches vxdp as one burst, so runs of them)
+NO_DF_BURST = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+# IP_MTU_DISCOVER = IP_PMTUDISC_INTERFACE: DF clear, and the link's MTU whatever the path
+# MTU learned meanwhile (the frag-needed above)
+s.setsockopt(socket.IPPROTO_IP, 10, 4)
+s.setsockopt(17, 103, 1472)                 # UDP_SEGMENT
+for _ in range(int(sys.argv[3]) // 32):
+    s.sendto(bytes(1472 * 32), (sys.argv[1], int(sys.argv[2])))
+"""
+
+
 def test_network_mtu_too_big_for_the_underlay_fragments_like_the_kernel() -> None:
     """A network MTU of 1500 on a 1500-byte underlay: full-size frames make 1550-byte outer
-    packets. The kernel's vxlan (``df`` unset, its default) sends them fragmented. vxdp too:
-    the GSO send is refused (segment + headers over the path MTU: EINVAL), the run goes out
-    datagram by datagram on the flow's UDP socket, which fragments (IP_PMTUDISC_DONT); a
-    single datagram the raw socket refuses (EMSGSIZE) takes the same way. Nothing is lost."""
+    packets. What the kernel's vxlan does with them (``df`` unset, its default), vxdp does:
+    an inner packet with DF (ping -M do, TCP) is answered with frag-needed, mtu 1450 (PMTU
+    signalling, test_pmtu_e2e.py), and the sender adapts; one without DF is sent and the
+    outer datagram fragmented. For those, vxdp's GSO send is refused (segment + headers
+    over the path MTU: EINVAL), the run goes out datagram by datagram on the flow's UDP
+    socket, which fragments (IP_PMTUDISC_DONT); a single datagram the raw socket refuses
+    (EMSGSIZE) takes the same way. Nothing is lost."""
     with open_world() as w:
         wt = walkthrough(w, mtu=1500)
         c1, c2, m, k = wt.c1, wt.c2, wt.manager, wt.worker
-        # 1472 + 28 = a 1500-byte inner packet, DF set inside: only the outer one fragments
-        out = w.lab.run(c1.name, ["ping", "-c", "3", "-i", "0.2", "-W", "2", "-M", "do",
+        # 1472 + 28 = a 1500-byte inner packet with DF: it cannot cross unfragmented
+        out = w.lab.run(c1.name, ["ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1472",
+                                  c2.ip], check=False)
+        assert "Frag needed and DF set (mtu = 1450)" in out.stdout, out.stdout + out.stderr
+        # without DF only the outer packet fragments, one datagram (raw socket: EMSGSIZE)...
+        out = w.lab.run(c1.name, ["ping", "-c", "3", "-i", "0.2", "-W", "2", "-M", "dont",
                                   "-s", "1472", c2.ip], check=False)
         assert out.returncode == 0, out.stdout + out.stderr
+        # ... or runs of them (GSO refused)
+        before = snmp(w, c2.name)["Udp"]["NoPorts"]
+        w.lab.run(c1.name, [sys.executable, "-c", NO_DF_BURST, c2.ip, "9", "256"])
+        wait_for(lambda: snmp(w, c2.name)["Udp"]["NoPorts"] - before == 256, 10,
+                 "256 reassembled datagrams at c2")
         n = 16 * MIB
         assert_intact(tcp_transfer(w, c2, c1, n, port=5271, seed=81), n, c1)
         assert_intact(tcp_transfer(w, c1, c2, n, port=5272, seed=82), n, c2)
@@ -726,7 +752,8 @@ def test_network_mtu_too_big_for_the_underlay_fragments_like_the_kernel() -> Non
             assert st["underlay"]["tx_errors"] == 0, st["underlay"]
             o = st["offload"]
             assert o["udp_gso"] is True, o       # refused for this size only, not switched off
-            assert o["counters"]["gso_fallbacks"] >= 1, o
+        assert m.stats()["offload"]["counters"]["gso_fallbacks"] >= 1
+        assert m.stats()["counters"]["frag_needed"] >= 1
         assert_no_checksum_errors(w, c1, c2)
         w.stop_all(m, k)
 

@@ -38,6 +38,7 @@ from tests.strategies import (
     ns_frames,
     mac_text,
     mutations,
+    pmtu_frames,
     sized_frame,
     unicast_macs,
     vxlan_hdr,
@@ -53,6 +54,10 @@ RANGES = [(49152, 65535), (49152, 65535), (1, 65535), (5000, 5000), (6000, 6007)
 VNIS = [1, 4097, 4098, 0xFFFFFF]
 UNSERVED_VNI = 777
 MTUS = [68, 100, 1450, 1450, 1500, 9000]
+#: route MTUs to the VTEPs (set_path_mtu): either side of what a 576-byte ICMP and a
+#: 1280-byte ICMPv6 reply need over each outer family (+50 / +70), typical paths, refusals
+PATH_MTUS = [0, 625, 626, 645, 646, 1329, 1330, 1349, 1350, 1400, 1400, 1500, 9000, 65535,
+             -1, 65536]
 EXTRA_MACS = [bytes.fromhex(f"02000000aa0{i}") for i in range(1, 6)]
 MAC_POOL = [C1_MAC, C2_MAC, PEER_MAC, *EXTRA_MACS]
 GROUPS = [ZERO_MAC, BROADCAST, MCAST_MAC]
@@ -132,8 +137,8 @@ def frames(draw: st.DrawFn, srcs: list[bytes], dsts: list[bytes],
     src = st.sampled_from(srcs)
     dst = st.sampled_from(dsts + [BROADCAST, MCAST_MAC, UNKNOWN_MAC])
     kind = draw(st.sampled_from(["arp"] * 5 + ["ip"] * 4 + ["ip6"] * 2 + ["ns"] * 3
-                                + ["eth"] * 2 + ["sized", "random", "mutated", "runt",
-                                                 "badsrc"]))
+                                + ["eth"] * 2 + ["pmtu"] * 3
+                                + ["sized", "random", "mutated", "runt", "badsrc"]))
     if kind == "arp":
         return draw(arp_frames(sha=src, tpa=st.sampled_from(ips),
                                dst=st.one_of(st.just(BROADCAST), dst)))
@@ -143,6 +148,8 @@ def frames(draw: st.DrawFn, srcs: list[bytes], dsts: list[bytes],
         return draw(ip6_frames(dst=dst, src=src))
     if kind == "ns":
         return draw(ns_frames(sha=src, target=st.sampled_from(IP6_POOL)))
+    if kind == "pmtu":
+        return draw(pmtu_frames(dst=dst, src=src))
     if kind == "eth":
         return eth(draw(dst), draw(src), draw(st.sampled_from([0x88B5, 0x86DD, 0x0800, 0x0806])),
                    draw(st.binary(max_size=30)))
@@ -222,6 +229,8 @@ def scenarios(draw: st.DrawFn, max_ops: int = 40) -> Scenario:
         else:
             group = ZERO_MAC if what == "flood" else draw(st.sampled_from([BROADCAST, MCAST_MAC]))
             calls.append(("fdb_append", (vni, group, dst, state), {}))
+    for _ in range(draw(st.integers(0, 4))):
+        calls.append(("set_path_mtu", (draw(dst_args()), draw(st.sampled_from(PATH_MTUS))), {}))
     neigh_ips: list[IPv4Address | IPv6Address] = []
     for _ in range(draw(st.integers(0, 10))):
         ip = draw(st.sampled_from(IP_POOL + IP6_POOL[:-1]))
@@ -241,7 +250,7 @@ def scenarios(draw: st.DrawFn, max_ops: int = 40) -> Scenario:
     kinds = (["from_port"] * 45 + ["from_underlay"] * 30 + ["age"] * 5
              + ["fdb_add", "fdb_append", "fdb_replace", "fdb_del", "neigh_add",
                 "neigh_replace", "neigh_del", "add_port"] * 2
-             + ["fdb_flush", "neigh_flush", "del_port", "del_network"])
+             + ["fdb_flush", "neigh_flush", "del_port", "del_network", "set_path_mtu"])
     now = 0.0
     for _ in range(draw(st.integers(1, max_ops))):
         now += draw(st.sampled_from([0.0, 0.0, 0.5, 1.0, 4.0, 10.0, 100.0, 400.0]))
@@ -277,6 +286,8 @@ def scenarios(draw: st.DrawFn, max_ops: int = 40) -> Scenario:
             calls.append((kind, (vni, str(draw(st.sampled_from(IP_POOL + IP6_POOL)))), {}))
         elif kind == "neigh_flush":
             calls.append((kind, (vni,), {}))
+        elif kind == "set_path_mtu":
+            calls.append((kind, (draw(dst_args()), draw(st.sampled_from(PATH_MTUS))), {}))
         elif kind == "add_port":
             calls.append((kind, (draw(any_port), vni,
                                  draw(st.one_of(st.none(), st.sampled_from(pool)))), {"now": now}))
@@ -284,6 +295,43 @@ def scenarios(draw: st.DrawFn, max_ops: int = 40) -> Scenario:
             calls.append((kind, (draw(any_port),), {}))
         else:
             calls.append((kind, (vni,), {}))
+    return sc
+
+
+@st.composite
+def pmtu_scenarios(draw: st.DrawFn, max_ops: int = 40) -> Scenario:
+    """Paths with route MTUs to remotes that entries and flood lists point at (some with a
+    VNI or port of their own), and frames from ports around the sizes they cut at: PMTU
+    signalling, its replies and the copies that are still sent."""
+    sc = Scenario({"strict": True, "allow": ()}, local=draw(st.sampled_from(LOCALS)))
+    calls = sc.calls
+    vtep4 = [v for v in VTEPS if v.version == 4]
+    vtep6 = [v for v in VTEPS if v.version == 6]
+    usable = (vtep4 if LOCAL in sc.local else []) + (vtep6 if LOCAL6 in sc.local else [])
+    vni = draw(st.sampled_from(VNIS))
+    calls.append(("add_network", (vni,), {"mtu": draw(st.sampled_from([1450, 1500, 9000])),
+                                          "learning": draw(st.booleans())}))
+    calls += [("add_port", (1, vni, C1_MAC), {}), ("add_port", (2, vni, C2_MAC), {})]
+    for v in draw(st.lists(st.sampled_from(usable), min_size=1, max_size=4)):
+        calls.append(("fdb_append", (vni, ZERO_MAC, v), draw(descriptor_args())))
+    peers = [PEER_MAC, *EXTRA_MACS[:2]]
+    for m in peers:
+        calls.append(("fdb_add", (vni, m, draw(st.sampled_from(usable))),
+                      draw(descriptor_args())))
+    for v in usable + [STRANGER]:
+        if draw(st.integers(0, 3)):
+            mtu = draw(st.sampled_from([1400] * 4 + PATH_MTUS[:-2]))
+            calls.append(("set_path_mtu", (v, mtu), {}))
+    dsts = peers + [BROADCAST, UNKNOWN_MAC, C2_MAC]
+    for _ in range(draw(st.integers(1, max_ops))):
+        if draw(st.integers(0, 9)) == 0:
+            calls.append(("set_path_mtu", (draw(st.sampled_from(usable)),
+                                           draw(st.sampled_from(PATH_MTUS))), {}))
+            continue
+        calls.append(("from_port", (draw(st.sampled_from([1, 1, 1, 2])),
+                                    draw(pmtu_frames(dst=st.sampled_from(dsts),
+                                                     src=st.sampled_from([C1_MAC, C2_MAC]))),
+                                    0.0), {}))
     return sc
 
 
@@ -322,6 +370,8 @@ def run_lockstep(sc: Scenario, impl: Any) -> int:
         assert other.counters() == ref.counters(), where
         assert other.fdb_dump() == ref.fdb_dump(), where
         assert other.neigh_dump() == ref.neigh_dump(), where
+        assert other.path_mtus() == ref.path_mtus(), where
+        assert other.remote_vteps() == ref.remote_vteps(), where
     return n_actions
 
 
@@ -343,6 +393,17 @@ def test_differential_random_operations(impl: Any) -> None:
 def test_differential_long_runs(impl: Any) -> None:
     @settings(max_examples=_examples(impl, 25), suppress_health_check=HEALTH)
     @given(sc=scenarios(max_ops=150))
+    def check(sc: Scenario) -> None:
+        run_lockstep(sc, impl)
+
+    check()
+
+
+def test_differential_pmtu(impl: Any) -> None:
+    """PMTU replies byte for byte (tunnel.pmtud_icmp and tunnel.pyx), per remote, next to the
+    copies still sent, with counters and trace flags alike."""
+    @settings(max_examples=_examples(impl, 150), suppress_health_check=HEALTH)
+    @given(sc=pmtu_scenarios())
     def check(sc: Scenario) -> None:
         run_lockstep(sc, impl)
 

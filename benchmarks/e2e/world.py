@@ -30,6 +30,7 @@ from benchmarks.e2e.common import (
     BenchError,
     log,
 )
+from benchmarks.e2e.relay import Relay
 from dataplane.errors import VxdpError
 from dataplane.lab import Lab, VxdpProcess, start_vxdp
 
@@ -59,8 +60,8 @@ def vxdp_config(prefix: str, node: str, sock: str, vtep_opts: dict[str, str],
 
 
 class World:
-    """One topology (kernel, vxdp or python), its VTEPs and its packet counters; the traffic
-    is :mod:`benchmarks.e2e.traffic`'s."""
+    """One topology (kernel, relay, vxdp or python), its VTEPs and its packet counters; the
+    traffic is :mod:`benchmarks.e2e.traffic`'s."""
 
     def __init__(self, kind: str, tag: str, args: argparse.Namespace) -> None:
         self.kind = kind
@@ -69,6 +70,7 @@ class World:
         self.prefix = self.lab.prefix
         self.tmp = tempfile.mkdtemp(prefix="vxdp-e2e-")
         self.vteps: dict[str, VxdpProcess] = {}
+        self.relays: dict[str, Relay] = {}
         self.port = IPERF_PORT        # the last iperf3 port used (each test takes a fresh one)
 
     # -- build ----------------------------------------------------------------------------
@@ -86,7 +88,10 @@ class World:
         else:
             lab.container("manager", "c1", C1_MAC, f"{C1_IP}/24", MTU)
             lab.container("worker", "c2", C2_MAC, f"{C2_IP}/24", MTU)
-            self._start_vteps()
+            if self.kind == "relay":
+                self._start_relays()
+            else:
+                self._start_vteps()
         # Connectivity (and ARP/neighbour warm-up) before anything is timed.
         p = lab.run("c1", ["ping", "-c", "3", "-i", "0.05", "-W", "2", C2_IP], check=False,
                     timeout=20)
@@ -111,6 +116,18 @@ class World:
                 raise BenchError(f"{self.kind} world: vxdp on {node} runs the {impl!r} "
                                  f"fast path, expected {want!r} (make build?)")
 
+    def _start_relays(self) -> None:
+        """One ``vxrelay`` per node (the floor), with vxdp's busy_poll when one is asked for
+        the vxdp worlds; each TAP becomes its container's eth0."""
+        busy = float(_literal(self.args.vtep_opts.get("busy_poll", "0")))
+        for node, local, remote, c, ip, mac, pip, pmac in (
+                ("manager", MANAGER, WORKER, "c1", C1_IP, C1_MAC, C2_IP, C2_MAC),
+                ("worker", WORKER, MANAGER, "c2", C2_IP, C2_MAC, C1_IP, C1_MAC)):
+            r = Relay(self.lab, node, f"{self.prefix}{c}", local, remote, VNI, busy)
+            self.relays[node] = r
+            r.wait_ready()
+            r.attach(c, mac, f"{ip}/24", MTU, pip, pmac)
+
     def vtep_logs(self) -> str:
         out = ""
         for node, v in self.vteps.items():
@@ -120,7 +137,7 @@ class World:
         return out
 
     def vtep_pids(self) -> list[int]:
-        return [v.pid for v in self.vteps.values()]
+        return [v.pid for v in self.vteps.values()] + [r.pid for r in self.relays.values()]
 
     def vtep_stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -135,6 +152,10 @@ class World:
 
     def close(self) -> None:
         try:
+            for node, r in self.relays.items():
+                line = r.stop()
+                if line:
+                    log(f"relay on {node}: {line}")
             for v in self.vteps.values():
                 v.terminate()
             for node, v in self.vteps.items():

@@ -15,6 +15,10 @@ ctypedef struct rx_t:
     uint32_t *gso                # burst: UDP GRO segment size of slot i, 0 = one datagram
     uint8_t *tos                 # burst: outer TOS of slot i (IP_RECVTOS), for ECN
     uint8_t *cmsg                # burst * VX_RX_CMSG_SPACE
+    # readiness path (Switch.tap_ready / udp_ready): busy polling after a burst, when asked
+    double busy_idle             # seconds without arrivals before going back to epoll; 0 = off
+    double busy_limit            # seconds one poll may take at most (the loop's turn)
+    int busy_fd[2]               # the underlay receive sockets polled with the TAPs (-1 = none)
     uint8_t *seg                 # SEG_BUF bytes: the segments of one TSO super-frame
     uint32_t *seg_off            # MAX_TSO_SEGS
     uint32_t *seg_len
@@ -38,3 +42,5 @@ cdef uint32_t tap_burst(sw_t *s, int32_t p, int fd, double now) noexcept nogil
 cdef uint32_t udp_burst(sw_t *s, int sock_fd, double now) noexcept nogil
 cdef uint64_t poll_all(sw_t *s, int sock_fd, int sock_fd2, double idle,
                        double limit) noexcept nogil
+cdef double mono_now() noexcept nogil
+cdef bint ports_gone(sw_t *s) noexcept nogil

@@ -2,6 +2,7 @@
 
 
 cdef int rx_init(rx_t *r, uint32_t burst) noexcept nogil:
+    cdef uint32_t i
     memset(r, 0, sizeof(rx_t))
     r.burst = burst
     # rx slots: pages are only touched as far as frames reach (huge pages from 2 MiB)
@@ -15,11 +16,32 @@ cdef int rx_init(rx_t *r, uint32_t burst) noexcept nogil:
     r.gso = <uint32_t*>calloc(burst, sizeof(uint32_t))
     r.tos = <uint8_t*>calloc(burst, 1)
     r.cmsg = <uint8_t*>calloc(burst, VX_RX_CMSG_SPACE)
+    r.busy_fd[0] = -1
+    r.busy_fd[1] = -1
     if (r.slots == NULL or r.len == NULL or r.src == NULL or r.scratch == NULL
             or r.msgs == NULL or r.iov == NULL or r.addr == NULL or r.gso == NULL
             or r.tos == NULL or r.cmsg == NULL):
         return -1
+    for i in range(burst):
+        rx_msg_init(r, i)
     return 0
+
+
+cdef inline void rx_msg_init(rx_t *r, uint32_t i) noexcept nogil:
+    """recvmmsg() message i: its slot, address and control buffer never change, so they are
+    set once here; the kernel rewrites only the lengths and flags of the messages it filled,
+    and udp_burst resets just those (no per-burst work for the slots a burst did not use)."""
+    cdef mmsghdr *m = &r.msgs[i]
+    r.iov[i].iov_base = rx_datagram(r, i)
+    r.iov[i].iov_len = SLOT_STRIDE - HEADROOM + VXLAN_HLEN
+    memset(&m.msg_hdr, 0, sizeof(msghdr))
+    m.msg_hdr.msg_iov = &r.iov[i]
+    m.msg_hdr.msg_iovlen = 1
+    m.msg_hdr.msg_name = &r.addr[i]
+    m.msg_hdr.msg_namelen = sizeof(vx_sockaddr)
+    m.msg_hdr.msg_control = r.cmsg + <size_t>i * VX_RX_CMSG_SPACE
+    m.msg_hdr.msg_controllen = VX_RX_CMSG_SPACE
+    m.msg_len = 0
 
 
 cdef void rx_free(rx_t *r) noexcept nogil:
@@ -242,18 +264,6 @@ cdef uint32_t udp_burst(sw_t *s, int sock_fd, double now) noexcept nogil:
     cdef uint32_t i, k = 0
     cdef int rc
     cdef mmsghdr *m
-    for i in range(r.burst):
-        m = &r.msgs[i]
-        r.iov[i].iov_base = rx_datagram(r, i)
-        r.iov[i].iov_len = SLOT_STRIDE - HEADROOM + VXLAN_HLEN
-        memset(&m.msg_hdr, 0, sizeof(msghdr))
-        m.msg_hdr.msg_iov = &r.iov[i]
-        m.msg_hdr.msg_iovlen = 1
-        m.msg_hdr.msg_name = &r.addr[i]
-        m.msg_hdr.msg_namelen = sizeof(vx_sockaddr)
-        m.msg_hdr.msg_control = r.cmsg + <size_t>i * VX_RX_CMSG_SPACE
-        m.msg_hdr.msg_controllen = VX_RX_CMSG_SPACE
-        m.msg_len = 0
     while True:
         rc = recvmmsg(sock_fd, r.msgs, r.burst, MSG_DONTWAIT, NULL)
         if rc >= 0 or errno != EINTR:
@@ -272,6 +282,12 @@ cdef uint32_t udp_burst(sw_t *s, int sock_fd, double now) noexcept nogil:
         r.len[k] = r.msgs[i].msg_len
         vx_rx_cmsgs(&r.msgs[i].msg_hdr, &r.gso[k], &r.tos[k])
         k += 1
+    for i in range(<uint32_t>rc):         # what recvmmsg() rewrote, ready for the next call
+        m = &r.msgs[i]
+        m.msg_hdr.msg_namelen = sizeof(vx_sockaddr)
+        m.msg_hdr.msg_controllen = VX_RX_CMSG_SPACE
+        m.msg_hdr.msg_flags = 0
+        m.msg_len = 0
     if k:
         if r.udp_gro:
             process_gro_burst(s, k, now)
@@ -318,3 +334,17 @@ cdef uint64_t poll_all(sw_t *s, int sock_fd, int sock_fd2, double idle,
         if t - t0 >= limit_ns:
             break
     return total
+
+
+cdef double mono_now() noexcept nogil:
+    """time.monotonic() without a Python call: the same clock (CLOCK_MONOTONIC, vDSO)."""
+    return vx_now_ns() * 1e-9
+
+
+cdef bint ports_gone(sw_t *s) noexcept nogil:
+    """Has a port's TAP gone away (port_fd_gone) since gone_ports() last collected them?"""
+    cdef uint32_t i
+    for i in range(s.ports_cap):
+        if s.ports[i].gone:
+            return True
+    return False

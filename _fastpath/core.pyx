@@ -28,7 +28,7 @@ match. Hooks for tests and benchmarks live in ``_fastpath/testing.pyx``.
 """
 
 from libc.stdint cimport int8_t, uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int32_t, int64_t
-from libc.string cimport memcpy, memset, memcmp
+from libc.string cimport memcpy, memmove, memset, memcmp
 from libc.stdlib cimport malloc, calloc, realloc, free, qsort
 cdef extern from "<sched.h>" nogil:
     int sched_yield()
@@ -41,7 +41,7 @@ from _fastpath.includes.vxbits cimport (
 )
 from _fastpath.includes.libc_net cimport (
     ssize_t, iovec, msghdr, cmsghdr, CMSG_FIRSTHDR, mmsghdr, sockaddr_in, recvmmsg, sendmmsg,
-    read, write,
+    read, readv, write,
     htonl, htons, ntohl, errno, AF_INET, MSG_DONTWAIT, MSG_TRUNC, MSG_CTRUNC,
     EAGAIN, EINTR, EBADF, EBADFD, EIO, ENODEV, ENXIO, ENOBUFS, EINVAL, EMSGSIZE,
 )

@@ -3,6 +3,8 @@
 
 
 cdef uint8_t ZERO_VNET[12]          # a virtio_net_hdr that asks for nothing
+cdef uint8_t VALID_VNET[12]         # ... that says VIRTIO_NET_HDR_F_DATA_VALID
+VALID_VNET[0] = 2
 
 
 cdef int tx_init(tx_t *t) noexcept nogil:
@@ -79,9 +81,14 @@ cdef void tap_writev(port_t *pt, iovec *v, int cnt, uint32_t frames) noexcept no
         port_tx_error(pt, errno, frames)
 
 
-cdef void tap_single(tx_t *t, port_t *pt, uint8_t *data, uint32_t n) noexcept nogil:
-    """A frame to a vnet TAP on its own: a zero virtio_net_hdr (no offload) in front."""
-    t.wv[0].iov_base = ZERO_VNET
+cdef void tap_single(tx_t *t, port_t *pt, uint8_t *data, uint32_t n,
+                     uint8_t csum) noexcept nogil:
+    """A frame to a vnet TAP on its own: a virtio_net_hdr without offloads in front, with
+    VIRTIO_NET_HDR_F_DATA_VALID when vxdp verified (or computed) the frame's L4 checksum
+    itself (`csum` CSUM_GOOD), so the container's stack need not sum it again. (Linux 6.18's
+    tun still ignores the flag on writes and checks the checksum anyway, measured with a
+    bad-checksum probe; virtio-net receivers and later kernels honour it.)"""
+    t.wv[0].iov_base = &VALID_VNET[0] if csum == CSUM_GOOD else &ZERO_VNET[0]
     t.wv[0].iov_len = pt.vnet
     t.wv[1].iov_base = data
     t.wv[1].iov_len = n
@@ -104,7 +111,7 @@ cdef void run_flush(sw_t *s, int32_t port) noexcept nogil:
         return
     h = &s.out[run.head]
     if run.n == 1:
-        tap_single(t, pt, h.data, h.len)
+        tap_single(t, pt, h.data, h.len, h.csum)
     else:
         memset(vh, 0, 12)
         hl = run_header(run, h.data, vh, hdr)
@@ -139,7 +146,7 @@ cdef void tap_frame(sw_t *s, int32_t idx) noexcept nogil:
         if verdict == CO_BAD_CSUM:
             s.offc[OC_CSUM_BAD] += 1
         run_flush(s, r.port)
-        tap_single(t, pt, r.data, r.len)
+        tap_single(t, pt, r.data, r.len, r.csum)
         return
     if run.head >= 0 and run_extends(run, s.out[run.head].data, r.data, r.len):
         s.out[run.tail].next = idx
@@ -194,7 +201,7 @@ cdef void tx_ports(sw_t *s) noexcept nogil:
         elif runs_ok:
             tap_frame(s, <int32_t>i)
         else:
-            tap_single(t, pt, r.data, r.len)
+            tap_single(t, pt, r.data, r.len, r.csum)
     if runs_ok:
         for i in range(t.n_run_ports):
             run_flush(s, t.run_ports[i])

@@ -20,6 +20,8 @@ runs once. About two minutes with the defaults.
   kernel's round trip per crossing is set against what the relay adds (``doc["latency"]``);
 - ``vxdp``: one ``vxdp run`` per host with the compiled fast path (TAP per container, one UDP
   socket, recvmmsg/sendmmsg in Cython);
+- ``kernel6``, ``vxdp6``: the kernel's vxlan and vxdp again, the VTEPs talking over an IPv6
+  underlay (2001:db8:18::1, ::2; the same IPv4 overlay, network MTU 1430);
 - ``python``: the same with ``VXDP_NO_EXTENSIONS=1`` (the readable reference path, frame by
   frame): the baseline the fast path is measured against; shorter runs.
 
@@ -120,7 +122,7 @@ def run_world(kind: str, args: argparse.Namespace, rnd: int, profile: bool) -> d
     short = kind == "python"
     secs = args.python_seconds if short else args.seconds
     t_start = time.monotonic()
-    world = World(kind, f"{kind[0]}{rnd}", args)
+    world = World(kind, f"{kind[0]}{kind[-1] if kind.endswith('6') else ''}{rnd}", args)
     res: dict[str, Any] = {"world": kind, "round": rnd, "prefix": world.prefix,
                            "seconds_per_test": secs}
     try:
@@ -381,12 +383,15 @@ def _measure(args: argparse.Namespace, kinds: list[str], doc: dict[str, Any]) ->
     doc["ratios"] = {k: v for k, v in {
         "vxdp/kernel": ratios(doc["worlds"], "vxdp", "kernel"),
         "relay/kernel": ratios(doc["worlds"], "relay", "kernel"),
+        "vxdp6/kernel6": ratios(doc["worlds"], "vxdp6", "kernel6"),
         "vxdp/python": ratios(doc["worlds"], "vxdp", "python"),
         "python/kernel": ratios(doc["worlds"], "python", "kernel"),
     }.items() if v}
     doc["latency"] = added_latency(doc["worlds"])
     if "vxdp/kernel" in doc["ratios"]:
-        doc["ratios_per_round"] = {"vxdp/kernel": round_ratios(doc["worlds"], "vxdp", "kernel")}
+        doc["ratios_per_round"] = {"vxdp/kernel": round_ratios(doc["worlds"], "vxdp", "kernel"),
+                                   "vxdp6/kernel6": round_ratios(doc["worlds"], "vxdp6",
+                                                                 "kernel6")}
         doc["goals"] = goal_status(doc["ratios"]["vxdp/kernel"],
                                    doc["ratios_per_round"]["vxdp/kernel"], doc["worlds"],
                                    doc["latency"])

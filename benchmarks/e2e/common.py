@@ -18,13 +18,23 @@ WORKER = "198.18.0.2"
 C1_IP, C2_IP = "192.168.55.4", "192.168.55.3"     # as in the walkthrough (c1 on manager, c2 on worker)
 C1_MAC, C2_MAC = docker_mac(C1_IP), docker_mac(C2_IP)
 MTU = 1450
+# The IPv6 underlay rows (worlds kernel6, vxdp6): the same hosts with IPv6 addresses, the VTEPs
+# over IPv6, the same IPv4 overlay; an IPv6 outer header is 20 bytes longer, so the network
+# MTU is 1430 (1500 - 70), as for the kernel's vxlan over IPv6.
+UNDERLAY6 = "2001:db8:18::/64"
+MANAGER6 = "2001:db8:18::1"
+WORKER6 = "2001:db8:18::2"
+MTU6 = 1430
 IPERF_PORT = 5201
 FRAME = 64                                       # inner Ethernet frame, bytes (no FCS)
 UDP_PAYLOAD = FRAME - 14 - 20 - 8                # = 22; iperf3 needs >= 16 (its own header)
 
-WORLDS = ("kernel", "relay", "vxdp", "python")
+WORLDS = ("kernel", "relay", "vxdp", "python", "kernel6", "vxdp6")
 LABELS = {"kernel": "kernel vxlan (Docker-style)", "relay": "minimal C relay (the floor)",
-          "vxdp": "vxdp (Cython fast path)", "python": "vxdp pure-Python path"}
+          "vxdp": "vxdp (Cython fast path)", "python": "vxdp pure-Python path",
+          "kernel6": "kernel vxlan, IPv6 underlay", "vxdp6": "vxdp, IPv6 underlay"}
+#: Worlds whose VTEPs talk over an IPv6 underlay (IPv4 overlay, network MTU 1430).
+UNDERLAY6_WORLDS = ("kernel6", "vxdp6")
 #: Worlds that carry only round trips (the relay drops TSO frames: it is no VTEP for TCP).
 RTT_ONLY = ("relay",)
 #: VTEP crossings in one ping round trip: encap and decap for the request, again for the reply.

@@ -46,11 +46,14 @@ def table_md(doc: dict[str, Any]) -> str:
     worlds = doc["worlds"]
     names = [w for w in WORLDS if w in worlds]
     rk, rp = doc["ratios"].get("vxdp/kernel", {}), doc["ratios"].get("vxdp/python", {})
+    r6 = doc["ratios"].get("vxdp6/kernel6", {})
     head = ["metric"] + [LABELS[w] for w in names]
     if rk:
         head.append("vxdp / kernel")
     if rp:
         head.append("vxdp / python")
+    if r6:
+        head.append("IPv6 underlay: vxdp / kernel")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for k, (label, unit, _hi) in METRICS.items():
         row = [f"{label} ({unit})"] + [fmt(worlds[w]["metrics"].get(k), unit) for w in names]
@@ -58,6 +61,8 @@ def table_md(doc: dict[str, Any]) -> str:
             row.append(fmt_ratio(rk.get(k)))
         if rp:
             row.append(fmt_ratio(rp.get(k)))
+        if r6:
+            row.append(fmt_ratio(r6.get(k)))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -329,7 +334,8 @@ def plot(doc: dict[str, Any], path: Path) -> str | None:
         return "matplotlib not installed (pip install matplotlib): no plot"
     worlds = doc["worlds"]
     names = [w for w in WORLDS if w in worlds]
-    colors = {"kernel": "#4c72b0", "relay": "#55a868", "vxdp": "#dd8452", "python": "#8c8c8c"}
+    colors = {"kernel": "#4c72b0", "relay": "#55a868", "vxdp": "#dd8452", "python": "#8c8c8c",
+              "kernel6": "#8172b3", "vxdp6": "#c44e52"}
     panels = [("tcp1_gbps", "TCP, 1 stream (Gbit/s)", 1),
               ("tcp4_gbps", "TCP, 4 streams (Gbit/s)", 1),
               ("udp64_delivered_pps", "UDP 64 B delivered (kpps)", 1e-3),
@@ -353,7 +359,7 @@ def plot(doc: dict[str, Any], path: Path) -> str | None:
         else:
             vals = [(worlds[w]["metrics"].get(k) or 0.0) * scale for w in names]
         bars = ax.bar(range(len(names)), vals, color=[colors[w] for w in names])
-        ax.set_xticks(range(len(names)), names, fontsize=8)
+        ax.set_xticks(range(len(names)), names, fontsize=7, rotation=30)
         ax.set_title(title, fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
         for b, v in zip(bars, vals):

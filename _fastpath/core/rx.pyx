@@ -381,6 +381,7 @@ cdef uint32_t tap_burst(sw_t *s, int32_t p, int fd, double now) noexcept nogil:
         if err != EAGAIN and port_ok(s, p) and port_fd_gone(err):
             s.ports[p].gone = 1
             s.ports[p].fd = -1
+            s.tx.gone_hint = 1
         break
     if n:
         if vnet:
@@ -476,9 +477,10 @@ cdef double mono_now() noexcept nogil:
 
 
 cdef bint ports_gone(sw_t *s) noexcept nogil:
-    """Has a port's TAP gone away (port_fd_gone) since gone_ports() last collected them?"""
-    cdef uint32_t i
-    for i in range(s.ports_cap):
-        if s.ports[i].gone:
-            return True
+    """Has a port's TAP gone away (port_fd_gone) since the readiness path last looked? Every
+    place that marks a port gone raises tx.gone_hint too, so this is one load instead of a
+    walk over every port's cache line after each burst; Python's gone_ports() then walks."""
+    if s.tx.gone_hint:
+        s.tx.gone_hint = 0
+        return True
     return False

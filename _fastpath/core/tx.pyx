@@ -47,7 +47,7 @@ cdef bint port_fd_gone(int err) noexcept nogil:
     return err == EBADF or err == EBADFD or err == ENODEV or err == ENXIO
 
 
-cdef inline void port_tx_error(port_t *pt, int err, uint32_t frames) noexcept nogil:
+cdef inline void port_tx_error(tx_t *t, port_t *pt, int err, uint32_t frames) noexcept nogil:
     if err == EAGAIN:                   # == EWOULDBLOCK on Linux
         pt.tx_dropped += frames         # TAP queue full: a drop, like a full qdisc
         return
@@ -55,9 +55,10 @@ cdef inline void port_tx_error(port_t *pt, int err, uint32_t frames) noexcept no
     if port_fd_gone(err):
         pt.gone = 1
         pt.fd = -1
+        t.gone_hint = 1
 
 
-cdef void tap_write(port_t *pt, const uint8_t *data, uint32_t n) noexcept nogil:
+cdef void tap_write(tx_t *t, port_t *pt, const uint8_t *data, uint32_t n) noexcept nogil:
     """One frame to a plain TAP (no vnet header)."""
     cdef ssize_t w
     if pt.fd < 0 or pt.gone:
@@ -69,16 +70,16 @@ cdef void tap_write(port_t *pt, const uint8_t *data, uint32_t n) noexcept nogil:
             return
         if errno != EINTR:
             break
-    port_tx_error(pt, errno, 1)
+    port_tx_error(t, pt, errno, 1)
 
 
-cdef void tap_writev(port_t *pt, iovec *v, int cnt, uint32_t frames) noexcept nogil:
+cdef void tap_writev(tx_t *t, port_t *pt, iovec *v, int cnt, uint32_t frames) noexcept nogil:
     """One writev() to a vnet TAP, counted per wire frame it carries."""
     if pt.fd < 0 or pt.gone:
         pt.tx_dropped += frames
         return
     if vx_writev(pt.fd, v, cnt) < 0:
-        port_tx_error(pt, errno, frames)
+        port_tx_error(t, pt, errno, frames)
 
 
 cdef void tap_single(tx_t *t, port_t *pt, uint8_t *data, uint32_t n,
@@ -92,7 +93,7 @@ cdef void tap_single(tx_t *t, port_t *pt, uint8_t *data, uint32_t n,
     t.wv[0].iov_len = pt.vnet
     t.wv[1].iov_base = data
     t.wv[1].iov_len = n
-    tap_writev(pt, t.wv, 2, 1)
+    tap_writev(t, pt, t.wv, 2, 1)
 
 
 cdef void run_flush(sw_t *s, int32_t port) noexcept nogil:
@@ -126,7 +127,7 @@ cdef void run_flush(sw_t *s, int32_t port) noexcept nogil:
             v[k].iov_len = r.len - hl
             k += 1
             i = r.next
-        tap_writev(pt, v, <int>k, run.n)
+        tap_writev(t, pt, v, <int>k, run.n)
         s.offc[OC_COALESCED_FRAMES] += 1
         s.offc[OC_COALESCED_SEGMENTS] += run.n
     run.head = -1
@@ -197,7 +198,7 @@ cdef void tx_ports(sw_t *s) noexcept nogil:
             continue
         pt = &s.ports[r.port]
         if not pt.vnet:
-            tap_write(pt, r.data, r.len)
+            tap_write(&s.tx, pt, r.data, r.len)
         elif runs_ok:
             tap_frame(s, <int32_t>i)
         else:

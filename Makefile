@@ -8,6 +8,7 @@
 #   make demo   [ARGS=...]                              the reference/ walkthrough
 #                                                       (ARGS=--docker: with real Docker)
 #   make bench  [ARGS=--json]                           benchmarks (run from the repo root)
+#   make relay                                          build/vxrelay, bench_e2e's floor (in build)
 #   make venv VENV=/tmp/v                               a venv elsewhere (default .venv)
 #   make clean | distclean                              build artefacts | and the venv
 
@@ -86,10 +87,10 @@ FASTPATH_DEPS := $(PYX) $(wildcard _fastpath/*.pxd _fastpath/core/*.pyx _fastpat
 # A .pyx whose extension module is gone (deleted by hand) forces a rebuild despite the stamp.
 MISSING_SO  := $(foreach p,$(PYX),$(if $(wildcard $(p:.pyx=).*.so),,$(p)))
 
-.PHONY: help deps venv build test demo bench bench-fastpath bench-e2e bench-store clean distclean FORCE
+.PHONY: help deps venv build relay test demo bench bench-fastpath bench-e2e bench-store clean distclean FORCE
 
 help:
-	@echo "targets: deps venv build test demo bench bench-fastpath bench-e2e clean distclean"
+	@echo "targets: deps venv build relay test demo bench bench-fastpath bench-e2e clean distclean"
 	@echo "vars:    VENV=$(VENV) PYTHON=$(PYTHON) TESTS=$(TESTS) PYTEST_ARGS= ARGS= CI="
 
 deps:
@@ -130,7 +131,17 @@ $(VENV_STAMP): pyproject.toml setup.py | deps
 
 # Compiles every _fastpath/*.pyx in place (setup.py). Cython and setuptools also track
 # dependencies themselves, so a rebuild after a .pxd change only redoes what is needed.
-build: $(BUILD_STAMP)
+build: $(BUILD_STAMP) relay
+
+# The minimal C relay bench_e2e measures vxdp against (benchmarks/relay/vxrelay.c; it shares
+# the fast path's inline helpers). bench_e2e builds it too when it is missing or stale.
+RELAY := build/vxrelay
+relay: $(RELAY)
+
+$(RELAY): benchmarks/relay/vxrelay.c _fastpath/includes/vxbits.h | deps
+	@mkdir -p $(@D)
+	@echo "relay: cc $< -> $@"
+	@$${CC:-cc} -O2 -Wall -Wextra -I_fastpath/includes -o $@ $<
 
 $(BUILD_STAMP): $(FASTPATH_DEPS) setup.py $(VENV_STAMP) $(if $(MISSING_SO),FORCE)
 	@if [ -z "$(PYX)" ]; then echo "build: no _fastpath/*.pyx yet, nothing to compile"; \

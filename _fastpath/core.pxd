@@ -102,11 +102,13 @@ cdef class Switch:
     cdef dict _ipcache           # 16-byte address -> IPv4Address / IPv6Address
     cdef dict _dumps             # dumps in slices: token -> KeySnap
     cdef uint64_t _dump_token
+    cdef object _attention       # set_readiness(): Python's part after a burst, when needed
 
     cdef _set_locals(self, object locals_)
     cdef object _addr(self, const uint8_t *addr)
     cdef int _net(self, object vni) except -1
     cdef void _drain(self)
+    cdef int _after_ready(self) except -1
     cdef object _loc(self, uint8_t kind, uint32_t port, const uint8_t *addr)
     cdef object _remote(self, object vni, object dst, object dst_port, object dst_vni)
     cdef list _collect(self, uint32_t n, bint outer)

@@ -28,7 +28,7 @@ match. Hooks for tests and benchmarks live in ``_fastpath/testing.pyx``.
 """
 
 from libc.stdint cimport int8_t, uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int32_t, int64_t
-from libc.string cimport memcpy, memset, memcmp
+from libc.string cimport memcpy, memmove, memset, memcmp
 from libc.stdlib cimport malloc, calloc, realloc, free, qsort
 cdef extern from "<sched.h>" nogil:
     int sched_yield()
@@ -41,7 +41,7 @@ from _fastpath.includes.vxbits cimport (
 )
 from _fastpath.includes.libc_net cimport (
     ssize_t, iovec, msghdr, cmsghdr, CMSG_FIRSTHDR, mmsghdr, sockaddr_in, recvmmsg, sendmmsg,
-    read, write,
+    read, readv, write,
     htonl, htons, ntohl, errno, AF_INET, MSG_DONTWAIT, MSG_TRUNC, MSG_CTRUNC,
     EAGAIN, EINTR, EBADF, EBADFD, EIO, ENODEV, ENXIO, ENOBUFS, EINVAL, EMSGSIZE,
 )
@@ -748,6 +748,45 @@ cdef class Switch:
         """recvmmsg() up to ``burst`` VXLAN datagrams from the UDP socket, forward them and
         transmit the outputs. Returns the number of datagrams received (0 on EAGAIN)."""
         return udp_burst(self.s, sock_fd, now)
+
+    # -- readiness path: what the event loop calls, with no Python frame per burst ----------
+
+    def set_readiness(self, hook, *, double busy_poll=0.0, double busy_limit=0.002,
+                      sock_fds=()):
+        """Set up tap_ready()/udp_ready(), the callbacks a VTEP registers with its event loop
+        in place of Python functions: ``hook()`` (no arguments) is called after a burst only
+        when there is something for Python to do (events, trace records, a TAP gone);
+        ``busy_poll`` > 0 keeps polling every TAP and the ``sock_fds`` (one per family) after
+        each burst until nothing arrived for that many seconds, ``busy_limit`` at most."""
+        cdef rx_t *r = &self.s.rx
+        fds = list(sock_fds)
+        if len(fds) > 2:
+            raise InvalidArgument("at most one receive socket per address family")
+        self._attention = hook
+        r.busy_idle = busy_poll if busy_poll > 0 else 0.0
+        r.busy_limit = busy_limit
+        r.busy_fd[0] = fds[0] if len(fds) > 0 else -1
+        r.busy_fd[1] = fds[1] if len(fds) > 1 else -1
+
+    def tap_ready(self, int port, int fd):
+        """The TAP ``fd`` of ``port`` is readable: rx_tap_burst at the current monotonic
+        time, then busy polling and the hook (set_readiness) as needed."""
+        tap_burst(self.s, port, fd, mono_now())
+        self._after_ready()
+
+    def udp_ready(self, int fd):
+        """The underlay socket ``fd`` is readable: rx_udp_burst, as tap_ready."""
+        udp_burst(self.s, fd, mono_now())
+        self._after_ready()
+
+    cdef int _after_ready(self) except -1:
+        cdef sw_t *s = self.s
+        if s.rx.busy_idle > 0:
+            poll_all(s, s.rx.busy_fd[0], s.rx.busy_fd[1], s.rx.busy_idle, s.rx.busy_limit)
+        if self._attention is not None and (s.ev.count or self._pending or s.tr.on
+                                            or ports_gone(s)):
+            self._attention()
+        return 0
 
     def busy_poll(self, int sock_fd, double idle, double limit, int sock_fd2=-1) -> int:
         """Keep serving every registered TAP fd and the UDP socket ``sock_fd`` (and

@@ -15,11 +15,11 @@ from libc.stdlib cimport malloc, calloc, free
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 
 from _fastpath.includes.vxbits cimport vx_mix64, vx_now_ns, vx_prefetch, vx_csum_add, vx_flow_hash
-from _fastpath.includes.libc_net cimport htonl
+from _fastpath.includes.libc_net cimport htonl, iovec
 from _fastpath.core cimport (
     Switch, sw_t, txrec, port_t, table_t, fdb_ent, rx_frame, rx_datagram, out_push,
     process_port_burst, process_underlay_burst, outer_csum, build_ipudp, build_ip6udp, transmit,
-    tso_segment, vnet_csum, l4info_t, rx_csum, rx_segment, RX_PARTIAL, RX_VALID, tab_init, tab_insert, tab_free, tab_find, tab_home, tab_key_at,
+    tso_segment, vnet_csum, vlayout, vnet_segments, VSLOT_STRIDE, VIOV_MAX, l4info_t, rx_csum, rx_segment, RX_PARTIAL, RX_VALID, tab_init, tab_insert, tab_free, tab_find, tab_home, tab_key_at,
     fdb_key, fdb_find, ent_nremotes, addr_v4mapped,
     HEADROOM, IPUDP_HLEN, IP6UDP_HLEN, MAX_FRAME, VXLAN_HLEN, SEG_BUF, MAX_TSO_SEGS, FDB_MIN_CAP,
     N_VE, VE_SHORT_HEADER, CSUM_UNKNOWN,
@@ -337,6 +337,67 @@ def offload_segment(hdr, frame):
         free(out)
         free(offs)
         free(lens)
+
+
+def offload_segment_scatter(hdr, frame, uint32_t hl, uint32_t g):
+    """offload_segment() as rx_tap_burst does it for a vnet TAP: the read scattered with the
+    layout for headers of `hl` bytes and chunks of `g` (rx.pyx vlayout; readv's filling of
+    the iovecs done here by copying), then vnet_segments() (in place when the frame fits the
+    layout, else moved back together and segmented by copying). Returns (what
+    offload_segment returns, whether the segments were made in place)."""
+    cdef bytes hb = bytes(hdr)
+    cdef bytes fb = bytes(frame)
+    cdef uint32_t vnet = 12 if len(hb) >= 12 else 10
+    cdef uint32_t n = len(fb), cnt, j, k_, left, take, pos = 0
+    cdef bytes src
+    cdef uint8_t *slot
+    cdef uint8_t *f
+    cdef uint8_t *seg
+    cdef uint8_t *base = NULL
+    cdef uint32_t *offs
+    cdef uint32_t *lens
+    cdef iovec *iov
+    cdef uint32_t hlen = 0
+    cdef int k, rc
+    if len(hb) < 10:
+        raise ValueError(VNET_ERRORS[VE_SHORT_HEADER])
+    src = (hb + bytes(12))[:vnet] + fb
+    slot = <uint8_t*>calloc(VSLOT_STRIDE, 1)
+    seg = <uint8_t*>malloc(SEG_BUF)
+    offs = <uint32_t*>malloc(MAX_TSO_SEGS * sizeof(uint32_t))
+    lens = <uint32_t*>malloc(MAX_TSO_SEGS * sizeof(uint32_t))
+    iov = <iovec*>calloc(VIOV_MAX, sizeof(iovec))
+    try:
+        if slot == NULL or seg == NULL or offs == NULL or lens == NULL or iov == NULL:
+            raise MemoryError()
+        f = slot + HEADROOM
+        cnt = vlayout(f, vnet, hl, g, iov)
+        left = len(src)
+        for j in range(cnt):                      # what readv() would do
+            take = iov[j].iov_len if iov[j].iov_len < left else left
+            memcpy(iov[j].iov_base, PyBytes_AS_STRING(src) + pos, take)
+            pos += take
+            left -= take
+        if left:
+            raise ValueError("frame larger than a vnet slot")
+        k = vnet_segments(f, n, <const uint8_t*><const char*>hb, hl, g, cnt, iov, vnet, seg,
+                          offs, lens, &base, &hlen)
+        if k == 0:
+            if hb[0] & 1:
+                rc = vnet_csum(<const uint8_t*><const char*>hb, f, n)
+                if rc >= 0:
+                    raise ValueError(VNET_ERRORS[rc])
+            return [PyBytes_FromStringAndSize(<char*>f, n)], False
+        if k < 0:
+            raise ValueError(VNET_ERRORS[-k - 1])
+        return ([PyBytes_FromStringAndSize(<char*>base + offs[k_], lens[k_])
+                 for k_ in range(<uint32_t>k)], base == f)
+    finally:
+        free(slot)
+        free(seg)
+        free(offs)
+        free(lens)
+        free(iov)
 
 
 RX_VERDICTS = ("none", "valid", "partial", "bad")

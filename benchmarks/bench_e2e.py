@@ -14,15 +14,22 @@ runs once. About two minutes with the defaults.
 
 - ``kernel``: Docker's overlay: bridge + vxlan (proxy, nolearning, static FDB/neighbours) and a
   veth per container, in each host namespace (:meth:`Lab.kernel_vtep`);
+- ``relay``: the floor, ``benchmarks/relay/vxrelay.c`` (built here with ``cc`` when missing;
+  ``make relay``): one minimal C VTEP per host with vxdp's system calls and TAP/socket
+  settings and nothing else; only round trips are measured through it. What vxdp adds to the
+  kernel's round trip per crossing is set against what the relay adds (``doc["latency"]``);
 - ``vxdp``: one ``vxdp run`` per host with the compiled fast path (TAP per container, one UDP
   socket, recvmmsg/sendmmsg in Cython);
+- ``kernel6``, ``vxdp6``: the kernel's vxlan and vxdp again, the VTEPs talking over an IPv6
+  underlay (2001:db8:18::1, ::2; the same IPv4 overlay, network MTU 1430);
 - ``python``: the same with ``VXDP_NO_EXTENSIONS=1`` (the readable reference path, frame by
   frame): the baseline the fast path is measured against; shorter runs.
 
 Per world, from c1 to c2: iperf3 TCP with 1 and 4 streams (Gbit/s received), iperf3 UDP with
 a 22-byte payload (= a 64-byte inner Ethernet frame: 14 + 20 + 8 + 22, no FCS) sent as fast
 as iperf3 can (``-b 0``) → packets per second *delivered* to c2 (sent minus lost, iperf3's own
-sequence numbers), ping RTT p50/p99 (idle world, 5 ms interval), and CPU seconds per Gbit of
+sequence numbers), ping RTT p50/p99 (idle world, 5 ms interval; then again with ping and
+every VTEP process pinned to one CPU, ``--pin-cpu``), and CPU seconds per Gbit of
 TCP goodput: the whole machine's busy time from /proc/stat (all cores minus idle, iowait and
 steal: where the kernel's VTEP works, in softirq), raw and minus the background load (sampled with
 the world idle, before and after its tests), and for vxdp the two ``vxdp run`` processes' own
@@ -72,17 +79,22 @@ from typing import Any
 
 from benchmarks.e2e import traffic
 from benchmarks.e2e.common import (
+    ADDED_RTT_GOAL,
+    CPU_GOAL,
+    CROSSINGS,
     FRAME,
     GOALS,
     LABELS,
     METRICS,
     ROOT,
+    RTT_ONLY,
     UDP_PAYLOAD,
     WORLDS,
     BenchError,
     log,
 )
 from benchmarks.e2e.profile import profile_vxdp
+from benchmarks.e2e.relay import relay_binary
 from benchmarks.e2e.render import (
     BEGIN,
     END,
@@ -110,22 +122,26 @@ def run_world(kind: str, args: argparse.Namespace, rnd: int, profile: bool) -> d
     short = kind == "python"
     secs = args.python_seconds if short else args.seconds
     t_start = time.monotonic()
-    world = World(kind, f"{kind[0]}{rnd}", args)
+    world = World(kind, f"{kind[0]}{kind[-1] if kind.endswith('6') else ''}{rnd}", args)
     res: dict[str, Any] = {"world": kind, "round": rnd, "prefix": world.prefix,
                            "seconds_per_test": secs}
     try:
         log(f"{kind}: round {rnd + 1}: building (prefix {world.prefix})")
         world.build()
         bg = [traffic.background_busy(1.0)]
+        pings = args.pings // (2 if short else 1)
         log(f"{kind}: ping")
-        res["ping"] = traffic.ping(world, args.pings // (2 if short else 1), 0.005)
-        log(f"{kind}: TCP 1 stream, {secs:g}s")
-        res["tcp1"] = traffic.tcp(world, 1, secs)
-        log(f"{kind}: TCP 4 streams, {secs:g}s")
-        res["tcp4"] = traffic.tcp(world, 4, secs)
-        log(f"{kind}: UDP {FRAME}-byte frames, -b 0, {secs:g}s")
-        res["udp64"] = traffic.udp64(world, secs)
-        time.sleep(0.3)     # let the UDP backlog drain before sampling the idle load again
+        res["ping"] = traffic.ping(world, pings, 0.005)
+        log(f"{kind}: ping, every process pinned to CPU {args.pin_cpu}")
+        res["ping_pinned"] = traffic.ping(world, pings, 0.005, cpu=args.pin_cpu)
+        if kind not in RTT_ONLY:
+            log(f"{kind}: TCP 1 stream, {secs:g}s")
+            res["tcp1"] = traffic.tcp(world, 1, secs)
+            log(f"{kind}: TCP 4 streams, {secs:g}s")
+            res["tcp4"] = traffic.tcp(world, 4, secs)
+            log(f"{kind}: UDP {FRAME}-byte frames, -b 0, {secs:g}s")
+            res["udp64"] = traffic.udp64(world, secs)
+            time.sleep(0.3)     # let the UDP backlog drain before sampling the idle load again
         bg.append(traffic.background_busy(1.0))
         res["background_busy_cores_samples"] = bg
         res["background_busy_cores"] = statistics.fmean(bg)
@@ -139,6 +155,8 @@ def run_world(kind: str, args: argparse.Namespace, rnd: int, profile: bool) -> d
     finally:
         log(f"{kind}: tearing down")
         world.close()
+    if world.relays:
+        res["relay_counters"] = {n: r.counters for n, r in world.relays.items()}
     res["wall_s"] = time.monotonic() - t_start
     res["metrics"] = traffic.metrics_of(res)
     return res
@@ -156,9 +174,10 @@ def aggregate(kind: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
         vals = [v for v in vals if v is not None and v == v]
         out["metrics"][k] = statistics.median(vals) if vals else None
     out["background_busy_cores"] = statistics.fmean(r["background_busy_cores"] for r in runs)
-    out["retransmits"] = [(r["tcp1"]["retransmits"], r["tcp4"]["retransmits"]) for r in runs]
+    out["retransmits"] = [(r["tcp1"]["retransmits"], r["tcp4"]["retransmits"]) for r in runs
+                          if "tcp1" in r]
     out["runs"] = runs
-    out["udp64"] = runs[0]["udp64"]
+    out["udp64"] = runs[0].get("udp64") or {}
     out["profile"] = next((r["profile"] for r in runs if "profile" in r), None)
     return out
 
@@ -187,13 +206,65 @@ def round_ratios(worlds: dict[str, dict[str, Any]], num: str, den: str) -> dict[
     return out
 
 
-def goal_status(r: dict[str, float | None], spread: dict[str, list[float]]) -> dict[str, Any]:
-    out = {}
+def added_latency(worlds: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What each userspace world adds to the kernel's round trip, per VTEP crossing (a ping
+    crosses a VTEP four times), unpinned and with every process on one CPU; and vxdp's added
+    round trip over the relay's (the floor), from the medians and round by round."""
+    out: dict[str, Any] = {}
+    if "kernel" not in worlds:
+        return out
+    for mode, key in (("unpinned", "rtt_p50_ms"), ("pinned", "rtt_pinned_p50_ms")):
+        base = worlds["kernel"]["metrics"].get(key)
+        if base is None:
+            continue
+        rows: dict[str, Any] = {"kernel": {"p50_ms": base}}
+        for w in ("relay", "vxdp", "python"):
+            v = worlds.get(w, {}).get("metrics", {}).get(key)
+            if v is not None:
+                rows[w] = {"p50_ms": v, "added_rtt_ms": v - base,
+                           "per_crossing_us": (v - base) * 1000 / CROSSINGS}
+        entry: dict[str, Any] = {"metric": key, "worlds": rows}
+        if "relay" in rows and "vxdp" in rows:
+            ra, va = rows["relay"]["added_rtt_ms"], rows["vxdp"]["added_rtt_ms"]
+            entry["vxdp_over_relay"] = va / ra if ra > 0 else None
+            per = []
+            for k_m, r_m, v_m in zip(worlds["kernel"]["round_metrics"],
+                                     worlds["relay"]["round_metrics"],
+                                     worlds["vxdp"]["round_metrics"]):
+                kb, rb, vb = k_m.get(key), r_m.get(key), v_m.get(key)
+                if None not in (kb, rb, vb) and rb - kb > 0:
+                    per.append((vb - kb) / (rb - kb))
+            entry["per_round"] = per
+        out[mode] = entry
+    return out
+
+
+def goal_status(r: dict[str, float | None], spread: dict[str, list[float]],
+                worlds: dict[str, dict[str, Any]] | None = None,
+                latency: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The goals of issue 14: ratios to the kernel (``GOALS``), vxdp's added round trip
+    against the relay's (``ADDED_RTT_GOAL``) and the VTEPs' CPU per Gbit (``CPU_GOAL``)."""
+    out: dict[str, Any] = {}
     for k, (op, target) in GOALS.items():
         v = r.get(k)
         met = None if v is None else (v >= target if op == ">=" else v <= target)
-        out[k] = {"ratio": v, "goal": f"{op} {target}", "met": met,
-                  "per_round": spread.get(k, [])}
+        out[k] = {"label": f"{METRICS[k][0]} (vxdp / kernel)", "ratio": v,
+                  "goal": f"{op} {target}", "met": met, "per_round": spread.get(k, [])}
+    for mode, st in (latency or {}).items():
+        if "vxdp_over_relay" not in st:
+            continue
+        v = st["vxdp_over_relay"]
+        out[f"added_rtt_{mode}"] = {
+            "label": f"added RTT p50 over the kernel's, {mode}: vxdp / relay",
+            "ratio": v, "goal": f"<= {ADDED_RTT_GOAL}",
+            "met": None if v is None else v <= ADDED_RTT_GOAL, "per_round": st["per_round"]}
+    key, bound = CPU_GOAL
+    vx = (worlds or {}).get("vxdp")
+    if vx is not None and vx["metrics"].get(key) is not None:
+        v = vx["metrics"][key]
+        out[key] = {"label": f"{METRICS[key][0]}, s", "ratio": v, "goal": f"<= {bound}",
+                    "unit": "s", "met": v <= bound,
+                    "per_round": [m[key] for m in vx["round_metrics"] if m.get(key) is not None]}
     return out
 
 
@@ -246,6 +317,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--python-seconds", type=float, default=2.0,
                     help="iperf3 seconds per test for the pure-Python world (2)")
     ap.add_argument("--pings", type=int, default=400, help="ping probes, 5 ms apart (400)")
+    ap.add_argument("--pin-cpu", type=int, default=0,
+                    help="the CPU ping and every VTEP process share for the pinned round "
+                         "trips (0)")
     ap.add_argument("--no-profile", action="store_true", help="skip py-spy/perf on the VTEPs")
     ap.add_argument("--no-perf", action="store_true", help="py-spy only, no perf record")
     ap.add_argument("--profile-dir", help="keep the raw profiles (py-spy stacks, perf.data) here")
@@ -272,7 +346,7 @@ def _cannot_run(kinds: list[str]) -> tuple[int, str] | None:
         return 2, f"unknown world(s) {bad}; choose from {WORLDS}"
     if os.geteuid() != 0:
         return 1, "needs root (network namespaces, TAP devices)"
-    for tool in ("iperf3", "ping", "ss"):
+    for tool in ("iperf3", "ping", "ss", "taskset"):
         if shutil.which(tool) is None:
             return 1, f"{tool} not found"
     return None
@@ -308,13 +382,19 @@ def _measure(args: argparse.Namespace, kinds: list[str], doc: dict[str, Any]) ->
     doc["worlds"] = {k: aggregate(k, v) for k, v in runs.items() if v}
     doc["ratios"] = {k: v for k, v in {
         "vxdp/kernel": ratios(doc["worlds"], "vxdp", "kernel"),
+        "relay/kernel": ratios(doc["worlds"], "relay", "kernel"),
+        "vxdp6/kernel6": ratios(doc["worlds"], "vxdp6", "kernel6"),
         "vxdp/python": ratios(doc["worlds"], "vxdp", "python"),
         "python/kernel": ratios(doc["worlds"], "python", "kernel"),
     }.items() if v}
+    doc["latency"] = added_latency(doc["worlds"])
     if "vxdp/kernel" in doc["ratios"]:
-        doc["ratios_per_round"] = {"vxdp/kernel": round_ratios(doc["worlds"], "vxdp", "kernel")}
+        doc["ratios_per_round"] = {"vxdp/kernel": round_ratios(doc["worlds"], "vxdp", "kernel"),
+                                   "vxdp6/kernel6": round_ratios(doc["worlds"], "vxdp6",
+                                                                 "kernel6")}
         doc["goals"] = goal_status(doc["ratios"]["vxdp/kernel"],
-                                   doc["ratios_per_round"]["vxdp/kernel"])
+                                   doc["ratios_per_round"]["vxdp/kernel"], doc["worlds"],
+                                   doc["latency"])
     return 0
 
 
@@ -353,6 +433,12 @@ def main(argv: list[str] | None = None) -> int:
     if problem is not None:
         print(f"bench_e2e: {problem[1]}", file=sys.stderr)
         return problem[0]
+    if "relay" in kinds:
+        try:
+            relay_binary()
+        except BenchError as exc:
+            print(f"bench_e2e: {exc}", file=sys.stderr)
+            return 1
     os.chdir(ROOT)
     doc: dict[str, Any] = {
         "command": "python -m benchmarks.bench_e2e " + " ".join(argv if argv is not None
@@ -360,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "machine": machine_info(), "rounds": args.rounds, "seconds": args.seconds,
         "python_seconds": args.python_seconds,
-        "pings": args.pings, "frame_bytes": FRAME, "udp_payload": UDP_PAYLOAD,
+        "pings": args.pings, "pin_cpu": args.pin_cpu, "frame_bytes": FRAME, "udp_payload": UDP_PAYLOAD,
         "vtep_options": args.vtep_opts, "network_options": args.net_opts, "worlds": {},
     }
     if "vxdp" in kinds and doc["machine"]["fastpath"] != "c":

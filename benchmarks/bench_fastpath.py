@@ -96,15 +96,18 @@ def bench_size(c: Any, t: Any, size: int, seconds: float) -> list[dict[str, Any]
     (a_py,) = py.from_port(0, frame, 1.0)
     (a_c,) = cs.from_port(0, frame, 1.0)
     assert a_py == a_c, "fast path and reference disagree on encapsulation"
-    _, dst, sport, payload = a_py
-    ref = wire.outer_datagram(LOCAL, dst, sport, payload)
-    assert t.build_outer(cs, dst, sport, payload) == ref, "outer headers differ"
+    # ("vtep", dst, sport, payload, outer header fields): ttl 64, tos 0, DF clear by default
+    _, dst, sport, payload, hdr = a_py
+    ref = wire.outer_datagram(LOCAL, dst, sport, payload, ttl=hdr.ttl, tos=hdr.tos, df=hdr.df)
+    assert t.build_outer(cs, dst, sport, payload, hdr.tos, hdr.ttl) == ref, \
+        "outer headers differ"
     assert scapy_encap(frame, sport) == ref, "scapy builds a different datagram"
 
     def py_encap(n: int) -> None:
         for _ in range(n):
             for a in py.from_port(0, frame, 1.0):
-                wire.outer_datagram(LOCAL, a[1], a[2], a[3])
+                h = a[4]
+                wire.outer_datagram(LOCAL, a[1], a[2], a[3], ttl=h.ttl, tos=h.tos, df=h.df)
 
     def c_encap(n: int) -> None:
         produced = t.bench_port(cs, 0, frame, n, 1.0)

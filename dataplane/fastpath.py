@@ -13,6 +13,9 @@ which one it has:
 ``rx_udp_burst``         the same for the underlay socket
 ``gone_ports``           ports whose TAP went away under us (the VTEP removes them)
 ``busy_poll``            keep polling for a while after a burst (``BUSY_POLL``)
+``tap_ready`` ...        the event loop's readiness callbacks: a burst at the current time,
+                         then busy polling, then Python's hook only when it has work
+                         (``set_readiness``)
 ``set_offload`` ...      TSO/GSO/GRO (``OFFLOADS`` says which the core can use)
 ``io_counters``          write/send failures and drops, which the I/O-free core cannot see
 =======================  =================================================================
@@ -27,6 +30,8 @@ import errno
 import os
 import socket
 import struct
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from dataplane import offload
@@ -67,6 +72,7 @@ class PyBurstSwitch(_reference.Switch):
         self._ul_io = {"rx_errors": 0, "tx_errors": 0, "tx_dropped": 0}
         self._rx_counters = dict.fromkeys(offload.RX_VERDICTS, 0)
         self._offc = {"rx_superframes": 0, "rx_superframe_segments": 0}
+        self._hook: Callable[[], object] | None = None
 
     # -- registration -------------------------------------------------------------------------
 
@@ -224,6 +230,22 @@ class PyBurstSwitch(_reference.Switch):
 
     def busy_poll(self, sock_fd: int, idle: float, limit: float, sock_fd2: int = -1) -> int:
         return 0
+
+    def set_readiness(self, hook: Callable[[], object] | None, *, busy_poll: float = 0.0,
+                      busy_limit: float = 0.002, sock_fds: Sequence[int] = ()) -> None:
+        """The compiled core's readiness path; here the hook runs after every burst and
+        there is no busy polling (``BUSY_POLL`` is False)."""
+        self._hook = hook
+
+    def tap_ready(self, port: int, fd: int) -> None:
+        self.rx_tap_burst(port, fd, time.monotonic())
+        if self._hook is not None:
+            self._hook()
+
+    def udp_ready(self, fd: int) -> None:
+        self.rx_udp_burst(fd, time.monotonic())
+        if self._hook is not None:
+            self._hook()
 
     def set_offload(self, *, udp_gso: bool = False, udp_gro: bool = False,
                     tap_coalesce: bool = False) -> None:

@@ -104,6 +104,12 @@ class Vtep:
                 log.warning("vxdp %s: busy_poll needs the Cython fast path; ignored", v.name)
             elif v.busy_poll:
                 self._busy_poll = v.busy_poll * 1e-6
+            # The readiness callbacks are the core's own (no Python frame per burst): it
+            # reads the clock, runs the burst, busy-polls when asked, and calls _after_burst
+            # only when Python has something to do (events, trace records, a TAP gone).
+            self.switch.set_readiness(self._after_burst, busy_poll=self._busy_poll,
+                                      busy_limit=BUSY_POLL_SLICE,
+                                      sock_fds=self.underlay.rx_fds())
             # the configured peers' paths are known before the first frame
             self._pmtu_tick(time.monotonic())
             for net in self.config.networks:
@@ -128,7 +134,7 @@ class Vtep:
             await self.stop()
             raise
         for fd in self.underlay.rx_fds():
-            self._loop.add_reader(fd, self._on_underlay, fd)
+            self._loop.add_reader(fd, self.switch.udp_ready, fd)
         self._ageing = self._loop.call_later(AGEING_INTERVAL, self._age)
         self.observe.warm_up()
         log.info("vxdp %s: serving %d network(s) on %s (%s fast path)", v.name,
@@ -233,7 +239,7 @@ class Vtep:
         self.ports[pid] = e
         self.switch.set_port_fd(pid, tap.fd, vnet_hdr_len=VNET_HDR_LEN if tap.vnet_hdr else 0)
         if self._loop is not None:
-            self._loop.add_reader(tap.fd, self._on_tap, pid)
+            self._loop.add_reader(tap.fd, self.switch.tap_ready, pid, tap.fd)
         if self.store is not None:
             self.store.publish(net, ep)
         return e
@@ -311,19 +317,8 @@ class Vtep:
 
     # -- data path ----------------------------------------------------------------------------
 
-    def _on_tap(self, pid: int) -> None:
-        self.switch.rx_tap_burst(pid, self.ports[pid].tap.fd, time.monotonic())
-        self._after_burst()
-
-    def _on_underlay(self, fd: int) -> None:
-        self.switch.rx_udp_burst(fd, time.monotonic())
-        self._after_burst()
-
     def _after_burst(self) -> None:
-        if self._busy_poll:
-            fds = self.underlay.rx_fds()
-            self.switch.busy_poll(fds[0], self._busy_poll, BUSY_POLL_SLICE,
-                                  fds[1] if len(fds) > 1 else -1)
+        """Python's part after a burst (the core calls it only when there is any)."""
         for gone in self.switch.gone_ports():
             self._port_gone(gone)
         self.observe.publish_events()

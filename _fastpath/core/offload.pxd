@@ -44,7 +44,14 @@ cdef enum:  # tcp4_coalescible() verdicts
     CO_YES = 1
     CO_BAD_CSUM = 2              # a candidate whose checksum is wrong: never merged
 
+cdef enum:
+    TSO_HDR_MAX = 256            # > the longest headers tso_headers() lets through (142)
+
 cdef int vnet_csum(const uint8_t *h, uint8_t *f, uint32_t n) noexcept nogil
+cdef int tso_headers(const uint8_t *h, const uint8_t *f, uint32_t n, uint32_t *l3,
+                     uint32_t *l4, uint32_t *doff) noexcept nogil
+cdef int tso_inplace(const uint8_t *h, uint8_t *f, uint32_t n, uint32_t stride,
+                     uint32_t *offs, uint32_t *lens) noexcept nogil
 cdef int tso_segment(const uint8_t *h, const uint8_t *f, uint32_t n, uint8_t *out,
                      uint32_t *offs, uint32_t *lens) noexcept nogil
 cdef int tcp4_coalescible(const uint8_t *f, uint32_t n, bint verified) noexcept nogil

@@ -87,76 +87,142 @@ cdef int tso_headers(const uint8_t *h, const uint8_t *f, uint32_t n, uint32_t *l
     return -1
 
 
+ctypedef struct tso_t:
+    # One TSO super-frame's geometry and the header fields every segment derives its own from
+    # (tso_prepare), shared by the copying and the in-place segmentation.
+    uint32_t l3, l4, doff, hl, ihl, g, plen, nseg, seq0, id0
+    uint64_t addrs               # pseudo-header address words
+    uint8_t fl                   # TCP flags of the super-frame
+    bint v4
+
+
+cdef int tso_prepare(const uint8_t *h, const uint8_t *f, uint32_t n, tso_t *t) noexcept nogil:
+    """tso_headers() plus the checks of tso_segment(); fills `t`. Returns -1, or the VE_
+    reason."""
+    cdef int err = tso_headers(h, f, n, &t.l3, &t.l4, &t.doff)
+    if err >= 0:
+        return err
+    t.v4 = (h[1] & 0x7F) == 1
+    t.g = le16(h + 4)
+    t.ihl = 0
+    t.id0 = 0
+    if t.v4:
+        t.ihl = t.l4 - t.l3
+        t.addrs = addr_sum(f + t.l3 + 12, 8)
+        t.id0 = vx_be16(f + t.l3 + 4)
+    else:
+        t.addrs = addr_sum(f + t.l3 + 8, 32)
+    t.hl = t.l4 + t.doff
+    if t.g == 0:
+        return VE_ZERO_GSO
+    t.plen = n - t.hl
+    if t.plen == 0:
+        return VE_EMPTY_GSO
+    t.nseg = (t.plen + t.g - 1) // t.g
+    if t.nseg > MAX_TSO_SEGS:
+        return VE_TOO_MANY
+    t.seq0 = vx_be32(f + t.l4 + TCP_SEQ)
+    t.fl = f[t.l4 + TCP_FLAGS]
+    return -1
+
+
+cdef inline uint32_t tso_clen(const tso_t *t, uint32_t i) noexcept nogil:
+    return t.g if i < t.nseg - 1 else t.plen - i * t.g
+
+
+cdef void tso_header(const tso_t *t, const uint8_t *hdr, uint8_t *o, uint32_t i,
+                     uint64_t ps) noexcept nogil:
+    """Segment i's headers at `o` (its payload already at o + hl, summed into `ps`), from the
+    super-frame's headers `hdr`: IPv4 total length, ID (+1 per segment) and header checksum
+    or IPv6 payload length, TCP sequence number, flags (FIN/PSH only on the last, CWR only on
+    the first) and the complete TCP checksum."""
+    cdef uint32_t clen = tso_clen(t, i), tcplen, l3 = t.l3, l4 = t.l4
+    cdef uint8_t b
+    if o != hdr:
+        memcpy(o, hdr, t.hl)
+    tcplen = t.doff + clen
+    if t.v4:
+        vx_put_be16(o + l3 + 2, t.ihl + tcplen)
+        vx_put_be16(o + l3 + 4, (t.id0 + i) & 0xFFFF)
+        o[l3 + 10] = 0
+        o[l3 + 11] = 0
+        vx_put_be16(o + l3 + 10, csum_done(data_sum(o + l3, t.ihl)))
+        ps += t.addrs + 6 + (tcplen & 0xFFFF)   # the pseudo-header length is 16 bits
+    else:
+        vx_put_be16(o + l3 + 4, tcplen)
+        ps += t.addrs + 6 + (tcplen >> 16) + (tcplen & 0xFFFF)
+    vx_put_be32(o + l4 + TCP_SEQ, t.seq0 + i * t.g)
+    b = t.fl
+    if i < t.nseg - 1:
+        b &= ~(<uint8_t>0x09)            # FIN, PSH: last segment only
+    if i > 0:
+        b &= ~(<uint8_t>0x80)            # CWR: first segment only
+    o[l4 + TCP_FLAGS] = b
+    o[l4 + TCP_CSUM] = 0
+    o[l4 + TCP_CSUM + 1] = 0
+    ps += data_sum(o + l4, t.doff)
+    vx_put_be16(o + l4 + TCP_CSUM, csum_done(ps))
+
+
 cdef int tso_segment(const uint8_t *h, const uint8_t *f, uint32_t n, uint8_t *out,
                      uint32_t *offs, uint32_t *lens) noexcept nogil:
     """offload.segment() for GSO_TCPV4/GSO_TCPV6 (tcp_gso_segment + inet_gso_segment /
     ipv6_gso_segment): cut a TSO super-frame into gso_size payload chunks, each behind a copy
-    of the headers with its own IPv4 total length, ID (+1 per segment) and header checksum
-    or IPv6 payload length, TCP sequence number, flags (FIN/PSH only on the last, CWR only on
-    the first) and a complete TCP checksum. Segment k is written at out + offs[k] with
-    HEADROOM free bytes in front (room for encapsulation); `out` holds SEG_BUF bytes.
-    Returns the number of segments, or -(1 + VE_ reason)."""
-    cdef uint32_t g = le16(h + 4), l3, l4, doff, hl, plen, nseg, i, clen, tcplen, stride
-    cdef uint32_t ihl = 0, seq0, id0 = 0
-    cdef uint64_t addrs, ps
-    cdef uint8_t fl, b
+    of the headers (tso_header). Segment k is written at out + offs[k] with HEADROOM free
+    bytes in front (room for encapsulation); `out` holds SEG_BUF bytes. Returns the number
+    of segments, or -(1 + VE_ reason). tso_inplace() does the same without copying the
+    payload, when the read already put the chunks where the segments need them."""
+    cdef tso_t t
+    cdef uint32_t i, clen, stride
+    cdef uint64_t ps
     cdef uint8_t *o
-    cdef int err = tso_headers(h, f, n, &l3, &l4, &doff)
-    cdef bint v4 = (h[1] & 0x7F) == 1
+    cdef int err = tso_prepare(h, f, n, &t)
     if err >= 0:
         return -(1 + err)
-    if v4:
-        ihl = l4 - l3
-        addrs = addr_sum(f + l3 + 12, 8)
-        id0 = vx_be16(f + l3 + 4)
-    else:
-        addrs = addr_sum(f + l3 + 8, 32)
-    hl = l4 + doff
-    if g == 0:
-        return -(1 + VE_ZERO_GSO)
-    plen = n - hl
-    if plen == 0:
-        return -(1 + VE_EMPTY_GSO)
-    nseg = (plen + g - 1) // g
-    if nseg > MAX_TSO_SEGS:
+    stride = (HEADROOM + t.hl + t.g + 63) & ~(<uint32_t>63)
+    if <uint64_t>t.nseg * stride > SEG_BUF:      # cannot happen within the limits above
         return -(1 + VE_TOO_MANY)
-    stride = (HEADROOM + hl + g + 63) & ~(<uint32_t>63)
-    if <uint64_t>nseg * stride > SEG_BUF:      # cannot happen within the limits above
-        return -(1 + VE_TOO_MANY)
-    seq0 = vx_be32(f + l4 + TCP_SEQ)
-    fl = f[l4 + TCP_FLAGS]
-    for i in range(nseg):
-        clen = g if i < nseg - 1 else plen - i * g
+    for i in range(t.nseg):
+        clen = tso_clen(&t, i)
         offs[i] = i * stride + HEADROOM
-        lens[i] = hl + clen
+        lens[i] = t.hl + clen
         o = out + offs[i]
-        memcpy(o, f, hl)
         # the chunk's sum comes with its copy (doff is a multiple of 4, so the chunk starts
         # at an even offset of the TCP segment and its sum can be added on its own)
-        ps = vx_csum_be(vx_csum_copy(0, o + hl, f + hl + i * g, clen))
-        tcplen = doff + clen
-        if v4:
-            vx_put_be16(o + l3 + 2, ihl + tcplen)
-            vx_put_be16(o + l3 + 4, (id0 + i) & 0xFFFF)
-            o[l3 + 10] = 0
-            o[l3 + 11] = 0
-            vx_put_be16(o + l3 + 10, csum_done(data_sum(o + l3, ihl)))
-            ps += addrs + 6 + (tcplen & 0xFFFF)   # the pseudo-header length is 16 bits
-        else:
-            vx_put_be16(o + l3 + 4, tcplen)
-            ps += addrs + 6 + (tcplen >> 16) + (tcplen & 0xFFFF)
-        vx_put_be32(o + l4 + TCP_SEQ, seq0 + i * g)
-        b = fl
-        if i < nseg - 1:
-            b &= ~(<uint8_t>0x09)            # FIN, PSH: last segment only
-        if i > 0:
-            b &= ~(<uint8_t>0x80)            # CWR: first segment only
-        o[l4 + TCP_FLAGS] = b
-        o[l4 + TCP_CSUM] = 0
-        o[l4 + TCP_CSUM + 1] = 0
-        ps += data_sum(o + l4, doff)
-        vx_put_be16(o + l4 + TCP_CSUM, csum_done(ps))
-    return <int>nseg
+        ps = vx_csum_be(vx_csum_copy(0, o + t.hl, f + t.hl + i * t.g, clen))
+        tso_header(&t, f, o, i, ps)
+    return <int>t.nseg
+
+
+cdef int tso_inplace(const uint8_t *h, uint8_t *f, uint32_t n, uint32_t stride,
+                     uint32_t *offs, uint32_t *lens) noexcept nogil:
+    """tso_segment() for a super-frame whose payload chunks are already in place: chunk 0
+    right behind the headers at f, chunk i (i >= 1) at f + i * stride + hl, i.e. behind the
+    room its own headers need, with HEADROOM bytes in front of those (rx.pyx vlayout()
+    scatters a TAP read that way). Only the headers are written (segment 0's over the
+    super-frame's own, after a copy of them is taken) and each chunk is read once, for its
+    checksum: no payload byte is copied in user space. Segment i is at f + offs[i] (offs[0]
+    = 0), the same bytes as tso_segment's. The caller has checked hl and gso_size against
+    the layout (tso_prepare) and that the segments do not outnumber it."""
+    cdef tso_t t
+    cdef uint32_t i, clen
+    cdef uint64_t ps
+    cdef uint8_t *o
+    cdef uint8_t hdr[TSO_HDR_MAX]
+    cdef int err = tso_prepare(h, f, n, &t)
+    if err >= 0:
+        return -(1 + err)
+    if t.hl > TSO_HDR_MAX:                       # cannot happen: tso_headers bounds it
+        return -(1 + VE_BAD_TCP)
+    memcpy(hdr, f, t.hl)
+    for i in range(t.nseg):
+        clen = tso_clen(&t, i)
+        offs[i] = i * stride
+        lens[i] = t.hl + clen
+        o = f + offs[i]
+        ps = data_sum(o + t.hl, clen)
+        tso_header(&t, hdr, o, i, ps)
+    return <int>t.nseg
 
 
 cdef inline uint32_t tcp_doff(const uint8_t *f) noexcept nogil:

@@ -30,6 +30,7 @@ ctypedef struct tx_t:
     uint32_t runs_cap
     int32_t *run_ports           # ports with an open run (runs_cap)
     uint32_t n_run_ports
+    uint8_t gone_hint            # a port was marked gone since the readiness path last looked
 
 cdef int tx_init(tx_t *t) noexcept nogil
 cdef void tx_free(tx_t *t) noexcept nogil

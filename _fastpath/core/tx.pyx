@@ -3,6 +3,8 @@
 
 
 cdef uint8_t ZERO_VNET[12]          # a virtio_net_hdr that asks for nothing
+cdef uint8_t VALID_VNET[12]         # ... that says VIRTIO_NET_HDR_F_DATA_VALID
+VALID_VNET[0] = 2
 
 
 cdef int tx_init(tx_t *t) noexcept nogil:
@@ -45,7 +47,7 @@ cdef bint port_fd_gone(int err) noexcept nogil:
     return err == EBADF or err == EBADFD or err == ENODEV or err == ENXIO
 
 
-cdef inline void port_tx_error(port_t *pt, int err, uint32_t frames) noexcept nogil:
+cdef inline void port_tx_error(tx_t *t, port_t *pt, int err, uint32_t frames) noexcept nogil:
     if err == EAGAIN:                   # == EWOULDBLOCK on Linux
         pt.tx_dropped += frames         # TAP queue full: a drop, like a full qdisc
         return
@@ -53,9 +55,10 @@ cdef inline void port_tx_error(port_t *pt, int err, uint32_t frames) noexcept no
     if port_fd_gone(err):
         pt.gone = 1
         pt.fd = -1
+        t.gone_hint = 1
 
 
-cdef void tap_write(port_t *pt, const uint8_t *data, uint32_t n) noexcept nogil:
+cdef void tap_write(tx_t *t, port_t *pt, const uint8_t *data, uint32_t n) noexcept nogil:
     """One frame to a plain TAP (no vnet header)."""
     cdef ssize_t w
     if pt.fd < 0 or pt.gone:
@@ -67,25 +70,30 @@ cdef void tap_write(port_t *pt, const uint8_t *data, uint32_t n) noexcept nogil:
             return
         if errno != EINTR:
             break
-    port_tx_error(pt, errno, 1)
+    port_tx_error(t, pt, errno, 1)
 
 
-cdef void tap_writev(port_t *pt, iovec *v, int cnt, uint32_t frames) noexcept nogil:
+cdef void tap_writev(tx_t *t, port_t *pt, iovec *v, int cnt, uint32_t frames) noexcept nogil:
     """One writev() to a vnet TAP, counted per wire frame it carries."""
     if pt.fd < 0 or pt.gone:
         pt.tx_dropped += frames
         return
     if vx_writev(pt.fd, v, cnt) < 0:
-        port_tx_error(pt, errno, frames)
+        port_tx_error(t, pt, errno, frames)
 
 
-cdef void tap_single(tx_t *t, port_t *pt, uint8_t *data, uint32_t n) noexcept nogil:
-    """A frame to a vnet TAP on its own: a zero virtio_net_hdr (no offload) in front."""
-    t.wv[0].iov_base = ZERO_VNET
+cdef void tap_single(tx_t *t, port_t *pt, uint8_t *data, uint32_t n,
+                     uint8_t csum) noexcept nogil:
+    """A frame to a vnet TAP on its own: a virtio_net_hdr without offloads in front, with
+    VIRTIO_NET_HDR_F_DATA_VALID when vxdp verified (or computed) the frame's L4 checksum
+    itself (`csum` CSUM_GOOD), so the container's stack need not sum it again. (Linux 6.18's
+    tun still ignores the flag on writes and checks the checksum anyway, measured with a
+    bad-checksum probe; virtio-net receivers and later kernels honour it.)"""
+    t.wv[0].iov_base = &VALID_VNET[0] if csum == CSUM_GOOD else &ZERO_VNET[0]
     t.wv[0].iov_len = pt.vnet
     t.wv[1].iov_base = data
     t.wv[1].iov_len = n
-    tap_writev(pt, t.wv, 2, 1)
+    tap_writev(t, pt, t.wv, 2, 1)
 
 
 cdef void run_flush(sw_t *s, int32_t port) noexcept nogil:
@@ -104,7 +112,7 @@ cdef void run_flush(sw_t *s, int32_t port) noexcept nogil:
         return
     h = &s.out[run.head]
     if run.n == 1:
-        tap_single(t, pt, h.data, h.len)
+        tap_single(t, pt, h.data, h.len, h.csum)
     else:
         memset(vh, 0, 12)
         hl = run_header(run, h.data, vh, hdr)
@@ -119,7 +127,7 @@ cdef void run_flush(sw_t *s, int32_t port) noexcept nogil:
             v[k].iov_len = r.len - hl
             k += 1
             i = r.next
-        tap_writev(pt, v, <int>k, run.n)
+        tap_writev(t, pt, v, <int>k, run.n)
         s.offc[OC_COALESCED_FRAMES] += 1
         s.offc[OC_COALESCED_SEGMENTS] += run.n
     run.head = -1
@@ -139,7 +147,7 @@ cdef void tap_frame(sw_t *s, int32_t idx) noexcept nogil:
         if verdict == CO_BAD_CSUM:
             s.offc[OC_CSUM_BAD] += 1
         run_flush(s, r.port)
-        tap_single(t, pt, r.data, r.len)
+        tap_single(t, pt, r.data, r.len, r.csum)
         return
     if run.head >= 0 and run_extends(run, s.out[run.head].data, r.data, r.len):
         s.out[run.tail].next = idx
@@ -190,11 +198,11 @@ cdef void tx_ports(sw_t *s) noexcept nogil:
             continue
         pt = &s.ports[r.port]
         if not pt.vnet:
-            tap_write(pt, r.data, r.len)
+            tap_write(&s.tx, pt, r.data, r.len)
         elif runs_ok:
             tap_frame(s, <int32_t>i)
         else:
-            tap_single(t, pt, r.data, r.len)
+            tap_single(t, pt, r.data, r.len, r.csum)
     if runs_ok:
         for i in range(t.n_run_ports):
             run_flush(s, t.run_ports[i])

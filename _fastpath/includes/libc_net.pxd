@@ -14,6 +14,7 @@ cdef extern from "<sys/uio.h>" nogil:
     struct iovec:
         void *iov_base
         size_t iov_len
+    ssize_t readv(int fd, const iovec *iov, int iovcnt)
 
 cdef extern from "<time.h>" nogil:
     struct timespec:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from benchmarks.e2e.common import GOALS, LABELS, METRICS, ROOT, UDP_PAYLOAD, WORLDS
+from benchmarks.e2e.common import CROSSINGS, GOALS, LABELS, METRICS, ROOT, UDP_PAYLOAD, WORLDS
 
 RESULTS = ROOT / "benchmarks" / "RESULTS_e2e.md"
 PLOT = ROOT / "benchmarks" / "e2e.png"
@@ -46,11 +46,14 @@ def table_md(doc: dict[str, Any]) -> str:
     worlds = doc["worlds"]
     names = [w for w in WORLDS if w in worlds]
     rk, rp = doc["ratios"].get("vxdp/kernel", {}), doc["ratios"].get("vxdp/python", {})
+    r6 = doc["ratios"].get("vxdp6/kernel6", {})
     head = ["metric"] + [LABELS[w] for w in names]
     if rk:
         head.append("vxdp / kernel")
     if rp:
         head.append("vxdp / python")
+    if r6:
+        head.append("IPv6 underlay: vxdp / kernel")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for k, (label, unit, _hi) in METRICS.items():
         row = [f"{label} ({unit})"] + [fmt(worlds[w]["metrics"].get(k), unit) for w in names]
@@ -58,6 +61,8 @@ def table_md(doc: dict[str, Any]) -> str:
             row.append(fmt_ratio(rk.get(k)))
         if rp:
             row.append(fmt_ratio(rp.get(k)))
+        if r6:
+            row.append(fmt_ratio(r6.get(k)))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -66,14 +71,54 @@ def goals_md(doc: dict[str, Any]) -> str:
     g = doc.get("goals")
     if not g:
         return "_(needs both the kernel and the vxdp world)_"
-    lines = ["| goal (vxdp / kernel, same run) | measured (ratio of medians) | per round | met? |",
+    lines = ["| goal (same run) | measured (of medians) | per round | met? |",
              "|---|---|---|---|"]
     for k, st in g.items():
-        label = METRICS[k][0]
+        label = st.get("label") or METRICS[k][0]
+        unit = st.get("unit", "×")
+        f = fmt_ratio if unit == "×" else (lambda v: "–" if v is None else f"{v:.3f}")
         met = "–" if st["met"] is None else ("**met**" if st["met"] else "**not met**")
-        per = ", ".join(fmt_ratio(x) for x in st["per_round"])
-        lines.append(f"| {label} {st['goal']}× | {fmt_ratio(st['ratio'])} | {per} | {met} |")
+        per = ", ".join(f(x) for x in st["per_round"])
+        lines.append(f"| {label} {st['goal']}{unit if unit == '×' else ''} | {f(st['ratio'])} "
+                     f"| {per} | {met} |")
     return "\n".join(lines)
+
+
+def latency_md(doc: dict[str, Any]) -> str:
+    """Round trips against the floor: p50/p99 of every world unpinned and pinned, and what
+    each adds per VTEP crossing over the kernel's (``doc["latency"]``)."""
+    lat = doc.get("latency")
+    worlds = doc["worlds"]
+    if not lat:
+        return ""
+    names = [w for w in WORLDS if w in worlds]
+    out = [f"Round trips (ping, medians of the rounds) and the latency each userspace world adds "
+           f"per VTEP crossing over the kernel's (a round trip crosses a VTEP {CROSSINGS} "
+           "times: (p50 − kernel p50) / 4); *pinned*: ping and every VTEP process on CPU "
+           f"{doc.get('pin_cpu', 0)} (the kernel's VTEP runs in ping's own softirq there).",
+           "",
+           "| world | p50 (ms) | p99 (ms) | added per crossing (µs) | pinned p50 (ms) "
+           "| pinned p99 (ms) | pinned added per crossing (µs) |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+
+    def added(mode: str, w: str) -> str:
+        row = lat.get(mode, {}).get("worlds", {}).get(w, {})
+        v = row.get("per_crossing_us")
+        return "–" if v is None else f"{v:.1f}"
+
+    for w in names:
+        m = worlds[w]["metrics"]
+        out.append(f"| {LABELS[w]} | {fmt(m.get('rtt_p50_ms'), 'ms')} "
+                   f"| {fmt(m.get('rtt_p99_ms'), 'ms')} | {added('unpinned', w)} "
+                   f"| {fmt(m.get('rtt_pinned_p50_ms'), 'ms')} "
+                   f"| {fmt(m.get('rtt_pinned_p99_ms'), 'ms')} | {added('pinned', w)} |")
+    for mode in ("unpinned", "pinned"):
+        st = lat.get(mode, {})
+        if st.get("vxdp_over_relay") is not None:
+            per = ", ".join(fmt_ratio(x) for x in st.get("per_round", []))
+            out.append(f"\nvxdp's added round trip / the relay's, {mode}: "
+                       f"**{fmt_ratio(st['vxdp_over_relay'])}** (per round: {per}).")
+    return "\n".join(out)
 
 
 def profile_md(prof: dict[str, Any] | None) -> str:
@@ -103,7 +148,8 @@ def profile_md(prof: dict[str, Any] | None) -> str:
                    f"**{sc.get('datagrams_per_send')} datagrams per send call** (sendmsg with "
                    f"UDP_SEGMENT or sendmmsg), "
                    f"{sc['datagrams_per_recvmmsg']} per recvmmsg, "
-                   f"{sc['read_calls_per_tap_frame']} read() calls per wire frame from the TAPs "
+                   f"{sc['read_calls_per_tap_frame']} read()/readv() calls per wire frame from "
+                   "the TAPs "
                    f"(a read returns a TSO super-frame; the last read of a burst returns EAGAIN), "
                    f"{sc['write_calls_per_tap_frame']} write()/writev() calls "
                    f"per wire frame to the TAPs (coalesced), {sc['frames_per_epoll_wait']} frames "
@@ -135,7 +181,7 @@ def profile_md(prof: dict[str, Any] | None) -> str:
 def budget_md(worlds: dict[str, Any]) -> str:
     out = []
     for w in WORLDS:
-        if w not in worlds:
+        if w not in worlds or not worlds[w].get("udp64"):
             continue
         b = worlds[w]["udp64"].get("budget") or []
         out.append(f"\n<details><summary>{LABELS[w]}: packets counted along the path during the "
@@ -196,7 +242,7 @@ def render_generated(doc: dict[str, Any]) -> str:
         + ", ".join(f"{w} {worlds[w]['background_busy_cores']:.2f} cores" for w in worlds)
         + ".",
         "",
-        f"Figures are medians of {doc['rounds']} rounds (kernel, vxdp, kernel, vxdp, ...; "
+        f"Figures are medians of {doc['rounds']} rounds (kernel, relay, vxdp, kernel, ...; "
         "each round builds its world anew), ratios are ratios of those medians; the Python "
         "path runs once (round 1). "
         f"Per test: {doc['seconds']:g} s (Python path: {doc['python_seconds']:g} s); UDP: iperf3 "
@@ -210,13 +256,15 @@ def render_generated(doc: dict[str, Any]) -> str:
         "",
         table_md(doc),
         "",
-        "Goals (ratios to the kernel in the same run):",
+        latency_md(doc),
+        "",
+        "Goals (issue 14; ratios of figures measured in the same run):",
         "",
         goals_md(doc),
         "",
         "TCP retransmits per round (1 / 4 streams): " + "; ".join(
             f"{w} " + ", ".join(f"{a} / {b}" for a, b in worlds[w]["retransmits"])
-            for w in worlds) + ".",
+            for w in worlds if worlds[w].get("retransmits")) + ".",
         "",
         offload_md(worlds),
         "",
@@ -267,6 +315,8 @@ def write_summary(doc: dict[str, Any], path: Path) -> bool:
         "",
         table_md(doc),
         "",
+        latency_md(doc),
+        "",
         goals_md(doc),
         SUM_END,
     ])
@@ -285,26 +335,38 @@ def plot(doc: dict[str, Any], path: Path) -> str | None:
         return "matplotlib not installed (pip install matplotlib): no plot"
     worlds = doc["worlds"]
     names = [w for w in WORLDS if w in worlds]
-    colors = {"kernel": "#4c72b0", "vxdp": "#dd8452", "python": "#8c8c8c"}
+    colors = {"kernel": "#4c72b0", "relay": "#55a868", "vxdp": "#dd8452", "python": "#8c8c8c",
+              "kernel6": "#8172b3", "vxdp6": "#c44e52"}
     panels = [("tcp1_gbps", "TCP, 1 stream (Gbit/s)", 1),
               ("tcp4_gbps", "TCP, 4 streams (Gbit/s)", 1),
               ("udp64_delivered_pps", "UDP 64 B delivered (kpps)", 1e-3),
               ("rtt_p50_ms", "ping RTT p50 (ms)", 1),
               ("rtt_p99_ms", "ping RTT p99 (ms)", 1),
-              ("cpu_s_per_gbit_machine", "machine CPU s per Gbit (TCP 1)", 1)]
-    fig, grid = plt.subplots(2, 3, figsize=(11, 6.8))
+              ("cpu_s_per_gbit_machine", "machine CPU s per Gbit (TCP 1)", 1),
+              ("rtt_pinned_p50_ms", "ping RTT p50, pinned to 1 CPU (ms)", 1),
+              ("added:unpinned", "added per crossing vs kernel (µs)", 1),
+              ("added:pinned", "added per crossing, pinned (µs)", 1)]
+    lat = doc.get("latency") or {}
+    fig, grid = plt.subplots(3, 3, figsize=(11, 9.6))
     axes = list(grid.flat)
     rk = doc["ratios"].get("vxdp/kernel", {})
     for ax, (k, title, scale) in zip(axes, panels):
-        vals = [(worlds[w]["metrics"].get(k) or 0.0) * scale for w in names]
+        if k.startswith("added:"):
+            rows = lat.get(k.split(":")[1], {}).get("worlds", {})
+            vals = [rows.get(w, {}).get("per_crossing_us") or 0.0 for w in names]
+            ratio = lat.get(k.split(":")[1], {}).get("vxdp_over_relay")
+            if ratio is not None:
+                ax.set_xlabel(f"vxdp/relay {ratio:.2f}× (goal ≤ 1.25×)", fontsize=8)
+        else:
+            vals = [(worlds[w]["metrics"].get(k) or 0.0) * scale for w in names]
         bars = ax.bar(range(len(names)), vals, color=[colors[w] for w in names])
-        ax.set_xticks(range(len(names)), names, fontsize=8)
+        ax.set_xticks(range(len(names)), names, fontsize=7, rotation=30)
         ax.set_title(title, fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
         for b, v in zip(bars, vals):
             ax.annotate(f"{v:.3g}", (b.get_x() + b.get_width() / 2, b.get_height()),
                         ha="center", va="bottom", fontsize=7)
-        if rk.get(k) is not None:
+        if rk.get(k) is not None and not k.startswith("added:"):
             ax.set_xlabel(f"vxdp/kernel {rk[k]:.2f}×", fontsize=8)
         if k in GOALS and "kernel" in worlds and worlds["kernel"]["metrics"].get(k):
             op, target = GOALS[k]
@@ -337,12 +399,20 @@ def print_text(doc: dict[str, Any]) -> None:
         if rp:
             line += f"{fmt_ratio(rp.get(k)):>10}"
         print(line)
+    for mode, st in (doc.get("latency") or {}).items():
+        print(f"\nadded per crossing over the kernel, {mode}: " + ", ".join(
+            f"{w} {r['per_crossing_us']:.1f} µs" for w, r in st["worlds"].items()
+            if "per_crossing_us" in r)
+            + (f"; vxdp/relay {fmt_ratio(st['vxdp_over_relay'])}"
+               if st.get("vxdp_over_relay") is not None else ""))
     if doc.get("goals"):
-        print("\nGoals (vxdp / kernel):")
+        print("\nGoals:")
         for k, st in doc["goals"].items():
             met = "?" if st["met"] is None else ("met" if st["met"] else "NOT met")
             per = ", ".join(fmt_ratio(x) for x in st["per_round"])
-            print(f"  {METRICS[k][0]:24} {st['goal']:>7}×  measured {fmt_ratio(st['ratio']):>8}"
+            label = st.get("label") or METRICS[k][0]
+            f = fmt_ratio if st.get("unit", "×") == "×" else (lambda v: f"{v:.3f}")
+            print(f"  {label:58} {st['goal']:>7}  measured {f(st['ratio']):>8}"
                   f"  {met:8} (per round: {per})")
     prof = worlds.get("vxdp", {}).get("profile") or {}
     if isinstance(prof.get("perf"), dict):

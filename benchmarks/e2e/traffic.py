@@ -147,10 +147,35 @@ def udp64(world: World, seconds: float) -> dict[str, Any]:
             "seconds": secs}
 
 
-def ping(world: World, count: int, interval: float) -> dict[str, Any]:
-    """Round-trip times of ``count`` pings, ``interval`` seconds apart, in an idle world."""
-    p = world.lab.run("c1", ["ping", "-n", "-c", str(count), "-i", f"{interval:g}", "-W", "1",
-                             C2_IP], check=False, timeout=count * interval + 30)
+def set_affinity(pids: Sequence[int], cpus: set[int]) -> None:
+    """Every thread of ``pids`` onto ``cpus`` (a VTEP's executor threads too)."""
+    for pid in pids:
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                os.sched_setaffinity(tid, cpus)
+            except OSError:
+                pass
+
+
+def ping(world: World, count: int, interval: float, cpu: int | None = None) -> dict[str, Any]:
+    """Round-trip times of ``count`` pings, ``interval`` seconds apart, in an idle world.
+    ``cpu``: with ping and every VTEP process pinned to that one CPU (a wake-up on the same
+    CPU is cheap on a VM, one on another CPU dear: the pinned figure leaves mostly the work
+    done per crossing), unpinned again afterwards."""
+    argv = ["ping", "-n", "-c", str(count), "-i", f"{interval:g}", "-W", "1", C2_IP]
+    pids = world.vtep_pids()
+    if cpu is not None:
+        argv = ["taskset", "-c", str(cpu), *argv]
+        set_affinity(pids, {cpu})
+    try:
+        p = world.lab.run("c1", argv, check=False, timeout=count * interval + 30)
+    finally:
+        if cpu is not None:
+            set_affinity(pids, os.sched_getaffinity(0))
     rtts = [float(m) for m in re.findall(r"time=([0-9.]+) ms", p.stdout)]
     if not rtts:
         raise BenchError(f"{world.kind}: ping got no reply:\n{p.stdout}{p.stderr}")
@@ -164,19 +189,23 @@ def ping(world: World, count: int, interval: float) -> dict[str, Any]:
 def metrics_of(r: dict[str, Any]) -> dict[str, float | None]:
     """One round's results (see ``run_world``) as the figures of :data:`METRICS`."""
     bg = r["background_busy_cores"]
+    pinned = r.get("ping_pinned") or {}
+    rtt = {"rtt_p50_ms": r["ping"]["p50_ms"], "rtt_p99_ms": r["ping"]["p99_ms"],
+           "rtt_pinned_p50_ms": pinned.get("p50_ms"), "rtt_pinned_p99_ms": pinned.get("p99_ms")}
+    if "tcp1" not in r:         # the relay world: round trips only
+        return rtt
     t1, t4 = r["tcp1"], r["tcp4"]
 
     def per_gbit(cpu: float | None, t: dict[str, Any]) -> float | None:
         return None if cpu is None or t["gbit"] <= 0 else cpu / t["gbit"]
 
     return {
+        **rtt,
         "tcp1_gbps": t1["gbps"],
         "tcp4_gbps": t4["gbps"],
         "udp64_delivered_pps": r["udp64"]["delivered_pps"],
         "udp64_offered_pps": r["udp64"]["offered_pps"],
         "udp64_loss_pct": r["udp64"]["loss_pct"],
-        "rtt_p50_ms": r["ping"]["p50_ms"],
-        "rtt_p99_ms": r["ping"]["p99_ms"],
         "cpu_s_per_gbit_machine": per_gbit(t1["machine_busy_s"], t1),
         "cpu_s_per_gbit_machine_net": per_gbit(max(0.0, t1["machine_busy_s"] - bg * t1["wall_s"]),
                                                t1),

@@ -23,13 +23,19 @@ from benchmarks.e2e.common import (
     C2_MAC,
     IPERF_PORT,
     MANAGER,
+    MANAGER6,
     MTU,
+    MTU6,
     UNDERLAY,
+    UNDERLAY6,
+    UNDERLAY6_WORLDS,
     VNI,
     WORKER,
+    WORKER6,
     BenchError,
     log,
 )
+from benchmarks.e2e.relay import Relay
 from dataplane.errors import VxdpError
 from dataplane.lab import Lab, VxdpProcess, start_vxdp
 
@@ -40,17 +46,21 @@ def _literal(text: str) -> Any:
 
 
 def vxdp_config(prefix: str, node: str, sock: str, vtep_opts: dict[str, str],
-                net_opts: dict[str, str]) -> dict[str, Any]:
+                net_opts: dict[str, str], ipv6: bool = False) -> dict[str, Any]:
     """One node's config: its own container as a TAP endpoint, the other one as a static peer
     (Docker's peerAdd), the other node in the flood list: the demo's walkthrough config, plus
-    the ``--vtep-option`` / ``--network-option`` settings (TOML literals)."""
-    local, other = (MANAGER, WORKER) if node == "manager" else (WORKER, MANAGER)
+    the ``--vtep-option`` / ``--network-option`` settings (TOML literals). ``ipv6``: the
+    VTEPs talk over the IPv6 underlay (network MTU 1430)."""
+    m, w = (MANAGER6, WORKER6) if ipv6 else (MANAGER, WORKER)
+    local, other = (m, w) if node == "manager" else (w, m)
     (cname, cip, cmac), (pip, pmac) = (((("c1", C1_IP, C1_MAC)), (C2_IP, C2_MAC))
                                        if node == "manager" else
                                        ((("c2", C2_IP, C2_MAC)), (C1_IP, C1_MAC)))
-    vtep = {"name": node, "local": local, "control": sock, "allow": [UNDERLAY],
+    vtep = {"name": node, "local": local, "control": sock,
+            "allow": [UNDERLAY6 if ipv6 else UNDERLAY],
             **{k: _literal(v) for k, v in vtep_opts.items()}}
-    net = {"name": "mynet", "vni": VNI, "mtu": MTU, "proxy": True, "learning": False,
+    net = {"name": "mynet", "vni": VNI, "mtu": MTU6 if ipv6 else MTU, "proxy": True,
+           "learning": False,
            "flood": [other], **{k: _literal(v) for k, v in net_opts.items()},
            "endpoint": [{"name": f"{prefix}{cname}", "mac": cmac, "address": f"{cip}/24",
                          "netns": f"{prefix}{cname}", "ifname": "eth0"}],
@@ -59,8 +69,8 @@ def vxdp_config(prefix: str, node: str, sock: str, vtep_opts: dict[str, str],
 
 
 class World:
-    """One topology (kernel, vxdp or python), its VTEPs and its packet counters; the traffic
-    is :mod:`benchmarks.e2e.traffic`'s."""
+    """One topology (kernel, relay, vxdp or python), its VTEPs and its packet counters; the
+    traffic is :mod:`benchmarks.e2e.traffic`'s."""
 
     def __init__(self, kind: str, tag: str, args: argparse.Namespace) -> None:
         self.kind = kind
@@ -69,24 +79,32 @@ class World:
         self.prefix = self.lab.prefix
         self.tmp = tempfile.mkdtemp(prefix="vxdp-e2e-")
         self.vteps: dict[str, VxdpProcess] = {}
+        self.relays: dict[str, Relay] = {}
         self.port = IPERF_PORT        # the last iperf3 port used (each test takes a fresh one)
 
     # -- build ----------------------------------------------------------------------------
 
     def build(self) -> None:
         lab = self.lab
+        v6 = self.kind in UNDERLAY6_WORLDS
         lab.underlay(UNDERLAY)
-        lab.host("manager", MANAGER)
-        lab.host("worker", WORKER)
-        if self.kind == "kernel":
-            lab.kernel_vtep("manager", VNI, containers=[("c1", C1_MAC, f"{C1_IP}/24")],
-                            peers=[(C2_MAC, C2_IP, WORKER)], flood=[WORKER], mtu=MTU)
-            lab.kernel_vtep("worker", VNI, containers=[("c2", C2_MAC, f"{C2_IP}/24")],
-                            peers=[(C1_MAC, C1_IP, MANAGER)], flood=[MANAGER], mtu=MTU)
+        lab.host("manager", MANAGER, address6=MANAGER6 if v6 else None)
+        lab.host("worker", WORKER, address6=WORKER6 if v6 else None)
+        m, w, mtu = (MANAGER6, WORKER6, MTU6) if v6 else (MANAGER, WORKER, MTU)
+        if self.kind in ("kernel", "kernel6"):
+            lab.kernel_vtep("manager", VNI, m if v6 else None,
+                            containers=[("c1", C1_MAC, f"{C1_IP}/24")],
+                            peers=[(C2_MAC, C2_IP, w)], flood=[w], mtu=mtu)
+            lab.kernel_vtep("worker", VNI, w if v6 else None,
+                            containers=[("c2", C2_MAC, f"{C2_IP}/24")],
+                            peers=[(C1_MAC, C1_IP, m)], flood=[m], mtu=mtu)
         else:
-            lab.container("manager", "c1", C1_MAC, f"{C1_IP}/24", MTU)
-            lab.container("worker", "c2", C2_MAC, f"{C2_IP}/24", MTU)
-            self._start_vteps()
+            lab.container("manager", "c1", C1_MAC, f"{C1_IP}/24", mtu)
+            lab.container("worker", "c2", C2_MAC, f"{C2_IP}/24", mtu)
+            if self.kind == "relay":
+                self._start_relays()
+            else:
+                self._start_vteps()
         # Connectivity (and ARP/neighbour warm-up) before anything is timed.
         p = lab.run("c1", ["ping", "-c", "3", "-i", "0.05", "-W", "2", C2_IP], check=False,
                     timeout=20)
@@ -99,7 +117,8 @@ class World:
         env = {"VXDP_NO_EXTENSIONS": "1" if self.kind == "python" else "0"}
         for node in ("manager", "worker"):
             cfg = vxdp_config(self.prefix, node, os.path.join(self.tmp, f"{node}.sock"),
-                              self.args.vtep_opts, self.args.net_opts)
+                              self.args.vtep_opts, self.args.net_opts,
+                              ipv6=self.kind in UNDERLAY6_WORLDS)
             self.vteps[node] = start_vxdp(self.lab, node, cfg, self.tmp, env=env, wait=False)
         want = "py" if self.kind == "python" else "c"
         for node, v in self.vteps.items():
@@ -111,6 +130,18 @@ class World:
                 raise BenchError(f"{self.kind} world: vxdp on {node} runs the {impl!r} "
                                  f"fast path, expected {want!r} (make build?)")
 
+    def _start_relays(self) -> None:
+        """One ``vxrelay`` per node (the floor), with vxdp's busy_poll when one is asked for
+        the vxdp worlds; each TAP becomes its container's eth0."""
+        busy = float(_literal(self.args.vtep_opts.get("busy_poll", "0")))
+        for node, local, remote, c, ip, mac, pip, pmac in (
+                ("manager", MANAGER, WORKER, "c1", C1_IP, C1_MAC, C2_IP, C2_MAC),
+                ("worker", WORKER, MANAGER, "c2", C2_IP, C2_MAC, C1_IP, C1_MAC)):
+            r = Relay(self.lab, node, f"{self.prefix}{c}", local, remote, VNI, busy)
+            self.relays[node] = r
+            r.wait_ready()
+            r.attach(c, mac, f"{ip}/24", MTU, pip, pmac)
+
     def vtep_logs(self) -> str:
         out = ""
         for node, v in self.vteps.items():
@@ -120,7 +151,7 @@ class World:
         return out
 
     def vtep_pids(self) -> list[int]:
-        return [v.pid for v in self.vteps.values()]
+        return [v.pid for v in self.vteps.values()] + [r.pid for r in self.relays.values()]
 
     def vtep_stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -135,6 +166,10 @@ class World:
 
     def close(self) -> None:
         try:
+            for node, r in self.relays.items():
+                line = r.stop()
+                if line:
+                    log(f"relay on {node}: {line}")
             for v in self.vteps.values():
                 v.terminate()
             for node, v in self.vteps.items():
@@ -171,7 +206,7 @@ class World:
             "c1_eth0": self._link("c1", "eth0"), "manager_eth0": self._link("manager", "eth0"),
             "worker_eth0": self._link("worker", "eth0"), "worker_udp": self._udp_snmp("worker"),
             "c2_eth0": self._link("c2", "eth0"), "c2_udp": self._udp_snmp("c2")}
-        if self.kind == "kernel":
+        if self.kind in ("kernel", "kernel6"):
             c["manager_vxlan"] = self._link("manager", f"vxlan{VNI}")
             c["worker_vxlan"] = self._link("worker", f"vxlan{VNI}")
         else:
@@ -193,7 +228,7 @@ class World:
         rows: list[tuple[str, int | None]] = [("iperf3 sent (c1)", sent),
                                               ("c1 eth0 tx_packets", d("c1_eth0.tx_packets")),
                                               ("c1 eth0 tx_dropped", d("c1_eth0.tx_dropped"))]
-        if self.kind == "kernel":
+        if self.kind in ("kernel", "kernel6"):
             rows += [("manager vxlan tx_packets", d("manager_vxlan.tx_packets")),
                      ("manager vxlan tx_dropped", d("manager_vxlan.tx_dropped"))]
         else:
@@ -207,7 +242,7 @@ class World:
         rows += [("manager eth0 tx_packets (underlay)", d("manager_eth0.tx_packets")),
                  ("worker eth0 rx_packets (underlay)", d("worker_eth0.rx_packets")),
                  ("worker UDP RcvbufErrors (VTEP socket full)", d("worker_udp.RcvbufErrors"))]
-        if self.kind == "kernel":
+        if self.kind in ("kernel", "kernel6"):
             rows += [("worker vxlan rx_packets", d("worker_vxlan.rx_packets")),
                      ("worker vxlan rx_dropped", d("worker_vxlan.rx_dropped"))]
         else:

@@ -479,3 +479,76 @@ def test_coalesce_of_segments_hypothesis(hooks: Hooks) -> None:
         check_coalesce(hooks, hooks.segment(*args))
 
     _run(hooks.examples(60), cases(), body)
+
+
+# --------------------------------------------------------------------------- scattered reads
+# rx_tap_burst reads a vnet TAP with readv() into iovecs laid out as the last TSO frame's
+# segments (rx.pyx vlayout), so that a super-frame of the same headers length and gso_size is
+# segmented in place (tso_inplace) and any other is moved back together first. Both must give
+# the reference's bytes, whatever the guess.
+
+
+def _headers_len(frame: bytes) -> int | None:
+    """Ethernet (+ VLAN tags) + IP + TCP header length of a TCP frame, else None."""
+    try:
+        l3 = 14
+        et = struct.unpack_from("!H", frame, 12)[0]
+        while et in (0x8100, 0x88A8) and l3 < 22:
+            et = struct.unpack_from("!H", frame, l3 + 2)[0]
+            l3 += 4
+        if et == 0x0800:
+            l4 = l3 + (frame[l3] & 0x0F) * 4
+        elif et == 0x86DD:
+            l4 = l3 + 40
+        else:
+            return None
+        return l4 + (frame[l4 + 12] >> 4) * 4
+    except (IndexError, struct.error):
+        return None
+
+
+def check_scatter(hdr: bytes, frame: bytes, hl: int, g: int) -> bool:
+    from _fastpath import testing  # noqa: PLC0415 - built with the core, test-only
+    want = _outcome_segment(offload.segment, hdr, frame)
+    got = _outcome_segment(lambda h, f: testing.offload_segment_scatter(h, f, hl, g)[0],
+                           hdr, frame)
+    if got != want:
+        pytest.fail(f"scattered read (hl {hl}, g {g}) differs from the reference: "
+                    f"{got if not isinstance(got, list) else len(got)} vs "
+                    f"{want if not isinstance(want, list) else len(want)}", pytrace=False)
+    try:
+        return testing.offload_segment_scatter(hdr, frame, hl, g)[1]
+    except ValueError:
+        return False
+
+
+def test_segment_scatter_hypothesis(c_core: Any) -> None:
+    """Random frames and headers under the exact layout, a wrong one and none."""
+    @st.composite
+    def cases(draw: st.DrawFn) -> tuple[bytes, bytes, int, int]:
+        hdr, frame = draw(segment_inputs())
+        exact_hl = _headers_len(frame) or 66
+        exact_g = int.from_bytes(hdr[4:6], "little") if len(hdr) >= 6 else 0
+        hl = draw(st.sampled_from([exact_hl, exact_hl, 0, 54, 66, 86, 142]))
+        g = draw(st.sampled_from([exact_g, exact_g, 536, 1398, 1448, 9000, 206]))
+        return hdr, frame, hl, g
+
+    _run(300, cases(), lambda args: check_scatter(*args))
+
+
+@pytest.mark.parametrize("size,g,options,v6", [
+    (64000, 1398, TS_OPTS, False), (1, 1398, TS_OPTS, False), (1398, 1398, TS_OPTS, False),
+    (1399, 1398, TS_OPTS, False), (30000, 536, b"", False), (65000, 9000, TS_OPTS, False),
+    (20000, 1428, TS_OPTS, True), (65400, 1380, TS_OPTS, False)])
+def test_segment_scatter_in_place(c_core: Any, size: int, g: int, options: bytes,
+                                  v6: bool) -> None:
+    """TSO frames that fit the layout are segmented in place, byte for byte the reference's;
+    with the layout of another MSS or headers length they are copied, as before."""
+    frame = super6(data(size), options=options) if v6 else super4(data(size), options=options)
+    hdr = vnet(0, GSO_TCPV6 if v6 else GSO_TCPV4, 0, g)
+    hl = _headers_len(frame)
+    assert hl is not None
+    assert check_scatter(hdr, frame, hl, g) is True
+    assert check_scatter(hdr, frame, hl, g + 2) is False
+    assert check_scatter(hdr, frame, hl + 4, g) is False
+    assert check_scatter(hdr, frame, 0, 0) is False

@@ -103,6 +103,7 @@ cdef class Switch:
     cdef dict _dumps             # dumps in slices: token -> KeySnap
     cdef uint64_t _dump_token
     cdef object _attention       # set_readiness(): Python's part after a burst, when needed
+    cdef uint64_t _age_pos       # age_step(): the next FDB table slot of the ageing sweep
 
     cdef _set_locals(self, object locals_)
     cdef object _addr(self, const uint8_t *addr)

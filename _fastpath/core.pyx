@@ -72,6 +72,7 @@ from dataplane.wire import (
 
 MAX_VNI = VNI_MAX
 PORT_COUNTERS = _reference.PORT_COUNTERS
+AGE_STEP_SLOTS = _reference.AGE_STEP_SLOTS
 EVENTS_MAX = EVENTS_MAX_C
 BURST_MAX = 1024
 TRACE_RING = TRACE_RING_C
@@ -569,6 +570,17 @@ cdef class Switch:
         ascending order, and within a VNI in creation order (the reference's dict order)."""
         self._drain()       # packet events so far come before the ageing events
         return fdb_api_age(self, now)
+
+    def age_step(self, double now, budget=AGE_STEP_SLOTS):
+        """One step of the ageing sweep in slices (fdb.pyx fdb_api_age_step): expire the
+        learned entries among the next ``budget`` FDB table slots (0 = all the rest);
+        returns (how many went, whether the sweep is complete). The VTEP runs one sweep a
+        second this way, a turn of the event loop between steps, so a large table never
+        holds forwarding for the whole walk."""
+        if budget < 0:
+            raise InvalidArgument("age_step: budget must be >= 0")
+        self._drain()
+        return fdb_api_age_step(self, now, budget)
 
     # -- forwarding (single frame: tests and the control plane) ------------------------------
 

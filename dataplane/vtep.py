@@ -77,6 +77,7 @@ class Vtep:
         self._metrics: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ageing: asyncio.TimerHandle | None = None
+        self._sweeping = False     # an ageing sweep is under way (_age_step)
         self._stopped = False
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -352,7 +353,8 @@ class Vtep:
 
     def _age(self) -> None:
         now = time.monotonic()
-        self.switch.age(now)
+        if not self._sweeping:
+            self._age_step(now)
         self._pmtu_tick(now)
         self.switch.offload_gc()   # closes per-source-port GSO sockets idle for 30 ticks
         if self._gso_on and not self.switch.offload_state()["udp_gso"]:
@@ -364,6 +366,22 @@ class Vtep:
         self.observe.publish_events()
         if self._loop is not None and not self._stopped:
             self._ageing = self._loop.call_later(AGEING_INTERVAL, self._age)
+
+    def _age_step(self, now: float) -> None:
+        """One step of the FDB ageing sweep, the next one in the next turn of the loop: a
+        sweep of a 1M-entry table in one call held forwarding for 7-8 ms every second."""
+        _, done = self.switch.age_step(now)
+        self._sweeping = not done and self._loop is not None and not self._stopped
+        if self._sweeping:
+            assert self._loop is not None
+            self._loop.call_soon(self._age_more, now)
+
+    def _age_more(self, now: float) -> None:
+        if self._stopped:
+            self._sweeping = False
+            return
+        self._age_step(now)
+        self.observe.publish_events()
 
     # -- control ------------------------------------------------------------------------------
 

@@ -625,7 +625,43 @@ cdef tuple table_chunk(Switch sw, table_t *t, object cursor, uint32_t limit, bin
 
 cdef uint64_t fdb_api_age(Switch sw, double now) except? 0xFFFFFFFFFFFFFFFF:
     """Expire learned entries everywhere; returns how many went. Reported per VNI in
-    ascending order, and within a VNI in creation order (the reference's dict order)."""
+    ascending order, and within a VNI in MAC order (as the reference sorts them)."""
+    cdef uint64_t n = fdb_age_range(sw, now, 0, sw.s.fdb.tab.cap)
+    tab_maybe_shrink(&sw.s.fdb.tab)
+    return n
+
+
+cdef object fdb_api_age_step(Switch sw, double now, uint64_t budget):
+    """One step of a sweep in slices: expire the learned entries among the next ``budget``
+    table slots; (how many went, whether the sweep is complete). A whole sweep in one call
+    walks every slot (~24 MB at 1M entries: 7-8 ms, a forwarding pause each second); in
+    slices the event loop forwards between them. A removal shifts later entries back
+    (table.pyx tab_remove), possibly from beyond the slice into it, so a slice that lost
+    entries is walked again before the sweep moves on. Only a resize between steps (the
+    table grew) can move an entry behind the cursor: it then ages at the next sweep, a second
+    late (the kernel's vxlan_cleanup gives no tighter promise: it runs every ~10 s)."""
+    cdef table_t *t = &sw.s.fdb.tab
+    cdef uint64_t lo = sw._age_pos, hi, n
+    if lo >= t.cap:
+        lo = 0          # the table shrank since the last step
+    hi = t.cap if budget == 0 or budget >= t.cap - lo else lo + budget
+    n = fdb_age_range(sw, now, lo, hi)
+    if n:
+        sw._age_pos = lo
+        return n, False
+    if hi >= t.cap:
+        sw._age_pos = 0
+        tab_maybe_shrink(t)
+        return n, True
+    sw._age_pos = hi
+    return n, False
+
+
+cdef uint64_t fdb_age_range(Switch sw, double now, uint64_t lo,
+                            uint64_t hi) except? 0xFFFFFFFFFFFFFFFF:
+    """Expire the learned entries in table slots [lo, hi): collected first and removed after,
+    because a removal shifts later entries back (table.pyx tab_remove). Reported per VNI in
+    ascending order, then in MAC order."""
     cdef sw_t *s = sw.s
     cdef table_t *t = &s.fdb.tab
     cdef uint64_t i, n = 0, key
@@ -642,7 +678,7 @@ cdef uint64_t fdb_api_age(Switch sw, double now) except? 0xFFFFFFFFFFFFFFFF:
     if pairs == NULL:
         free(rank)
         raise MemoryError()
-    for i in range(t.cap):
+    for i in range(lo, hi):
         e = <fdb_ent*>(t.slots + i * sizeof(fdb_ent))
         if e.key != 0 and e.state == ST_LEARNED:
             slot = fdb_key_slot(e.key)
@@ -665,5 +701,4 @@ cdef uint64_t fdb_api_age(Switch sw, double now) except? 0xFFFFFFFFFFFFFFFF:
             s.evc[EC_AGED] += 1
     finally:
         free(pairs)
-    tab_maybe_shrink(t)
     return n

@@ -175,10 +175,29 @@ def format_stats(stats: Mapping[str, Any]) -> str:
     offload = stats.get("offload")
     if isinstance(offload, Mapping) and offload:
         blocks.append(format_offload(offload))
+    paths = stats.get("paths")
+    if isinstance(paths, Mapping) and paths:
+        blocks.append(format_paths(paths))
     offloads = stats.get("offloads")
     if isinstance(offloads, Mapping) and offloads:
         blocks.append(_kv_lines("offloads:", {k: _scalar(v) for k, v in offloads.items()}))
     return "\n\n".join("\n".join(b) for b in blocks)
+
+
+def format_paths(paths: Mapping[str, Any]) -> list[str]:
+    """The ``paths`` section: the route MTU to each remote VTEP and the inner packet size
+    past which DF packets get an ICMP back::
+
+        paths (route MTU to each remote VTEP):
+          198.18.0.2   mtu 1400, inner packets up to 1350
+    """
+    width = max(len(str(a)) for a in paths)
+    lines = ["paths (route MTU to each remote VTEP):"]
+    for addr, p in paths.items():
+        p = p if isinstance(p, Mapping) else {}
+        lines.append(f"  {str(addr):<{width}}  mtu {_num(p.get('mtu'))}, inner packets up to "
+                     f"{_num(p.get('inner_max'))}")
+    return lines
 
 
 _OFFLOAD_SWITCHES = ("udp_gso", "udp_gro", "tap_coalesce")

@@ -214,8 +214,17 @@ class Observer:
             "counters": {**c["counters"], "events_lost": io["events_lost"],
                          "trace_lost": v.switch.trace_lost},
             "offload": self.offload_stats(),
+            "paths": self.path_stats(),
             **({"store": v.store.status()} if v.store is not None else {}),
         }
+
+    def path_stats(self) -> dict[str, dict[str, int]]:
+        """The route MTU measured to each remote VTEP (pmtu.py) and the longest inner packet
+        that fits it, past which an inner DF packet gets an ICMP back (RFC 7348 §4.3: VTEPs
+        must not fragment; the kernel's skb_tunnel_check_pmtu)."""
+        return {str(a): {"mtu": mtu, "inner_max": mtu - (70 if a.version == 6 else 50)}
+                for a, mtu in sorted(self.vtep.pmtu.known.items(),
+                                     key=lambda kv: (kv[0].version, kv[0].packed))}
 
     def tap_targets(self) -> list[tuple[str, str | None, int]]:
         """(endpoint, namespace, ifindex) of every TAP, taken on the loop's thread."""

@@ -108,8 +108,13 @@ def counters(v: Vtep) -> dict[str, int]:
 
 def test_vxdp_knows_the_path_mtu_at_start(narrow: Narrow) -> None:
     """The route MTU to the configured peer's VTEP is measured before the first frame: the
-    log says what it is and what it means."""
+    log says what it is and what it means, and vxdp stats shows it."""
     assert f"path MTU to VTEP {WORKER}: {UNDERLAY_MTU}" in narrow.vxdp.log()
+    assert narrow.vxdp.stats()["paths"][str(WORKER)] == {"mtu": UNDERLAY_MTU,
+                                                         "inner_max": UNDERLAY_MTU - 50}
+    text = narrow.vxdp.cli("stats").stdout
+    assert "paths (route MTU to each remote VTEP):" in text
+    assert f"mtu {UNDERLAY_MTU}, inner packets up to {UNDERLAY_MTU - 50}" in text
 
 
 def test_tcp_mss_adapts_and_data_arrives_intact(narrow: Narrow) -> None:

@@ -751,6 +751,17 @@ def test_format_offload(offload: dict[str, Any], lines: list[str]) -> None:
     assert fmt.format_stats({"offload": offload}) == "\n".join(lines)
 
 
+def test_format_paths() -> None:
+    assert fmt.format_paths({"198.18.0.2": {"mtu": 1400, "inner_max": 1350},
+                             "2001:db8:18::2": {"mtu": 1400, "inner_max": 1330},
+                             "198.18.0.3": "odd"}) == [
+        "paths (route MTU to each remote VTEP):",
+        "  198.18.0.2      mtu 1400, inner packets up to 1350",
+        "  2001:db8:18::2  mtu 1400, inner packets up to 1330",
+        "  198.18.0.3      mtu -, inner packets up to -",
+    ]
+
+
 def test_format_offload_tolerates_odd_input() -> None:
     assert fmt.format_stats({"offload": {}}) == ""
     assert fmt.format_offload({"udp_gso": True}) == ["offload: tap off, udp_gso on"]

@@ -63,6 +63,9 @@ def start(address: str, stats: Callable[[], dict[str, Any]]) -> Any:
                          [([], oc.get("gso_sockets", 0))], vtep)
             yield family(GaugeMetricFamily, "vxdp_endpoints", "Attached endpoints", [],
                          [([], len(s["ports"]))], vtep)
+            yield family(GaugeMetricFamily, "vxdp_path_mtu",
+                         "Route MTU to each remote VTEP, as in vxdp stats", ["remote"],
+                         (([addr], p["mtu"]) for addr, p in s.get("paths", {}).items()), vtep)
 
     host, _, port_s = address.rpartition(":")
     registry = CollectorRegistry()

@@ -41,6 +41,9 @@ def test_metrics_follow_stats(world: World) -> None:
     assert value(after, "vxdp_underlay_total", counter="tx_packets") == \
         stats["underlay"]["tx_packets"]
     assert value(after, "vxdp_endpoints") == 2
+    assert stats["paths"], stats            # the worker's VTEP, measured at start
+    for addr, path in stats["paths"].items():
+        assert value(after, "vxdp_path_mtu", remote=addr) == path["mtu"] == 1500
 
     # The offload counters and what is active (C path, default config: all offloads on):
     # after a TCP transfer from c1 they are non-zero and equal to `vxdp stats`.

@@ -10,8 +10,8 @@ and tells the core when it changes (``Switch.set_path_mtu``). Measured at start,
 ``PMTU_INTERVAL`` seconds, and at the next tick after the underlay refused datagrams (send
 errors or GSO sends refused for their size, the signs of an MTU that shrank).
 
-Until an address has been measured (a remote added a moment ago), or when there is no route to
-it, the core has no MTU for it and sends whatever the size, as vxdp did before: the kernel then
+Until an address has been measured (a remote added since the last one-second tick), or when
+there is no route to it, the core has no MTU for it and sends whatever the size, as vxdp did before: the kernel then
 fragments the outer datagram (``df`` unset) or the underlay drops it.
 """
 
@@ -69,6 +69,7 @@ class PathMtu:
         self.measure = measure
         self.interval = interval
         self.known: dict[IPAddress, int] = {}
+        self.asked: set[IPAddress] = set()     # the addresses the last refresh measured
         self._next = 0.0
         self._refusals = -1
 
@@ -80,11 +81,16 @@ class PathMtu:
         return int(io.get("tx_errors", 0)) + int(off.get("gso_fallbacks", 0))
 
     def tick(self, now: float) -> list[tuple[IPAddress, int, int]]:
-        """Measure when it is time, or when datagrams were refused since the last tick;
+        """Measure when it is time, when datagrams were refused since the last tick, or when
+        the FDB points at an address not measured yet (an `fdb add`, a peer, a store entry
+        or a learned VTEP since the last tick: checked within a tick, not an interval);
         the changes made (see :meth:`refresh`)."""
         refused = self._refused()
         due = now >= self._next or (self._refusals >= 0 and refused != self._refusals)
         self._refusals = refused
+        if not due:
+            want = self.switch.remote_vteps()[:MAX_DESTINATIONS]
+            due = not self.asked.issuperset(want)
         if not due:
             return []
         self._next = now + self.interval
@@ -96,6 +102,7 @@ class PathMtu:
         more are forgotten."""
         changes = []
         want = self.switch.remote_vteps()[:MAX_DESTINATIONS]
+        self.asked = set(want)
         for dst in want:
             local = self.local.of(dst.version)
             try:

@@ -135,3 +135,22 @@ def test_tick_measures_every_interval_and_after_refusals(impl: Any) -> None:
     sw.tx_errors += 2                                   # sends refused
     assert pm.tick(107.0) == [(REMOTE, 1200, 1100)]
     assert pm.tick(108.0) == []
+
+
+def test_a_new_remote_is_measured_at_the_next_tick(impl: Any) -> None:
+    """An address the FDB points at that the last round did not measure (fdb add, a peer, a
+    store entry, a learned VTEP) is measured at the next tick, not an interval later; one
+    without a route is not asked again every tick."""
+    sw = Counting(core(impl))
+    paths = Paths()
+    paths.mtu = {REMOTE: 1400}
+    pm = PathMtu(sw, parse_locals([LOCAL, LOCAL6]), 4789, measure=paths, interval=5.0)
+    assert pm.tick(100.0) == [(REMOTE, 0, 1400)]
+    new = ip_address("198.18.0.9")
+    sw.fdb_add(VNI, "02:00:00:00:00:09", new)
+    paths.mtu[new] = 1350
+    assert pm.tick(101.0) == [(new, 0, 1350)]
+    assert sw.path_mtus()[new] == 1350
+    asked = len(paths.asked)
+    assert pm.tick(102.0) == [] and pm.tick(103.0) == []
+    assert len(paths.asked) == asked                    # REMOTE2 (no route) not re-asked

@@ -161,27 +161,47 @@ def set_affinity(pids: Sequence[int], cpus: set[int]) -> None:
                 pass
 
 
-def ping(world: World, count: int, interval: float, cpu: int | None = None) -> dict[str, Any]:
-    """Round-trip times of ``count`` pings, ``interval`` seconds apart, in an idle world.
-    ``cpu``: with ping and every VTEP process pinned to that one CPU (a wake-up on the same
-    CPU is cheap on a VM, one on another CPU dear: the pinned figure leaves mostly the work
-    done per crossing), unpinned again afterwards."""
-    argv = ["ping", "-n", "-c", str(count), "-i", f"{interval:g}", "-W", "1", C2_IP]
+def _ping(world: World, argv: list[str], cpu: int | None, timeout: float,
+          ) -> subprocess.CompletedProcess[str]:
+    """Run ping in c1; ``cpu``: with ping and every VTEP process pinned to that one CPU (a
+    wake-up on the same CPU is cheap on a VM, one on another CPU dear: the pinned figure
+    leaves mostly the work done per crossing), unpinned again afterwards."""
     pids = world.vtep_pids()
     if cpu is not None:
         argv = ["taskset", "-c", str(cpu), *argv]
         set_affinity(pids, {cpu})
     try:
-        p = world.lab.run("c1", argv, check=False, timeout=count * interval + 30)
+        return world.lab.run("c1", argv, check=False, timeout=timeout)
     finally:
         if cpu is not None:
             set_affinity(pids, os.sched_getaffinity(0))
+
+
+def ping(world: World, count: int, interval: float, cpu: int | None = None) -> dict[str, Any]:
+    """Round-trip times of ``count`` pings, ``interval`` seconds apart, in an idle world,
+    pinned to ``cpu`` if given (see _ping)."""
+    argv = ["ping", "-n", "-c", str(count), "-i", f"{interval:g}", "-W", "1", C2_IP]
+    p = _ping(world, argv, cpu, count * interval + 30)
     rtts = [float(m) for m in re.findall(r"time=([0-9.]+) ms", p.stdout)]
     if not rtts:
         raise BenchError(f"{world.kind}: ping got no reply:\n{p.stdout}{p.stderr}")
     return {"p50_ms": percentile(rtts, 50), "p99_ms": percentile(rtts, 99),
             "mean_ms": statistics.fmean(rtts), "max_ms": max(rtts),
             "sent": count, "received": len(rtts)}
+
+
+def ping_flood(world: World, count: int, cpu: int | None) -> dict[str, Any]:
+    """``ping -f``: the next request leaves as soon as the reply is back, so ping's own wall
+    time over ``count`` round trips is the mean round trip without the 1 µs rounding of each
+    printed time (which makes a p50 of 35-40 µs move by a few percent per count: too coarse
+    to compare two userspace VTEPs a microsecond apart). Pinned to ``cpu`` if given."""
+    argv = ["ping", "-n", "-q", "-f", "-c", str(count), "-W", "1", C2_IP]
+    p = _ping(world, argv, cpu, count * 0.01 + 30)
+    m = re.search(r"(\d+) packets transmitted, (\d+) received.*time (\d+)ms", p.stdout)
+    if not m or int(m.group(2)) == 0:
+        raise BenchError(f"{world.kind}: ping -f got no reply:\n{p.stdout}{p.stderr}")
+    sent, received, wall_ms = int(m.group(1)), int(m.group(2)), int(m.group(3))
+    return {"mean_ms": wall_ms / sent, "sent": sent, "received": received, "wall_ms": wall_ms}
 
 
 # --------------------------------------------------------------------------- one round's metrics
@@ -191,7 +211,8 @@ def metrics_of(r: dict[str, Any]) -> dict[str, float | None]:
     bg = r["background_busy_cores"]
     pinned = r.get("ping_pinned") or {}
     rtt = {"rtt_p50_ms": r["ping"]["p50_ms"], "rtt_p99_ms": r["ping"]["p99_ms"],
-           "rtt_pinned_p50_ms": pinned.get("p50_ms"), "rtt_pinned_p99_ms": pinned.get("p99_ms")}
+           "rtt_pinned_p50_ms": pinned.get("p50_ms"), "rtt_pinned_p99_ms": pinned.get("p99_ms"),
+           "rtt_flood_pinned_ms": (r.get("ping_flood_pinned") or {}).get("mean_ms")}
     if "tcp1" not in r:         # the relay world: round trips only
         return rtt
     t1, t4 = r["tcp1"], r["tcp4"]

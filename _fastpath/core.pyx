@@ -451,6 +451,12 @@ cdef class Switch:
         got.sort(key=lambda am: (am[0].version, am[0].packed))
         return dict(got)
 
+    def remotes_made(self):
+        """How many remote descriptors the pool has made so far: a number that changes
+        when an FDB entry may point at an address it did not before, cheap to ask every
+        second (pmtu.PathMtu compares it before it lists remote_vteps())."""
+        return self.s.rem.made
+
     def remote_vteps(self):
         """Every underlay address an FDB entry points at, once each (IPv4 first, then IPv6):
         the remote pool's addresses (switch.Switch.remote_vteps)."""

@@ -275,6 +275,7 @@ class Switch:
         # dst_mtu(), which vxlan_xmit_one reads per packet): PMTU signalling. Not there: no
         # check, the datagram is sent whatever its size.
         self._pmtu: dict[IPAddress, int] = {}
+        self._remotes_made = 0     # remotes_made(): grows when an entry may name a new VTEP
         # Trace (vxdp trace/capture): off by default and then free; when on, one record per
         # frame or datagram into a bounded ring whose overflow is counted, never waited on.
         self._trace_on = False
@@ -348,6 +349,7 @@ class Switch:
 
     def _remote(self, net: Network, dst: IPAddress | str, dst_port: int,
                 dst_vni: int) -> Remote:
+        self._remotes_made += 1
         return make_remote(dst, dst_port, dst_vni, self.dstport, net.vni, self.locals)
 
     def fdb_add(self, vni: int, mac: str | bytes, dst: IPAddress | str,
@@ -419,6 +421,14 @@ class Switch:
     def path_mtus(self) -> dict[IPAddress, int]:
         """The route MTUs set with ``set_path_mtu``, by address (IPv4 first, then IPv6)."""
         return {a: self._pmtu[a] for a in sorted(self._pmtu, key=_addr_order)}
+
+    def remotes_made(self) -> int:
+        """A number that grows whenever an FDB entry may have come to point at an address it
+        did not before (fdb add/append/replace, learning): cheap to compare every second
+        before listing :meth:`remote_vteps`, which walks every entry. The compiled core counts
+        the remote descriptors its pool made; the two numbers differ, only their changes
+        matter."""
+        return self._remotes_made
 
     def remote_vteps(self) -> list[IPAddress]:
         """Every underlay address an FDB entry points at, once each (IPv4 first, then IPv6):
@@ -515,7 +525,8 @@ class Switch:
         """One step of the ageing sweep in slices: (how many went, whether the sweep is
         complete). The compiled core walks ``budget`` table slots per step so that a large
         table never holds the event loop for a whole sweep; this reference has no slots and
-        sweeps everything in one step. A complete sweep expires what :meth:`age` would."""
+        sweeps everything in one step. A complete sweep expires what :meth:`age` would; the
+        compiled core orders the ``aged`` events within each step, not across the sweep."""
         if budget < 0:
             raise InvalidArgument("age_step: budget must be >= 0")
         return self.age(now), True
@@ -790,6 +801,8 @@ class Switch:
             result, old = net.fdb.learn(src, now, dst=Remote(src_ip))
             if result == "conflict":
                 return self._drop("fdb_conflict")
+            if result in ("new", "moved"):
+                self._remotes_made += 1
             self._note_learning(net, src, result, old, str(src_ip), None)
         # RFC 6040 §4.2 after learning, as vxlan_rcv orders them
         decapped = ecn_decap(frame, tos)

@@ -78,6 +78,7 @@ class Vtep:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ageing: asyncio.TimerHandle | None = None
         self._sweeping = False     # an ageing sweep is under way (_age_step)
+        self._pmtu_task: asyncio.Future[None] | None = None   # path MTUs being measured
         self._stopped = False
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -338,9 +339,34 @@ class Vtep:
                            "line": f"endpoint {e.cfg.name} gone (network {e.network.name})"})
 
     def _pmtu_tick(self, now: float) -> None:
-        """Measure the paths to the remote VTEPs when due (pmtu.PathMtu.tick); a change is
-        logged and told on ``vxdp events``."""
-        for dst, old, new in self.pmtu.tick(now):
+        """Measure the paths to the remote VTEPs now if due, in this thread (at start: the
+        configured peers are covered before the first frame)."""
+        self._pmtu_report(self.pmtu.tick(now))
+
+    def _pmtu_due(self, now: float) -> None:
+        """The one-second tick's part: when a measurement is due, run it in a worker thread
+        (a socket per remote VTEP, ~12 µs each: 50 ms for 4096 of them, which the loop must
+        not wait for) and apply the results back on the loop."""
+        if self._pmtu_task is not None and not self._pmtu_task.done():
+            return
+        want = self.pmtu.due(now)
+        if want:
+            self._pmtu_task = asyncio.ensure_future(self._pmtu_measure(want))
+        elif want is not None:
+            self._pmtu_report(self.pmtu.apply(want, {}))
+
+    async def _pmtu_measure(self, want: list[Any]) -> None:
+        try:
+            mtus = await asyncio.to_thread(self.pmtu.measure_all, want)
+        except Exception as e:   # noqa: BLE001 - a failed round keeps what is known
+            log.warning("vxdp %s: measuring the path MTUs failed: %s", self.config.vtep.name, e)
+            return
+        if not self._stopped:
+            self._pmtu_report(self.pmtu.apply(want, mtus))
+
+    def _pmtu_report(self, changes: list[Any]) -> None:
+        """Log each path MTU change and tell it on ``vxdp events``."""
+        for dst, old, new in changes:
             if new:
                 line = (f"path MTU to VTEP {dst}: {new} (was {old or 'unknown'}); inner "
                         f"packets over {new - (70 if dst.version == 6 else 50)} bytes get "
@@ -352,28 +378,33 @@ class Vtep:
                                "line": line})
 
     def _age(self) -> None:
-        now = time.monotonic()
-        if not self._sweeping:
-            self._age_step(now)
-        self._pmtu_tick(now)
-        self.switch.offload_gc()   # closes per-source-port GSO sockets idle for 30 ticks
-        if self._gso_on and not self.switch.offload_state()["udp_gso"]:
-            # the core switched UDP GSO off after the kernel refused a send with EIO
-            self._gso_on = False
-            log.warning("vxdp %s: UDP GSO refused by the kernel (the underlay device "
-                        "cannot checksum); sending datagram by datagram from now on",
-                        self.config.vtep.name)
-        self.observe.publish_events()
-        if self._loop is not None and not self._stopped:
-            self._ageing = self._loop.call_later(AGEING_INTERVAL, self._age)
+        """The one-second tick. It is rescheduled whatever happens in it: an exception in one
+        of its jobs (logged by the loop) must not end ageing and path measurements for good."""
+        try:
+            now = time.monotonic()
+            if not self._sweeping:
+                self._age_step(now)
+            self._pmtu_due(now)
+            self.switch.offload_gc()   # closes per-source-port GSO sockets idle for 30 ticks
+            if self._gso_on and not self.switch.offload_state()["udp_gso"]:
+                # the core switched UDP GSO off after the kernel refused a send with EIO
+                self._gso_on = False
+                log.warning("vxdp %s: UDP GSO refused by the kernel (the underlay device "
+                            "cannot checksum); sending datagram by datagram from now on",
+                            self.config.vtep.name)
+            self.observe.publish_events()
+        finally:
+            if self._loop is not None and not self._stopped:
+                self._ageing = self._loop.call_later(AGEING_INTERVAL, self._age)
 
     def _age_step(self, now: float) -> None:
         """One step of the FDB ageing sweep, the next one in the next turn of the loop: a
-        sweep of a 1M-entry table in one call held forwarding for 7-8 ms every second."""
+        sweep of a 1M-entry table in one call held forwarding for 7-8 ms every second. A step
+        that raises ends this sweep (the next tick starts another), never ageing itself."""
+        self._sweeping = False
         _, done = self.switch.age_step(now)
-        self._sweeping = not done and self._loop is not None and not self._stopped
-        if self._sweeping:
-            assert self._loop is not None
+        if not done and self._loop is not None and not self._stopped:
+            self._sweeping = True
             self._loop.call_soon(self._age_more, now)
 
     def _age_more(self, now: float) -> None:

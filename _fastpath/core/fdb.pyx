@@ -637,9 +637,11 @@ cdef object fdb_api_age_step(Switch sw, double now, uint64_t budget):
     walks every slot (~24 MB at 1M entries: 7-8 ms, a forwarding pause each second); in
     slices the event loop forwards between them. A removal shifts later entries back
     (table.pyx tab_remove), possibly from beyond the slice into it, so a slice that lost
-    entries is walked again before the sweep moves on. Only a resize between steps (the
-    table grew) can move an entry behind the cursor: it then ages at the next sweep, a second
-    late (the kernel's vxlan_cleanup gives no tighter promise: it runs every ~10 s)."""
+    entries is walked again before the sweep moves on. Between steps, a resize or a removal
+    by someone else (fdb del, a network deleted) can still move an entry behind the cursor:
+    it then ages at the next sweep, a second late (the kernel's vxlan_cleanup gives no
+    tighter promise: it runs every ~10 s). Events come in VNI, MAC order within a step, so a
+    sweep in several steps reports them in a different order than age() does."""
     cdef table_t *t = &sw.s.fdb.tab
     cdef uint64_t lo = sw._age_pos, hi, n
     if lo >= t.cap:
@@ -674,7 +676,8 @@ cdef uint64_t fdb_age_range(Switch sw, double now, uint64_t lo,
     order = sorted(sw._networks)
     for i, vni in enumerate(order):
         rank[<uint32_t>sw._networks[vni]] = i
-    pairs = <uint64_t*>malloc((t.count + 1) * 2 * sizeof(uint64_t))
+    # at most one pair per slot of the range (a step of 64k slots: 1 MiB, not the table's)
+    pairs = <uint64_t*>malloc((min(t.count, hi - lo) + 1) * 2 * sizeof(uint64_t))
     if pairs == NULL:
         free(rank)
         raise MemoryError()

@@ -36,6 +36,7 @@ ctypedef struct remotes_t:
     uint32_t cap
     uint32_t used
     uint32_t free_head           # first free id, NO_REMOTE when none
+    uint64_t made                # descriptors made so far (remotes_made(): new VTEPs to measure)
     table_t index
     table_t pmtu                 # address -> route MTU (pmtu_ent)
 

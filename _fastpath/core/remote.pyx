@@ -164,6 +164,7 @@ cdef uint32_t rem_intern(remotes_t *p, const uint8_t *addr, uint16_t port,
     r.refs = 0
     r.max_frame = pmtu_max_frame(rem_path_mtu(p, addr), r.v4)
     p.used += 1
+    p.made += 1
     return id
 
 

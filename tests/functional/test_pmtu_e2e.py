@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from scapy.layers.l2 import Ether
 
 from dataplane import tunnel
 from dataplane.lab import KernelVtep
+from dataplane.pmtu import PMTU_INTERVAL
 from tests.functional.vxdp_world import (
     MANAGER,
     VNI,
@@ -248,3 +250,28 @@ def test_the_same_frames_get_the_same_answers_from_vxdp_and_the_kernel(narrow: N
     assert after["frag_needed"] - before["frag_needed"] == v4 > 0
     assert after["pkt_too_big"] - before["pkt_too_big"] == len(answered_by_vxdp) - v4 > 0
     assert narrow.vxdp.alive()
+
+
+def test_a_route_mtu_change_reaches_the_core_while_it_runs(narrow: Narrow) -> None:
+    """The periodic measurement (in a worker thread, applied on the loop): a route with a
+    smaller MTU towards the peer VTEP shows in vxdp stats within an interval, and the
+    link's MTU again once the route is gone."""
+    lab, v = narrow.world.lab, narrow.vxdp
+    route = [f"{WORKER}/32", "dev", "eth0", "mtu", "1300"]
+
+    def path_mtu() -> int:
+        return int(v.stats()["paths"].get(str(WORKER), {}).get("mtu", 0))
+
+    def wait_for(mtu: int) -> None:
+        deadline = time.monotonic() + 3 * PMTU_INTERVAL
+        while path_mtu() != mtu:
+            assert time.monotonic() < deadline, (mtu, v.stats()["paths"])
+            time.sleep(0.2)
+
+    lab.run("manager", ["ip", "route", "add", *route])
+    try:
+        wait_for(1300)
+        assert f"path MTU to VTEP {WORKER}: 1300 (was {UNDERLAY_MTU})" in v.log()
+    finally:
+        lab.run("manager", ["ip", "route", "del", *route], check=False)
+    wait_for(UNDERLAY_MTU)

@@ -154,3 +154,30 @@ def test_a_new_remote_is_measured_at_the_next_tick(impl: Any) -> None:
     asked = len(paths.asked)
     assert pm.tick(102.0) == [] and pm.tick(103.0) == []
     assert len(paths.asked) == asked                    # REMOTE2 (no route) not re-asked
+
+
+def test_ticks_list_the_remotes_only_when_the_core_made_new_ones(impl: Any) -> None:
+    """remote_vteps() builds an address per VTEP (the reference walks every entry): a tick
+    with nothing due asks the cheap remotes_made() and lists only when it changed."""
+    class Listing(Counting):
+        def __init__(self, sw: Any) -> None:
+            super().__init__(sw)
+            self.listed = 0
+
+        def remote_vteps(self) -> Any:
+            self.listed += 1
+            return self.sw.remote_vteps()
+
+    sw = Listing(core(impl))
+    paths = Paths()
+    pm = PathMtu(sw, parse_locals([LOCAL, LOCAL6]), 4789, measure=paths, interval=5.0)
+    pm.tick(100.0)
+    listed = sw.listed
+    made = sw.remotes_made()
+    for t in (101.0, 102.0, 103.0):
+        assert pm.tick(t) == []
+    assert sw.listed == listed                          # nothing new: never listed
+    sw.fdb_add(VNI, "02:00:00:00:00:0a", ip_address("198.18.0.10"))
+    assert sw.remotes_made() > made
+    paths.mtu[ip_address("198.18.0.10")] = 1400
+    assert pm.tick(104.0) == [(ip_address("198.18.0.10"), 0, 1400)]

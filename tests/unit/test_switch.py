@@ -888,3 +888,59 @@ def test_local_learning_limits_count_and_tell_once_per_port(impl: Any) -> None:
     sw.from_port(1, eth(BROADCAST, bytes((2, 9, 0, 0, 0, 8)), 0x0800, bytes(46)), 2.0)
     assert [e[0] for e in sw.events()] == ["learned", "learn_limit"]
     sw.add_port(3, VNI, bytes.fromhex("0242c0a83799"))          # endpoints never count
+
+
+def test_a_failing_ageing_step_does_not_end_ageing() -> None:
+    """Vtep's ageing sweep (one step per turn of the loop): a step that raises ends that sweep,
+    and the next tick starts another; the tick itself is rescheduled whatever happens."""
+    from dataplane.vtep import Vtep
+
+    class Loop:
+        def __init__(self) -> None:
+            self.soon: list[Any] = []
+            self.later: list[Any] = []
+
+        def call_soon(self, fn: Any, *args: Any) -> None:
+            self.soon.append((fn, args))
+
+        def call_later(self, delay: float, fn: Any, *args: Any) -> str:
+            self.later.append(fn)
+            return "handle"
+
+    class Core:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def age_step(self, now: float) -> tuple[int, bool]:
+            self.calls += 1
+            if self.calls == 2:
+                raise MemoryError("out of memory in a step")
+            return 0, self.calls % 3 == 0
+
+    class Stub:
+        _age_step = Vtep._age_step
+        _age_more = Vtep._age_more
+        _age = Vtep._age
+
+        def __init__(self) -> None:
+            self.switch = Core()
+            self._loop = Loop()
+            self._stopped = False
+            self._sweeping = False
+            self.pmtu_ticks = 0
+
+        def _pmtu_due(self, now: float) -> None:
+            self.pmtu_ticks += 1
+            raise OSError("the path measurement failed")
+
+    v = Stub()
+    with pytest.raises(OSError):
+        v._age()                            # step 1, not done: the sweep goes on
+    assert v._sweeping and len(v._loop.soon) == 1 and len(v._loop.later) == 1
+    fn, args = v._loop.soon.pop()
+    with pytest.raises(MemoryError):
+        fn(*args)                           # step 2 raises: this sweep is over
+    assert not v._sweeping
+    with pytest.raises(OSError):
+        v._age()                            # the next tick starts a new sweep
+    assert v.switch.calls == 3 and len(v._loop.later) == 2

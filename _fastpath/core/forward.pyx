@@ -138,6 +138,27 @@ cdef bint pmtu_reply(sw_t *s, int32_t port, const uint8_t *f, uint32_t n,
     return True
 
 
+cdef inline void outer_hdr(sw_t *s, txrec *r, const remote_t *rm, uint8_t *data, bint own,
+                           uint8_t df, uint32_t label) noexcept nogil:
+    """The outer IPv4 or IPv6 + UDP header of one encap output record (r's addresses, ports,
+    length, tos and ttl set): in the headroom in front of ``data`` when the record owns it,
+    else in the record (udp_tunnel_xmit_skb / udp_tunnel6_xmit_skb's headers)."""
+    if rm.v4:
+        r.v6 = 0
+        r.hlen = IPUDP_HLEN
+        r.df = df
+        r.label = 0                 # a flow label means nothing to IPv4
+        build_ipudp(data - IPUDP_HLEN if own else r.hdr, s.local, rem_v4(rm), r.sport,
+                    r.dport, r.len, 0, r.tos, r.ttl, df)
+    else:
+        r.v6 = 1
+        r.hlen = IP6UDP_HLEN
+        r.df = 0                    # nor DF to IPv6 (vxlan_xmit_one: AF_INET only)
+        r.label = label
+        build_ip6udp(data - IP6UDP_HLEN if own else r.hdr, s.local6, rm.addr, r.sport,
+                     r.dport, r.len, 0, r.tos, r.ttl, label)
+
+
 cdef void encap(sw_t *s, net_t *net, fdb_ent *e, int32_t port, uint8_t *f,
                 uint32_t n) noexcept nogil:
     """The vxlan port's transmit (vxlan_xmit → vxlan_xmit_one, per remote): VXLAN header
@@ -206,20 +227,7 @@ cdef void encap(sw_t *s, net_t *net, fdb_ent *e, int32_t port, uint8_t *f,
         r.tos = tos
         r.ttl = ttl
         r.inline_hdr = 0 if own else 1
-        if rm.v4:
-            r.v6 = 0
-            r.hlen = IPUDP_HLEN
-            r.df = df
-            r.label = 0                 # a flow label means nothing to IPv4
-            build_ipudp(data - IPUDP_HLEN if own else r.hdr, s.local, rem_v4(rm), sport,
-                        r.dport, plen, 0, tos, ttl, df)
-        else:
-            r.v6 = 1
-            r.hlen = IP6UDP_HLEN
-            r.df = 0                    # nor DF to IPv6 (vxlan_xmit_one: AF_INET only)
-            r.label = label
-            build_ip6udp(data - IP6UDP_HLEN if own else r.hdr, s.local6, rm.addr, sport,
-                         r.dport, plen, 0, tos, ttl, label)
+        outer_hdr(s, r, rm, data, own, df, label)
         s.ul_tx_packets += 1
         s.ul_tx_bytes += plen
 

@@ -806,14 +806,6 @@ cdef class Switch:
             self._attention()
         return 0
 
-    def busy_poll(self, int sock_fd, double idle, double limit, int sock_fd2=-1) -> int:
-        """Keep serving every registered TAP fd and the UDP socket ``sock_fd`` (and
-        ``sock_fd2``: a VTEP of both families has one per family) without sleeping until
-        nothing has arrived for ``idle`` seconds, ``limit`` seconds at most (rx.pyx
-        poll_all says why). The GIL stays held: the switch belongs to the event loop's
-        thread."""
-        return poll_all(self.s, sock_fd, sock_fd2, idle, limit)
-
     def set_offload(self, *, udp_gso=False, udp_gro=False, tap_coalesce=False):
         """Switch the offloads on or off (dataplane/offload.py says what each does; the
         caller has probed that the kernel supports them):

@@ -12,10 +12,9 @@ which one it has:
 ``rx_tap_burst``         read a TAP until EAGAIN or ``burst`` frames, forward, transmit
 ``rx_udp_burst``         the same for the underlay socket
 ``gone_ports``           ports whose TAP went away under us (the VTEP removes them)
-``busy_poll``            keep polling for a while after a burst (``BUSY_POLL``)
 ``tap_ready`` ...        the event loop's readiness callbacks: a burst at the current time,
-                         then busy polling, then Python's hook only when it has work
-                         (``set_readiness``)
+                         then busy polling (``BUSY_POLL``), then Python's hook only when it
+                         has work (``set_readiness``)
 ``set_offload`` ...      TSO/GSO/GRO (``OFFLOADS`` says which the core can use)
 ``io_counters``          write/send failures and drops, which the I/O-free core cannot see
 =======================  =================================================================
@@ -227,9 +226,6 @@ class PyBurstSwitch(_reference.Switch):
             self._ul_io["tx_dropped" if e.errno in FULL else "tx_errors"] += 1
 
     # -- what the compiled core has and this one does not -----------------------------------
-
-    def busy_poll(self, sock_fd: int, idle: float, limit: float, sock_fd2: int = -1) -> int:
-        return 0
 
     def set_readiness(self, hook: Callable[[], object] | None, *, busy_poll: float = 0.0,
                       busy_limit: float = 0.002, sock_fds: Sequence[int] = ()) -> None:

@@ -20,6 +20,7 @@ import pytest
 
 from dataplane.lab import VxdpProcess
 from dataplane.lab.vxdp import to_toml
+from tests.control_io import exchange
 from tests.functional.vxdp_world import (
     MANAGER,
     ROOT,
@@ -63,27 +64,6 @@ def stand(request: pytest.FixtureRequest) -> Iterator[Stand]:
         assert v.impl == request.param
         yield Stand(w, v, c1, c3, request.param)
         v.stop()
-
-
-def exchange(path: str, payload: bytes) -> list[bytes]:
-    """Send raw bytes; every line the server sends back before it closes."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(10)
-        s.connect(path)
-        try:
-            s.sendall(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        data = b""
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            data += chunk
-    return data.splitlines()
 
 
 def req(cmd: str, **args: object) -> bytes:

@@ -26,6 +26,7 @@ from dataplane.control import (
     unknown_command,
 )
 from dataplane.errors import ControlError, InvalidArgument, VxdpError
+from tests.control_io import exchange
 
 KNOWN = ("echo", "fail", "boom", "slow", "weird", "rows", "biglist", "rows_fail", "rows_cut")
 
@@ -166,23 +167,7 @@ def served(sockdir: str, loop_factory: Callable[[], asyncio.AbstractEventLoop],
 
 def raw_exchange(path: str, payload: bytes, timeout: float = 5.0) -> list[dict[str, Any]]:
     """Send raw bytes, read every reply line until the server closes."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(path)
-        try:
-            s.sendall(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        data = b""
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            data += chunk
-    return [json.loads(line) for line in data.splitlines()]
+    return [json.loads(line) for line in exchange(path, payload, timeout)]
 
 
 # ------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from dataplane import offload
 from dataplane import switch as _reference
@@ -178,9 +178,10 @@ class PyBurstSwitch(_reference.Switch):
     def _transmit(self, actions: list[_reference.Action]) -> None:
         for a in actions:
             if a[0] == "port":
-                self._to_tap(a[1], a[2])
+                self._to_tap(cast(int, a[1]), cast(bytes, a[2]))
             else:
-                self._to_underlay(a[1], a[2], a[3], a[4])
+                vtep = cast(tuple[str, IPAddress, int, bytes, Any], a)
+                self._to_underlay(vtep[1], vtep[2], vtep[3], vtep[4])
 
     def _to_tap(self, port: int, frame: bytes) -> None:
         io = self._port_io.setdefault(port, {"tx_errors": 0, "tx_dropped": 0})

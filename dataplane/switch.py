@@ -179,7 +179,7 @@ def _loc(e: FdbEntry) -> str:
     return e.location()
 
 
-def parse_locals(local: IPAddress | str | Sequence[IPAddress | str]) -> Locals:
+def parse_locals(local: IPAddress | str | Locals | Sequence[IPAddress | str]) -> Locals:
     """``[vtep] local``: one address, or a list with one per family (IPv4, IPv6)."""
     try:
         return _parse_locals(local)
@@ -208,7 +208,7 @@ def make_remote(dst: IPAddress | str, dst_port: int, dst_vni: int, dstport: int,
                   0 if dst_vni == net_vni else dst_vni)
 
 
-def underlay_args(local: IPAddress | str | Sequence[IPAddress | str],
+def underlay_args(local: IPAddress | str | Locals | Sequence[IPAddress | str],
                   src_port_range: tuple[int, int],
                   allow: Sequence[IPv4Network | IPv6Network | str]
                   ) -> tuple[Locals, tuple[int, int], tuple[IPv4Network | IPv6Network, ...]]:
@@ -250,7 +250,7 @@ def source_address(source: IPAddress | str) -> IPAddress:
 class Switch:
     """The pure-Python forwarding core. Not thread-safe; one per VTEP."""
 
-    def __init__(self, local: IPAddress | str | Sequence[IPAddress | str], *,
+    def __init__(self, local: IPAddress | str | Locals | Sequence[IPAddress | str], *,
                  src_port_range: tuple[int, int] = DEFAULT_SRC_PORT_RANGE,
                  strict: bool = True,
                  allow: Sequence[IPv4Network | IPv6Network | str] = (),
@@ -664,12 +664,12 @@ class Switch:
             if mtu is not None and self._pmtu_reply(port, frame, mtu, r.addr.version, out):
                 continue
             # a remote's own VNI (the kernel's per-entry vni: VNI translation) in its header
-            p = payload if not r.vni else vxlan_header(r.vni) + frame
+            body = payload if not r.vni else vxlan_header(r.vni) + frame
             # df means nothing to an IPv6 outer header, a flow label nothing to an IPv4 one
             if r.addr.version == 6:
-                self._to_vtep(out, r.addr, sport, p, Outer(r.port, tos, ttl, False, label))
+                self._to_vtep(out, r.addr, sport, body, Outer(r.port, tos, ttl, False, label))
             else:
-                self._to_vtep(out, r.addr, sport, p, Outer(r.port, tos, ttl, df))
+                self._to_vtep(out, r.addr, sport, body, Outer(r.port, tos, ttl, df))
         return out
 
     def _pmtu_reply(self, port: int, frame: bytes, route_mtu: int, version: int,

@@ -392,8 +392,9 @@ def _echo_request(dmac: bytes, smac: bytes, src: IPv4Address | IPv6Address,
     if dst.version == 6:
         body = bytearray(struct.pack("!BBHHH", 128, 0, 0, 1, 1) + b"vxdp explain")
         struct.pack_into("!H", body, 2, icmp6_checksum(src.packed, dst.packed, bytes(body)))
+        assert isinstance(src, IPv6Address) and isinstance(dst, IPv6Address)
         return dmac + smac + b"\x86\xdd" + ipv6_header(src, dst, len(body), 64, 58) \
-            + bytes(body)  # type: ignore[arg-type]
+            + bytes(body)
     icmp = bytearray(struct.pack("!BBHHH", 8, 0, 0, 1, 1) + b"vxdp explain")
     struct.pack_into("!H", icmp, 2, inet_checksum(bytes(icmp)))
     return dmac + smac + b"\x08\x00" + ipv4_header(src, dst, len(icmp),  # type: ignore[arg-type]

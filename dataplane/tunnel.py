@@ -66,7 +66,7 @@ class _InnerIP(NamedTuple):
     l3: int          # offset of the IP header
 
 
-def _be16(b: bytes, at: int) -> int:
+def _be16(b: bytes | bytearray, at: int) -> int:
     return (b[at] << 8) | b[at + 1]
 
 

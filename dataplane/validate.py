@@ -417,7 +417,7 @@ def parse_interfaces(value: Any) -> tuple[IPv4Interface | IPv6Interface, ...]:
     items = value if isinstance(value, (list, tuple)) else [value]
     if not items:
         raise ValueError("an empty list: an endpoint needs an address")
-    out = []
+    out: list[IPv4Interface | IPv6Interface] = []
     for item in items:
         iface = parse_interface(item)
         if any(o.ip == iface.ip for o in out):

@@ -10,13 +10,14 @@ the core's events and trace records to ``dataplane.observe``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import resource
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -285,8 +286,9 @@ class Vtep:
         net = self.networks.get(network)
         if net is None:
             return False
-        ops = [lambda: self.switch.fdb_del(net.vni, mac)]
-        ops += [lambda a=a: self.switch.neigh_del(net.vni, a)
+        vni = net.vni
+        ops: list[Callable[[], object]] = [functools.partial(self.switch.fdb_del, vni, mac)]
+        ops += [functools.partial(self.switch.neigh_del, vni, a)
                 for a in ([ip] if isinstance(ip, str) else ip)]
         for op in ops:
             try:

@@ -387,7 +387,8 @@ class Lab:
         """Docker's peerAdd on the kernel vtep (see :func:`dataplane.lab.kernel.peer_add`)."""
         kernel.peer_add(self._vtep(host, vni), mac, ip, vtep)
 
-    def kernel_flood_add(self, host: str, vni: int, vtep: IPv4Address | str) -> None:
+    def kernel_flood_add(self, host: str, vni: int, vtep: IPv4Address | IPv6Address | str,
+                         ) -> None:
         """One more VTEP in the kernel vtep's flood list (head-end replication)."""
         kernel.flood_add(self._vtep(host, vni), vtep)
 
